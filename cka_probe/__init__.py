@@ -1,0 +1,33 @@
+"""cka-probe: layer-by-layer Centered Kernel Alignment of vision networks.
+
+Public API::
+
+    from cka_probe import linear_cka, rbf_cka, cka_matrix, MinibatchCKA, FeatureRecorder
+"""
+
+from .errors import CKAProbeError
+from .math import (
+    LabeledMatrix,
+    MinibatchCKA,
+    ZeroVarianceWarning,
+    cka_matrix,
+    hsic_biased,
+    hsic_unbiased,
+    linear_cka,
+    rbf_cka,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CKAProbeError",
+    "LabeledMatrix",
+    "MinibatchCKA",
+    "ZeroVarianceWarning",
+    "__version__",
+    "cka_matrix",
+    "hsic_biased",
+    "hsic_unbiased",
+    "linear_cka",
+    "rbf_cka",
+]

@@ -1,0 +1,1 @@
+"""The ``cka-probe`` command line: one thin click command per verb (see :mod:`cka_probe.cli.main`)."""
