@@ -1,0 +1,107 @@
+"""MinibatchCKA against the reference computed batch by batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cka_probe import LabeledMatrix, MinibatchCKA, ZeroVarianceWarning
+from cka_probe.errors import ShapeError
+
+from . import reference
+
+
+def _layers(seed: int, n: int, dims):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    return [torch.tanh(base @ torch.randn(6, d, generator=g, dtype=torch.float64)) + 0.2 * torch.randn(n, d, generator=g, dtype=torch.float64) for d in dims]
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_accumulator_equals_reference_batch_by_batch(kernel):
+    feats_a, feats_b = _layers(0, 60, [4, 9, 3]), _layers(1, 60, [5, 2])
+    metric = MinibatchCKA(kernel=kernel)
+    batches = [slice(0, 20), slice(20, 45), slice(45, 60)]  # unequal batch sizes
+    for s in batches:
+        metric.update([f[s] for f in feats_a], [f[s] for f in feats_b])
+    result = metric.compute()
+    assert result.shape == (3, 2)
+    ref_kernel = reference.gram_linear if kernel == "linear" else reference.gram_rbf
+    for i, x in enumerate(feats_a):
+        for j, y in enumerate(feats_b):
+            expected = reference.minibatch_cka([x[s].numpy() for s in batches], [y[s].numpy() for s in batches], ref_kernel)
+            assert float(result[i, j]) == pytest.approx(expected, rel=1e-9)
+    assert metric.num_batches == 3 and metric.num_examples == 60
+
+
+def test_every_batch_counts_not_only_the_last():
+    feats_a, feats_b = _layers(2, 40, [5]), _layers(3, 40, [5])
+    full = MinibatchCKA()
+    last_only = MinibatchCKA()
+    for s in (slice(0, 20), slice(20, 40)):
+        full.update([feats_a[0][s]], [feats_b[0][s]])
+    last_only.update([feats_a[0][20:]], [feats_b[0][20:]])
+    assert float(full.compute()[0, 0]) != pytest.approx(float(last_only.compute()[0, 0]), rel=1e-6)
+
+
+def test_self_comparison_and_names():
+    feats = dict(zip(["stem", "block1", "head"], _layers(4, 32, [3, 8, 2])))
+    metric = MinibatchCKA()
+    for s in (slice(0, 16), slice(16, 32)):
+        metric.update({k: v[s] for k, v in feats.items()})
+    result = metric.compute()
+    assert isinstance(result, LabeledMatrix) and result.rows == result.cols == ("stem", "block1", "head")
+    torch.testing.assert_close(result.values.diagonal(), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.values, result.values.T, rtol=0, atol=1e-14)
+    expected = reference.minibatch_cka([feats["stem"][s].numpy() for s in (slice(0, 16), slice(16, 32))],
+                                       [feats["head"][s].numpy() for s in (slice(0, 16), slice(16, 32))])
+    assert result["stem", "head"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_merge_equals_single_accumulator():
+    feats_a, feats_b = _layers(5, 48, [4, 6]), _layers(6, 48, [3])
+    single, part1, part2 = MinibatchCKA(), MinibatchCKA(), MinibatchCKA()
+    for k, s in enumerate((slice(0, 16), slice(16, 32), slice(32, 48))):
+        single.update([f[s] for f in feats_a], [f[s] for f in feats_b])
+        (part1 if k < 2 else part2).update([f[s] for f in feats_a], [f[s] for f in feats_b])
+    merged = part1.merge(part2)
+    torch.testing.assert_close(merged.compute(), single.compute(), rtol=1e-12, atol=0)
+    assert merged.num_batches == 3
+
+
+def test_sync_sums_over_processes(tmp_path):
+    import torch.distributed as dist
+
+    feats_a, feats_b = _layers(7, 24, [4]), _layers(8, 24, [3])
+    metric = MinibatchCKA()
+    metric.update([feats_a[0]])  # self comparison: the aa and bb statistics are one tensor
+    before = metric.compute().clone()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        metric.sync()
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(metric.compute(), before)
+    assert metric.num_batches == 1
+    del feats_b
+
+
+def test_errors():
+    metric = MinibatchCKA()
+    with pytest.raises(ShapeError, match="before any update"):
+        metric.compute()
+    with pytest.raises(ShapeError, match="at least 4"):
+        metric.update([torch.randn(3, 2)], [torch.randn(3, 2)])
+    metric.update({"a": torch.randn(8, 2)}, {"b": torch.randn(8, 2)})
+    with pytest.raises(ShapeError, match="same layers"):
+        metric.update({"a": torch.randn(8, 2), "c": torch.randn(8, 2)}, {"b": torch.randn(8, 2)})
+    with pytest.raises(ShapeError, match="self-comparison"):
+        metric.update({"a": torch.randn(8, 2)})
+
+
+def test_constant_layer_is_nan():
+    metric = MinibatchCKA()
+    metric.update({"live": torch.randn(8, 3), "dead": torch.zeros(8, 3)}, {"b": torch.randn(8, 2)})
+    with pytest.warns(ZeroVarianceWarning, match="dead"):
+        result = metric.compute()
+    assert torch.isnan(result.values[1]).all() and torch.isfinite(result.values[0]).all()
