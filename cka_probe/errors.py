@@ -6,7 +6,18 @@ The command line turns any :class:`CKAProbeError` into that line and exit code 2
 
 from __future__ import annotations
 
-__all__ = ["CKAProbeError", "ShapeError", "LayerSelectionError", "NonFiniteFeatureError"]
+__all__ = [
+    "CKAProbeError",
+    "ShapeError",
+    "LayerSelectionError",
+    "NonFiniteFeatureError",
+    "ConfigError",
+    "ModelMismatchError",
+    "StageError",
+    "CheckpointError",
+    "DataNotFoundError",
+    "OutputExistsError",
+]
 
 
 class CKAProbeError(ValueError):
@@ -23,3 +34,30 @@ class LayerSelectionError(CKAProbeError):
 
 class NonFiniteFeatureError(CKAProbeError):
     """A layer whose features contain NaN or infinity."""
+
+
+# One-for-All distillation and training (cka_probe.ofa).
+
+
+class ConfigError(CKAProbeError):
+    """A training recipe with an unknown key, a value of the wrong type, or an unknown method."""
+
+
+class ModelMismatchError(CKAProbeError):
+    """A teacher and a student that cannot be paired (e.g. different numbers of classes)."""
+
+
+class StageError(LayerSelectionError):
+    """A stage index that the model does not have (stages are numbered 1 to 4)."""
+
+
+class CheckpointError(CKAProbeError):
+    """A checkpoint that cannot be read or that belongs to another model or run."""
+
+
+class DataNotFoundError(CKAProbeError):
+    """A data set path that does not exist or does not hold the expected files."""
+
+
+class OutputExistsError(CKAProbeError):
+    """An output folder that already holds a run, when neither resuming nor overwriting was asked."""
