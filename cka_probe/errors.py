@@ -17,6 +17,11 @@ __all__ = [
     "CheckpointError",
     "DataNotFoundError",
     "OutputExistsError",
+    "UnknownModelError",
+    "WeightsUnavailableError",
+    "CheckpointMismatchError",
+    "NotEnoughImagesError",
+    "UnreadableImageError",
 ]
 
 
@@ -61,3 +66,26 @@ class DataNotFoundError(CKAProbeError):
 
 class OutputExistsError(CKAProbeError):
     """An output folder that already holds a run, when neither resuming nor overwriting was asked."""
+
+
+# Models and probe data (cka_probe.models, cka_probe.data).
+
+
+class UnknownModelError(CKAProbeError):
+    """A model name that is neither a cka-probe alias nor a timm model (the message suggests close names)."""
+
+
+class WeightsUnavailableError(CKAProbeError):
+    """Pretrained weights that cannot be had: not cached and the hub offline or unreachable, or none published."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint saved from another architecture: tensor shapes differ or no parameter name is shared."""
+
+
+class NotEnoughImagesError(CKAProbeError):
+    """A probe set asked for more images than its source holds (after skipping unreadable ones)."""
+
+
+class UnreadableImageError(CKAProbeError):
+    """An image file that cannot be decoded (the message names it)."""
