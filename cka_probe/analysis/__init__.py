@@ -1,0 +1,23 @@
+"""Orchestration: compare two models, describe their layers, save results with provenance."""
+
+from .compare import ESTIMATORS, TOKEN_RULES, compare
+from .extract import ExtractedFeatures, extract_features, resolve_device
+from .layers import describe_model_layers
+from .result import FIGURE_FORMATS, CKAResult, output_paths, output_stem
+from .summary import diagonal_band_mean, relative_depths
+
+__all__ = [
+    "ESTIMATORS",
+    "FIGURE_FORMATS",
+    "TOKEN_RULES",
+    "CKAResult",
+    "ExtractedFeatures",
+    "compare",
+    "describe_model_layers",
+    "diagonal_band_mean",
+    "extract_features",
+    "output_paths",
+    "output_stem",
+    "relative_depths",
+    "resolve_device",
+]

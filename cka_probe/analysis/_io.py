@@ -1,0 +1,67 @@
+"""Writing outputs: atomically (temporary file, then rename) and never over an existing file unless asked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..errors import CKAProbeError
+
+__all__ = ["OutputExistsError", "OutputDirError", "atomic_path", "check_outputs", "ensure_writable_dir"]
+
+
+class OutputExistsError(CKAProbeError):
+    """An output file exists and overwriting was not asked for."""
+
+
+class OutputDirError(CKAProbeError):
+    """The output directory cannot be created or written."""
+
+
+def ensure_writable_dir(directory: str | os.PathLike) -> Path:
+    """Create ``directory`` if needed and check that files can be written there."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot write to output directory {path} ({exc.strerror or exc}); choose another with --out"
+        ) from None
+    return path
+
+
+def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse to go on when any output exists already and ``overwrite`` is false."""
+    if overwrite:
+        return
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise OutputExistsError(f"{existing[0]}{more} exists already; pass --overwrite (overwrite=True) or choose another --out")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
+
+    An exception (or an interrupted process) leaves ``target`` untouched and removes the
+    temporary file, so a reader never sees a half-written output.
+    """
+    target = Path(target)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,136 @@
+"""The result of one comparison: a labelled CKA table and its provenance, saved as CSV, JSON and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CKAProbeError
+from ._io import atomic_path, check_outputs, ensure_writable_dir
+from .summary import DEFAULT_BAND, diagonal_band_mean
+
+__all__ = ["CKAResult", "output_paths", "output_stem", "FIGURE_FORMATS"]
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def output_stem(name_a: str, name_b: str) -> str:
+    """File stem ``A_vs_B`` with characters that are unsafe in file names replaced.
+
+    >>> output_stem("mobilenetv2", "hf-hub:org/model")
+    'mobilenetv2_vs_hf-hub_org_model'
+    """
+    clean = [re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") for name in (name_a, name_b)]
+    return f"{clean[0]}_vs_{clean[1]}"
+
+
+def output_paths(directory: str | Path, stem: str, formats=("png",)) -> dict[str, Path]:
+    """Where a result is saved: ``csv``, ``json`` and one entry per figure format."""
+    directory = Path(directory)
+    out = {"csv": directory / f"{stem}.csv", "json": directory / f"{stem}.json"}
+    for fmt in formats:
+        if fmt not in FIGURE_FORMATS:
+            raise CKAProbeError(f"unknown figure format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
+        out[fmt] = directory / f"{stem}.{fmt}"
+    return out
+
+
+@dataclass
+class CKAResult:
+    """CKA of every recorded layer of model A (rows) against every layer of model B (columns).
+
+    Attributes:
+        matrix: float64 table, index = A's layers in forward order (named after A), columns = B's.
+        metadata: provenance: models, weights, data, n, seed, layers, pooling, estimator, versions.
+    """
+
+    matrix: pd.DataFrame
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def name_a(self) -> str:
+        return str(self.matrix.index.name or "A")
+
+    @property
+    def name_b(self) -> str:
+        return str(self.matrix.columns.name or "B")
+
+    def diagonal_band_mean(self, width: float = DEFAULT_BAND) -> float:
+        """Mean CKA of layer pairs at about the same relative depth (see :mod:`cka_probe.analysis.summary`)."""
+        return diagonal_band_mean(self.matrix, width)
+
+    def title(self) -> str:
+        meta = self.metadata
+        weights = meta.get("weights", {})
+        weight_text = "/".join(sorted({str(weights.get(side, "?")) for side in ("a", "b")})) if weights else "?"
+        data = meta.get("data", {})
+        synthetic = " (synthetic images)" if data.get("synthetic") else ""
+        return f"{self.name_a} vs {self.name_b}: {weight_text} weights, n={meta.get('n', '?')}{synthetic}"
+
+    def plot(self, ax=None, **kwargs):
+        """Draw the heatmap (see :func:`cka_probe.plots.plot_cka_heatmap`); returns the axes."""
+        from ..plots import plot_cka_heatmap
+
+        kwargs.setdefault("title", self.title())
+        return plot_cka_heatmap(self.matrix, ax=ax, **kwargs)
+
+    def paths(self, directory: str | Path, formats=("png",), stem: str | None = None) -> dict[str, Path]:
+        """Where :meth:`save` writes: ``csv``, ``json`` and one entry per figure format."""
+        return output_paths(directory, stem or output_stem(self.name_a, self.name_b), formats)
+
+    def save(self, directory: str | Path = "figures", formats=("png",), stem: str | None = None,
+             overwrite: bool = False, dpi: int = 200) -> dict[str, Path]:
+        """Write ``A_vs_B.csv``, ``A_vs_B.json`` and the heatmap in each format, atomically.
+
+        Nothing is written when any target exists and ``overwrite`` is false.
+        """
+        paths = self.paths(directory, formats, stem)
+        ensure_writable_dir(directory)
+        check_outputs(paths.values(), overwrite)
+        with atomic_path(paths["csv"]) as tmp:
+            self.matrix.to_csv(tmp, float_format="%.10g")
+        with atomic_path(paths["json"]) as tmp:
+            tmp.write_text(json.dumps(_jsonable(self.metadata), indent=2, sort_keys=False) + "\n")
+        figure_formats = [fmt for fmt in formats]
+        if figure_formats:  # the figure is drawn once and saved in every format
+            from ..plots import new_figure
+
+            fig = new_figure()
+            self.plot(ax=fig.subplots())
+            for fmt in figure_formats:
+                with atomic_path(paths[fmt]) as tmp:
+                    fig.savefig(tmp, format=fmt, dpi=dpi)
+        return paths
+
+    @classmethod
+    def load(cls, csv_path: str | Path) -> CKAResult:
+        """Read a result written by :meth:`save` (the JSON beside the CSV, if present)."""
+        csv_path = Path(csv_path)
+        matrix = pd.read_csv(csv_path, index_col=0)
+        json_path = csv_path.with_suffix(".json")
+        metadata = json.loads(json_path.read_text()) if json_path.exists() else {}
+        models = metadata.get("models", {})
+        matrix.index.name = models.get("a", {}).get("name", matrix.index.name)
+        matrix.columns.name = models.get("b", {}).get("name")
+        return cls(matrix=matrix, metadata=metadata)
+
+
+def _jsonable(value):
+    """Plain JSON types; NaN becomes null so that strict parsers read the file."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,37 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import click
+
+KERNEL = click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True,
+                      help="CKA kernel.")
+UNBIASED = click.option("--unbiased", is_flag=True, help="Unbiased HSIC estimator (Song et al. 2012); n >= 4.")
+TOKENS = click.option("--tokens", type=click.Choice(["patch", "all", "cls"]), default="patch", show_default=True,
+                      help="Token layers: mean over patch tokens (prefix tokens excluded), over all tokens, or the class token.")
+DEVICE = click.option("--device", default="auto", show_default=True,
+                      help="auto (CUDA when there is a GPU), cpu or cuda; the CKA runs there too.")
+SEED = click.option("--seed", type=int, default=0, show_default=True,
+                    help="Seed of the image subset and of random weights.")
+DATA = click.option("--data", default="embedded", show_default=True,
+                    help="embedded | DIR (ImageFolder or flat) | fashion-mnist[:DIR] | imagenette | synthetic.")
+NUM_IMAGES = click.option("-n", "--num-images", type=int, default=128, show_default=True,
+                          help="Images (a class-balanced, seeded subset).")
+BATCH_SIZE = click.option("--batch-size", type=int, default=None,
+                          help="Images per forward pass [default: all n in one batch, as in the paper].")
+WEIGHTS = click.option("--weights", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
+                       help="timm hub weights, or seeded random initialisation.")
+OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+NO_PROGRESS = click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+
+
+def split_layers(value: str) -> str | list[str]:
+    """``activations`` stays a keyword; anything else is a comma-separated list of names or glob patterns."""
+    if value == "activations":
+        return value
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def split_formats(value: str) -> list[str]:
+    return [part.strip().lower() for part in value.split(",") if part.strip()]

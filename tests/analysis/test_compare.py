@@ -1,0 +1,132 @@
+"""compare(): the CKA table is the engine's CKA of independently captured features, labels in step."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+from cka_probe import cka_matrix
+from cka_probe.analysis import CKAResult, compare
+from cka_probe.errors import CKAProbeError, ShapeError
+from cka_probe.math import MinibatchCKA
+
+
+def _manual_features(model: nn.Module, images: torch.Tensor, module_types) -> dict[str, torch.Tensor]:
+    """Record conv-net activations with plain hooks and pool them by hand (NCHW -> mean over H, W)."""
+    records: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            records[name] = output.detach().mean(dim=(2, 3)).clone()
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, module_types)]
+    with torch.no_grad():
+        model(images)
+    for h in handles:
+        h.remove()
+    return records
+
+
+@pytest.fixture(scope="module")
+def two_cnns():
+    torch.manual_seed(0)
+    a = timm.create_model("test_resnet", pretrained=False).eval()
+    torch.manual_seed(1)
+    b = timm.create_model("test_efficientnet", pretrained=False).eval()
+    images = torch.randn(12, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    return a, b, images
+
+
+def test_matrix_equals_cka_of_manually_pooled_features(two_cnns):
+    a, b, images = two_cnns
+    result = compare(a, b, images, n=12, progress=False, device="cpu")
+    feats_a = _manual_features(a, images, nn.ReLU)
+    feats_b = _manual_features(b, images, nn.SiLU)
+    expected = cka_matrix(feats_a, feats_b)
+    assert list(result.matrix.index) == list(expected.rows)
+    assert list(result.matrix.columns) == list(expected.cols)
+    np.testing.assert_allclose(result.matrix.to_numpy(), expected.values.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_batches_do_not_change_the_full_estimator(two_cnns):
+    a, b, images = two_cnns
+    one_batch = compare(a, b, images, n=12, progress=False, device="cpu")
+    batched = compare(a, b, images, n=12, batch_size=5, estimator="full", progress=False, device="cpu")
+    np.testing.assert_allclose(batched.matrix.to_numpy(), one_batch.matrix.to_numpy(), rtol=1e-5, atol=1e-7)
+    assert batched.metadata["estimator"] == "full" and batched.metadata["batch_size"] == 5
+
+
+def test_minibatch_estimator_counts_every_batch(two_cnns):
+    a, b, images = two_cnns
+    result = compare(a, b, images, n=12, batch_size=6, progress=False, device="cpu")
+    assert result.metadata["estimator"] == "minibatch" and result.metadata["unbiased"] is True
+    feats_a = _manual_features(a, images, nn.ReLU)
+    feats_b = _manual_features(b, images, nn.SiLU)
+    metric = MinibatchCKA()
+    for s in (slice(0, 6), slice(6, 12)):
+        metric.update({k: v[s] for k, v in feats_a.items()}, {k: v[s] for k, v in feats_b.items()})
+    np.testing.assert_allclose(result.matrix.to_numpy(), metric.compute().values.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_data_loader_input(two_cnns):
+    a, b, images = two_cnns
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(12)), batch_size=5)
+    from_loader = compare(a, b, loader, n=12, progress=False, device="cpu")
+    from_tensor = compare(a, b, images, n=12, progress=False, device="cpu")
+    np.testing.assert_allclose(from_loader.matrix.to_numpy(), from_tensor.matrix.to_numpy(), rtol=1e-6)
+
+
+def test_self_comparison_by_name_has_unit_diagonal():
+    result = compare("test_vit", "test_vit", "synthetic", n=8, weights="random", progress=False, device="cpu")
+    values = result.matrix.to_numpy()
+    np.testing.assert_allclose(np.diag(values), 1.0, atol=1e-10)
+    np.testing.assert_allclose(values, values.T, atol=1e-12)
+    assert result.metadata["data"]["synthetic"] is True
+    assert "synthetic" in result.title()
+
+
+def test_names_and_probe_set_provenance():
+    result = compare("test_resnet", "test_vit", "embedded", n=10, weights="random", progress=False, device="cpu")
+    meta = result.metadata
+    assert result.matrix.shape == (len(meta["layers"]["a"]), len(meta["layers"]["b"]))
+    assert [row["name"] for row in meta["layers"]["a"]] == list(result.matrix.index)
+    assert meta["models"]["a"]["timm_name"] == "test_resnet" and meta["models"]["b"]["num_prefix_tokens"] == 1
+    assert meta["n"] == 10 and meta["data"]["n"] == 10 and len(meta["data"]["image_list_sha256"]) == 64
+    for key in ("versions", "environment", "kernel", "estimator", "pooling", "tokens", "seed", "device", "dtype"):
+        assert key in meta
+    assert meta["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert math.isfinite(meta["summary"]["diagonal_band_mean"])
+
+
+def test_save_and_load_round_trip(tmp_path, two_cnns):
+    a, b, images = two_cnns
+    result = compare(a, b, images, n=12, progress=False, device="cpu")
+    result.matrix.iloc[0, 0] = float("nan")  # NaN must survive as an empty CSV cell and a JSON null
+    result.metadata["summary"]["diagonal_band_mean"] = float("nan")
+    paths = result.save(tmp_path, formats=("png", "svg"))
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in paths.values()}
+    loaded = CKAResult.load(paths["csv"])
+    np.testing.assert_allclose(loaded.matrix.to_numpy(), result.matrix.to_numpy(), rtol=1e-9, equal_nan=True)
+    assert json.loads(paths["json"].read_text())["summary"]["diagonal_band_mean"] is None
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(CKAProbeError, match="exists already"):
+        result.save(tmp_path, formats=("png",))
+    result.save(tmp_path, formats=("png",), overwrite=True)
+
+
+def test_bad_settings_fail_before_any_model_runs():
+    with pytest.raises(ShapeError, match="n >= 4"):
+        compare("test_resnet", "test_vit", "synthetic", n=3, unbiased=True, weights="random", progress=False)
+    with pytest.raises(CKAProbeError, match="unknown kernel"):
+        compare("test_resnet", "test_vit", "synthetic", n=8, kernel="poly", weights="random", progress=False)
+    with pytest.raises(CKAProbeError, match="no CUDA"):
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        compare("test_resnet", "test_vit", "synthetic", n=8, device="cuda", weights="random", progress=False)
