@@ -5,6 +5,7 @@ Public API::
     from cka_probe import linear_cka, rbf_cka, cka_matrix, MinibatchCKA, FeatureRecorder
 """
 
+from .capture import FeatureRecorder, LayerInfo, describe_layers
 from .errors import CKAProbeError
 from .math import (
     LabeledMatrix,
@@ -21,11 +22,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CKAProbeError",
+    "FeatureRecorder",
     "LabeledMatrix",
+    "LayerInfo",
     "MinibatchCKA",
     "ZeroVarianceWarning",
     "__version__",
     "cka_matrix",
+    "describe_layers",
     "hsic_biased",
     "hsic_unbiased",
     "linear_cka",

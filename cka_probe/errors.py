@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointMismatchError",
     "NotEnoughImagesError",
     "UnreadableImageError",
+    "CaptureError",
 ]
 
 
@@ -89,3 +90,7 @@ class NotEnoughImagesError(CKAProbeError):
 
 class UnreadableImageError(CKAProbeError):
     """An image file that cannot be decoded (the message names it)."""
+
+
+class CaptureError(CKAProbeError):
+    """A forward that cannot be recorded: a hooked layer run outside the model's own forward, or batches that run different layers."""

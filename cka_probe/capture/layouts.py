@@ -1,0 +1,376 @@
+"""Which axis of a recorded activation holds the channels, and which axes are positions.
+
+A recorded output is pooled to ``(N, C)`` over its spatial positions, so the recorder must know its
+layout. The layouts (:data:`LAYOUTS`) are:
+
+======  ============  ==================  ==========================================
+layout  channel axis  pooled axes         seen in
+======  ============  ==================  ==========================================
+NC      1             none                heads, pooled features
+NCL     1             2                   Conv1d; MLP-Mixer token mixing (see below)
+NLC     2             1 (tokens)          ViT/DeiT, Swin, Mixer channel mixing
+NCHW    1             2, 3                conv nets
+NHWC    3             1, 2                ConvNeXt MLP, MambaOut
+NCDHW   1             2, 3, 4             3-D conv nets
+NDHWC   4             1, 2, 3             channels-last 3-D maps
+======  ============  ==================  ==========================================
+
+``NLC`` is the only token layout: only there are prefix tokens (class, distillation, register
+tokens) told apart from patch tokens. Their number is the ``num_prefix_tokens`` attribute of the
+nearest ancestor that has one (timm's ViTs set it on the model); a model without it has none.
+
+Each hooked module's layout is decided once, at its first call, by the first of these rules that
+decides:
+
+1. **Override.** ``layouts={glob: layout}`` given by the user; the first pattern (in the mapping's
+   order) that matches the module's qualified name wins. Its rank must match the output's.
+2. **Rank 2.** A 2-D output is ``NC``, kept as it is.
+3. **Family rules**, keyed on the class of an ancestor module:
+
+   * timm ``MixerBlock.mlp_tokens``: the token-mixing MLP sees ``(N, C, T')``, where ``T'`` (the
+     token-mixing hidden width) replaced the token axis and mixes spatial positions. Layout
+     ``NCL``: pooled over ``T'``, the ``C`` channels kept. (The channel-mixing MLP sees ordinary
+     ``(N, T, C)`` tokens and is decided by rule 4.)
+   * timm ``AttentionPoolLatent``: its MLP sees the latent query tokens, which carry no prefix
+     tokens: ``NLC`` with no prefix exclusion.
+
+4. **Structure**: the module that produced the activation's input. A *producer* is a class whose
+   channel axis is known: channels first for convolutions, batch/group/instance norms (timm's
+   ``BatchNormAct2d`` and friends included), pools, timm's ``LayerNorm2d``/``RmsNorm2d``/
+   ``ConvNormAct``; channels last for ``Linear``, ``LayerNorm``, ``RMSNorm`` and timm's
+   ``RmsNorm``/``LayerNormAct``. In order:
+
+   a. the module is itself a producer (a selected ``Linear`` or ``Conv2d``);
+   b. its parent is a producer (timm's ``BatchNormAct2d.act``: the norm runs first);
+   c. the nearest preceding sibling in the parent, skipping shape-preserving modules (``Identity``,
+      dropouts, ``DropPath``, ``LayerScale``, other activations), is a producer: ``fc1 -> act``
+      in an ``Mlp`` is channels last, ``bn1 -> relu`` channels first;
+   d. every producer among the siblings has the same channel side (a reused module such as
+      torchvision's ``BasicBlock.relu``, whose later calls follow other layers).
+
+   A producer decides only when its channel count (``out_features``, ``out_channels``,
+   ``num_features``, ...; in rule d also the input counts) equals the output's size on the axis it
+   claims as channels; otherwise the rule falls through. The side and the rank give the layout:
+   channels first ``NCL``/``NCHW``/``NCDHW``, channels last ``NLC``/``NHWC``/``NDHWC``.
+5. **Shape**, only when no rule above decides: each of the two readings (``NCL`` or ``NLC``;
+   ``NCHW`` or ``NHWC``) *fits* when its positions are the input image's grid at some stride
+   ``s`` (each side ``floor`` or ``ceil`` of the image side divided by ``s``; for tokens, their
+   number less the prefix tokens equals that grid's area). Exactly one reading fits: it is taken.
+   Both or neither fit, or the model's input is not an ``(N, C, H, W)`` image, or the output is
+   5-D: a :class:`LayerSelectionError` asks for ``layouts=``. A shape is never read both ways
+   silently.
+
+The decision and the rule that made it are kept in a :class:`LayerLayout` (``source``), exposed as
+``FeatureRecorder.layouts`` for provenance.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import timm.layers
+from torch import nn
+
+from ..errors import LayerSelectionError, ShapeError
+from .selection import ACTIVATION_TYPES, GATE_TYPES
+
+__all__ = ["LAYOUTS", "TOKEN_LAYOUT", "LayerLayout", "ancestors_of", "num_prefix_tokens", "resolve_layout"]
+
+LAYOUTS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "NC": (1, ()),
+    "NCL": (1, (2,)),
+    "NLC": (2, (1,)),
+    "NCHW": (1, (2, 3)),
+    "NHWC": (3, (1, 2)),
+    "NCDHW": (1, (2, 3, 4)),
+    "NDHWC": (4, (1, 2, 3)),
+}
+"""Layout name -> (channel axis, position axes)."""
+
+TOKEN_LAYOUT = "NLC"
+
+_BY_SIDE = {
+    "first": {3: "NCL", 4: "NCHW", 5: "NCDHW"},
+    "last": {3: "NLC", 4: "NHWC", 5: "NDHWC"},
+}
+
+Ancestors = Sequence[tuple[str, nn.Module]]
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """The layout of one recorded layer and why it was chosen.
+
+    Attributes:
+        layout: a key of :data:`LAYOUTS`.
+        prefix_tokens: leading tokens that are not patches (``NLC`` only; 0 otherwise).
+        source: the rule that decided, e.g. ``"structure: follows Linear 'blocks.0.mlp.fc1'"``.
+    """
+
+    layout: str
+    prefix_tokens: int = 0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        check_layout_name(self.layout)
+        if self.layout != TOKEN_LAYOUT and self.prefix_tokens:
+            raise ShapeError(f"layout {self.layout} has no tokens, so no prefix tokens; use {TOKEN_LAYOUT}")
+
+    @property
+    def channel_dim(self) -> int:
+        return LAYOUTS[self.layout][0]
+
+    @property
+    def spatial_dims(self) -> tuple[int, ...]:
+        return LAYOUTS[self.layout][1]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spatial_dims) + 2
+
+
+def check_layout_name(layout: str) -> None:
+    """Raise :class:`LayerSelectionError` unless ``layout`` is a key of :data:`LAYOUTS`."""
+    if layout not in LAYOUTS:
+        raise LayerSelectionError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+
+
+def ancestors_of(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, module)`` of every ancestor of module ``name``, from the model to the parent.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+        >>> [(n, type(m).__name__) for n, m in ancestors_of(net, "0.1")]
+        [('', 'Sequential'), ('0', 'Sequential')]
+    """
+    parts = name.split(".")
+    chain = [("", model)]
+    for i in range(1, len(parts)):
+        chain.append((".".join(parts[:i]), model.get_submodule(".".join(parts[:i]))))
+    return chain
+
+
+def num_prefix_tokens(ancestors: Ancestors) -> int:
+    """``num_prefix_tokens`` of the nearest ancestor that defines it as an int (timm ViTs), else 0."""
+    for _, module in reversed(ancestors):
+        count = getattr(module, "num_prefix_tokens", None)
+        if isinstance(count, int) and not isinstance(count, bool):
+            return count
+    return 0
+
+
+def resolve_layout(
+    name: str,
+    module: nn.Module,
+    shape: Sequence[int],
+    ancestors: Ancestors,
+    overrides: Mapping[str, str] | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> LayerLayout:
+    """Decide the layout of ``module``'s output by the rules of this module's docstring.
+
+    Args:
+        name: qualified module name (``"blocks.0.mlp.act"``).
+        module: the module.
+        shape: shape of its output, batch first.
+        ancestors: :func:`ancestors_of` the module, model first.
+        overrides: ``{glob: layout}`` given by the user.
+        image_size: ``(H, W)`` of the model's input image, for rule 5; ``None`` when unknown.
+
+    Returns:
+        The layout, its prefix-token count and the deciding rule.
+
+    Raises:
+        LayerSelectionError: no rule decides, or an override's rank differs from the output's.
+        ShapeError: the output has fewer than 2 or more than 5 dimensions.
+
+    Example:
+        >>> from torch import nn
+        >>> mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())
+        >>> resolve_layout("1", mlp[1], (2, 5, 16), ancestors_of(mlp, "1"))
+        LayerLayout(layout='NLC', prefix_tokens=0, source="structure: follows Linear '0'")
+    """
+    ndim = len(shape)
+    prefix = num_prefix_tokens(ancestors)
+    for pattern, layout in (overrides or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            check_layout_name(layout)
+            if len(LAYOUTS[layout][1]) + 2 != ndim:
+                raise LayerSelectionError(
+                    f"layer {name}: layouts= gives {layout} for {pattern!r}, but the output {tuple(shape)} "
+                    f"is {ndim}-D; give a {ndim}-D layout ({', '.join(k for k, v in LAYOUTS.items() if len(v[1]) + 2 == ndim)})"
+                )
+            return LayerLayout(layout, prefix if layout == TOKEN_LAYOUT else 0, f"override {pattern!r}")
+    if ndim == 2:
+        return LayerLayout("NC", 0, "rank: 2-D output")
+    if ndim not in (3, 4, 5):
+        raise ShapeError(
+            f"layer {name}: output of shape {tuple(shape)} is {ndim}-D; only 2-D to 5-D outputs "
+            "(batch first) can be pooled; select another layer"
+        )
+    decided = _family_rule(name, ancestors, ndim)
+    if decided is None:
+        side_source = _structural_rule(name, module, shape, ancestors)
+        if side_source is not None:
+            side, source = side_source
+            layout = _BY_SIDE[side][ndim]
+            decided = LayerLayout(layout, prefix if layout == TOKEN_LAYOUT else 0, source)
+    if decided is None:
+        decided = _shape_rule(name, shape, prefix, image_size)
+    return decided
+
+
+# --------------------------------------------------------------------------- rule 3: families
+
+
+def _family_rule(name: str, ancestors: Ancestors, ndim: int) -> LayerLayout | None:
+    from timm.layers import AttentionPoolLatent
+    from timm.models.mlp_mixer import MixerBlock
+
+    for anc_name, anc in ancestors:
+        child = (name[len(anc_name) + 1:] if anc_name else name).split(".")[0]
+        if isinstance(anc, MixerBlock) and child == "mlp_tokens" and ndim == 3:
+            return LayerLayout("NCL", 0, f"family: token-mixing MLP of MixerBlock {anc_name!r}, pooled over the token-mixing width")
+        if isinstance(anc, AttentionPoolLatent) and ndim == 3:
+            return LayerLayout(TOKEN_LAYOUT, 0, f"family: latent tokens of AttentionPoolLatent {anc_name!r}, no prefix tokens")
+    return None
+
+
+# --------------------------------------------------------------------------- rule 4: structure
+
+
+def _timm_classes(*names: str) -> tuple[type, ...]:
+    return tuple(cls for cls in (getattr(timm.layers, n, None) for n in names) if isinstance(cls, type))
+
+
+_CHANNELS_FIRST = _timm_classes(
+    "LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
+    "SimpleNorm2dFp32", "LayerNormAct2d", "LayerNormAct2dFp32", "RmsNormAct2d", "RmsNormAct2dFp32",
+    "FrozenBatchNorm2d", "FrozenBatchNormAct2d", "ConvNormAct", "MixedConv2d", "CondConv2d",
+) + (
+    nn.modules.conv._ConvNd,
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd,
+)
+# Checked after the channels-first classes: timm's LayerNorm2d subclasses nn.LayerNorm.
+_CHANNELS_LAST = (nn.Linear, nn.LayerNorm, nn.RMSNorm) + _timm_classes(
+    "RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32", "RmsNormAct", "RmsNormActFp32",
+)
+_PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd) + _timm_classes(
+    "DropPath", "DropBlock2d", "LayerScale", "LayerScale2d",
+) + ACTIVATION_TYPES + GATE_TYPES
+
+
+def _producer_side(module: nn.Module) -> str | None:
+    if isinstance(module, _CHANNELS_FIRST):
+        return "first"
+    if isinstance(module, _CHANNELS_LAST):
+        return "last"
+    return None
+
+
+def _channel_counts(module: nn.Module, include_inputs: bool) -> set[int] | None:
+    """Channel counts a producer outputs (and takes, with ``include_inputs``); ``None`` if it has none."""
+    conv = getattr(module, "conv", None)
+    if isinstance(conv, nn.Module) and _producer_side(conv) == "first":  # timm ConvNormAct
+        module = conv
+    attrs = ["out_channels", "out_features", "num_features", "num_channels"]
+    if include_inputs:
+        attrs += ["in_channels", "in_features"]
+    counts = {getattr(module, a) for a in attrs if isinstance(getattr(module, a, None), int)}
+    normalized_shape = getattr(module, "normalized_shape", None)
+    if isinstance(normalized_shape, (tuple, list)) and normalized_shape:
+        counts.add(int(normalized_shape[-1]))
+    elif isinstance(normalized_shape, int):
+        counts.add(normalized_shape)
+    return counts or None
+
+
+def _agrees(producer: nn.Module, side: str, shape: Sequence[int], include_inputs: bool = False) -> bool:
+    counts = _channel_counts(producer, include_inputs)
+    channels = shape[1] if side == "first" else shape[-1]
+    return counts is None or channels in counts
+
+
+def _structural_rule(name: str, module: nn.Module, shape: Sequence[int], ancestors: Ancestors) -> tuple[str, str] | None:
+    own_side = _producer_side(module)
+    if own_side is not None and _agrees(module, own_side, shape):
+        return own_side, f"structure: the module is a {type(module).__name__}"
+    parent_name, parent = ancestors[-1]
+    parent_side = _producer_side(parent)
+    if parent_side is not None and _agrees(parent, parent_side, shape):
+        return parent_side, f"structure: inside {type(parent).__name__} {parent_name!r}"
+    siblings = list(parent.named_children())
+    position = next((i for i, (_, child) in enumerate(siblings) if child is module), len(siblings))
+    for sibling_name, sibling in reversed(siblings[:position]):
+        if isinstance(sibling, _PASS_THROUGH):
+            continue
+        side = _producer_side(sibling)
+        if side is not None and _agrees(sibling, side, shape):
+            return side, f"structure: follows {type(sibling).__name__} {_join(parent_name, sibling_name)!r}"
+        break
+    producers = [(n, s, _producer_side(s)) for n, s in siblings if s is not module and _producer_side(s)]
+    sides = {side for _, _, side in producers}
+    if len(sides) == 1:
+        side = sides.pop()
+        for sibling_name, sibling, _ in producers:
+            if _agrees(sibling, side, shape, include_inputs=True):
+                kinds = sorted({type(s).__name__ for _, s, _ in producers})
+                return side, (f"structure: all siblings are channels-{side} ({', '.join(kinds)}); "
+                              f"{_join(parent_name, sibling_name)!r} has the channel count")
+    return None
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}.{child}" if parent else child
+
+
+# --------------------------------------------------------------------------- rule 5: shape
+
+
+def _grid_fits(sides: Sequence[int], image_size: tuple[int, int]) -> bool:
+    """Whether ``sides`` is the image grid at one stride (each side floor or ceil of image / stride)."""
+    height, width = image_size
+    for stride in range(1, max(height, width) + 1):
+        rows = {height // stride, -(-height // stride)}
+        cols = {width // stride, -(-width // stride)}
+        if len(sides) == 2 and sides[0] in rows and sides[1] in cols:
+            return True
+        if len(sides) == 1 and any(sides[0] == r * c for r in rows for c in cols):
+            return True
+    return False
+
+
+def _shape_rule(name: str, shape: Sequence[int], prefix: int, image_size: tuple[int, int] | None) -> LayerLayout:
+    ndim = len(shape)
+    first, last = _BY_SIDE["first"][ndim], _BY_SIDE["last"][ndim]
+    fix = f"pass layouts={{{name!r}: {first!r}}} or {last!r}"
+    if image_size is None or ndim == 5:
+        why = "the model's input is not an (N, C, H, W) image" if ndim != 5 else "5-D outputs are never read from their shape"
+        raise LayerSelectionError(
+            f"layer {name}: no structural rule tells the layout of its output {tuple(shape)} and {why}; {fix}"
+        )
+    if ndim == 3:
+        readings = {first: _grid_fits([shape[2]], image_size),
+                    last: _grid_fits([shape[1] - prefix], image_size) if shape[1] > prefix else False}
+    else:
+        readings = {first: _grid_fits(shape[2:4], image_size), last: _grid_fits(shape[1:3], image_size)}
+    fitting = [layout for layout, fits in readings.items() if fits]
+    if len(fitting) != 1:
+        verdict = "both" if fitting else "neither"
+        raise LayerSelectionError(
+            f"layer {name}: no structural rule tells the layout of its output {tuple(shape)} and {verdict} of "
+            f"{first} and {last} fit the {image_size[0]}x{image_size[1]} input; {fix}"
+        )
+    layout = fitting[0]
+    return LayerLayout(layout, prefix if layout == TOKEN_LAYOUT else 0,
+                       f"shape: only {layout} fits the {image_size[0]}x{image_size[1]} input grid")
