@@ -1,0 +1,200 @@
+"""Load a model by name (or take one given), with its weights, its preprocessing and its provenance."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import timm
+import timm.data
+import torch
+from torch import nn
+
+from ._checkpoint import load_checkpoint
+from ._pretrained import create_pretrained
+from ._registry import family_of, resolve_name
+
+__all__ = ["WEIGHTS", "LoadedModel", "load_model", "transform_for"]
+
+WEIGHTS = ("pretrained", "random", "checkpoint")
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready for probing (eval mode, on its device) and everything needed to say what it is.
+
+    Attributes:
+        model: The network, in eval mode.
+        name: The name as given (an alias, a timm name, or the class name of a module passed in).
+        timm_name: The timm model name, or ``None`` for a module that is not a timm model.
+        family: ``"cnn"``, ``"vit"``, ``"mlp"``, ``"hybrid"`` or ``"unknown"``.
+        weights: ``"pretrained"``, ``"random"``, ``"checkpoint"``, or ``"given"`` for a module passed in as is.
+        data_config: timm's data config (input_size, interpolation, mean, std, crop_pct, crop_mode).
+        num_prefix_tokens: Class/register tokens ahead of the patch tokens (0 for models without tokens).
+        seed: The seed set before the model was built (it decides every randomly initialised entry).
+        pretrained_tag: The timm pretrained tag the weights came from (``"pretrained"`` only), else ``None``.
+        checkpoint_path: Absolute path of the checkpoint loaded, or ``None``.
+        checkpoint_sha256: Its SHA-256, or ``None``.
+        checkpoint_key: The wrapper key its state dict was under (``""`` for a bare state dict), or ``None``.
+        missing_keys: Model entries the checkpoint did not provide.
+        unexpected_keys: Checkpoint entries the model ignored.
+    """
+
+    model: nn.Module
+    name: str
+    timm_name: str | None
+    family: str
+    weights: str
+    data_config: dict[str, Any]
+    num_prefix_tokens: int
+    seed: int
+    pretrained_tag: str | None = None
+    checkpoint_path: str | None = None
+    checkpoint_sha256: str | None = None
+    checkpoint_key: str | None = None
+    missing_keys: tuple[str, ...] = field(default=())
+    unexpected_keys: tuple[str, ...] = field(default=())
+
+    def provenance(self) -> dict[str, Any]:
+        """A JSON-ready record of the model: names, family, weights and their source, preprocessing, versions."""
+        return {
+            "name": self.name,
+            "timm_name": self.timm_name,
+            "family": self.family,
+            "weights": self.weights,
+            "pretrained_tag": self.pretrained_tag,
+            "checkpoint_path": self.checkpoint_path,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "checkpoint_key": self.checkpoint_key,
+            "missing_keys": list(self.missing_keys),
+            "unexpected_keys": list(self.unexpected_keys),
+            "seed": self.seed,
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "timm_version": timm.__version__,
+            "torch_version": torch.__version__,
+        }
+
+
+def _seeded(seed: int, build):
+    """Run ``build()`` right after ``torch.manual_seed(seed)``, leaving the caller's RNG state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def load_model(
+    name_or_module: str | nn.Module,
+    weights: str = "pretrained",
+    checkpoint: str | os.PathLike | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+) -> LoadedModel:
+    """Build a model by alias or timm name, or take a module, and ready it for probing.
+
+    Weights:
+        * ``"pretrained"``: timm's published weights through the Hugging Face hub cache; when they cannot be
+          had, :class:`~cka_probe.errors.WeightsUnavailableError` (never a silent fallback to random).
+        * ``"random"``: timm's initialisation right after ``torch.manual_seed(seed)``, so one seed gives one model.
+        * a ``checkpoint`` path: the model is built as for ``"random"`` and the checkpoint loaded over it
+          (``weights`` is then ignored and recorded as ``"checkpoint"``); entries it lacks keep the seeded values.
+
+    A module passed in keeps its own weights (recorded as ``"given"`` unless a checkpoint is loaded into it);
+    its family is derived from its class when it is a timm model, else ``"unknown"``.
+
+    Args:
+        name_or_module: An alias (see :func:`~cka_probe.models.list_models`), a timm name, or an ``nn.Module``.
+        weights: ``"pretrained"`` or ``"random"``.
+        checkpoint: A ``.pth`` / ``.pt`` / ``.bin`` / ``.pth.tar`` / ``.safetensors`` file to load.
+        seed: Seed set before the model is built (it also decides a pretrained model's re-initialised classifier
+            when ``num_classes`` differs from the published one).
+        device: Where the model is moved.
+        num_classes: Classifier size, when it differs from the model's default (e.g. 100 for CIFAR-100);
+            models built by name only.
+
+    Returns:
+        The :class:`LoadedModel`.
+
+    Raises:
+        UnknownModelError: The name is neither an alias nor a timm model.
+        WeightsUnavailableError: Pretrained weights were asked for and cannot be had.
+        CheckpointError: The checkpoint is missing or unreadable.
+        CheckpointMismatchError: The checkpoint belongs to another architecture.
+        ValueError: ``weights`` is not one of ``"pretrained"``, ``"random"``, ``"checkpoint"``, or
+            ``num_classes`` is given with a module.
+
+    Example:
+        >>> loaded = load_model("test_vit", weights="random", seed=0)
+        >>> loaded.family, loaded.data_config["input_size"], loaded.num_prefix_tokens, loaded.model.training
+        ('vit', (3, 160, 160), 1, False)
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)}")
+    if weights == "checkpoint" and checkpoint is None:
+        raise ValueError("weights='checkpoint' needs a checkpoint path; pass checkpoint=PATH")
+    model_kwargs = {} if num_classes is None else {"num_classes": num_classes}
+
+    pretrained_tag = None
+    if isinstance(name_or_module, nn.Module):
+        if num_classes is not None:
+            raise ValueError("num_classes applies to models built by name; reset the module's classifier yourself")
+        model = name_or_module
+        name = type(model).__name__
+        cfg = getattr(model, "pretrained_cfg", None)
+        timm_name = cfg.get("architecture") if isinstance(cfg, dict) else None
+        is_timm = type(model).__module__.startswith("timm.models.")
+        family = family_of(timm_name) if (timm_name and is_timm) else "unknown"
+        used = "given"
+    else:
+        spec = resolve_name(name_or_module)
+        name, timm_name, family = name_or_module, spec.timm_name, spec.family
+        if weights == "pretrained" and checkpoint is None:
+            model = _seeded(seed, lambda: create_pretrained(timm_name, **model_kwargs))
+            cfg = model.pretrained_cfg
+            pretrained_tag = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+            used = "pretrained"
+        else:
+            model = _seeded(seed, lambda: timm.create_model(timm_name, pretrained=False, **model_kwargs))
+            used = "random"
+
+    loaded_checkpoint = None
+    if checkpoint is not None:
+        loaded_checkpoint = load_checkpoint(model, checkpoint, model_label=timm_name or name)
+        used = "checkpoint"
+
+    model = model.to(device).eval()
+    return LoadedModel(
+        model=model,
+        name=name,
+        timm_name=timm_name,
+        family=family,
+        weights=used,
+        data_config=dict(timm.data.resolve_model_data_config(model)),
+        num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
+        seed=seed,
+        pretrained_tag=pretrained_tag,
+        checkpoint_path=loaded_checkpoint.path if loaded_checkpoint else None,
+        checkpoint_sha256=loaded_checkpoint.sha256 if loaded_checkpoint else None,
+        checkpoint_key=loaded_checkpoint.key if loaded_checkpoint else None,
+        missing_keys=loaded_checkpoint.missing_keys if loaded_checkpoint else (),
+        unexpected_keys=loaded_checkpoint.unexpected_keys if loaded_checkpoint else (),
+    )
+
+
+def transform_for(loaded: LoadedModel) -> Any:
+    """The evaluation preprocessing this model was trained with: ``timm.data.create_transform(**data_config)``.
+
+    Args:
+        loaded: A :class:`LoadedModel` (its ``data_config`` decides input size, interpolation, crop, mean, std).
+
+    Returns:
+        A torchvision transform taking a PIL RGB image to a normalised ``(3, H, W)`` float tensor.
+
+    Example:
+        >>> from PIL import Image
+        >>> transform_for(load_model("test_vit", weights="random"))(Image.new("RGB", (28, 28))).shape
+        torch.Size([3, 160, 160])
+    """
+    return timm.data.create_transform(**loaded.data_config, is_training=False)

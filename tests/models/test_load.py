@@ -1,0 +1,115 @@
+"""load_model with seeded random weights, modules passed in, provenance, and each model's own transform."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from PIL import Image
+from torch import nn
+
+from cka_probe.models import LoadedModel, load_model, transform_for
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_random_weights_are_determined_by_the_seed():
+    first = load_model("test_vit", weights="random", seed=3)
+    again = load_model("test_vit", weights="random", seed=3)
+    other = load_model("test_vit", weights="random", seed=4)
+    assert _same_weights(first.model, again.model)
+    assert not _same_weights(first.model, other.model)
+    assert first.weights == "random" and first.seed == 3
+
+
+def test_seeding_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_model("test_resnet", weights="random", seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_loaded_model_is_in_eval_mode_with_its_timm_facts():
+    loaded = load_model("test_vit", weights="random")
+    assert isinstance(loaded, LoadedModel)
+    assert not loaded.model.training
+    assert (loaded.name, loaded.timm_name, loaded.family) == ("test_vit", "test_vit", "vit")
+    assert loaded.num_prefix_tokens == 1
+    assert loaded.data_config["input_size"] == (3, 160, 160)
+    assert load_model("test_resnet", weights="random").num_prefix_tokens == 0
+    with pytest.raises(AttributeError):
+        loaded.name = "other"  # frozen
+
+
+def test_alias_name_is_kept_as_given_next_to_the_timm_name():
+    loaded = load_model("mobilenetv2", weights="random")
+    assert (loaded.name, loaded.timm_name, loaded.family) == ("mobilenetv2", "mobilenetv2_100", "cnn")
+
+
+def test_provenance_is_json_ready_and_complete():
+    record = load_model("test_vit", weights="random", seed=7).provenance()
+    assert json.loads(json.dumps(record)) == record
+    assert record["weights"] == "random" and record["seed"] == 7 and record["family"] == "vit"
+    assert record["data_config"]["input_size"] == [3, 160, 160]
+    assert record["timm_version"] == timm.__version__
+    assert record["checkpoint_sha256"] is None
+
+
+def test_a_plain_module_gets_unknown_family_and_imagenet_defaults():
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    module.train()
+    loaded = load_model(module, weights="random")
+    assert loaded.model is module and not module.training
+    assert (loaded.family, loaded.timm_name, loaded.weights, loaded.name) == ("unknown", None, "given", "Sequential")
+    assert loaded.data_config["input_size"] == (3, 224, 224)
+    assert loaded.data_config["mean"] == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_a_timm_module_passed_in_keeps_its_weights_and_its_data_config():
+    module = timm.create_model("test_vit")
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    loaded = load_model(module)
+    assert loaded.timm_name == "test_vit" and loaded.family == "vit" and loaded.weights == "given"
+    assert loaded.data_config["input_size"] == (3, 160, 160)
+    assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())
+
+
+def test_num_classes_sets_the_classifier_size():
+    loaded = load_model("test_vit", weights="random", num_classes=10)
+    assert loaded.model.get_classifier().out_features == 10
+    with pytest.raises(ValueError, match="num_classes applies to models built by name"):
+        load_model(timm.create_model("test_vit"), num_classes=10)
+
+
+def test_bad_weights_arguments_are_refused():
+    with pytest.raises(ValueError, match="unknown weights 'imagenet'"):
+        load_model("test_vit", weights="imagenet")
+    with pytest.raises(ValueError, match="needs a checkpoint path"):
+        load_model("test_vit", weights="checkpoint")
+
+
+def test_each_model_gets_its_own_preprocessing():
+    gray = Image.new("RGB", (40, 30), (128, 128, 128))
+    vit = load_model("test_vit", weights="random")  # 160 px, bicubic, mean = std = 0.5
+    effnet = load_model("test_efficientnet", weights="random")  # 160 px, ImageNet mean and std
+    mobilenet = load_model("mobilenetv2", weights="random")  # 224 px
+    vit_input, effnet_input, mobilenet_input = (transform_for(m)(gray) for m in (vit, effnet, mobilenet))
+    assert vit_input.shape == effnet_input.shape == (3, 160, 160)
+    assert mobilenet_input.shape == (3, 224, 224)
+    assert torch.allclose(vit_input[:, 80, 80], torch.full((3,), (128 / 255 - 0.5) / 0.5), atol=1e-5)
+    expected = (128 / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(effnet_input[:, 80, 80], expected, atol=1e-5)
+
+
+def test_transform_matches_timm_create_transform_for_the_data_config():
+    loaded = load_model("test_vit", weights="random")
+    ours = transform_for(loaded)
+    reference = timm.data.create_transform(**timm.data.resolve_model_data_config(loaded.model), is_training=False)
+    image = Image.effect_mandelbrot((50, 70), (-2, -1.2, 1, 1.2), 40).convert("RGB")
+    assert torch.equal(ours(image), reference(image))
