@@ -17,6 +17,7 @@ from .math import (
     linear_cka,
     rbf_cka,
 )
+from .ofa import swin as _swin  # registers Swin-Nano/Pico with timm
 
 __version__ = "0.1.0"
 

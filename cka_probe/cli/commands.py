@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-ALL: list = []
+from .compare import compare
+from .layers import layers
+from .models import models
+from .train import train
+
+ALL: list = [compare, layers, models]
+ALL.append(train)

@@ -1,0 +1,63 @@
+"""One-for-All knowledge distillation (Hao et al., NeurIPS 2023) and its baselines, for validating CKA analyses.
+
+Public API (imported lazily, so that ``import cka_probe`` only pays for the Swin-Nano/Pico
+registration)::
+
+    from cka_probe.ofa import (
+        ofa_loss, kd_loss, hint_loss,            # losses
+        StageTaps, model_kind, pre_logit_width,  # stage features through forward_intermediates
+        build_branch, FitNetAdapter,             # Table 9 branches, B.4 FitNet alignment
+        DistillationTask, METHODS,               # one forward pass -> dict of named losses
+        TrainConfig, load_config,                # Table 8 recipes (configs/ofa/*.yaml)
+        Trainer, train, TrainResult,             # the training loop, checkpoints, resume
+        build_datasets, FashionMNIST,            # data
+    )
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "ofa_loss": "losses",
+    "kd_loss": "losses",
+    "hint_loss": "losses",
+    "target_mask": "losses",
+    "STAGES": "taps",
+    "StageTaps": "taps",
+    "model_kind": "taps",
+    "pre_logit_width": "taps",
+    "build_branch": "branches",
+    "cnn_branch": "branches",
+    "token_branch": "branches",
+    "FitNetAdapter": "fitnet",
+    "METHODS": "task",
+    "DistillationTask": "task",
+    "TrainableModules": "task",
+    "DATASETS": "config",
+    "TrainConfig": "config",
+    "load_config": "config",
+    "parse_override": "config",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+    "train": "trainer",
+    "FashionMNIST": "data",
+    "build_datasets": "data",
+    "build_transforms": "data",
+    "SWIN_VARIANTS": "swin",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        module = importlib.import_module(f".{_PUBLIC[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -1,0 +1,300 @@
+"""Training recipes: one flat YAML mapping per run, read with ``yaml.safe_load`` into :class:`TrainConfig`.
+
+The recipes of Table 8 (Hao et al. 2023, sec. B.3) live in ``configs/ofa/``; any key can be
+overridden with ``key=value`` strings (the value is parsed as YAML, so ``ofa_stages=[1,2]`` works).
+Unknown keys and values of the wrong type are refused with one line that names the key and the
+valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from ..errors import ConfigError
+from .task import METHODS
+
+__all__ = ["DATASETS", "TrainConfig", "load_config", "parse_override"]
+
+DATASETS = ("imagenet", "cifar100", "fashion_mnist")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a training run. Defaults are timm's ``train.py`` defaults where Table 8 is silent.
+
+    Model and method
+        method: ``scratch``, ``kd``, ``fitnet`` or ``ofa``.
+        student / teacher: timm model names; ``*_kwargs`` are passed to ``timm.create_model``.
+        teacher_checkpoint: state dict (``.pth`` / ``.safetensors``) or a cka-probe training checkpoint.
+        teacher_pretrained: load the teacher's timm pretrained weights instead (needs them cached).
+        num_classes: ``None`` takes the data set's.
+        img_size: training and evaluation resolution.
+
+    Data
+        dataset: ``imagenet`` (ImageFolder with ``train/`` and ``val/``), ``cifar100`` (torchvision
+        layout, never downloaded) or ``fashion_mnist`` (IDX files).
+        data_dir: ``None`` means the data set's default location (Fashion-MNIST only).
+        train_samples / val_samples: a fixed subset of that many images (``None``: all).
+        crop_pct: evaluation centre-crop fraction (``None``: 0.875 for ImageNet, 1.0 otherwise).
+
+    Optimisation (Table 8): epochs, batch_size, lr, min_lr, opt (timm name; ``momentum`` is plain
+    SGD with momentum, timm's ``sgd`` is Nesterov), weight_decay, sched (``multistep`` with
+    decay_milestones and decay_rate, or ``cosine``), warmup_epochs, ema_decay (``None``: no EMA).
+
+    Augmentation (Table 8): rand_augment (timm ``auto_augment`` string, e.g. ``rand-m9-mstd0.5`` for
+    Table 8's "9/0.5"), mixup, cutmix (alphas; 0 disables), reprob (random-erasing probability).
+
+    Distillation: see :class:`~cka_probe.ofa.task.DistillationTask`.
+
+    Run: seed, output_dir, device (``auto``: CUDA when available), amp (used on CUDA only),
+    workers, limit_train_batches / limit_val_batches (``None``: all batches; for smoke runs).
+    """
+
+    # model and method
+    method: str = "scratch"
+    student: str = "resnet18"
+    student_kwargs: dict = dataclasses.field(default_factory=dict)
+    teacher: Union[str, None] = None
+    teacher_kwargs: dict = dataclasses.field(default_factory=dict)
+    teacher_checkpoint: Union[str, None] = None
+    teacher_pretrained: bool = False
+    num_classes: Union[int, None] = None
+    img_size: int = 224
+    # data
+    dataset: str = "imagenet"
+    data_dir: Union[str, None] = None
+    train_samples: Union[int, None] = None
+    val_samples: Union[int, None] = None
+    workers: int = 4
+    crop_pct: Union[float, None] = None
+    crop_scale: list[float] = dataclasses.field(default_factory=lambda: [0.08, 1.0])
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    interpolation: str = "bilinear"
+    # optimisation (Table 8)
+    epochs: int = 300
+    batch_size: int = 1024
+    lr: float = 5e-4
+    min_lr: float = 1e-5
+    opt: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    sched: str = "cosine"
+    decay_milestones: list[int] = dataclasses.field(default_factory=lambda: [30, 60, 90])
+    decay_rate: float = 0.1
+    warmup_epochs: int = 20
+    warmup_lr: float = 1e-5
+    ema_decay: Union[float, None] = None
+    clip_grad: Union[float, None] = None
+    # augmentation (Table 8)
+    rand_augment: Union[str, None] = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    reprob: float = 0.0
+    smoothing: float = 0.0
+    # distillation
+    gt_loss_weight: float = 1.0
+    kd_loss_weight: float = 1.0
+    kd_temperature: float = 4.0
+    ofa_stages: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
+    ofa_gamma: Union[float, list[float]] = 1.0
+    ofa_loss_weight: Union[float, list[float]] = 1.0
+    ofa_temperature: float = 1.0
+    fitnet_stages: list[int] = dataclasses.field(default_factory=lambda: [2])
+    fitnet_loss_weight: float = 1.0
+    # run
+    seed: int = 0
+    output_dir: str = "runs/ofa"
+    device: str = "auto"
+    amp: bool = True
+    limit_train_batches: Union[int, None] = None
+    limit_val_batches: Union[int, None] = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The valid keys, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a mapping, refusing unknown keys and values of the wrong type."""
+        hints = typing.get_type_hints(cls)
+        coerced = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(_unknown_key_message(key, source))
+            coerced[key] = _coerce(key, value, hints[key])
+        return cls(**coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (YAML/JSON-able) copy of every setting."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some settings changed (validated like the rest)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes}, source="replace()")
+
+    def validate(self) -> None:
+        """Check the values' ranges and choices; raise :class:`ConfigError` on the first bad one."""
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(METHODS)}")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        if self.method != "scratch" and not self.teacher:
+            raise ConfigError(f"method {self.method!r} needs a teacher: set teacher=<timm model name>")
+        for key in ("epochs", "batch_size", "img_size"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in ("lr", "kd_temperature", "ofa_temperature"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix", "workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        for key in ("reprob", "smoothing", "hflip"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{key} must lie in [0, 1], got {getattr(self, key)}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise ConfigError(f"mixup/cutmix need an even batch_size, got {self.batch_size}")
+        if len(self.crop_scale) != 2:
+            raise ConfigError(f"crop_scale must be [min, max], got {self.crop_scale}")
+        for key in ("train_samples", "val_samples", "limit_train_batches", "limit_val_batches", "num_classes"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{key} must be positive or null, got {value}")
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
+    """Read a YAML recipe (``yaml.safe_load``) and apply overrides.
+
+    Args:
+        path: YAML file holding one mapping of keys to values; ``None`` starts from the defaults.
+        overrides: ``"key=value"`` strings (value parsed as YAML) or a mapping of keys to values.
+
+    Example:
+        >>> load_config(None, ["method=scratch", "lr=1e-3"]).lr
+        0.001
+    """
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values, not {type(loaded).__name__}")
+        values.update(loaded)
+    if isinstance(overrides, Mapping):
+        override_values = dict(overrides)
+    else:
+        override_values = dict(parse_override(item) for item in overrides)
+    for key in override_values:
+        if key not in TrainConfig.keys():
+            raise ConfigError(_unknown_key_message(key, "overrides"))
+    values.update(override_values)
+    return TrainConfig.from_dict(values, source=source)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``"key=value"`` and parse the value as YAML.
+
+    Example:
+        >>> parse_override("ofa_stages=[1, 2]")
+        ('ofa_stages', [1, 2])
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _unknown_key_message(key: str, source: str) -> str:
+    valid = TrainConfig.keys()
+    same_words = [k for k in valid if sorted(k.split("_")) == sorted(str(key).split("_"))]
+    close = same_words or difflib.get_close_matches(str(key), valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r} in {source}{hint}; valid keys: {', '.join(valid)}"
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's type hint, converting int->float and numeric strings."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[-1] if len(errors) == 1 else ConfigError(
+            f"{key} must be one of {_type_names(args)}, got {value!r}"
+        )
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(key, item, args[0]) for item in value]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key} must be a mapping with string keys, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _type_names(args: tuple) -> str:
+    names = []
+    for arg in args:
+        if arg is type(None):
+            names.append("null")
+        elif typing.get_origin(arg) is list:
+            names.append(f"a list of {typing.get_args(arg)[0].__name__}")
+        else:
+            names.append(arg.__name__)
+    return ", ".join(names)

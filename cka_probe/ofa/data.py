@@ -1,0 +1,191 @@
+"""Training and validation sets for distillation runs: ImageNet (ImageFolder), CIFAR-100, Fashion-MNIST.
+
+Transforms come from timm's ``create_transform``: for training, random-resized crop, flip, colour
+jitter (off when RandAugment is on, timm's rule), RandAugment (``auto_augment``), random erasing;
+for evaluation, resize and centre crop. Mixup / cutmix are applied per batch by the trainer
+(timm's ``Mixup``). Nothing is downloaded.
+
+Fashion-MNIST is read from the gzipped IDX files (as the Debian package ``dataset-fashion-mnist``
+installs them) with torchvision's IDX reader; its 28 x 28 grey images become 3-channel RGB so that
+ImageNet-style models take them unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from ..errors import DataNotFoundError
+from .config import TrainConfig
+
+__all__ = [
+    "DATASET_CLASSES",
+    "DATASET_STATS",
+    "FASHION_MNIST_DIR",
+    "FashionMNIST",
+    "build_datasets",
+    "build_transforms",
+    "fixed_subset",
+]
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+"""Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
+
+DATASET_CLASSES = {"imagenet": 1000, "cifar100": 100, "fashion_mnist": 10}
+
+DATASET_STATS = {
+    # (mean, std) per RGB channel; Fashion-MNIST's grey statistics repeated over the three channels.
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
+}
+
+_FASHION_FILES = {
+    True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+class FashionMNIST(Dataset):
+    """Fashion-MNIST from its IDX files (gzipped or not), as 3-channel PIL images.
+
+    Args:
+        root: folder holding ``train-images-idx3-ubyte[.gz]`` and the three other files.
+        train: the 60,000 training images, else the 10,000 test images.
+        transform: applied to each PIL image.
+    """
+
+    classes = (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )  # fmt: skip
+
+    def __init__(self, root: str | Path, train: bool = True, transform: Callable | None = None) -> None:
+        root = Path(root)
+        image_file, label_file = _FASHION_FILES[train]
+        self.images = _read_idx(root, image_file)
+        self.targets = _read_idx(root, label_file).long()
+        if self.images.ndim != 3 or len(self.images) != len(self.targets):
+            raise DataNotFoundError(f"{root} holds IDX files of unexpected shapes {tuple(self.images.shape)}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple:
+        image = Image.fromarray(self.images[index].numpy(), mode="L").convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+
+def _read_idx(root: Path, name: str) -> torch.Tensor:
+    """Read one IDX file with torchvision's reader, decompressing a ``.gz`` into a temporary file."""
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    plain = root / name.removesuffix(".gz")
+    if plain.is_file():
+        return read_sn3_pascalvincent_tensor(str(plain), strict=False)
+    packed = root / name
+    if not packed.is_file():
+        raise DataNotFoundError(f"Fashion-MNIST file {packed} is missing; set data_dir to the folder holding the IDX files")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / plain.name
+        with gzip.open(packed, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return read_sn3_pascalvincent_tensor(str(target), strict=False)
+
+
+def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:
+    """timm's training and evaluation transforms for ``config`` (Table 8's augmentations)."""
+    from timm.data import create_transform
+
+    mean, std = DATASET_STATS[config.dataset]
+    crop_pct = config.crop_pct if config.crop_pct is not None else (0.875 if config.dataset == "imagenet" else 1.0)
+    train_transform = create_transform(
+        input_size=config.img_size,
+        is_training=True,
+        scale=tuple(config.crop_scale),
+        hflip=config.hflip,
+        color_jitter=config.color_jitter,
+        auto_augment=config.rand_augment,
+        interpolation=config.interpolation,
+        mean=mean,
+        std=std,
+        re_prob=config.reprob,
+        re_mode="pixel",
+        re_count=1,
+    )
+    eval_transform = create_transform(
+        input_size=config.img_size,
+        is_training=False,
+        interpolation=config.interpolation,
+        mean=mean,
+        std=std,
+        crop_pct=crop_pct,
+    )
+    return train_transform, eval_transform
+
+
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """The training and validation sets of ``config``, with timm transforms and optional fixed subsets."""
+    train_transform, eval_transform = build_transforms(config)
+    if config.dataset == "fashion_mnist":
+        root = Path(config.data_dir or FASHION_MNIST_DIR)
+        _require_dir(root, "Fashion-MNIST")
+        train_set = FashionMNIST(root, train=True, transform=train_transform)
+        val_set = FashionMNIST(root, train=False, transform=eval_transform)
+    elif config.dataset == "cifar100":
+        from torchvision.datasets import CIFAR100
+
+        root = _require_data_dir(config, "CIFAR-100")
+        try:
+            train_set = CIFAR100(str(root), train=True, transform=train_transform, download=False)
+            val_set = CIFAR100(str(root), train=False, transform=eval_transform, download=False)
+        except RuntimeError as exc:
+            raise DataNotFoundError(f"no CIFAR-100 under {root} ({exc}); point data_dir at the folder holding cifar-100-python/") from None
+    else:
+        from torchvision.datasets import ImageFolder
+
+        root = _require_data_dir(config, "ImageNet")
+        for split in ("train", "val"):
+            _require_dir(root / split, f"ImageNet {split} split")
+        train_set = ImageFolder(str(root / "train"), transform=train_transform)
+        val_set = ImageFolder(str(root / "val"), transform=eval_transform)
+    if config.train_samples is not None:
+        train_set = fixed_subset(train_set, config.train_samples)
+    if config.val_samples is not None:
+        val_set = fixed_subset(val_set, config.val_samples)
+    return train_set, val_set
+
+
+def fixed_subset(dataset: Dataset, size: int, seed: int = 0) -> Dataset:
+    """A subset of ``size`` examples drawn with a fixed seed, the same whatever the run's seed.
+
+    Keeping the data fixed across training seeds makes the spread over seeds measure training noise only.
+    """
+    if size >= len(dataset):
+        return dataset
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(len(dataset), generator=generator)[:size].sort().values.tolist()
+    return Subset(dataset, indices)
+
+
+def _require_data_dir(config: TrainConfig, what: str) -> Path:
+    if not config.data_dir:
+        raise DataNotFoundError(f"{what} needs data_dir: set data_dir=<folder> in the config or with --set")
+    root = Path(config.data_dir)
+    _require_dir(root, what)
+    return root
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DataNotFoundError(f"{what} data path {path} does not exist; set data_dir to an existing folder")
