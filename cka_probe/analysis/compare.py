@@ -15,6 +15,7 @@ from .. import __version__
 from ..errors import CKAProbeError, ShapeError
 from ..math import KERNELS, MinibatchCKA, cka_matrix
 from .extract import ExtractedFeatures, extract_features, resolve_device
+from .features import FeatureSettings, ModelRequest, model_features, resolve_cache
 from .provenance import environment, package_versions, sha256_text
 from .result import CKAResult
 from .summary import DEFAULT_BAND
@@ -58,6 +59,7 @@ def compare(
     estimator: str = "auto",
     device: str | torch.device = "auto",
     skip_bad: bool = False,
+    cache: Any = True,
     progress: bool = True,
 ) -> CKAResult:
     """CKA of every recorded layer of ``a`` (rows) against every recorded layer of ``b`` (columns).
@@ -84,6 +86,8 @@ def compare(
             over batches of ``batch_size``), or ``"auto"``: full when all images form one batch, else minibatch.
         device: ``"auto"`` (CUDA when there is a GPU), ``"cpu"`` or ``"cuda"``; the CKA runs there too.
         skip_bad: skip unreadable images (counted in the metadata) instead of failing.
+        cache: feature cache for named models on a probe source: ``True`` (the default directory, see
+            :mod:`cka_probe.analysis.cache`), a directory, or ``False`` to compute without it.
         progress: show progress bars.
 
     Returns:
@@ -93,35 +97,37 @@ def compare(
     estimator = _check_settings(n, batch_size, kernel, unbiased, estimator, tokens)
     device = resolve_device(device)
 
-    from ..models import load_model, transform_for
-
-    loaded_a = load_model(a, weights=weights, checkpoint=checkpoint_a, seed=seed, device=device)
-    same_model = isinstance(a, str) and a == b and checkpoint_a == checkpoint_b and layers_a == layers_b
-    loaded_b = loaded_a if same_model else load_model(b, weights=weights, checkpoint=checkpoint_b, seed=seed, device=device)
-
     inputs = _Inputs(data, n=n, seed=seed, skip_bad=skip_bad, batch_size=batch_size)
-    extracted_a = extract_features(
-        loaded_a.model, inputs.batches(transform_for(loaded_a)), layers=layers_a, tokens=tokens,
-        device=device, total=inputs.n, desc=loaded_a.name, progress=progress,
-    )
-    extracted_b = extracted_a if same_model else extract_features(
-        loaded_b.model, inputs.batches(transform_for(loaded_b)), layers=layers_b, tokens=tokens,
-        device=device, total=inputs.n, desc=loaded_b.name, progress=progress,
-    )
+    same_model = isinstance(a, str) and a == b and checkpoint_a == checkpoint_b and layers_a == layers_b
+    if inputs.probe is not None and isinstance(a, str) and isinstance(b, str):
+        store = resolve_cache(cache)
+        requests = [ModelRequest(a, weights, checkpoint_a, seed), ModelRequest(b, weights, checkpoint_b, seed)]
+        settings = [FeatureSettings(layers_a, tokens, batch_size=batch_size), FeatureSettings(layers_b, tokens, batch_size=batch_size)]
+        extracted_a = model_features(requests[0], inputs.probe, settings[0], device=device, cache=store, progress=progress)
+        extracted_b = extracted_a if same_model else model_features(
+            requests[1], inputs.probe, settings[1], device=device, cache=store, progress=progress)
+    else:
+        def direct(model, checkpoint, layers):
+            return _extract_direct(model, inputs, weights=weights, checkpoint=checkpoint, seed=seed, layers=layers,
+                                   tokens=tokens, device=device, progress=progress)
+
+        extracted_a = direct(a, checkpoint_a, layers_a)
+        extracted_b = extracted_a if same_model else direct(b, checkpoint_b, layers_b)
+    model_a, model_b = extracted_a.extra["model"], extracted_b.extra["model"]
     _check_same_n(extracted_a, extracted_b, inputs.n)
 
     values = _cka(extracted_a, extracted_b, kernel, unbiased, sigma_frac, estimator, batch_size or inputs.n, same_model)
     matrix = pd.DataFrame(
         values.cpu().numpy(),
-        index=pd.Index(list(extracted_a.features), name=loaded_a.name),
-        columns=pd.Index(list(extracted_b.features), name=loaded_b.name),
+        index=pd.Index(list(extracted_a.features), name=model_a["name"]),
+        columns=pd.Index(list(extracted_b.features), name=model_b["name"]),
     )
     result = CKAResult(matrix=matrix, metadata={})
     result.metadata = {
         "cka_probe": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "models": {"a": loaded_a.provenance(), "b": loaded_b.provenance()},
-        "weights": {"a": loaded_a.weights, "b": loaded_b.weights},
+        "models": {"a": model_a, "b": model_b},
+        "weights": {"a": model_a["weights"], "b": model_b["weights"]},
         "data": inputs.provenance(),
         "n": inputs.n,
         "batch_size": batch_size or inputs.n,
@@ -142,6 +148,7 @@ def compare(
         "seconds": {
             "features_a": round(extracted_a.seconds, 3),
             "features_b": round(extracted_b.seconds, 3),
+            "features_from_cache": {"a": bool(extracted_a.extra.get("cached")), "b": bool(extracted_b.extra.get("cached"))},
             "total": round(time.perf_counter() - started, 3),
         },
     }
@@ -193,6 +200,17 @@ def _cka(ext_a: ExtractedFeatures, ext_b: ExtractedFeatures, kernel, unbiased, s
         if stop == ext_a.n:
             break
     return metric.compute().values
+
+
+def _extract_direct(model, inputs: _Inputs, *, weights, checkpoint, seed, layers, tokens, device, progress):
+    """Features of a module (or a named model on caller-given tensors), without the cache."""
+    from ..models import load_model, transform_for
+
+    loaded = load_model(model, weights=weights, checkpoint=checkpoint, seed=seed, device=device)
+    extracted = extract_features(loaded.model, inputs.batches(transform_for(loaded)), layers=layers, tokens=tokens,
+                                 device=device, total=inputs.n, desc=loaded.name, progress=progress)
+    extracted.extra.update({"model": loaded.provenance(), "cached": False})
+    return extracted
 
 
 def _check_same_n(ext_a: ExtractedFeatures, ext_b: ExtractedFeatures, n: int) -> None:

@@ -28,7 +28,7 @@ class ExtractedFeatures:
     def layer_provenance(self) -> list[dict[str, Any]]:
         return [
             {"name": info.name, "module": info.module_name, "type": info.module_type, "layout": info.layout,
-             "layout_rule": info.layout_source, "prefix_tokens_excluded": info.prefix_tokens,
+             "layout_rule": info.layout_source, "prefix_tokens": info.prefix_tokens,
              "raw_shape": list(info.raw_shape[1:]), "pooled_dim": info.pooled_dim}
             for info in self.layers
         ]

@@ -35,3 +35,14 @@ def split_layers(value: str) -> str | list[str]:
 
 def split_formats(value: str) -> list[str]:
     return [part.strip().lower() for part in value.split(",") if part.strip()]
+
+CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                         help="Feature cache directory [default: $CKA_PROBE_CACHE or ~/.cache/cka-probe/features].")
+NO_CACHE = click.option("--no-cache", is_flag=True, help="Compute features without reading or writing the cache.")
+
+
+def cache_setting(cache_dir, no_cache):
+    """What the library's ``cache=`` argument gets from --cache-dir / --no-cache."""
+    if no_cache:
+        return False
+    return cache_dir if cache_dir else True

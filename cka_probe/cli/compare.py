@@ -30,11 +30,13 @@ from ._common import report_errors
 @click.option("--format", "formats", default="png", show_default=True, help="Figure formats, comma-separated: png,pdf,svg.")
 @opt.OVERWRITE
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted in the metadata) instead of failing.")
+@opt.CACHE_DIR
+@opt.NO_CACHE
 @opt.NO_PROGRESS
 @opt.VERBOSE
 @report_errors
 def compare(model_a, model_b, data, num_images, batch_size, seed, weights, checkpoint_a, checkpoint_b, layers_a,
-            layers_b, tokens, kernel, unbiased, estimator, device, out, formats, overwrite, skip_bad, no_progress, verbose):
+            layers_b, tokens, kernel, unbiased, estimator, device, out, formats, overwrite, skip_bad, cache_dir, no_cache, no_progress, verbose):
     """CKA of every layer of MODEL_A (rows) against every layer of MODEL_B (columns).
 
     Writes A_vs_B.csv, A_vs_B.json (provenance) and the heatmap under --out.
@@ -52,11 +54,13 @@ def compare(model_a, model_b, data, num_images, batch_size, seed, weights, check
         model_a, model_b, data, n=num_images, batch_size=batch_size, seed=seed, weights=weights,
         checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b, layers_a=opt.split_layers(layers_a),
         layers_b=opt.split_layers(layers_b), tokens=tokens, kernel=kernel, unbiased=unbiased, estimator=estimator,
-        device=device, skip_bad=skip_bad, progress=not no_progress,
+        device=device, skip_bad=skip_bad, cache=opt.cache_setting(cache_dir, no_cache), progress=not no_progress,
     )
     paths = result.save(out, formats=fmt, stem=stem, overwrite=overwrite)
     rows, cols = result.matrix.shape
     band = result.metadata["summary"]["diagonal_band_mean"]
     files = ", ".join(str(p) for p in paths.values())
+    cached = [side for side, hit in result.metadata["seconds"]["features_from_cache"].items() if hit]
+    from_cache = f" (features of {' and '.join(cached).upper()} from the cache)" if cached else ""
     click.echo(f"{model_a} vs {model_b}: {rows} x {cols} layers, n={result.metadata['n']}, "
-               f"diagonal-band CKA {band:.3f}; wrote {files}")
+               f"diagonal-band CKA {band:.3f}{from_cache}; wrote {files}")

@@ -1,0 +1,126 @@
+"""Per-model features on a probe set, through the cache: a model's forward pass runs once per key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CKAProbeError
+from .cache import FeatureCache, feature_key
+from .extract import ExtractedFeatures, extract_features
+from .provenance import sha256_file
+
+__all__ = ["ModelRequest", "FeatureSettings", "model_features", "resolve_cache"]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model as a job names it.
+
+    Attributes:
+        name: alias or timm name.
+        weights: ``"pretrained"`` or ``"random"`` (a checkpoint overrides it).
+        checkpoint: local weights file, or ``None``.
+        seed: initialisation seed of random weights.
+        label: how tables and figures call it (default: ``name``).
+        family: family label overriding the registry's (``cnn``, ``vit``, ``mlp``, ``hybrid``).
+    """
+
+    name: str
+    weights: str = "pretrained"
+    checkpoint: str | None = None
+    seed: int = 0
+    label: str | None = None
+    family: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def key_record(self) -> dict[str, Any]:
+        """What identifies this model's weights without building it."""
+        from ..models import resolve_name
+
+        spec = resolve_name(self.name)
+        checkpoint_sha = sha256_file(self.checkpoint) if self.checkpoint else None
+        weights = "checkpoint" if self.checkpoint else self.weights
+        return {
+            "name": self.name,
+            "timm_name": spec.timm_name,
+            "weights": weights,
+            "pretrained_tag": None,
+            "checkpoint_sha256": checkpoint_sha,
+            "seed": self.seed if weights == "random" else None,
+        }
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What decides the recorded features besides the model and the images."""
+
+    layers: Any = "activations"
+    tokens: str = "patch"
+    pool: str = "mean"
+    layouts: tuple[tuple[str, str], ...] = ()
+    batch_size: int | None = None
+
+    def record(self) -> dict[str, Any]:
+        layers = self.layers if isinstance(self.layers, str) else list(self.layers)
+        return {"layers": layers, "tokens": self.tokens, "pool": self.pool, "layouts": [list(p) for p in self.layouts],
+                "batch_size": self.batch_size}
+
+
+def resolve_cache(cache: FeatureCache | str | Path | bool | None) -> FeatureCache | None:
+    """``True``: the default cache directory; a path: that directory; ``False``/``None``: no cache."""
+    if cache is True:
+        return FeatureCache()
+    if cache is False or cache is None:
+        return None
+    if isinstance(cache, FeatureCache):
+        return cache
+    return FeatureCache(cache)
+
+
+def model_features(
+    request: ModelRequest,
+    probe,
+    settings: FeatureSettings,
+    *,
+    device: torch.device | str = "cpu",
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+) -> ExtractedFeatures:
+    """The pooled features of ``request``'s model on ``probe``: from the cache, or computed (and cached).
+
+    ``extra["model"]`` holds the model's provenance, ``extra["cached"]`` whether the pass was skipped.
+    """
+    from ..data import batches
+    from ..models import load_model, transform_for
+
+    key = feature_key(request.key_record(), probe.provenance(), settings.record()) if cache is not None else None
+    if key is not None:
+        hit = cache.load(key)
+        if hit is not None:
+            hit.features = {name: t.to(device) for name, t in hit.features.items()}
+            return hit
+    loaded = load_model(request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed,
+                        device=device)
+    extracted = extract_features(
+        loaded.model,
+        (images for images, _ in batches(probe, transform_for(loaded), settings.batch_size or probe.n)),
+        layers=settings.layers, tokens=settings.tokens, pool=settings.pool, layouts=dict(settings.layouts) or None,
+        device=device, total=probe.n, desc=request.display, progress=progress,
+    )
+    if extracted.n != probe.n:
+        raise CKAProbeError(f"{request.display} saw {extracted.n} images instead of {probe.n}")
+    provenance = loaded.provenance()
+    if request.family:
+        provenance["family"] = request.family
+    extracted.extra.update({"model": provenance, "cached": False})
+    if key is not None:
+        extracted.extra["cache"] = str(cache.save(key, extracted))
+    del loaded
+    return extracted
