@@ -41,8 +41,10 @@ def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
         return
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing:
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise OutputExistsError(f"{existing[0]}{more} exists already; pass --overwrite (overwrite=True) or choose another --out")
+        more = f" (and {len(existing) - 1} more of its outputs)" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            f"{existing[0]} exists already{more}; pass --overwrite (overwrite=True) or choose another --out"
+        )
 
 
 @contextlib.contextmanager

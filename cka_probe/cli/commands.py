@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .compare import compare
+from .figure import figure
 from .layers import layers
 from .models import models
 from .train import train
+from .zoo import zoo
 
-ALL: list = [compare, layers, models]
+ALL: list = [compare, figure, layers, models, zoo]
 ALL.append(train)

@@ -1,0 +1,124 @@
+"""``figure``: a grid of CKA heatmaps from a config, every model's features computed once for the whole figure."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import CKAProbeError
+from ._io import atomic_path, check_outputs, ensure_writable_dir
+from .config import JobConfig
+from .extract import resolve_device
+from .features import resolve_cache
+from .multi import ModelFailure, features_for_models, model_provenance, pair_matrices
+from .provenance import environment, package_versions
+from .result import FIGURE_FORMATS, _jsonable
+from .tables import long_table
+
+__all__ = ["FigureResult", "figure_paths", "make_figure"]
+
+
+def figure_paths(config: JobConfig, directory: str | Path | None = None) -> dict[str, Path]:
+    """Where a figure job writes: one file per figure format, the panels' long table and the provenance JSON."""
+    out = config.output
+    directory = Path(directory or out["dir"])
+    name = out["name"] or (Path(config.source).stem if config.source else "figure")
+    for fmt in out["formats"]:
+        if fmt not in FIGURE_FORMATS:
+            raise CKAProbeError(f"output.formats: unknown format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
+    paths = {fmt: directory / f"{name}.{fmt}" for fmt in out["formats"]}
+    paths["csv"] = directory / f"{name}_panels.csv"
+    paths["json"] = directory / f"{name}.json"
+    return paths
+
+
+class FigureResult:
+    """The panels' tables and the provenance of a figure; :meth:`save` writes the figure, tables and JSON."""
+
+    def __init__(self, config: JobConfig, tables: dict, metadata: dict) -> None:
+        self.config = config
+        self.tables = tables
+        self.metadata = metadata
+
+    def draw(self):
+        from ..plots import Panel, plot_panel_grid
+
+        rows = []
+        for row in self.config.panels:
+            cells = []
+            for cell in row:
+                if cell is None:
+                    cells.append(None)
+                    continue
+                a, b = cell
+                cells.append(Panel(self.tables[(a, b)], title=f"{a} vs {b}", xlabel=f"layers of {b}", ylabel=f"layers of {a}"))
+            rows.append(cells)
+        return plot_panel_grid(rows, title=self.config.title)
+
+    def save(self, directory: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
+        paths = figure_paths(self.config, directory)
+        formats = list(self.config.output["formats"])
+        ensure_writable_dir(paths["json"].parent)
+        check_outputs(paths.values(), overwrite)
+        fig = self.draw()
+        for fmt in formats:
+            with atomic_path(paths[fmt]) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=200)
+        with atomic_path(paths["csv"]) as tmp:
+            self.long_table().to_csv(tmp, index=False, float_format="%.10g")
+        with atomic_path(paths["json"]) as tmp:
+            tmp.write_text(json.dumps(_jsonable(self.metadata), indent=2) + "\n")
+        return paths
+
+    def long_table(self):
+        import pandas as pd
+
+        return pd.concat([long_table(table, a, b) for (a, b), table in self.tables.items()], ignore_index=True)
+
+
+def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) -> FigureResult:
+    """Compute every panel of ``config`` (each model's forward pass at most once, none when cached)."""
+    from ..data import load_probe_set
+
+    started = time.perf_counter()
+    data, analysis = config.data, config.analysis
+    device = resolve_device(analysis["device"])
+    probe = load_probe_set(data["source"], n=data["n"], seed=data["seed"], skip_bad=data["skip_bad"])
+    needed = {label for row in config.panels for cell in row if cell for label in cell}
+    requests = [m for m in config.models if m.display in needed]
+    store = resolve_cache(cache if cache is not None else (config.cache if config.cache is not None else True))
+    features = features_for_models(requests, probe, {m.display: config.settings_for(m.display) for m in requests},
+                                   device=device, cache=store, progress=progress)
+    failed = {label: f for label, f in features.items() if isinstance(f, ModelFailure)}
+    if failed:
+        label, failure = next(iter(failed.items()))
+        raise CKAProbeError(f"model {label} failed: {failure.error}")
+    pairs = [cell for row in config.panels for cell in row if cell]
+    tables = pair_matrices(features, pairs, kernel=analysis["kernel"], unbiased=analysis["unbiased"],
+                           sigma_frac=analysis["sigma_frac"])
+    metadata = {
+        "cka_probe": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.raw,
+        "config_file": config.source,
+        "config_sha256": config.digest(),
+        "models": {label: model_provenance(ext) for label, ext in features.items()},
+        "features_from_cache": {label: bool(ext.extra.get("cached")) for label, ext in features.items()},
+        "layers": {label: list(ext.features) for label, ext in features.items()},
+        "data": probe.provenance(),
+        "n": probe.n,
+        "panels": [[list(cell) if cell else None for cell in row] for row in config.panels],
+        "kernel": analysis["kernel"],
+        "unbiased": analysis["unbiased"],
+        "tokens": analysis["tokens"],
+        "pooling": "mean over spatial positions (H, W), tokens, or the Mixer token-mixing axis; channels kept",
+        "device": str(device),
+        "versions": package_versions(),
+        "environment": environment(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return FigureResult(config, tables, metadata)

@@ -1,0 +1,133 @@
+"""Many models at once: each model's features computed once, then every pair's CKA in one vectorized pass."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..math import cka_matrix
+from .cache import FeatureCache
+from .extract import ExtractedFeatures
+from .features import FeatureSettings, ModelRequest, model_features
+
+__all__ = ["ModelFailure", "features_for_models", "pair_matrices", "LAYER_SEPARATOR"]
+
+LAYER_SEPARATOR = ": "  # joins model label and layer name in the combined stack (warnings name layers this way)
+
+
+@dataclass
+class ModelFailure:
+    """A model whose features could not be computed, and why."""
+
+    label: str
+    error: str
+    kind: str
+
+    def record(self) -> dict[str, str]:
+        return {"label": self.label, "error": self.error, "error_type": self.kind}
+
+
+def features_for_models(
+    requests: Sequence[ModelRequest],
+    probe,
+    settings: dict[str, FeatureSettings],
+    *,
+    device: torch.device | str = "cpu",
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+) -> dict[str, ExtractedFeatures | ModelFailure]:
+    """Each model's features on ``probe`` (one forward pass per model, none for cached ones).
+
+    A model that cannot be built, loaded or run becomes a :class:`ModelFailure`; the others go on.
+
+    Args:
+        requests: the models.
+        probe: the probe set every model sees.
+        settings: per model label, what to record.
+        device: where models run locally.
+        cache: feature cache (``None``: none).
+        progress: tqdm bars over models.
+        executor: ``"local"`` (one model after another in this process) or ``"ray"``.
+        ray_address: a running Ray cluster's address (``None`` starts a local Ray instance).
+    """
+    if executor == "ray":
+        from .ray_executor import ray_features_for_models
+
+        return ray_features_for_models(requests, probe, settings, cache=cache, address=ray_address, progress=progress)
+    if executor != "local":
+        from ..errors import CKAProbeError
+
+        raise CKAProbeError(f"unknown executor {executor!r}; choose local or ray")
+    results: dict[str, ExtractedFeatures | ModelFailure] = {}
+    for request in tqdm(requests, desc="models", unit="model", disable=not progress):
+        results[request.display] = safe_model_features(request, probe, settings[request.display], device=device,
+                                                       cache=cache, progress=progress)
+    return results
+
+
+def safe_model_features(request: ModelRequest, probe, settings: FeatureSettings, **kwargs) -> ExtractedFeatures | ModelFailure:
+    """:func:`model_features`, with a failure of this one model caught and described."""
+    try:
+        return model_features(request, probe, settings, **kwargs)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a zoo goes on past a model that cannot be built or run
+        message = str(exc).splitlines()[0] if str(exc) else traceback.format_exception_only(exc)[-1].strip()
+        return ModelFailure(label=request.display, error=message, kind=type(exc).__name__)
+
+
+def pair_matrices(
+    features: dict[str, ExtractedFeatures],
+    pairs: Iterable[tuple[str, str]],
+    *,
+    kernel: str = "linear",
+    unbiased: bool = False,
+    sigma_frac: float = 1.0,
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """CKA tables of the given model pairs, from one product of every involved layer's centred Gram.
+
+    All layers of all models in ``pairs`` are stacked (``sum_m L_m`` rows of ``n^2``), their Gram
+    stack is multiplied by itself once, and each pair's table is a block of that product.
+
+    Returns:
+        ``{(a, b): DataFrame}`` with index = a's layers (named ``a``), columns = b's (named ``b``).
+    """
+    pairs = list(dict.fromkeys(pairs))
+    labels = list(dict.fromkeys(label for pair in pairs for label in pair))
+    if not pairs:
+        return {}
+    combined = {}
+    device = None
+    for label in labels:
+        for layer, tensor in features[label].features.items():
+            device = device or tensor.device
+            combined[f"{label}{LAYER_SEPARATOR}{layer}"] = tensor.to(device)
+    everything = cka_matrix(combined, kernel=kernel, unbiased=unbiased, sigma_frac=sigma_frac)
+    values = everything.values.cpu().numpy()
+    offsets, start = {}, 0
+    for label in labels:
+        count = len(features[label].features)
+        offsets[label] = (start, start + count)
+        start += count
+    tables = {}
+    for a, b in pairs:
+        (ra, rb), (ca, cb) = offsets[a], offsets[b]
+        tables[(a, b)] = pd.DataFrame(
+            values[ra:rb, ca:cb],
+            index=pd.Index(list(features[a].features), name=a),
+            columns=pd.Index(list(features[b].features), name=b),
+        )
+    return tables
+
+
+def model_provenance(extracted: ExtractedFeatures) -> dict[str, Any]:
+    """The model record stored with its features (name, timm name, family, weights, ...)."""
+    return dict(extracted.extra.get("model") or {})

@@ -1,0 +1,316 @@
+"""``zoo``: every pair of a list of models, each model's forward pass run once, resumable after a kill.
+
+Stages, each of which survives an interruption:
+
+1. features: one pass per model through the feature cache (:mod:`cka_probe.analysis.cache`); a model
+   whose features are cached is not run again, a model that fails is recorded and the others go on;
+2. pairs: the CKA of every unordered pair of working models from one vectorized product over all their
+   layers (:func:`~cka_probe.analysis.multi.pair_matrices`), with permutation p-values and bootstrap
+   intervals when asked; the long table is kept in ``<out>/.zoo-state/`` and reused by a rerun;
+3. outputs: written atomically; a per-pair file that exists is not redrawn; ``manifest.json`` is
+   written last and marks the job complete.
+
+A rerun of a complete job with the same configuration finds its manifest and outputs and does nothing;
+a rerun of a job with failed models tries those models again (the others come from the cache).
+An output directory holding the results of another configuration is refused unless ``overwrite``.
+
+Outputs under the output directory:
+
+* ``pairs_long.parquet`` / ``.csv``: model_a, model_b, layer_a, layer_b, index_a, index_b, depth_a,
+  depth_b, cka, and p_value / ci_low / ci_high when asked;
+* ``pairs_summary.parquet`` / ``.csv``: per pair: families, homogeneous flag, layer counts, mean CKA,
+  diagonal-band CKA, depth correspondence (:mod:`cka_probe.analysis.summary`), share of significant cells;
+* ``models.csv``: per model: status (ok / failed), error, timm name, family, layers, from cache, seconds;
+* ``zoo_summary.png``: clustered heatmap of a pair score between models (``output.summary_score``);
+* ``pairs/A_vs_B.csv`` and ``.png`` per pair with ``output.per_pair: true``;
+* ``manifest.json``: configuration, its hash, data provenance, versions, timings, failures.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ._io import atomic_path, ensure_writable_dir
+from .config import ConfigError, JobConfig
+from .extract import resolve_device
+from .features import resolve_cache
+from .multi import ModelFailure, features_for_models, model_provenance, pair_matrices
+from .provenance import environment, package_versions, sha256_text
+from .result import _jsonable, output_stem
+from .summary import depth_correspondence, diagonal_band_mean
+from .tables import long_table
+
+__all__ = ["ZooResult", "run_zoo", "SUMMARY_SCORES"]
+
+SUMMARY_SCORES = ("diagonal_band_cka", "depth_correspondence", "mean_cka")
+STATE_DIR = ".zoo-state"
+
+
+@dataclass
+class ZooResult:
+    """What a zoo job produced (also when it found everything done already)."""
+
+    output_dir: Path
+    long: pd.DataFrame | None
+    summary: pd.DataFrame
+    models: pd.DataFrame
+    manifest: dict[str, Any]
+    up_to_date: bool = False
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_zoo(
+    config: JobConfig,
+    *,
+    output_dir: str | Path | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    cache: Any = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ZooResult:
+    """Run (or resume) the zoo job ``config`` describes; see the module docstring."""
+    started = time.perf_counter()
+    out = ensure_writable_dir(Path(output_dir or config.output["dir"]))
+    score = config.output.get("summary_score", "diagonal_band_cka")
+    if score not in SUMMARY_SCORES:
+        raise ConfigError(f"output.summary_score: {score!r} is not one of {', '.join(SUMMARY_SCORES)}")
+    digest = config.digest()
+    done = _finished_job(out, digest, overwrite)
+    if done is not None:
+        return done
+    state = ensure_writable_dir(out / STATE_DIR)
+
+    from ..data import load_probe_set
+
+    data, analysis = config.data, config.analysis
+    probe = load_probe_set(data["source"], n=data["n"], seed=data["seed"], skip_bad=data["skip_bad"])
+    store = resolve_cache(cache if cache is not None else (config.cache if config.cache is not None else True))
+    device = resolve_device(analysis["device"])
+    features = features_for_models(
+        config.models, probe, {m.display: config.settings_for(m.display) for m in config.models},
+        device=device, cache=store, progress=progress, executor=executor, ray_address=ray_address,
+    )
+    working = {label: ext for label, ext in features.items() if not isinstance(ext, ModelFailure)}
+    failures = [ext.record() for ext in features.values() if isinstance(ext, ModelFailure)]
+    feature_seconds = time.perf_counter() - started
+
+    pair_started = time.perf_counter()
+    pairs = list(itertools.combinations(list(working), 2))
+    long = _pair_stage(state, digest, working, pairs, analysis, progress)
+    pair_seconds = time.perf_counter() - pair_started
+
+    families = {m.display: (m.family or model_provenance(working[m.display]).get("family", "unknown"))
+                if m.display in working else (m.family or "unknown") for m in config.models}
+    summary = _pair_summary(long, working, families)
+    models = _model_table(config, features, families)
+    files = _write_outputs(out, config, long, summary, models, score, working)
+    manifest = {
+        "cka_probe": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": True,
+        "config": config.raw,
+        "config_file": config.source,
+        "config_sha256": digest,
+        "executor": executor,
+        "data": probe.provenance(),
+        "n": probe.n,
+        "models": {label: model_provenance(ext) for label, ext in working.items()},
+        "failures": failures,
+        "pairs": len(pairs),
+        "layers": int(sum(len(ext.features) for ext in working.values())),
+        "kernel": analysis["kernel"],
+        "unbiased": analysis["unbiased"],
+        "tokens": analysis["tokens"],
+        "statistics": {"permutations": analysis["permutations"], "bootstrap": analysis["bootstrap"],
+                       "confidence": analysis["confidence"], "seed": analysis["stats_seed"]},
+        "device": str(device),
+        "versions": package_versions(),
+        "environment": environment(),
+        "seconds": {"features": round(feature_seconds, 3), "pairs": round(pair_seconds, 3),
+                    "total": round(time.perf_counter() - started, 3)},
+        "outputs": sorted(str(p.relative_to(out)) for p in files.values()),
+    }
+    with atomic_path(out / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(_jsonable(manifest), indent=2) + "\n")
+    files["manifest"] = out / "manifest.json"
+    return ZooResult(out, long, summary, models, manifest, up_to_date=False, files=files)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _finished_job(out: Path, digest: str, overwrite: bool) -> ZooResult | None:
+    manifest_path = out / "manifest.json"
+    state_path = out / STATE_DIR / "pairs.json"
+    recorded = None
+    for path in (manifest_path, state_path):
+        if path.exists():
+            try:
+                recorded = json.loads(path.read_text()).get("config_sha256")
+            except (OSError, ValueError):
+                recorded = None
+            break
+    if recorded is not None and recorded != digest and not overwrite:
+        raise ConfigError(
+            f"{out} holds a zoo job of another configuration (sha256 {recorded[:12]}...); "
+            "choose another output.dir / --out, or pass --overwrite to replace it"
+        )
+    if overwrite or recorded != digest or not manifest_path.exists():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if not manifest.get("complete") or manifest.get("failures") \
+            or not all((out / rel).exists() for rel in manifest.get("outputs", [])):
+        return None  # unfinished, or with failed models to try again
+    return ZooResult(
+        out, None, pd.read_csv(out / "pairs_summary.csv"), pd.read_csv(out / "models.csv"), manifest, up_to_date=True,
+        files={rel: out / rel for rel in manifest["outputs"]},
+    )
+
+
+def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: dict, progress: bool) -> pd.DataFrame:
+    """The long table of every pair, reused from the state directory when it matches this job."""
+    stage_key = sha256_text(json.dumps({"config": digest, "models": {k: list(v.features) for k, v in working.items()}},
+                                       sort_keys=True))
+    table_path, meta_path = state / "pairs.parquet", state / "pairs.json"
+    if meta_path.exists() and table_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("stage_key") == stage_key:
+                return pd.read_parquet(table_path)
+        except (OSError, ValueError):
+            pass
+    tables = pair_matrices(working, pairs, kernel=analysis["kernel"], unbiased=analysis["unbiased"],
+                           sigma_frac=analysis["sigma_frac"])
+    frames = []
+    for a, b in tqdm(pairs, desc="pairs", unit="pair", disable=not progress):
+        frame = long_table(tables[(a, b)], a, b)
+        _add_statistics(frame, working[a], working[b], analysis)
+        frames.append(frame)
+    long = pd.concat(frames, ignore_index=True) if frames else _empty_long(analysis)
+    with atomic_path(table_path) as tmp:
+        long.to_parquet(tmp, index=False)
+    with atomic_path(meta_path) as tmp:
+        tmp.write_text(json.dumps({"stage_key": stage_key, "config_sha256": digest}) + "\n")
+    return long
+
+
+def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: dict) -> None:
+    kwargs = {"kernel": analysis["kernel"], "unbiased": analysis["unbiased"], "sigma_frac": analysis["sigma_frac"]}
+    if analysis["permutations"]:
+        from ..math import permutation_test
+
+        p_values = permutation_test(ext_a.features, ext_b.features, num_permutations=analysis["permutations"],
+                                    seed=analysis["stats_seed"], **kwargs)
+        frame["p_value"] = p_values.values.cpu().numpy().ravel()
+    if analysis["bootstrap"]:
+        from ..math import bootstrap_ci
+
+        low, high = bootstrap_ci(ext_a.features, ext_b.features, num_resamples=analysis["bootstrap"],
+                                 seed=analysis["stats_seed"], level=analysis["confidence"], **kwargs)
+        frame["ci_low"] = low.values.cpu().numpy().ravel()
+        frame["ci_high"] = high.values.cpu().numpy().ravel()
+
+
+def _empty_long(analysis: dict) -> pd.DataFrame:
+    columns = ["model_a", "model_b", "layer_a", "layer_b", "index_a", "index_b", "depth_a", "depth_b", "cka"]
+    columns += ["p_value"] if analysis["permutations"] else []
+    columns += ["ci_low", "ci_high"] if analysis["bootstrap"] else []
+    return pd.DataFrame({c: pd.Series(dtype=object if c.startswith(("model", "layer")) else float) for c in columns})
+
+
+def _pair_summary(long: pd.DataFrame, working: dict, families: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for (a, b), frame in long.groupby(["model_a", "model_b"], sort=False):
+        matrix = frame.pivot(index="index_a", columns="index_b", values="cka").to_numpy()
+        row = {
+            "model_a": a, "model_b": b, "family_a": families[a], "family_b": families[b],
+            "homogeneous": families[a] == families[b] and families[a] != "unknown",
+            "layers_a": matrix.shape[0], "layers_b": matrix.shape[1],
+            "mean_cka": float(np.nanmean(matrix)) if np.isfinite(matrix).any() else float("nan"),
+            "diagonal_band_cka": diagonal_band_mean(matrix),
+            "depth_correspondence": depth_correspondence(matrix),
+        }
+        if "p_value" in frame:
+            row["significant_share"] = float((frame["p_value"] < 0.05).mean())
+        rows.append(row)
+    columns = ["model_a", "model_b", "family_a", "family_b", "homogeneous", "layers_a", "layers_b", "mean_cka",
+               "diagonal_band_cka", "depth_correspondence"]
+    return pd.DataFrame(rows, columns=columns + (["significant_share"] if "p_value" in long else []))
+
+
+def _model_table(config: JobConfig, features: dict, families: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for request in config.models:
+        ext = features[request.display]
+        if isinstance(ext, ModelFailure):
+            rows.append({"label": request.display, "name": request.name, "status": "failed", "error": ext.error,
+                         "timm_name": None, "family": families[request.display], "weights": request.weights,
+                         "layers": 0, "from_cache": False, "seconds": None})
+            continue
+        prov = model_provenance(ext)
+        rows.append({"label": request.display, "name": request.name, "status": "ok", "error": None,
+                     "timm_name": prov.get("timm_name"), "family": families[request.display],
+                     "weights": prov.get("weights"), "layers": len(ext.features),
+                     "from_cache": bool(ext.extra.get("cached")), "seconds": round(ext.seconds, 3)})
+    return pd.DataFrame(rows)
+
+
+def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: str, working: dict) -> dict[str, Path]:
+    files = {}
+
+    def write(name: str, writer) -> None:
+        path = out / name
+        with atomic_path(path) as tmp:
+            writer(tmp)
+        files[name] = path
+
+    write("pairs_long.parquet", lambda p: long.to_parquet(p, index=False))
+    write("pairs_long.csv", lambda p: long.to_csv(p, index=False, float_format="%.10g"))
+    write("pairs_summary.parquet", lambda p: summary.to_parquet(p, index=False))
+    write("pairs_summary.csv", lambda p: summary.to_csv(p, index=False, float_format="%.10g"))
+    write("models.csv", lambda p: models.to_csv(p, index=False))
+    labels = list(working)
+    if len(labels) >= 2:
+        from ..plots import plot_pair_scores
+
+        scores = pd.DataFrame(np.nan, index=labels, columns=labels)
+        for row in summary.itertuples():
+            scores.loc[row.model_a, row.model_b] = scores.loc[row.model_b, row.model_a] = getattr(row, score)
+        families = models.set_index("label")["family"].reindex(labels)
+        figure = plot_pair_scores(scores, families, score_name=score.replace("_", " "))
+        write("zoo_summary.png", lambda p: figure.savefig(p, format="png", dpi=150, bbox_inches="tight"))
+    if config.output.get("per_pair"):
+        ensure_writable_dir(out / "pairs")
+        for (a, b), frame in long.groupby(["model_a", "model_b"], sort=False):
+            stem = output_stem(a, b)
+            matrix = frame.pivot(index="layer_a", columns="layer_b", values="cka")
+            matrix = matrix.loc[frame["layer_a"].unique(), frame["layer_b"].unique()]  # forward order
+            matrix.index.name, matrix.columns.name = a, b
+            if not (out / "pairs" / f"{stem}.csv").exists():
+                write(f"pairs/{stem}.csv", lambda p, m=matrix: m.to_csv(p, float_format="%.10g"))
+            else:
+                files[f"pairs/{stem}.csv"] = out / "pairs" / f"{stem}.csv"
+            for fmt in config.output["formats"]:
+                target = f"pairs/{stem}.{fmt}"
+                if (out / target).exists():
+                    files[target] = out / target
+                    continue
+                from ..plots import new_figure, plot_cka_heatmap
+
+                fig = new_figure()
+                plot_cka_heatmap(matrix, fig.subplots(), title=f"{a} vs {b}")
+                write(target, lambda p, f=fig, fm=fmt: f.savefig(p, format=fm, dpi=150))
+    return files
+

@@ -1,0 +1,51 @@
+"""``cka-probe zoo CONFIG``: CKA of every pair of a list of models, one forward pass per model, resumable."""
+
+from __future__ import annotations
+
+import click
+
+from . import _options as opt
+from ._common import report_errors
+from .figure import parse_sets
+
+
+@click.command("zoo")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, help="Override a config value: section.key=value (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory [default: the config's output.dir].")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: models one after another here; ray: one Ray task per model.")
+@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray instance).")
+@click.option("--permutations", type=int, default=None, help="Permutation-test draws per pair (p-value per cell).")
+@click.option("--bootstrap", type=int, default=None, help="Bootstrap resamples per pair (percentile interval per cell).")
+@opt.CACHE_DIR
+@opt.NO_CACHE
+@opt.OVERWRITE
+@opt.NO_PROGRESS
+@opt.VERBOSE
+@report_errors
+def zoo(config, sets, out, executor, address, permutations, bootstrap, cache_dir, no_cache, overwrite, no_progress, verbose):
+    """Compare every pair of the models CONFIG lists (see configs/zoo/); rerun to resume after a kill."""
+    from ..analysis import load_job_config, run_zoo
+
+    overrides = parse_sets(sets)
+    if permutations is not None:
+        overrides["analysis.permutations"] = permutations
+    if bootstrap is not None:
+        overrides["analysis.bootstrap"] = bootstrap
+    job = load_job_config(config, "zoo", overrides)
+    cache = opt.cache_setting(cache_dir, no_cache) if (cache_dir or no_cache) else None
+    result = run_zoo(job, output_dir=out, executor=executor, ray_address=address, cache=cache, overwrite=overwrite,
+                     progress=not no_progress)
+    models = result.models
+    ok = int((models["status"] == "ok").sum())
+    failed = models[models["status"] == "failed"]
+    if result.up_to_date:
+        click.echo(f"{result.output_dir}: already complete for this configuration ({ok} models, "
+                   f"{result.manifest['pairs']} pairs); nothing recomputed")
+        return
+    cached = int(models["from_cache"].sum())
+    note = f"; failed: {', '.join(f'{r.label} ({r.error})' for r in failed.itertuples())}" if len(failed) else ""
+    click.echo(f"{ok} models ({cached} from the cache), {result.manifest['pairs']} pairs, "
+               f"{result.manifest['layers']} layers in {result.manifest['seconds']['total']:.1f} s; "
+               f"wrote {result.output_dir}{note}")

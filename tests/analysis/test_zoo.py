@@ -1,0 +1,130 @@
+"""Zoo jobs: one forward pass per model, all pairs from one product, failures recorded, resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cka_probe.analysis.features as features_module
+import cka_probe.analysis.multi as multi_module
+from cka_probe.analysis import ConfigError, compare, parse_job_config, run_zoo
+from cka_probe.analysis.summary import depth_correspondence
+
+MODELS = ["test_resnet", "test_vit", {"name": "test_convnext", "family": "cnn"}, "test_efficientnet"]
+
+
+def _config(models=MODELS, **extra):
+    raw = {"weights": "random", "data": {"source": "embedded", "n": 12}, "models": models,
+           "output": {"per_pair": True}, **extra}
+    return parse_job_config(raw, "zoo")
+
+
+def _count_forward_passes(monkeypatch):
+    calls = []
+    real = features_module.extract_features
+
+    def counting(model, *args, **kwargs):
+        calls.append(kwargs.get("desc"))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(features_module, "extract_features", counting)
+    return calls
+
+
+def test_one_forward_pass_per_model_and_pairs_equal_compare(tmp_path, monkeypatch):
+    calls = _count_forward_passes(monkeypatch)
+    result = run_zoo(_config(), output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert sorted(calls) == sorted(["test_resnet", "test_vit", "test_convnext", "test_efficientnet"])
+    assert len(result.summary) == 6  # 4 models: every unordered pair once
+    pair = result.long[(result.long.model_a == "test_resnet") & (result.long.model_b == "test_vit")]
+    single = compare("test_resnet", "test_vit", "embedded", n=12, weights="random", progress=False,
+                     cache=tmp_path / "cache", device="cpu")
+    np.testing.assert_allclose(pair["cka"].to_numpy(), single.matrix.to_numpy().ravel(), rtol=1e-9)
+    assert list(pair["layer_a"].unique()) == list(single.matrix.index)
+    row = result.summary.set_index(["model_a", "model_b"]).loc[("test_resnet", "test_convnext")]
+    assert bool(row["homogeneous"]) and row["family_b"] == "cnn"
+    for name in ("pairs_long.parquet", "pairs_long.csv", "pairs_summary.csv", "models.csv", "zoo_summary.png",
+                 "manifest.json", "pairs/test_resnet_vs_test_vit.png"):
+        assert (tmp_path / "out" / name).exists(), name
+    assert result.manifest["complete"] and result.manifest["pairs"] == 6
+
+
+def test_a_failing_model_is_recorded_and_the_others_go_on(tmp_path):
+    result = run_zoo(_config(models=["test_resnet", "no_such_model_zz", "test_vit"]), output_dir=tmp_path / "out",
+                     cache=tmp_path / "cache", progress=False)
+    models = result.models.set_index("label")
+    assert models.loc["no_such_model_zz", "status"] == "failed"
+    assert "no_such_model_zz" in models.loc["no_such_model_zz", "error"]
+    assert list(result.summary[["model_a", "model_b"]].itertuples(index=False, name=None)) == [("test_resnet", "test_vit")]
+    assert result.manifest["failures"][0]["label"] == "no_such_model_zz"
+
+
+def test_killed_job_resumes_without_recomputing_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    config = _config()
+    reference = run_zoo(config, output_dir=tmp_path / "reference", cache=tmp_path / "ref-cache", progress=False)
+
+    real = multi_module.model_features
+    seen = []
+
+    def dies_on_third_model(request, *args, **kwargs):
+        seen.append(request.display)
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # the job is killed while the third model runs
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(multi_module, "model_features", dies_on_third_model)
+    with pytest.raises(KeyboardInterrupt):
+        run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    monkeypatch.setattr(multi_module, "model_features", real)
+
+    calls = _count_forward_passes(monkeypatch)
+    resumed = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert sorted(calls) == ["test_convnext", "test_efficientnet"]  # the two finished models were not rerun
+    pd.testing.assert_frame_equal(resumed.long, reference.long)
+    pd.testing.assert_frame_equal(resumed.summary, reference.summary)
+    for name in ("pairs_long.csv", "pairs_summary.csv", "pairs/test_resnet_vs_test_vit.csv"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+
+    calls.clear()
+    again = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert again.up_to_date and calls == []
+
+
+def test_interrupted_pair_stage_is_reused(tmp_path, monkeypatch):
+    config = _config(models=MODELS[:2])
+    run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    (tmp_path / "out" / "manifest.json").unlink()  # as if killed while writing the outputs
+    monkeypatch.setattr(multi_module, "pair_matrices", lambda *a, **k: pytest.fail("pairs recomputed"))
+    import cka_probe.analysis.zoo as zoo_module
+
+    monkeypatch.setattr(zoo_module, "pair_matrices", lambda *a, **k: pytest.fail("pairs recomputed"))
+    resumed = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert not resumed.up_to_date and len(resumed.long) == 12 * 6
+
+
+def test_output_of_another_configuration_is_refused(tmp_path):
+    run_zoo(_config(models=MODELS[:2]), output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    other = _config(models=MODELS[:2], data={"source": "embedded", "n": 10})
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_zoo(other, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    result = run_zoo(other, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False, overwrite=True)
+    assert result.manifest["n"] == 10
+
+
+def test_depth_correspondence_on_constructed_matrices():
+    assert depth_correspondence(np.eye(6)) == pytest.approx(1.0)
+    assert depth_correspondence(np.fliplr(np.eye(6))) < -0.4
+    stretched = np.kron(np.eye(4), np.ones((3, 1)))  # 12 x 4: three layers of A per layer of B, in order
+    # best matches sit within one twelfth of the other side's depth: 1 - 3 * (1/18 + 1/12) / 2 = 0.79
+    assert depth_correspondence(stretched) == pytest.approx(1 - 1.5 * (1 / 18 + 1 / 12))
+    last_column = np.zeros((8, 8))
+    last_column[:, -1] = 1.0  # every layer of A best matches B's last layer
+    assert depth_correspondence(last_column) < 0.5
+    rng = np.random.default_rng(0)
+    random_scores = [depth_correspondence(rng.random((30, 30))) for _ in range(50)]
+    assert abs(np.mean(random_scores)) < 0.1  # chance level is 0
+    with_nan = np.eye(5)
+    with_nan[2] = np.nan
+    assert depth_correspondence(with_nan) == pytest.approx(depth_correspondence(np.delete(np.eye(5), 2, axis=0)), abs=0.2)
