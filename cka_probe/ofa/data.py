@@ -6,15 +6,12 @@ for evaluation, resize and centre crop. Mixup / cutmix are applied per batch by 
 (timm's ``Mixup``). Nothing is downloaded.
 
 Fashion-MNIST is read from the gzipped IDX files (as the Debian package ``dataset-fashion-mnist``
-installs them) with torchvision's IDX reader; its 28 x 28 grey images become 3-channel RGB so that
-ImageNet-style models take them unchanged.
+installs them) by :func:`cka_probe.data.read_fashion_mnist` (torchvision's IDX reader); its 28 x 28
+grey images become 3-channel RGB so that ImageNet-style models take them unchanged.
 """
 
 from __future__ import annotations
 
-import gzip
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from ..data import DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES, read_fashion_mnist
 from ..errors import DataNotFoundError
 from .config import TrainConfig
 
@@ -35,7 +33,7 @@ __all__ = [
     "fixed_subset",
 ]
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_DIR = str(DEBIAN_FASHION_MNIST)
 """Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
 
 DATASET_CLASSES = {"imagenet": 1000, "cifar100": 100, "fashion_mnist": 10}
@@ -47,14 +45,10 @@ DATASET_STATS = {
     "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
 }
 
-_FASHION_FILES = {
-    True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-
-
 class FashionMNIST(Dataset):
     """Fashion-MNIST from its IDX files (gzipped or not), as 3-channel PIL images.
+
+    The files are read by :func:`cka_probe.data.read_fashion_mnist` (torchvision's IDX reader).
 
     Args:
         root: folder holding ``train-images-idx3-ubyte[.gz]`` and the three other files.
@@ -62,45 +56,22 @@ class FashionMNIST(Dataset):
         transform: applied to each PIL image.
     """
 
-    classes = (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-    )  # fmt: skip
+    classes = FASHION_MNIST_CLASSES
 
     def __init__(self, root: str | Path, train: bool = True, transform: Callable | None = None) -> None:
-        root = Path(root)
-        image_file, label_file = _FASHION_FILES[train]
-        self.images = _read_idx(root, image_file)
-        self.targets = _read_idx(root, label_file).long()
-        if self.images.ndim != 3 or len(self.images) != len(self.targets):
-            raise DataNotFoundError(f"{root} holds IDX files of unexpected shapes {tuple(self.images.shape)}")
+        images, labels = read_fashion_mnist(root, split="train" if train else "test")
+        self.images = images
+        self.targets = torch.from_numpy(labels).long()
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple:
-        image = Image.fromarray(self.images[index].numpy(), mode="L").convert("RGB")
+        image = Image.fromarray(self.images[index]).convert("RGB")  # uint8 (28, 28) -> "L"
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[index])
-
-
-def _read_idx(root: Path, name: str) -> torch.Tensor:
-    """Read one IDX file with torchvision's reader, decompressing a ``.gz`` into a temporary file."""
-    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
-
-    plain = root / name.removesuffix(".gz")
-    if plain.is_file():
-        return read_sn3_pascalvincent_tensor(str(plain), strict=False)
-    packed = root / name
-    if not packed.is_file():
-        raise DataNotFoundError(f"Fashion-MNIST file {packed} is missing; set data_dir to the folder holding the IDX files")
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / plain.name
-        with gzip.open(packed, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        return read_sn3_pascalvincent_tensor(str(target), strict=False)
 
 
 def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:

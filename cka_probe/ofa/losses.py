@@ -90,7 +90,7 @@ def ofa_loss(
     return -(weight * log_p_student).sum(dim=-1).mean()
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     r"""Hinton et al.'s knowledge-distillation loss (arXiv:1503.02531, sec. 2).
 
     ::

@@ -87,12 +87,12 @@ class DistillationTask(nn.Module):
         *,
         gt_loss_weight: float = 1.0,
         kd_loss_weight: float = 1.0,
-        kd_temperature: float = 4.0,
+        kd_temperature: float = 1.0,
         ofa_stages: Sequence[int] = (1, 2, 3, 4),
         ofa_gamma: float | Sequence[float] = 1.0,
         ofa_loss_weight: float | Sequence[float] = 1.0,
         ofa_temperature: float = 1.0,
-        fitnet_stages: Sequence[int] = (2,),
+        fitnet_stages: Sequence[int] = (1, 2, 3, 4),
         fitnet_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()

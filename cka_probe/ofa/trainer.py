@@ -358,6 +358,7 @@ class Trainer:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_metrics = self.train_epoch()
+            trained = time.perf_counter()
             record: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step, "lr": lr, "train": train_metrics}
             record["val"] = self.evaluate()
             if self.ema is not None:
@@ -365,6 +366,7 @@ class Trainer:
             self.epoch += 1
             if self.scheduler is not None:
                 self.scheduler.step(self.epoch)
+            record["train_seconds"] = round(trained - started, 3)
             record["seconds"] = round(time.perf_counter() - started, 3)
             self.save()
             _append_jsonl(self.metrics_path, record)

@@ -40,7 +40,7 @@ def _table_column(index: int) -> dict:
         "batch_size": column["Batch size"],
         "lr": column["Initial LR"],
         "min_lr": column["Minimum LR"],
-        "opt": {"SGD": "momentum", "AdamW": "adamw"}[column["Optimizer"]],
+        "opt": {"SGD": "sgd", "AdamW": "adamw"}[column["Optimizer"]],  # timm names, as the reference configs
         "weight_decay": column["Weight decay"],
         "sched": "multistep" if schedule.startswith("x0.1") else "cosine",
         "warmup_epochs": column["Warmup"],

@@ -95,7 +95,7 @@ def test_recipes_build_timm_optimizer_scheduler_ema_and_mixup(tmp_path, make_dat
     assert group["initial_lr"] == config.lr
     assert {g["weight_decay"] for g in trainer.optimizer.param_groups} == {0.0, config.weight_decay}
     if optimizer == "SGD":
-        assert group["momentum"] == 0.9 and group["nesterov"] is False
+        assert group["momentum"] == 0.9 and group["nesterov"] is True  # timm "sgd", as the reference
     assert isinstance(trainer.scheduler, scheduler)
     assert trainer.scheduler.warmup_t == config.warmup_epochs
     if scheduler is MultiStepLRScheduler:

@@ -29,7 +29,7 @@ def _task(model_factory, method, student="resnet", teacher="vit", **kwargs):
     [
         ("scratch", {"ce"}),
         ("kd", {"ce", "kd"}),
-        ("fitnet", {"ce", "fitnet_stage2"}),
+        ("fitnet", {"ce", "fitnet_stage1", "fitnet_stage2", "fitnet_stage3", "fitnet_stage4"}),
         ("ofa", {"ce", "ofa_logits", "ofa_stage1", "ofa_stage2", "ofa_stage3", "ofa_stage4"}),
     ],
 )
@@ -38,8 +38,8 @@ def test_forward_returns_named_losses_and_their_weighted_sum(model_factory, imag
     out = task(images, labels)
     assert set(out) == {"loss", "output"} | parts
     assert out["output"].shape == (4, 10)
-    weights = {"ce": 0.5, "kd": 2.0, "ofa_logits": 2.0, "fitnet_stage2": 3.0}
-    expected = sum(weights.get(name, 0.25) * out[name] for name in parts)
+    weights = {"ce": 0.5, "kd": 2.0, "ofa_logits": 2.0}
+    expected = sum(weights.get(name, 3.0 if name.startswith("fitnet") else 0.25) * out[name] for name in parts)
     assert torch.allclose(out["loss"], expected)
 
 

@@ -126,5 +126,5 @@ def test_missing_data_path_is_a_one_line_error(tmp_path, teacher_checkpoint, mak
 
 def test_empty_fashion_mnist_folder(tmp_path, teacher_checkpoint, make_datasets):
     config = _config(tmp_path, teacher_checkpoint, data_dir=str(tmp_path))
-    with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte.gz is missing"):
+    with pytest.raises(DataNotFoundError, match=r"train-images-idx3-ubyte\[.gz\] is not in"):
         Trainer(config)
