@@ -71,6 +71,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import timm.layers
+import timm.models
 from torch import nn
 
 from ..errors import LayerSelectionError, ShapeError
@@ -242,15 +243,21 @@ def _family_rule(name: str, ancestors: Ancestors, ndim: int) -> LayerLayout | No
 # --------------------------------------------------------------------------- rule 4: structure
 
 
-def _timm_classes(*names: str) -> tuple[type, ...]:
-    return tuple(cls for cls in (getattr(timm.layers, n, None) for n in names) if isinstance(cls, type))
+def _timm_classes(*names: str, module=timm.layers) -> tuple[type, ...]:
+    return tuple(cls for cls in (getattr(module, n, None) for n in names) if isinstance(cls, type))
+
+
+# LeViT's projection + BatchNorm pairs: LinearNorm normalises the flattened tokens (channels last),
+# ConvNorm is a convolution with its BatchNorm2d (channels first).
+_LEVIT_LAST = _timm_classes("LinearNorm", module=timm.models.levit)
+_LEVIT_FIRST = _timm_classes("ConvNorm", module=timm.models.levit)
 
 
 _CHANNELS_FIRST = _timm_classes(
     "LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
     "SimpleNorm2dFp32", "LayerNormAct2d", "LayerNormAct2dFp32", "RmsNormAct2d", "RmsNormAct2dFp32",
     "FrozenBatchNorm2d", "FrozenBatchNormAct2d", "ConvNormAct", "MixedConv2d", "CondConv2d",
-) + (
+) + _LEVIT_FIRST + (
     nn.modules.conv._ConvNd,
     nn.modules.batchnorm._NormBase,
     nn.GroupNorm,
@@ -264,7 +271,7 @@ _CHANNELS_FIRST = _timm_classes(
 # Checked after the channels-first classes: timm's LayerNorm2d subclasses nn.LayerNorm.
 _CHANNELS_LAST = (nn.Linear, nn.LayerNorm, nn.RMSNorm) + _timm_classes(
     "RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32", "RmsNormAct", "RmsNormActFp32",
-)
+) + _LEVIT_LAST
 _PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd) + _timm_classes(
     "DropPath", "DropBlock2d", "LayerScale", "LayerScale2d",
 ) + ACTIVATION_TYPES + GATE_TYPES

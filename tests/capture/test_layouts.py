@@ -211,3 +211,18 @@ def test_real_vit_layout_and_prefix():
     tokens = model.patch_embed(x).shape[1] + model.num_prefix_tokens
     decided = _resolve(model, "blocks.0.mlp.act", (1, tokens, hidden))
     assert decided == LayerLayout("NLC", 1, "structure: follows Linear 'blocks.0.mlp.fc1'")
+
+
+def test_levit_linear_norm_is_channels_last():
+    """LeViT's MLP runs on (N, tokens, C) through LinearNorm (Linear + BatchNorm1d on flattened tokens)."""
+    import timm
+
+    from cka_probe.capture import describe_layers
+
+    model = timm.create_model("levit_128s", pretrained=False).eval()
+    infos = describe_layers(model, torch.zeros(1, 3, 224, 224))
+    stem = [i for i in infos if i.name.startswith("stem.")]
+    blocks = [i for i in infos if i.name.startswith("stages.")]
+    assert stem and all(i.layout == "NCHW" for i in stem)
+    assert blocks and all(i.layout == "NLC" for i in blocks)
+    assert all(i.pooled_dim == i.raw_shape[-1] for i in blocks)
