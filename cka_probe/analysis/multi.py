@@ -43,6 +43,7 @@ def features_for_models(
     progress: bool = True,
     executor: str = "local",
     ray_address: str | None = None,
+    probe_spec: dict[str, Any] | None = None,
 ) -> dict[str, ExtractedFeatures | ModelFailure]:
     """Each model's features on ``probe`` (one forward pass per model, none for cached ones).
 
@@ -57,11 +58,18 @@ def features_for_models(
         progress: tqdm bars over models.
         executor: ``"local"`` (one model after another in this process) or ``"ray"``.
         ray_address: a running Ray cluster's address (``None`` starts a local Ray instance).
+        probe_spec: the :func:`~cka_probe.data.load_probe_set` arguments of ``probe``, for Ray workers
+            to load the same images themselves.
     """
     if executor == "ray":
         from .ray_executor import ray_features_for_models
 
-        return ray_features_for_models(requests, probe, settings, cache=cache, address=ray_address, progress=progress)
+        if probe_spec is None:
+            from ..errors import CKAProbeError
+
+            raise CKAProbeError("the Ray executor needs probe_spec, the load_probe_set arguments of the probe set")
+        return ray_features_for_models(requests, probe, probe_spec, settings, cache=cache, address=ray_address,
+                                       progress=progress)
     if executor != "local":
         from ..errors import CKAProbeError
 

@@ -101,6 +101,7 @@ def run_zoo(
     features = features_for_models(
         config.models, probe, {m.display: config.settings_for(m.display) for m in config.models},
         device=device, cache=store, progress=progress, executor=executor, ray_address=ray_address,
+        probe_spec={"source": data["source"], "n": data["n"], "seed": data["seed"], "skip_bad": data["skip_bad"]},
     )
     working = {label: ext for label, ext in features.items() if not isinstance(ext, ModelFailure)}
     failures = [ext.record() for ext in features.values() if isinstance(ext, ModelFailure)]

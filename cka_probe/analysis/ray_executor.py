@@ -1,0 +1,112 @@
+"""Ray executor for zoo jobs: one Ray task per model's feature extraction, pairs computed on the driver.
+
+Each task loads the probe set itself from the same source (and checks that its image list hashes to
+the driver's), builds its model, runs it (on a GPU when the cluster has them: the task asks for one),
+and writes the features into the feature cache directory before returning them. On a multi-node cluster,
+every node must see the same data source path and, for reuse across jobs, the same cache directory
+(a shared filesystem); see the README's "Model zoos on a Ray cluster".
+
+Ray is an optional extra: ``pip install "cka-probe[ray]"``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import CKAProbeError
+from .cache import FeatureCache
+from .extract import ExtractedFeatures
+from .features import FeatureSettings, ModelRequest
+
+__all__ = ["RayUnavailableError", "ray_features_for_models", "CONNECT_TIMEOUT_S"]
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+class RayUnavailableError(CKAProbeError):
+    """Ray is not installed, or the cluster cannot be reached."""
+
+
+def _extract_task(request: ModelRequest, probe_spec: dict[str, Any], probe_sha: str, settings: FeatureSettings,
+                  cache_dir: str | None, use_gpu: bool):
+    """Runs on a Ray worker: one model's features (or its failure record)."""
+    import torch
+
+    from ..data import load_probe_set
+    from .multi import ModelFailure, safe_model_features
+
+    probe = load_probe_set(**probe_spec)
+    if probe.image_list_sha256 != probe_sha:
+        return ModelFailure(request.display, f"this worker's probe images differ from the driver's ({probe.source}); "
+                            "every node must see the same data", "ProbeMismatch")
+    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    result = safe_model_features(request, probe, settings, device=device,
+                                 cache=FeatureCache(cache_dir) if cache_dir else None, progress=False)
+    if isinstance(result, ExtractedFeatures):
+        result.features = {k: v.cpu() for k, v in result.features.items()}
+    return result
+
+
+def ray_features_for_models(
+    requests: Sequence[ModelRequest],
+    probe,
+    probe_spec: dict[str, Any],
+    settings: dict[str, FeatureSettings],
+    *,
+    cache: FeatureCache | None,
+    address: str | None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Each model's features from a Ray task; the dictionary the local executor returns, in request order."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError('Ray is not installed; pip install "cka-probe[ray]" or use --executor local') from None
+    from tqdm.auto import tqdm
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        _connect(ray, address)
+    try:
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        task = ray.remote(_extract_task).options(num_gpus=1 if use_gpu else 0, max_retries=0)
+        cache_dir = str(cache.directory) if cache is not None else None
+        futures = {
+            task.remote(r, probe_spec, probe.image_list_sha256, settings[r.display], cache_dir, use_gpu): r.display
+            for r in requests
+        }
+        results: dict[str, Any] = {}
+        pending = list(futures)
+        with tqdm(total=len(pending), desc="models (ray)", unit="model", disable=not progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                results[futures[done[0]]] = ray.get(done[0])
+                bar.update(1)
+        if cache is not None:
+            cache.hits += sum(1 for r in results.values() if getattr(r, "extra", {}).get("cached"))
+        return {r.display: results[r.display] for r in requests}
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _connect(ray, address: str | None) -> None:
+    if address is None:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        return
+    host_port = address.split("://", 1)[-1]
+    if address != "auto" and ":" in host_port:
+        host, port = host_port.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except (OSError, ValueError) as exc:
+            raise RayUnavailableError(
+                f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
+                "check the address (ray status on the head node) or drop --address to run Ray locally"
+            ) from None
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, TimeoutError) as exc:
+        raise RayUnavailableError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
