@@ -289,12 +289,12 @@ def project_full_run(results: dict[str, dict], scale: dict[str, Any], workers: i
     return total / workers
 
 
-def update_docs(doc: Path, table: str, figure: Path, provenance: dict[str, Any]) -> None:
+def update_docs(doc: Path, table: str, figure: Path, provenance: dict[str, Any], test_images: int) -> None:
     text = doc.read_text()
     if MARK_BEGIN not in text or MARK_END not in text:
         raise SystemExit(f"{doc} has no {MARK_BEGIN} ... {MARK_END} section to fill")
     body = (
-        f"{MARK_BEGIN}\nTest top-1 (%) on the 10,000 Fashion-MNIST test images, mean ± std over seeds {list(SEEDS)}; "
+        f"{MARK_BEGIN}\nTest top-1 (%) on {test_images:,} Fashion-MNIST test images, mean ± std over seeds {list(SEEDS)}; "
         f"second table: linear CKA between the last activation layers of the seed-0 student and its teacher.\n\n"
         f"{table}\n\n![CKA of each student (rows) against its teacher (columns)]({figure.relative_to(doc.parent)})\n\n"
         f"Provenance: {json.dumps(provenance)}\n{MARK_END}"
@@ -306,13 +306,14 @@ def update_docs(doc: Path, table: str, figure: Path, provenance: dict[str, Any])
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="1 epoch of a few batches per run; no docs update")
-    parser.add_argument("--out", type=Path, default=None, help="runs and results (default runs/ofa_study[_smoke])")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="runs and results (default figures/_scratch/ofa_study[_smoke], which git ignores)")
     parser.add_argument("--workers", type=int, default=2, help="training processes at a time (one thread each)")
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/ofa.md")
     args = parser.parse_args(argv)
 
     scale = SMOKE if args.smoke else FULL
-    out = args.out or REPO / "runs" / ("ofa_study_smoke" if args.smoke else "ofa_study")
+    out = args.out or REPO / "figures" / "_scratch" / ("ofa_study_smoke" if args.smoke else "ofa_study")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     teachers, students = make_jobs(out, scale)
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smoke run took {time.perf_counter() - started:.0f}s; the full study would train for about "
               f"{projected / 60:.0f} min with {args.workers} workers (plus evaluation)")  # fmt: skip
     elif not args.no_docs:
-        update_docs(REPO / "docs" / "ofa.md", table, figure, provenance)
+        update_docs(REPO / "docs" / "ofa.md", table, figure, provenance, evaluation["test_images"])
         print("docs/ofa.md updated")
     return 0
 

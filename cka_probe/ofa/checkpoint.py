@@ -130,7 +130,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state(
         {
             "bit_generator": numpy_state["bit_generator"],
-            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": int(numpy_state["pos"])},
+            "state": {"key": numpy_state["key"].cpu().numpy().astype(np.uint32), "pos": int(numpy_state["pos"])},
             "has_gauss": int(numpy_state["has_gauss"]),
             "gauss": float(numpy_state["gauss"]),
         }

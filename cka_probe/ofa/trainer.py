@@ -400,7 +400,7 @@ def _create_model(name: str, num_classes: int, kwargs: dict, pretrained: bool) -
     import timm
 
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **{"num_classes": num_classes, **kwargs})
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ConfigError(f"unknown timm model {name!r}; see timm.list_models()") from None

@@ -117,3 +117,14 @@ def test_resume_from_the_wrong_model(tmp_path, data_dir, recipe):
     assert run(*base).exit_code == 0
     result = run(*base, "--set", "student=test_convnext", "--resume")
     assert_one_line_error(result, "was written with student='test_resnet'")
+
+
+def test_teacher_with_other_classes(tmp_path, data_dir, recipe):
+    teacher = tmp_path / "teacher100.pth"
+    torch.save(__import__("timm").create_model("test_resnet", num_classes=100).state_dict(), teacher)
+    result = run(
+        "train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}", "--set", "method=kd",
+        "--set", "teacher=test_resnet", "--set", "teacher_kwargs={num_classes: 100}",
+        "--set", f"teacher_checkpoint={teacher}", "--set", f"output_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert_one_line_error(result, "has 100 classes, student", "has 10")

@@ -64,3 +64,20 @@ def test_unknown_stage_is_refused(model_factory, images, bad):
 def test_models_without_forward_intermediates_are_refused():
     with pytest.raises(StageError, match="forward_intermediates"):
         StageTaps(torch.nn.Linear(3, 3), (3, 8, 8))
+
+
+def test_stage_rules_on_synthetic_shapes():
+    from cka_probe.ofa.taps import _stage_indices
+
+    # five intermediates at reductions 2, 4, 8, 16, 32 (a ResNet): the stem is skipped
+    assert _stage_indices([(8, 16, 16), (8, 8, 8), (16, 4, 4), (32, 2, 2), (64, 1, 1)], [2, 4, 8, 16, 32]) == {
+        1: 1, 2: 2, 3: 3, 4: 4,
+    }  # fmt: skip
+    # two intermediates per resolution: the deeper one is the stage
+    assert _stage_indices([(8, 8, 8), (8, 8, 8), (16, 4, 4), (16, 4, 4), (32, 2, 2), (64, 1, 1)], None) == {
+        1: 1, 2: 3, 3: 4, 4: 5,
+    }  # fmt: skip
+    # only three resolutions: stages 2 to 4, the last one always stage 4
+    assert _stage_indices([(8, 8, 8), (16, 4, 4), (32, 2, 2)], [4, 8, 16]) == {2: 0, 3: 1, 4: 2}
+    with pytest.raises(StageError, match="at least 4 blocks"):
+        _stage_indices([(8, 4, 4)] * 3, None)
