@@ -1,4 +1,5 @@
-"""Pure CKA math on torch tensors: kernels, centring, HSIC estimators, CKA and its streaming form.
+"""Pure CKA math on torch tensors: kernels, centring, HSIC estimators, CKA and its streaming form,
+permutation tests and bootstrap intervals.
 
 Nothing here knows about models, hooks or files.
 """
@@ -15,6 +16,7 @@ from .cka import (
     rbf_cka,
 )
 from .kernels import center_features, center_gram, center_gram_unbiased, gram_linear, gram_rbf
+from .resampling import bootstrap_ci, permutation_test
 from .streaming import MinibatchCKA
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "LabeledMatrix",
     "MinibatchCKA",
     "ZeroVarianceWarning",
+    "bootstrap_ci",
     "center_features",
     "center_gram",
     "center_gram_unbiased",
@@ -32,5 +35,6 @@ __all__ = [
     "hsic_biased",
     "hsic_unbiased",
     "linear_cka",
+    "permutation_test",
     "rbf_cka",
 ]
