@@ -2,9 +2,12 @@
 
 Public API::
 
-    from cka_probe import linear_cka, rbf_cka, cka_matrix, MinibatchCKA, FeatureRecorder
+    from cka_probe import compare, linear_cka, rbf_cka, cka_matrix, MinibatchCKA, FeatureRecorder
 """
 
+__version__ = "0.1.0"
+
+from .analysis import CKAResult, compare
 from .capture import FeatureRecorder, LayerInfo, describe_layers
 from .errors import CKAProbeError
 from .math import (
@@ -19,10 +22,10 @@ from .math import (
 )
 from .ofa import swin as _swin  # registers Swin-Nano/Pico with timm
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CKAProbeError",
+    "CKAResult",
+    "compare",
     "FeatureRecorder",
     "LabeledMatrix",
     "LayerInfo",

@@ -46,7 +46,7 @@ class NonFiniteFeatureError(CKAProbeError):
 
 
 class ConfigError(CKAProbeError):
-    """A training recipe with an unknown key, a value of the wrong type, or an unknown method."""
+    """A configuration (training recipe, figure or zoo job file) with an unknown key or a value that cannot be used."""
 
 
 class ModelMismatchError(CKAProbeError):
@@ -66,7 +66,7 @@ class DataNotFoundError(CKAProbeError):
 
 
 class OutputExistsError(CKAProbeError):
-    """An output folder that already holds a run, when neither resuming nor overwriting was asked."""
+    """An output (file, or folder holding a run) that exists already, when overwriting (or resuming) was not asked."""
 
 
 # Models and probe data (cka_probe.models, cka_probe.data).

@@ -8,13 +8,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..errors import CKAProbeError
+from ..errors import CKAProbeError, OutputExistsError
 
 __all__ = ["OutputExistsError", "OutputDirError", "atomic_path", "check_outputs", "ensure_writable_dir"]
-
-
-class OutputExistsError(CKAProbeError):
-    """An output file exists and overwriting was not asked for."""
 
 
 class OutputDirError(CKAProbeError):

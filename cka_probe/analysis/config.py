@@ -26,15 +26,11 @@ from typing import Any
 
 import yaml
 
-from ..errors import CKAProbeError
+from ..errors import ConfigError
 from .features import FeatureSettings, ModelRequest
 from .provenance import sha256_text
 
 __all__ = ["ConfigError", "JobConfig", "load_job_config", "parse_job_config"]
-
-
-class ConfigError(CKAProbeError):
-    """A job configuration that cannot be used as written."""
 
 
 _DATA = {"source": "embedded", "n": 128, "seed": 0, "batch_size": None, "skip_bad": False}
