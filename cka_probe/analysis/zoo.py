@@ -311,7 +311,11 @@ def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: s
                 from ..plots import new_figure, plot_cka_heatmap
 
                 fig = new_figure()
-                plot_cka_heatmap(matrix, fig.subplots(), title=f"{a} vs {b}")
+                not_significant = None
+                if "p_value" in frame:  # dots on the cells whose permutation p-value is >= 0.05
+                    p_values = frame.pivot(index="layer_a", columns="layer_b", values="p_value")
+                    not_significant = p_values.loc[matrix.index, matrix.columns].to_numpy() >= 0.05
+                plot_cka_heatmap(matrix, fig.subplots(), title=f"{a} vs {b}", hatch_mask=not_significant)
                 write(target, lambda p, f=fig, fm=fmt: f.savefig(p, format=fm, dpi=150))
     return files
 

@@ -128,3 +128,25 @@ def test_depth_correspondence_on_constructed_matrices():
     with_nan = np.eye(5)
     with_nan[2] = np.nan
     assert depth_correspondence(with_nan) == pytest.approx(depth_correspondence(np.delete(np.eye(5), 2, axis=0)), abs=0.2)
+
+
+def test_statistics_in_the_long_table(tmp_path):
+    from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
+    from cka_probe.data import load_probe_set
+    from cka_probe.math import bootstrap_ci, permutation_test
+
+    config = _config(models=MODELS[:2], analysis={"permutations": 30, "bootstrap": 20, "stats_seed": 3})
+    result = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    long = result.long
+    assert {"p_value", "ci_low", "ci_high"} <= set(long.columns) and "significant_share" in result.summary
+    probe = load_probe_set("embedded", n=12)
+    feats = [model_features(ModelRequest(name, weights="random"), probe, FeatureSettings(), cache=None,
+                            progress=False).features for name in ("test_resnet", "test_vit")]
+    p_values = permutation_test(feats[0], feats[1], num_permutations=30, seed=3)
+    low, high = bootstrap_ci(feats[0], feats[1], num_resamples=20, seed=3)
+    np.testing.assert_allclose(long["p_value"].to_numpy(), p_values.values.numpy().ravel())
+    np.testing.assert_allclose(long["ci_low"].to_numpy(), low.values.numpy().ravel())
+    np.testing.assert_allclose(long["ci_high"].to_numpy(), high.values.numpy().ravel())
+    assert ((long["p_value"] >= 1 / 31) & (long["p_value"] <= 1)).all()
+    again = run_zoo(config, output_dir=tmp_path / "again", cache=tmp_path / "cache", progress=False)
+    pd.testing.assert_frame_equal(again.long, long)  # seeded: reproducible
