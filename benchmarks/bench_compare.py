@@ -6,12 +6,13 @@ and ViT-S with seeded random weights (the cost does not depend on the weights). 
 * bare: ``model_a(x_a)`` and ``model_b(x_b)`` under ``torch.inference_mode``: the floor;
 * cka-probe engine: the same two passes with every activation hooked and pooled, then the 35 x 12
   linear-CKA matrix (exactly what ``compare`` does once models and images are ready);
-* cka-probe compare(): the whole library call, model construction and preprocessing included;
+* cka-probe compare(): the whole library call, model construction and preprocessing included, with
+  the feature cache off (with it, a second call skips both forward passes);
 * pytorch-cka and torch-cka, when installed (``pip install -e ".[bench]"``), on the same images and
   the same layers. Both flatten the features instead of averaging them over space, so their numbers
   differ from the paper's estimator; only their cost is compared here.
 
-Wall time is the best of ``--repeats`` runs. Peak memory is the rise of the process's peak resident
+Wall time is the best of ``--repeats`` interleaved rounds (bare, engine, compare(), bare, ...). Peak memory is the rise of the process's peak resident
 set (VmHWM, reset before each run through /proc/self/clear_refs) over the resident set before it,
 so the models and images, which every variant shares, are not counted. Linux only.
 
@@ -44,26 +45,35 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(fn, repeats: int) -> tuple[float, float, object]:
-    """Best wall time (s), the largest peak-RSS rise (MiB) over the runs, and the last result."""
-    best, peak, result = float("inf"), 0.0, None
-    for _ in range(repeats):
-        result = None
-        gc.collect()
-        _LIBC.malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-        peak = max(peak, (_status_kib("VmHWM") - before) / 1024)
-    return best, peak, result
+def measure_once(fn) -> tuple[float, float, object]:
+    """Wall time (s), the peak-RSS rise over the RSS before the run (MiB), and the result."""
+    gc.collect()
+    _LIBC.malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    return seconds, (_status_kib("VmHWM") - before) / 1024, result
+
+
+def measure_rounds(variants: dict, rounds: int) -> dict[str, tuple[float, float, object]]:
+    """Each variant once per round, interleaved, so that a slow spell of the machine hits all of them;
+    best time and largest peak per variant."""
+    best: dict[str, list] = {name: [float("inf"), 0.0, None] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            seconds, mib, result = measure_once(fn)
+            best[name][0] = min(best[name][0], seconds)
+            best[name][1] = max(best[name][1], mib)
+            best[name][2] = result
+    return {name: tuple(v) for name, v in best.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is shown")
     parser.add_argument("--skip-peers", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -88,66 +98,71 @@ def main() -> None:
         return cka_matrix(ext_a.features, ext_b.features)
 
     def whole_call():
-        return compare("mobilenetv2", "vit_s", "embedded", n=args.n, weights="random", progress=False, device="cpu")
+        return compare("mobilenetv2", "vit_s", "embedded", n=args.n, weights="random", progress=False, device="cpu",
+                       cache=False)
 
     bare(), engine()  # warm-up: first-call allocations and lazy initialisation
-    rows = [("bare forward passes", *measure(bare, args.repeats)[:2])]
-    t, m, matrix = measure(engine, args.repeats)
-    rows.append(("cka-probe engine", t, m))
+    results = measure_rounds({"bare forward passes": bare, "cka-probe engine": engine,
+                              "cka-probe compare()": whole_call}, args.repeats)
+    rows = Table()
+    for name, (seconds, mib, _) in results.items():
+        rows.append((name, seconds, mib))
+    matrix = results["cka-probe engine"][2]
     assert matrix.values.shape == (35, 12), matrix.values.shape
-    rows.append(("cka-probe compare()", *measure(whole_call, args.repeats)[:2]))
 
     if not args.skip_peers:
         layers_a, layers_b = list(matrix.rows), list(matrix.cols)
         loader = [(x_a, torch.zeros(len(x_a)))]  # peers feed one tensor to both models
-        rows.extend(_peers(model_a, model_b, layers_a, layers_b, loader, x_a, args.repeats))
-
-    base_time, base_mem = rows[0][1], rows[0][2]
-    print(f"{'':28} {'wall s':>8} {'x bare':>7} {'peak MiB':>9} {'x bare':>7}")
-    for name, seconds, mib in rows:
-        print(f"{name:28} {seconds:8.2f} {seconds / base_time:7.2f} {mib:9.0f} {mib / max(base_mem, 1e-9):7.2f}")
+        _peers(rows, model_a, model_b, layers_a, layers_b, loader, x_a, args.repeats)
 
 
-def _peers(model_a, model_b, layers_a, layers_b, loader, x, repeats):
-    rows = []
-    bare_same_input = None
+class Table(list):
+    """Rows printed as they are measured, each with its ratios to the first row (the bare passes)."""
+
+    def append(self, row) -> None:
+        if not self:
+            print(f"{'':28} {'wall s':>8} {'x bare':>7} {'peak MiB':>9} {'x bare':>7}", flush=True)
+        super().append(row)
+        name, seconds, mib = row
+        base_time, base_mem = self[0][1], self[0][2]
+        print(f"{name:28} {seconds:8.2f} {seconds / base_time:7.2f} {mib:9.0f} {mib / max(base_mem, 1e-9):7.2f}",
+              flush=True)
+
+
+def _peers(rows, model_a, model_b, layers_a, layers_b, loader, x, repeats):
+    """pytorch-cka and torch-cka on one tensor fed to both models (their interface), beside a bare pass of it."""
 
     def bare_one_tensor():
         with torch.inference_mode():
             model_a(x)
             model_b(x)
 
+    variants = {"  bare, one tensor for both": bare_one_tensor}
+    dataloader = loader_as_dataloader(loader)  # pytorch-cka reads a list as several data loaders
     try:
         import cka as pytorch_cka  # pytorch-cka
 
-        bare_same_input = measure(bare_one_tensor, repeats)[:2]
-        rows.append(("  bare, one tensor for both", *bare_same_input))
-
-        def run_pytorch_cka():
-            return pytorch_cka.compute_cka(model_a, model_b, loader, layers=layers_a, model2_layers=layers_b,
-                                           device="cpu", progress=False)
-
-        rows.append(("pytorch-cka", *measure(run_pytorch_cka, repeats)[:2]))
+        variants["pytorch-cka"] = lambda: pytorch_cka.compute_cka(
+            model_a, model_b, dataloader, layers=layers_a, model2_layers=layers_b, device="cpu", progress=False)
     except ImportError:
         print("pytorch-cka is not installed (pip install -e '.[bench]'); skipped")
+    for name, (seconds, mib, _) in measure_rounds(variants, repeats).items():
+        rows.append((name, seconds, mib))
     try:
         from torch_cka import CKA as TorchCKA  # torch-cka
-
-        if bare_same_input is None:
-            rows.append(("  bare, one tensor for both", *measure(bare_one_tensor, repeats)[:2]))
-
-        # torch-cka never removes its hooks: it gets copies, made outside the timed region
-        copy_a, copy_b = copy.deepcopy(model_a), copy.deepcopy(model_b)
-
-        def run_torch_cka():
-            peer = TorchCKA(copy_a, copy_b, model1_layers=layers_a, model2_layers=layers_b, device="cpu")
-            peer.compare(loader_as_dataloader(loader))
-            return peer.hsic_matrix
-
-        rows.append(("torch-cka", *measure(run_torch_cka, 1)[:2]))
     except ImportError:
         print("torch-cka is not installed (pip install -e '.[bench]'); skipped")
-    return rows
+        return
+    # torch-cka never removes its hooks: it gets copies, made outside the timed region. It runs the
+    # forward passes with autograd on and keeps every hooked output; one run is enough to show it.
+    copy_a, copy_b = copy.deepcopy(model_a), copy.deepcopy(model_b)
+
+    def run_torch_cka():
+        peer = TorchCKA(copy_a, copy_b, model1_layers=layers_a, model2_layers=layers_b, device="cpu")
+        peer.compare(dataloader)
+        return peer.hsic_matrix
+
+    rows.append(("torch-cka", *measure_once(run_torch_cka)[:2]))
 
 
 def loader_as_dataloader(loader):

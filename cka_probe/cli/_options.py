@@ -46,3 +46,23 @@ def cache_setting(cache_dir, no_cache):
     if no_cache:
         return False
     return cache_dir if cache_dir else True
+
+CONFIG_SETS = click.option("--set", "sets", multiple=True,
+                           help="Override a config value: section.key=value (repeatable).")
+CONFIG_OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
+                          help="Output directory [default: the config's output.dir].")
+
+
+def parse_sets(values) -> dict:
+    """``--set key=value`` pairs (values read as YAML scalars: numbers, booleans, null)."""
+    import yaml
+
+    from ..errors import CKAProbeError
+
+    pairs = {}
+    for item in values:
+        if "=" not in item:
+            raise CKAProbeError(f"--set {item!r}: write it as section.key=value, e.g. data.n=64")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = yaml.safe_load(value)
+    return pairs

@@ -8,25 +8,10 @@ from . import _options as opt
 from ._common import report_errors
 
 
-def parse_sets(values) -> dict:
-    """``--set key=value`` pairs (values read as YAML scalars: numbers, booleans, null)."""
-    import yaml
-
-    from ..errors import CKAProbeError
-
-    pairs = {}
-    for item in values:
-        if "=" not in item:
-            raise CKAProbeError(f"--set {item!r}: write it as section.key=value, e.g. data.n=64")
-        key, value = item.split("=", 1)
-        pairs[key.strip()] = yaml.safe_load(value)
-    return pairs
-
-
 @click.command("figure")
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--set", "sets", multiple=True, help="Override a config value: section.key=value (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory [default: the config's output.dir].")
+@opt.CONFIG_SETS
+@opt.CONFIG_OUT
 @opt.CACHE_DIR
 @opt.NO_CACHE
 @opt.OVERWRITE
@@ -40,7 +25,7 @@ def figure(config, sets, out, cache_dir, no_cache, overwrite, no_progress, verbo
     from ..analysis import figure_paths, load_job_config, make_figure
     from ..analysis._io import check_outputs, ensure_writable_dir
 
-    job = load_job_config(config, "figure", parse_sets(sets))
+    job = load_job_config(config, "figure", opt.parse_sets(sets))
     ensure_writable_dir(Path(out or job.output["dir"]))  # fail before any model runs
     check_outputs(figure_paths(job, out).values(), overwrite)
     cache = opt.cache_setting(cache_dir, no_cache) if (cache_dir or no_cache) else None

@@ -6,13 +6,12 @@ import click
 
 from . import _options as opt
 from ._common import report_errors
-from .figure import parse_sets
 
 
 @click.command("zoo")
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--set", "sets", multiple=True, help="Override a config value: section.key=value (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory [default: the config's output.dir].")
+@opt.CONFIG_SETS
+@opt.CONFIG_OUT
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: models one after another here; ray: one Ray task per model.")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray instance).")
@@ -28,7 +27,7 @@ def zoo(config, sets, out, executor, address, permutations, bootstrap, cache_dir
     """Compare every pair of the models CONFIG lists (see configs/zoo/); rerun to resume after a kill."""
     from ..analysis import load_job_config, run_zoo
 
-    overrides = parse_sets(sets)
+    overrides = opt.parse_sets(sets)
     if permutations is not None:
         overrides["analysis.permutations"] = permutations
     if bootstrap is not None:

@@ -19,15 +19,6 @@ def run(*args, env=None):
     return CliRunner().invoke(main, list(args), env=env)
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
-
-
 def test_compare_writes_csv_json_png(tmp_path):
     result = run("compare", "test_resnet", "test_vit", *FAST, "--out", str(tmp_path), "--format", "png,pdf")
     assert result.exit_code == 0, result.output
@@ -43,7 +34,7 @@ def test_compare_writes_csv_json_png(tmp_path):
     assert [line.split()[1] for line in layers.output.splitlines()[1:-1]] == list(table.index)
 
 
-def test_existing_outputs_are_not_overwritten(tmp_path):
+def test_existing_outputs_are_not_overwritten(tmp_path, assert_one_line_error):
     assert run("compare", "test_resnet", "test_vit", *FAST, "--out", str(tmp_path)).exit_code == 0
     before = (tmp_path / "test_resnet_vs_test_vit.csv").read_bytes()
     again = run("compare", "test_resnet", "test_vit", *FAST, "--out", str(tmp_path), "--seed", "3")
@@ -54,17 +45,17 @@ def test_existing_outputs_are_not_overwritten(tmp_path):
     assert (tmp_path / "test_resnet_vs_test_vit.csv").read_bytes() != before
 
 
-def test_unknown_model_suggests_close_names(tmp_path):
+def test_unknown_model_suggests_close_names(tmp_path, assert_one_line_error):
     assert_one_line_error(run("compare", "mobilenetv2", "vitt_s", *FAST, "--out", str(tmp_path)), "vitt_s", "vit_s")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_layer_pattern_matching_nothing(tmp_path):
+def test_layer_pattern_matching_nothing(tmp_path, assert_one_line_error):
     result = run("compare", "test_resnet", "test_vit", *FAST, "--out", str(tmp_path), "--layers-b", "blocks.*.mlp.actt")
     assert_one_line_error(result, "blocks.*.mlp.actt")
 
 
-def test_missing_and_empty_data_directories(tmp_path):
+def test_missing_and_empty_data_directories(tmp_path, assert_one_line_error):
     out = tmp_path / "out"
     assert_one_line_error(run("compare", "test_resnet", "test_vit", *FAST, "--out", str(out), "--data", str(tmp_path / "nope")))
     empty = tmp_path / "empty"
@@ -72,30 +63,30 @@ def test_missing_and_empty_data_directories(tmp_path):
     assert_one_line_error(run("compare", "test_resnet", "test_vit", *FAST, "--out", str(out), "--data", str(empty)))
 
 
-def test_more_images_than_available(tmp_path):
+def test_more_images_than_available(tmp_path, assert_one_line_error):
     result = run("compare", "test_resnet", "test_vit", "--weights", "random", "--no-progress", "-n", "100000", "--out", str(tmp_path))
     assert_one_line_error(result, "100000")
 
 
-def test_unbiased_with_too_few_images(tmp_path):
+def test_unbiased_with_too_few_images(tmp_path, assert_one_line_error):
     result = run("compare", "test_resnet", "test_vit", "--weights", "random", "-n", "3", "--unbiased", "--out", str(tmp_path))
     assert_one_line_error(result, "n >= 4")
 
 
-def test_output_directory_that_cannot_be_written(tmp_path):
+def test_output_directory_that_cannot_be_written(tmp_path, assert_one_line_error):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert_one_line_error(run("compare", "test_resnet", "test_vit", *FAST, "--out", str(blocker / "out")), "--out")
 
 
-def test_checkpoint_that_does_not_fit(tmp_path):
+def test_checkpoint_that_does_not_fit(tmp_path, assert_one_line_error):
     wrong = tmp_path / "wrong.pth"
     torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), wrong)
     result = run("compare", "test_resnet", "test_vit", *FAST, "--out", str(tmp_path / "o"), "--checkpoint-a", str(wrong))
     assert_one_line_error(result, "wrong.pth")
 
 
-def test_pretrained_offline_is_a_clear_error(tmp_path):
+def test_pretrained_offline_is_a_clear_error(tmp_path, assert_one_line_error):
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = run("compare", "mobilenetv2", "vit_s", "-n", "8", "--no-progress", "--out", str(tmp_path / "o"), env=env)
     assert_one_line_error(result, "--weights random")

@@ -32,14 +32,6 @@ def run(*args):
     return CliRunner().invoke(main, list(args))
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def _write_idx(path, array):
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as file:
@@ -64,7 +56,7 @@ def recipe(tmp_path):
     return path
 
 
-def test_train_resume_and_overwrite(tmp_path, data_dir, recipe):
+def test_train_resume_and_overwrite(tmp_path, data_dir, recipe, assert_one_line_error):
     out = tmp_path / "run"
     args = ["train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}", "--set", f"output_dir={out}"]
     first = run(*args)
@@ -82,25 +74,25 @@ def test_train_resume_and_overwrite(tmp_path, data_dir, recipe):
     assert run(*args, "--overwrite").exit_code == 0
 
 
-def test_unknown_recipe_key(tmp_path):
+def test_unknown_recipe_key(tmp_path, assert_one_line_error):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: scratch\nlearning_rate: 0.1\n")
     assert_one_line_error(run("train", "--config", str(bad)), "unknown key 'learning_rate'", "valid keys: method,")
 
 
-def test_unknown_method_and_override_key(recipe):
+def test_unknown_method_and_override_key(recipe, assert_one_line_error):
     assert_one_line_error(run("train", "--config", str(recipe), "--set", "method=dkd"), "unknown method 'dkd'")
     assert_one_line_error(run("train", "--config", str(recipe), "--set", "epoch=3"), "unknown key 'epoch'")
 
 
-def test_missing_config_and_data(tmp_path, recipe):
+def test_missing_config_and_data(tmp_path, recipe, assert_one_line_error):
     assert_one_line_error(run("train", "--config", str(tmp_path / "nope.yaml")), "nope.yaml does not exist")
     missing = tmp_path / "no-such-dir"
     result = run("train", "--config", str(recipe), *TINY, "--set", f"data_dir={missing}")
     assert_one_line_error(result, f"Fashion-MNIST data path {missing} does not exist")
 
 
-def test_bad_stage_through_the_cli(tmp_path, data_dir, recipe):
+def test_bad_stage_through_the_cli(tmp_path, data_dir, recipe, assert_one_line_error):
     teacher = tmp_path / "teacher.pth"
     torch.save(__import__("timm").create_model("test_resnet", num_classes=10).state_dict(), teacher)
     result = run(
@@ -111,7 +103,7 @@ def test_bad_stage_through_the_cli(tmp_path, data_dir, recipe):
     assert_one_line_error(result, "stage 6 does not exist", "valid stages are [1, 2, 3, 4]")
 
 
-def test_resume_from_the_wrong_model(tmp_path, data_dir, recipe):
+def test_resume_from_the_wrong_model(tmp_path, data_dir, recipe, assert_one_line_error):
     out = tmp_path / "run"
     base = ["train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}", "--set", f"output_dir={out}"]
     assert run(*base).exit_code == 0
@@ -119,7 +111,7 @@ def test_resume_from_the_wrong_model(tmp_path, data_dir, recipe):
     assert_one_line_error(result, "was written with student='test_resnet'")
 
 
-def test_teacher_with_other_classes(tmp_path, data_dir, recipe):
+def test_teacher_with_other_classes(tmp_path, data_dir, recipe, assert_one_line_error):
     teacher = tmp_path / "teacher100.pth"
     torch.save(__import__("timm").create_model("test_resnet", num_classes=100).state_dict(), teacher)
     result = run(
