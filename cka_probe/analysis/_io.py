@@ -17,7 +17,8 @@ class OutputDirError(CKAProbeError):
     """The output directory cannot be created or written."""
 
 
-def ensure_writable_dir(directory: str | os.PathLike) -> Path:
+def ensure_writable_dir(directory: str | os.PathLike, what: str = "output directory",
+                        fix: str = "choose another with --out") -> Path:
     """Create ``directory`` if needed and check that files can be written there."""
     path = Path(directory)
     try:
@@ -25,9 +26,7 @@ def ensure_writable_dir(directory: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise OutputDirError(
-            f"cannot write to output directory {path} ({exc.strerror or exc}); choose another with --out"
-        ) from None
+        raise OutputDirError(f"cannot write to {what} {path} ({exc.strerror or exc}); {fix}") from None
     return path
 
 

@@ -81,6 +81,11 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
+    def check_writable(self) -> None:
+        """Fail now, with a one-line error, if entries cannot be written (before any model runs)."""
+        ensure_writable_dir(self.directory, "feature cache directory",
+                            "choose another with --cache-dir (or $CKA_PROBE_CACHE), or pass --no-cache")
+
     def paths(self, key: dict[str, Any]) -> tuple[Path, Path]:
         stem = f"{output_stem(str(key['model']['name']), 'x').rsplit('_vs_', 1)[0]}-{_digest(key)[:24]}"
         return self.directory / f"{stem}.safetensors", self.directory / f"{stem}.json"
@@ -124,7 +129,7 @@ class FeatureCache:
 
     def save(self, key: dict[str, Any], extracted: ExtractedFeatures) -> Path:
         """Store ``extracted`` under ``key``; returns the data file's path."""
-        ensure_writable_dir(self.directory)
+        self.check_writable()
         data_path, meta_path = self.paths(key)
         tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in extracted.features.items()}
         with atomic_path(data_path) as tmp:

@@ -74,14 +74,15 @@ class FeatureSettings:
 
 
 def resolve_cache(cache: FeatureCache | str | Path | bool | None) -> FeatureCache | None:
-    """``True``: the default cache directory; a path: that directory; ``False``/``None``: no cache."""
-    if cache is True:
-        return FeatureCache()
+    """``True``: the default cache directory; a path: that directory; ``False``/``None``: no cache.
+
+    The directory is checked for writing here, so that a bad one fails before any model runs.
+    """
     if cache is False or cache is None:
         return None
-    if isinstance(cache, FeatureCache):
-        return cache
-    return FeatureCache(cache)
+    store = cache if isinstance(cache, FeatureCache) else FeatureCache(None if cache is True else cache)
+    store.check_writable()
+    return store
 
 
 def model_features(

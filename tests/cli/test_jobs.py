@@ -80,3 +80,14 @@ def test_zoo_unreachable_ray_cluster(tmp_path, assert_one_line_error):
     good = write(tmp_path, "good.yaml", ZOO)
     result = run("zoo", good, "--out", str(tmp_path / "r"), "--executor", "ray", "--address", "127.0.0.1:9")
     assert_one_line_error(result, "127.0.0.1:9")
+
+
+def test_unwritable_cache_directory_fails_before_any_model_runs(tmp_path, assert_one_line_error):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run("compare", "test_resnet", "test_vit", "--weights", "random", "-n", "8", "--out", str(tmp_path / "o"),
+                 "--cache-dir", str(blocker / "cache"))
+    assert_one_line_error(result, "feature cache directory", "--no-cache")
+    config = write(tmp_path, "zoo.yaml", ZOO)
+    assert_one_line_error(run("zoo", config, "--out", str(tmp_path / "z"), "--cache-dir", str(blocker / "c")),
+                          "feature cache directory")
