@@ -182,7 +182,9 @@ def list_models(pattern: str | None = None) -> list[str]:
 def _unknown(name: str, candidates: list[str], what: str = "model") -> UnknownModelError:
     close = difflib.get_close_matches(name.lower(), candidates, n=4, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "no close name found;"
-    return UnknownModelError(f"unknown {what} {name!r}: {hint} list the names with 'cka-probe models PATTERN' (cka_probe.models.list_models)")
+    return UnknownModelError(
+        f"unknown {what} {name!r}: {hint} list the names with 'cka-probe models PATTERN' (cka_probe.models.list_models)"
+    )
 
 
 def resolve_name(name: str) -> ModelSpec:
