@@ -75,7 +75,10 @@ BASE = {
     "device": "cpu",
     "amp": False,
 }
-FULL = {"train_samples": 6000, "val_samples": 1000, "epochs": 8, "teacher_epochs": 12, "test_samples": None, "probe": 500}
+# Teachers see four times the students' images, so that they are stronger than the students trained from
+# scratch (the paper's precondition; B.2 makes Swin-Nano/Pico for it).
+FULL = {"train_samples": 6000, "teacher_train_samples": 24000, "val_samples": 1000, "epochs": 8, "teacher_epochs": 8,
+        "test_samples": None, "probe": 500}  # fmt: skip
 SMOKE = {
     "train_samples": 320, "val_samples": 64, "epochs": 1, "teacher_epochs": 1, "test_samples": 256, "probe": 64,
     "limit_train_batches": 5, "limit_val_batches": 1,
@@ -122,7 +125,8 @@ def make_jobs(out: Path, scale: dict[str, Any]) -> tuple[dict[str, dict], dict[s
         teachers[pair] = {
             "name": f"{pair}/teacher",
             "config": dict(common, method="scratch", student=t_name, student_kwargs=t_kwargs, seed=0,
-                           epochs=scale["teacher_epochs"], output_dir=str(teacher_dir)),
+                           epochs=scale["teacher_epochs"], output_dir=str(teacher_dir),
+                           train_samples=scale.get("teacher_train_samples", scale["train_samples"])),
         }  # fmt: skip
         students[pair] = [
             {
@@ -282,8 +286,10 @@ def project_full_run(results: dict[str, dict], scale: dict[str, Any], workers: i
         record = result["history"][-1]
         per_step = record["train_seconds"] / max(record["train"]["steps"], 1)
         per_eval_batch = (record["seconds"] - record["train_seconds"]) / max(scale.get("limit_val_batches") or 1, 1)
-        epochs = FULL["teacher_epochs"] if name.endswith("/teacher") else FULL["epochs"]
-        steps = epochs * (FULL["train_samples"] // BASE["batch_size"])
+        teacher = name.endswith("/teacher")
+        epochs = FULL["teacher_epochs"] if teacher else FULL["epochs"]
+        samples = FULL["teacher_train_samples"] if teacher else FULL["train_samples"]
+        steps = epochs * (samples // BASE["batch_size"])
         eval_batches = epochs * math.ceil(FULL["val_samples"] / BASE["batch_size"])
         total += steps * per_step + eval_batches * per_eval_batch
     return total / workers
@@ -333,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     provenance = {
         "data": "Fashion-MNIST (dataset-fashion-mnist IDX files)",
         "train_samples": scale["train_samples"], "epochs": scale["epochs"], "teacher_epochs": scale["teacher_epochs"],
+        "teacher_train_samples": scale.get("teacher_train_samples", scale["train_samples"]),
         "seeds": list(SEEDS), "recipe": BASE, "models": MODELS,
         "versions": {"cka_probe": cka_probe.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "python": platform.python_version()},
