@@ -66,3 +66,10 @@ def parse_sets(values) -> dict:
         key, value = item.split("=", 1)
         pairs[key.strip()] = yaml.safe_load(value)
     return pairs
+
+
+def run_options(command):
+    """The options every compute command ends with: cache, overwrite, progress, verbosity."""
+    for option in reversed((CACHE_DIR, NO_CACHE, OVERWRITE, NO_PROGRESS, VERBOSE)):
+        command = option(command)
+    return command

@@ -12,11 +12,7 @@ from ._common import report_errors
 @click.argument("config", type=click.Path(dir_okay=False))
 @opt.CONFIG_SETS
 @opt.CONFIG_OUT
-@opt.CACHE_DIR
-@opt.NO_CACHE
-@opt.OVERWRITE
-@opt.NO_PROGRESS
-@opt.VERBOSE
+@opt.run_options
 @report_errors
 def figure(config, sets, out, cache_dir, no_cache, overwrite, no_progress, verbose):
     """Draw the grid of CKA heatmaps that CONFIG describes (see configs/figure6.yaml)."""

@@ -17,11 +17,7 @@ from ._common import report_errors
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray instance).")
 @click.option("--permutations", type=int, default=None, help="Permutation-test draws per pair (p-value per cell).")
 @click.option("--bootstrap", type=int, default=None, help="Bootstrap resamples per pair (percentile interval per cell).")
-@opt.CACHE_DIR
-@opt.NO_CACHE
-@opt.OVERWRITE
-@opt.NO_PROGRESS
-@opt.VERBOSE
+@opt.run_options
 @report_errors
 def zoo(config, sets, out, executor, address, permutations, bootstrap, cache_dir, no_cache, overwrite, no_progress, verbose):
     """Compare every pair of the models CONFIG lists (see configs/zoo/); rerun to resume after a kill."""
