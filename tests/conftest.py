@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
 def _private_feature_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CKA_PROBE_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they lose a lot."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
+from .._files import atomic_path
 from ..errors import CKAProbeError, OutputExistsError
 
 __all__ = ["OutputExistsError", "OutputDirError", "atomic_path", "check_outputs", "ensure_writable_dir"]
@@ -40,25 +40,3 @@ def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
         raise OutputExistsError(
             f"{existing[0]} exists already{more}; pass --overwrite (overwrite=True) or choose another --out"
         )
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
-
-    An exception (or an interrupted process) leaves ``target`` untouched and removes the
-    temporary file, so a reader never sees a half-written output.
-    """
-    target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -34,8 +34,9 @@ from .. import __version__
 from ..capture import LayerInfo
 from ._io import atomic_path, ensure_writable_dir
 from .extract import ExtractedFeatures
-from .provenance import sha256_file, sha256_text
-from .result import output_stem
+from .._files import sha256_file
+from .provenance import sha256_text
+from .result import safe_name
 
 __all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key"]
 
@@ -59,7 +60,7 @@ def feature_key(model: dict[str, Any], data: dict[str, Any], settings: dict[str,
     return {
         "format": FORMAT_VERSION,
         "cka_probe": __version__,
-        "model": {k: model.get(k) for k in ("name", "timm_name", "weights", "pretrained_tag", "checkpoint_sha256", "seed")},
+        "model": {k: model.get(k) for k in ("name", "timm_name", "weights", "checkpoint_sha256", "seed")},
         "data": {k: data.get(k) for k in ("kind", "source", "image_list_sha256", "n", "seed")},
         "settings": settings,
     }
@@ -78,8 +79,6 @@ class FeatureCache:
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
-        self.hits = 0
-        self.misses = 0
 
     def check_writable(self) -> None:
         """Fail now, with a one-line error, if entries cannot be written (before any model runs)."""
@@ -87,14 +86,13 @@ class FeatureCache:
                             "choose another with --cache-dir (or $CKA_PROBE_CACHE), or pass --no-cache")
 
     def paths(self, key: dict[str, Any]) -> tuple[Path, Path]:
-        stem = f"{output_stem(str(key['model']['name']), 'x').rsplit('_vs_', 1)[0]}-{_digest(key)[:24]}"
+        stem = f"{safe_name(str(key['model']['name']))}-{_digest(key)[:24]}"
         return self.directory / f"{stem}.safetensors", self.directory / f"{stem}.json"
 
     def load(self, key: dict[str, Any]) -> ExtractedFeatures | None:
         """The cached features for ``key``, or ``None`` when absent or failing its checks (with a warning)."""
         data_path, meta_path = self.paths(key)
         if not meta_path.exists():
-            self.misses += 1
             return None
         try:
             meta = json.loads(meta_path.read_text())
@@ -115,9 +113,7 @@ class FeatureCache:
         if problem is not None:
             warnings.warn(f"cache entry {data_path.name} is not used: {problem}; recomputing it", CacheCorruptWarning,
                           stacklevel=2)
-            self.misses += 1
             return None
-        self.hits += 1
         return ExtractedFeatures(
             features=features,
             layers=[LayerInfo(**{**info, "raw_shape": tuple(info["raw_shape"])}) for info in meta["layer_info"]],

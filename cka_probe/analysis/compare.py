@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -16,7 +17,7 @@ from ..errors import CKAProbeError, ShapeError
 from ..math import KERNELS, MinibatchCKA, cka_matrix
 from .extract import ExtractedFeatures, extract_features, resolve_device
 from .features import FeatureSettings, ModelRequest, model_features, resolve_cache
-from .provenance import environment, package_versions, sha256_text
+from .provenance import environment, package_versions
 from .result import CKAResult
 from .summary import DEFAULT_BAND
 
@@ -266,7 +267,9 @@ class _Inputs:
     def provenance(self) -> dict[str, Any]:
         if self.probe is not None:
             return self.probe.provenance()
-        digest = sha256_text(str(tuple(self.tensor.shape)) + str(float(self.tensor.double().sum())))
+        tensor = self.tensor.detach().cpu().contiguous()
+        header = f"{tuple(tensor.shape)} {tensor.dtype}".encode()
+        digest = hashlib.sha256(header + tensor.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
         return {"source": "tensor given by the caller (prepared by the caller, fed to both models as is)",
                 "kind": "tensor", "n": self.n, "image_list_sha256": digest, "synthetic": False}
 

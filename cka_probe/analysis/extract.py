@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,8 +74,6 @@ def extract_features(
     Returns:
         :class:`ExtractedFeatures`.
     """
-    import time
-
     device = torch.device(device)
     start = time.perf_counter()
     recorder = FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts)

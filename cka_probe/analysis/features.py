@@ -11,7 +11,7 @@ import torch
 from ..errors import CKAProbeError
 from .cache import FeatureCache, feature_key
 from .extract import ExtractedFeatures, extract_features
-from .provenance import sha256_file
+from .._files import sha256_file
 
 __all__ = ["ModelRequest", "FeatureSettings", "model_features", "resolve_cache"]
 
@@ -51,7 +51,6 @@ class ModelRequest:
             "name": self.name,
             "timm_name": spec.timm_name,
             "weights": weights,
-            "pretrained_tag": None,
             "checkpoint_sha256": checkpoint_sha,
             "seed": self.seed if weights == "random" else None,
         }

@@ -6,7 +6,8 @@ import hashlib
 import platform
 import sys
 from importlib import metadata
-from pathlib import Path
+
+from .._files import sha256_file
 
 __all__ = ["package_versions", "sha256_file", "sha256_text", "environment"]
 
@@ -33,14 +34,6 @@ def environment() -> dict[str, str]:
         env["cuda_device"] = torch.cuda.get_device_name()
         env["cuda"] = str(torch.version.cuda)
     return env
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_text(text: str) -> str:

@@ -84,8 +84,6 @@ def ray_features_for_models(
                 done, pending = ray.wait(pending, num_returns=1)
                 results[futures[done[0]]] = ray.get(done[0])
                 bar.update(1)
-        if cache is not None:
-            cache.hits += sum(1 for r in results.values() if getattr(r, "extra", {}).get("cached"))
         return {r.display: results[r.display] for r in requests}
     finally:
         if started_here:

@@ -15,19 +15,27 @@ from ..errors import CKAProbeError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .summary import DEFAULT_BAND, diagonal_band_mean
 
-__all__ = ["CKAResult", "output_paths", "output_stem", "FIGURE_FORMATS"]
+__all__ = ["CKAResult", "output_paths", "output_stem", "safe_name", "FIGURE_FORMATS"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
+def safe_name(name: str) -> str:
+    """``name`` with the characters that are unsafe in file names replaced.
+
+    >>> safe_name("hf-hub:org/model")
+    'hf-hub_org_model'
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
 def output_stem(name_a: str, name_b: str) -> str:
-    """File stem ``A_vs_B`` with characters that are unsafe in file names replaced.
+    """File stem ``A_vs_B`` of a comparison's outputs.
 
     >>> output_stem("mobilenetv2", "hf-hub:org/model")
     'mobilenetv2_vs_hf-hub_org_model'
     """
-    clean = [re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") for name in (name_a, name_b)]
-    return f"{clean[0]}_vs_{clean[1]}"
+    return f"{safe_name(name_a)}_vs_{safe_name(name_b)}"
 
 
 def output_paths(directory: str | Path, stem: str, formats=("png",)) -> dict[str, Path]:
@@ -97,7 +105,7 @@ class CKAResult:
             self.matrix.to_csv(tmp, float_format="%.10g")
         with atomic_path(paths["json"]) as tmp:
             tmp.write_text(json.dumps(_jsonable(self.metadata), indent=2, sort_keys=False) + "\n")
-        figure_formats = [fmt for fmt in formats]
+        figure_formats = list(formats)
         if figure_formats:  # the figure is drawn once and saved in every format
             from ..plots import new_figure
 

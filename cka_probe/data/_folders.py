@@ -70,12 +70,18 @@ def folder_pool(root: str | os.PathLike) -> Pool:
             f"probe image directory {root} holds no images ({' '.join(IMG_EXTENSIONS)}), neither at its top level "
             f"nor in class folders; {_FALLBACK}"
         )
+    return _labelled_files_pool("folder", f"image folder {root} ({len(classes)} class folders, {len(samples)} images)",
+                                root, samples, tuple(classes))
+
+
+def _labelled_files_pool(kind: str, source: str, root: Path, samples, class_names: tuple[str, ...]) -> Pool:
+    """A pool of image files given as ``(path, class index)`` pairs; ids are the paths relative to ``root``."""
     return Pool(
-        kind="folder",
-        source=f"image folder {root} ({len(classes)} class folders, {len(samples)} images)",
+        kind=kind,
+        source=source,
         image_ids=[Path(path).relative_to(root).as_posix() for path, _ in samples],
         labels=[label for _, label in samples],
-        class_names=tuple(classes),
+        class_names=class_names,
         load=path_loader([path for path, _ in samples]),
         from_files=True,
     )
@@ -112,12 +118,5 @@ def imagenette_pool(root: str | os.PathLike, size: str = "320px") -> Pool:
         raise DataNotFoundError(
             f"Imagenette ({size}) in {root} holds no validation images; delete that folder to download it again"
         )
-    return Pool(
-        kind="imagenette",
-        source=f"Imagenette {size} validation split ({root})",
-        image_ids=[Path(path).relative_to(root).as_posix() for path, _ in samples],
-        labels=[label for _, label in samples],
-        class_names=tuple(names[0] for names in dataset.classes),
-        load=path_loader([path for path, _ in samples]),
-        from_files=True,
-    )
+    return _labelled_files_pool("imagenette", f"Imagenette {size} validation split ({root})", root, samples,
+                                tuple(names[0] for names in dataset.classes))

@@ -9,7 +9,6 @@ present wins, so EMA weights are used only when the checkpoint holds nothing els
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import warnings
@@ -23,6 +22,7 @@ import timm.models
 import torch
 from torch import nn
 
+from .._files import sha256_file
 from ..errors import CheckpointError, CheckpointMismatchError
 
 __all__ = ["CHECKPOINT_KEYS", "CheckpointKeysWarning", "LoadedCheckpoint", "load_checkpoint"]
@@ -54,14 +54,6 @@ class LoadedCheckpoint:
     key: str
     missing_keys: tuple[str, ...]
     unexpected_keys: tuple[str, ...]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -179,5 +171,5 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, model_label: str)
             stacklevel=3,
         )
     return LoadedCheckpoint(
-        path=str(path), sha256=_sha256(path), key=key, missing_keys=missing, unexpected_keys=unexpected
+        path=str(path), sha256=sha256_file(path), key=key, missing_keys=missing, unexpected_keys=unexpected
     )

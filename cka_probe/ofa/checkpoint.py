@@ -6,9 +6,7 @@ dicts), so it loads with ``torch.load(weights_only=True)``: no pickled objects r
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import atomic_path
 from ..errors import CheckpointError
 
 __all__ = [
@@ -39,16 +38,8 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(dict(state), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
     return path
 
 

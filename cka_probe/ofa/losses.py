@@ -41,6 +41,16 @@ def target_mask(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(target.long(), num_classes).float()
 
 
+def _tempered_log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                        temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log_softmax(z / T)`` of the student and of the (detached) teacher, in float32, after the checks."""
+    _check_logits(student_logits, teacher_logits)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return (F.log_softmax(student_logits.float() / temperature, dim=-1),
+            F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1))
+
+
 def ofa_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -80,11 +90,8 @@ def ofa_loss(
         >>> ofa_loss(z_s, z_t, torch.tensor([0]), gamma=1.0)  # soft CE against (0.5, 0.5)
         tensor(0.6931)
     """
-    _check_logits(student_logits, teacher_logits)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    p_teacher = F.softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    log_p_student, log_p_teacher = _tempered_log_probs(student_logits, teacher_logits, temperature)
+    p_teacher = log_p_teacher.exp()
     mask = target_mask(target, student_logits.shape[-1]).to(p_teacher.device)
     weight = (p_teacher + mask).pow(gamma) - mask
     return -(weight * log_p_student).sum(dim=-1).mean()
@@ -112,11 +119,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
         >>> kd_loss(torch.zeros(2, 3), torch.zeros(2, 3))
         tensor(0.)
     """
-    _check_logits(student_logits, teacher_logits)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    log_p_student, log_p_teacher = _tempered_log_probs(student_logits, teacher_logits, temperature)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
 

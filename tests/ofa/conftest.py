@@ -11,12 +11,8 @@ IMG = 32
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they lose a lot."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _single_thread(one_thread):
+    """Every distillation test runs on one intra-op thread (see the root conftest's ``one_thread``)."""
 
 
 def make_model(kind: str, num_classes: int = 10, img_size: int = IMG, **kwargs) -> torch.nn.Module:
