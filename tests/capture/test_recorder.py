@@ -348,3 +348,24 @@ def test_describe_layers_keeps_no_hooks():
     vit = timm.create_model("test_vit", pretrained=False).eval()
     vit_infos = describe_layers(vit, torch.randn(1, 3, 160, 160), tokens="all")
     assert {(i.layout, i.prefix_tokens, i.module_type) for i in vit_infos} == {("NLC", 1, "torch.nn.modules.activation.GELU")}
+
+
+def test_a_selection_that_never_runs_is_an_error():
+    from torch import nn
+
+    from cka_probe.errors import CaptureError
+
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.ReLU()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    model = Skips()
+    with pytest.raises(CaptureError, match="none of the 1 selected modules produced a feature"):
+        with FeatureRecorder(model) as recorder, torch.no_grad():
+            model(torch.randn(2, 4))
+    assert not recorder.attached

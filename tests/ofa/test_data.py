@@ -107,3 +107,11 @@ def test_recipes_build_timm_optimizer_scheduler_ema_and_mixup(tmp_path, make_dat
     if mixup:
         assert (trainer.mixup.mixup_alpha, trainer.mixup.cutmix_alpha) == (0.8, 1.0)
         assert isinstance(trainer.task.criterion, SoftTargetCrossEntropy)
+
+
+def test_cifar100_folder_without_the_data_is_a_one_line_error(tmp_path):
+    from cka_probe.errors import DataNotFoundError
+
+    config = load_config(None, {"dataset": "cifar100", "num_classes": 100, "data_dir": str(tmp_path), "workers": 0})
+    with pytest.raises(DataNotFoundError, match="no CIFAR-100 under .*point data_dir at the folder holding cifar-100-python"):
+        build_datasets(config)
