@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 
 from cka_probe.analysis import parse_job_config, run_zoo
-from cka_probe.analysis.extract import ExtractedFeatures
-from cka_probe.analysis.multi import pair_matrices
+from cka_probe.analysis.estimation import CKASettings, pair_tables
 from cka_probe.data import batches, load_probe_set
 from cka_probe.models import load_model, transform_for
 
@@ -49,14 +48,14 @@ def all_pairs_stage(num_layers: int, n: int, layers_per_model: int = 50) -> tupl
     models = {}
     for m in range(num_layers // layers_per_model):
         feats = {f"layer{i}": torch.randn(n, widths[(m + i) % len(widths)], generator=g) for i in range(layers_per_model)}
-        models[f"model{m}"] = ExtractedFeatures(features=feats, layers=[], n=n)
+        models[f"model{m}"] = feats
     labels = list(models)
     pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
     start = time.perf_counter()
-    pair_matrices(models, pairs)
+    pair_tables(models, pairs, CKASettings())
     seconds = time.perf_counter() - start
     total_layers = layers_per_model * len(labels)
-    flops = sum(2.0 * n * n * t.shape[1] for ext in models.values() for t in ext.features.values())
+    flops = sum(2.0 * n * n * t.shape[1] for feats in models.values() for t in feats.values())
     flops += 2.0 * total_layers * total_layers * n * n
     stack = torch.randn(total_layers, n * n, dtype=torch.float64)
     start = time.perf_counter()

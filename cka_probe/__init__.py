@@ -1,41 +1,46 @@
 """cka-probe: layer-by-layer Centered Kernel Alignment of vision networks.
 
-Public API::
+Public API (each name is imported when first used, so ``import cka_probe`` and the command line's
+``--help`` do not pay for timm, pandas or plotting)::
 
     from cka_probe import compare, linear_cka, rbf_cka, cka_matrix, MinibatchCKA, FeatureRecorder
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .analysis import CKAResult, compare
-from .capture import FeatureRecorder, LayerInfo, describe_layers
-from .errors import CKAProbeError
-from .math import (
-    LabeledMatrix,
-    MinibatchCKA,
-    ZeroVarianceWarning,
-    cka_matrix,
-    hsic_biased,
-    hsic_unbiased,
-    linear_cka,
-    rbf_cka,
-)
-from .ofa import swin as _swin  # registers Swin-Nano/Pico with timm
+import importlib
 
-__all__ = [
-    "CKAProbeError",
-    "CKAResult",
-    "compare",
-    "FeatureRecorder",
-    "LabeledMatrix",
-    "LayerInfo",
-    "MinibatchCKA",
-    "ZeroVarianceWarning",
-    "__version__",
-    "cka_matrix",
-    "describe_layers",
-    "hsic_biased",
-    "hsic_unbiased",
-    "linear_cka",
-    "rbf_cka",
-]
+from ._version import __version__
+
+_PUBLIC = {
+    "CKAProbeError": "errors",
+    "CKAResult": "analysis",
+    "compare": "analysis",
+    "FeatureRecorder": "capture",
+    "LayerInfo": "capture",
+    "describe_layers": "capture",
+    "LabeledMatrix": "math",
+    "MinibatchCKA": "math",
+    "ZeroVarianceWarning": "math",
+    "bootstrap_ci": "math",
+    "cka_matrix": "math",
+    "hsic_biased": "math",
+    "hsic_unbiased": "math",
+    "linear_cka": "math",
+    "permutation_test": "math",
+    "rbf_cka": "math",
+}
+
+__all__ = ["__version__", *sorted(_PUBLIC)]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

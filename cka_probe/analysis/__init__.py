@@ -1,37 +1,50 @@
-"""Orchestration: compare two models, describe their layers, save results with provenance."""
+"""Orchestration: compare two models, draw figures, run zoos, save results with provenance.
 
-from .cache import FeatureCache
-from .compare import ESTIMATORS, TOKEN_RULES, compare
-from .config import ConfigError, JobConfig, load_job_config, parse_job_config
-from .figure import FigureResult, figure_paths, make_figure
-from .zoo import ZooResult, run_zoo
-from .extract import ExtractedFeatures, extract_features, resolve_device
-from .layers import describe_model_layers
-from .result import FIGURE_FORMATS, CKAResult, output_paths, output_stem
-from .summary import diagonal_band_mean, relative_depths
+Names are imported when first used (PEP 562), so that reading a config or a result does not load
+timm, and ``import cka_probe.analysis.estimation`` stays light.
+"""
 
-__all__ = [
-    "ESTIMATORS",
-    "FIGURE_FORMATS",
-    "TOKEN_RULES",
-    "CKAResult",
-    "ConfigError",
-    "FeatureCache",
-    "FigureResult",
-    "ZooResult",
-    "run_zoo",
-    "JobConfig",
-    "figure_paths",
-    "load_job_config",
-    "make_figure",
-    "parse_job_config",
-    "ExtractedFeatures",
-    "compare",
-    "describe_model_layers",
-    "diagonal_band_mean",
-    "extract_features",
-    "output_paths",
-    "output_stem",
-    "relative_depths",
-    "resolve_device",
-]
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "FeatureCache": "cache",
+    "TOKEN_RULES": "compare",
+    "compare": "compare",
+    "CKASettings": "estimation",
+    "pair_tables": "estimation",
+    "ConfigError": "config",
+    "JobConfig": "config",
+    "load_job_config": "config",
+    "parse_job_config": "config",
+    "FigureResult": "figure",
+    "figure_paths": "figure",
+    "make_figure": "figure",
+    "ZooResult": "zoo",
+    "run_zoo": "zoo",
+    "ExtractedFeatures": "extract",
+    "extract_features": "extract",
+    "resolve_device": "extract",
+    "describe_model_layers": "layers",
+    "FIGURE_FORMATS": "result",
+    "CKAResult": "result",
+    "output_paths": "result",
+    "output_stem": "result",
+    "diagonal_band_mean": "summary",
+    "relative_depths": "summary",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .._files import atomic_path
 from ..errors import CKAProbeError, OutputExistsError
 
-__all__ = ["OutputExistsError", "OutputDirError", "atomic_path", "check_outputs", "ensure_writable_dir"]
+__all__ = ["OutputExistsError", "OutputDirError", "atomic_path", "check_outputs", "check_stem", "ensure_writable_dir",
+           "new_output_dir"]
 
 
 class OutputDirError(CKAProbeError):
@@ -21,6 +24,8 @@ def ensure_writable_dir(directory: str | os.PathLike, what: str = "output direct
                         fix: str = "choose another with --out") -> Path:
     """Create ``directory`` if needed and check that files can be written there."""
     path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{what} {path} is a file, not a folder; {fix}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
@@ -40,3 +45,32 @@ def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
         raise OutputExistsError(
             f"{existing[0]} exists already{more}; pass --overwrite (overwrite=True) or choose another --out"
         )
+
+
+@contextlib.contextmanager
+def new_output_dir(directory: str | os.PathLike, what: str = "output directory",
+                   fix: str = "choose another with --out") -> Iterator[Path]:
+    """:func:`ensure_writable_dir` for a job's outputs; folders it created are removed again when the
+    job fails before writing anything into them, so a failed run leaves no empty folder behind."""
+    path = Path(directory)
+    missing = []
+    for parent in (path, *path.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    ensure_writable_dir(path, what, fix)
+    try:
+        yield path
+    except BaseException:
+        for folder in missing:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+        raise
+
+
+def check_stem(name: str, option: str = "--name") -> str:
+    """An output file stem given by the user: a plain name that cannot leave its folder."""
+    if not name or name.strip(".") == "" or name.startswith(".") or re.search(r"[/\\\x00]", name):
+        raise CKAProbeError(f"{option} {name!r} is not a plain file name (no folders, not starting with a dot); "
+                            "choose another")
+    return name

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
+from .._version import __version__
 from ..capture import LayerInfo
 from ._io import atomic_path, ensure_writable_dir
 from .extract import ExtractedFeatures

@@ -5,39 +5,31 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import time
+from dataclasses import dataclass
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 
-from .. import __version__
-from ..errors import CKAProbeError, ShapeError
-from ..math import KERNELS, MinibatchCKA, cka_matrix
+from .._version import __version__
+from .._choices import TOKENS
+from ..errors import CKAProbeError, ConfigError, ShapeError
+from .estimation import CKASettings, pair_tables, pooling_description
 from .extract import ExtractedFeatures, extract_features, resolve_device
 from .features import FeatureSettings, ModelRequest, model_features, resolve_cache
 from .provenance import environment, package_versions
 from .result import CKAResult
 from .summary import DEFAULT_BAND
 
-__all__ = ["compare", "ESTIMATORS", "TOKEN_RULES", "estimator_description"]
+__all__ = ["compare", "TOKEN_RULES"]
 
-ESTIMATORS = ("auto", "full", "minibatch")
 TOKEN_RULES = {
     "patch": "mean over patch tokens, prefix (class/distillation/register) tokens excluded",
     "all": "mean over all tokens, prefix tokens included",
     "cls": "class token only",
 }
-POOLING = "mean over spatial positions (H, W), tokens, or the Mixer token-mixing axis; channels kept"
 
-
-def estimator_description(kernel: str, unbiased: bool, estimator: str) -> str:
-    kernel_text = "linear" if kernel == "linear" else "RBF (median bandwidth)"
-    if estimator == "minibatch":
-        return f"minibatch {kernel_text} CKA: unbiased HSIC (Song et al. 2012) averaged over batches (Nguyen et al. 2021)"
-    hsic = "unbiased HSIC (Song et al. 2012)" if unbiased else "biased HSIC (Gretton et al. 2005)"
-    return f"{kernel_text} CKA (Kornblith et al. 2019) over all n images, {hsic}"
 
 
 def compare(
@@ -54,10 +46,17 @@ def compare(
     layers_a: Any = "activations",
     layers_b: Any = "activations",
     tokens: str = "patch",
+    tokens_a: str | None = None,
+    tokens_b: str | None = None,
+    layouts_a: Mapping[str, str] | None = None,
+    layouts_b: Mapping[str, str] | None = None,
+    pool: str = "mean",
+    seed_a: int | None = None,
+    seed_b: int | None = None,
     kernel: str = "linear",
     unbiased: bool = False,
     sigma_frac: float = 1.0,
-    estimator: str = "auto",
+    estimator: str = "full",
     device: str | torch.device = "auto",
     skip_bad: bool = False,
     cache: Any = True,
@@ -79,12 +78,17 @@ def compare(
         weights: ``"pretrained"`` (timm hub weights) or ``"random"``; a checkpoint overrides it per side.
         checkpoint_a, checkpoint_b: local weights (.pth, .pt, .safetensors).
         layers_a, layers_b: ``"activations"``, glob patterns or module names.
-        tokens: ``"patch"``, ``"all"`` or ``"cls"`` for token layers of models with prefix tokens.
+        tokens: ``"patch"``, ``"all"`` or ``"cls"`` for token layers of models with prefix tokens;
+            ``tokens_a`` / ``tokens_b`` set one side's own (e.g. a CNN against a ViT's class token).
+        layouts_a, layouts_b: ``{layer pattern: layout}`` overrides for layers whose layout cannot be decided.
+        pool: ``"mean"`` (the paper's), ``"max"``, or ``"flatten"`` (the whole activation).
+        seed_a, seed_b: one side's random-weights seed (default ``seed``), e.g. two seeds of one architecture.
         kernel: ``"linear"`` or ``"rbf"``.
         unbiased: unbiased HSIC estimator (n >= 4).
         sigma_frac: RBF bandwidth fraction of the median distance.
-        estimator: ``"full"`` (CKA over all n images at once), ``"minibatch"`` (Nguyen et al. 2021,
-            over batches of ``batch_size``), or ``"auto"``: full when all images form one batch, else minibatch.
+        estimator: ``"full"`` (the default: CKA over all n images at once, whatever the batch size) or
+            ``"minibatch"`` (Nguyen et al. 2021, over batches of ``batch_size``); see
+            :mod:`cka_probe.analysis.estimation`.
         device: ``"auto"`` (CUDA when there is a GPU), ``"cpu"`` or ``"cuda"``; the CKA runs there too.
         skip_bad: skip unreadable images (counted in the metadata) instead of failing.
         cache: feature cache for named models on a probe source: ``True`` (the default directory, see
@@ -95,34 +99,40 @@ def compare(
         A :class:`~cka_probe.analysis.result.CKAResult`.
     """
     started = time.perf_counter()
-    estimator = _check_settings(n, batch_size, kernel, unbiased, estimator, tokens)
+    settings = _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator)
+    sides = {
+        "a": _Side(a, checkpoint_a, seed if seed_a is None else seed_a,
+                   FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size)),
+        "b": _Side(b, checkpoint_b, seed if seed_b is None else seed_b,
+                   FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size)),
+    }
     device = resolve_device(device)
 
     inputs = _Inputs(data, n=n, seed=seed, skip_bad=skip_bad, batch_size=batch_size)
-    same_model = isinstance(a, str) and a == b and checkpoint_a == checkpoint_b and layers_a == layers_b
+    same_model = isinstance(a, str) and sides["a"] == sides["b"]
+    extracted = {}
     if inputs.probe is not None and isinstance(a, str) and isinstance(b, str):
         store = resolve_cache(cache)
-        requests = [ModelRequest(a, weights, checkpoint_a, seed), ModelRequest(b, weights, checkpoint_b, seed)]
-        settings = [FeatureSettings(layers_a, tokens, batch_size=batch_size), FeatureSettings(layers_b, tokens, batch_size=batch_size)]
-        extracted_a = model_features(requests[0], inputs.probe, settings[0], device=device, cache=store, progress=progress)
-        extracted_b = extracted_a if same_model else model_features(
-            requests[1], inputs.probe, settings[1], device=device, cache=store, progress=progress)
+        for key, side in sides.items():
+            if key == "b" and same_model:
+                break
+            extracted[key] = model_features(ModelRequest(side.model, weights, side.checkpoint, side.seed),
+                                            inputs.probe, side.settings, device=device, cache=store,
+                                            progress=progress)
     else:
-        def direct(model, checkpoint, layers):
-            return _extract_direct(model, inputs, weights=weights, checkpoint=checkpoint, seed=seed, layers=layers,
-                                   tokens=tokens, device=device, progress=progress)
-
-        extracted_a = direct(a, checkpoint_a, layers_a)
-        extracted_b = extracted_a if same_model else direct(b, checkpoint_b, layers_b)
+        for key, side in sides.items():
+            if key == "b" and same_model:
+                break
+            extracted[key] = _extract_direct(side.model, inputs, weights=weights, checkpoint=side.checkpoint,
+                                             seed=side.seed, settings=side.settings, device=device, progress=progress)
+    extracted_a = extracted["a"]
+    extracted_b = extracted.get("b", extracted_a)
     model_a, model_b = extracted_a.extra["model"], extracted_b.extra["model"]
     _check_same_n(extracted_a, extracted_b, inputs.n)
 
-    values = _cka(extracted_a, extracted_b, kernel, unbiased, sigma_frac, estimator, batch_size or inputs.n, same_model)
-    matrix = pd.DataFrame(
-        values.cpu().numpy(),
-        index=pd.Index(list(extracted_a.features), name=model_a["name"]),
-        columns=pd.Index(list(extracted_b.features), name=model_b["name"]),
-    )
+    pair = ("a", "a" if same_model else "b")
+    matrix = pair_tables({key: ext.features for key, ext in extracted.items()}, [pair], settings)[pair]
+    matrix.index.name, matrix.columns.name = model_a["name"], model_b["name"]
     result = CKAResult(matrix=matrix, metadata={})
     result.metadata = {
         "cka_probe": __version__,
@@ -133,15 +143,14 @@ def compare(
         "n": inputs.n,
         "batch_size": batch_size or inputs.n,
         "seed": seed,
+        "weights_seed": {"a": sides["a"].seed, "b": sides["b"].seed},
         "layer_selection": {"a": _spec_text(layers_a), "b": _spec_text(layers_b)},
+        "layouts": {key: dict(side.settings.layouts) for key, side in sides.items()},
         "layers": {"a": extracted_a.layer_provenance(), "b": extracted_b.layer_provenance()},
-        "pooling": POOLING,
-        "tokens": {"rule": tokens, "description": TOKEN_RULES[tokens]},
-        "kernel": kernel,
-        "sigma_frac": sigma_frac if kernel == "rbf" else None,
-        "unbiased": bool(unbiased or estimator == "minibatch"),
-        "estimator": estimator,
-        "estimator_description": estimator_description(kernel, unbiased, estimator),
+        "pooling": pooling_description(pool),
+        "tokens": {key: {"rule": side.settings.tokens, "description": TOKEN_RULES[side.settings.tokens]}
+                   for key, side in sides.items()},
+        **settings.record(),
         "dtype": "features float32, CKA float64",
         "device": str(device),
         "versions": package_versions(),
@@ -164,51 +173,39 @@ def compare(
 # --------------------------------------------------------------------------- internals
 
 
-def _check_settings(n, batch_size, kernel, unbiased, estimator, tokens) -> str:
-    if kernel not in KERNELS:
-        raise CKAProbeError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
-    if estimator not in ESTIMATORS:
-        raise CKAProbeError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    if tokens not in TOKEN_RULES:
-        raise CKAProbeError(f"unknown token rule {tokens!r}; choose one of {', '.join(TOKEN_RULES)}")
-    if n is not None and n < 2:
-        raise ShapeError(f"n={n} images cannot give a CKA; use -n 2 or more (128 as in the paper)")
-    if batch_size is not None and batch_size < 1:
-        raise CKAProbeError(f"--batch-size must be positive, got {batch_size}")
-    if estimator == "auto":
-        estimator = "minibatch" if batch_size is not None and n is not None and batch_size < n else "full"
-    if (unbiased or estimator == "minibatch") and n is not None and n < 4:
-        raise ShapeError(f"the unbiased estimator needs n >= 4 images, got n={n}; raise -n or drop --unbiased")
-    if estimator == "minibatch" and batch_size is not None and batch_size < 4:
-        raise ShapeError(f"the minibatch estimator needs batches of 4 or more, got --batch-size {batch_size}")
-    return estimator
+def _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator) -> CKASettings:
+    return CKASettings(kernel=kernel, unbiased=bool(unbiased), sigma_frac=sigma_frac, estimator=estimator,
+                       batch_size=batch_size).check(n)
 
 
-def _cka(ext_a: ExtractedFeatures, ext_b: ExtractedFeatures, kernel, unbiased, sigma_frac, estimator,
-         batch_size: int, same_model: bool) -> torch.Tensor:
-    if estimator == "full":
-        result = cka_matrix(ext_a.features, None if same_model else ext_b.features,
-                            kernel=kernel, unbiased=unbiased, sigma_frac=sigma_frac)
-        return result.values
-    metric = MinibatchCKA(kernel=kernel, sigma_frac=sigma_frac)
-    for start in range(0, ext_a.n, batch_size):
-        stop = start + batch_size
-        if ext_a.n - stop < 4 and stop < ext_a.n:
-            stop = ext_a.n  # a last batch of fewer than 4 images joins the one before
-        part_a = {k: v[start:stop] for k, v in ext_a.features.items()}
-        part_b = None if same_model else {k: v[start:stop] for k, v in ext_b.features.items()}
-        metric.update(part_a, part_b)
-        if stop == ext_a.n:
-            break
-    return metric.compute().values
+def _tokens(rule: str) -> str:
+    if rule not in TOKENS:
+        raise ConfigError(f"unknown token rule {rule!r}; choose --tokens {', '.join(TOKENS)}")
+    return rule
 
 
-def _extract_direct(model, inputs: _Inputs, *, weights, checkpoint, seed, layers, tokens, device, progress):
+def _layouts(layouts: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((layouts or {}).items()))
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side of a comparison: the model, its weights and what to record of it."""
+
+    model: Any
+    checkpoint: str | None
+    seed: int
+    settings: FeatureSettings
+
+
+def _extract_direct(model, inputs: _Inputs, *, weights, checkpoint, seed, settings: FeatureSettings, device,
+                    progress):
     """Features of a module (or a named model on caller-given tensors), without the cache."""
     from ..models import load_model, transform_for
 
     loaded = load_model(model, weights=weights, checkpoint=checkpoint, seed=seed, device=device)
-    extracted = extract_features(loaded.model, inputs.batches(transform_for(loaded)), layers=layers, tokens=tokens,
+    extracted = extract_features(loaded.model, inputs.batches(transform_for(loaded)), layers=settings.layers,
+                                 tokens=settings.tokens, layouts=dict(settings.layouts) or None, pool=settings.pool,
                                  device=device, total=inputs.n, desc=loaded.name, progress=progress)
     extracted.extra.update({"model": loaded.provenance(), "cached": False})
     return extracted

@@ -4,47 +4,208 @@ Both kinds share these sections::
 
     data:      {source: embedded, n: 128, seed: 0, batch_size: null, skip_bad: false}
     weights:   pretrained            # default for every model: pretrained | random
-    analysis:  {kernel: linear, unbiased: false, tokens: patch, layers: activations, sigma_frac: 1.0,
-                device: auto, permutations: 0, bootstrap: 0, confidence: 0.95, stats_seed: 0}
+    analysis:  {kernel: linear, unbiased: false, estimator: full, tokens: patch, pool: mean,
+                layers: activations, layouts: {}, sigma_frac: 1.0, device: auto,
+                permutations: 0, bootstrap: 0, confidence: 0.95, stats_seed: 0}
     cache:     null                  # feature cache directory (null: the default one; false: no cache)
-    models:                          # names, or mappings with name/label/weights/checkpoint/family/seed/layers
-      - mobilenetv2
+    models:                          # names, or mappings with name/label/weights/checkpoint/family/seed/
+      - mobilenetv2                  # layers/tokens/layouts
       - {name: vit_s, label: ViT-S, family: vit}
 
 A figure adds ``title``, ``panels`` (rows of ``[row model, column model]`` label pairs, ``null`` for an
-empty cell) and ``output: {dir, name, formats}``; a zoo adds ``output: {dir, per_pair, formats, summary_score}``.
+empty cell) and ``output: {dir, name, formats, labels}``; a zoo adds
+``output: {dir, per_pair, formats, labels, summary_score}``. ``analysis.estimator`` has the meaning it
+has everywhere (:mod:`cka_probe.analysis.estimation`): ``full`` over all n images, ``minibatch`` over
+batches of ``data.batch_size``. ``layouts`` maps layer-name patterns to layouts (``{"blocks.*.act": NLC}``).
 Relative paths (data directories, checkpoints, output directories) are taken from the current directory.
+The schema is checked whole, before any model runs; the first problem is one line naming its key.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from pydantic import Field, field_validator, model_validator
 
-from ..errors import ConfigError
+from .._choices import Estimator, Kernel, Labels, Pool, Tokens, Weights
+from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
+from ..errors import CKAProbeError, ConfigError
+from ._io import check_stem
+from .estimation import CKASettings
 from .features import FeatureSettings, ModelRequest
 from .provenance import sha256_text
 
 __all__ = ["ConfigError", "JobConfig", "load_job_config", "parse_job_config"]
 
+Format = Literal["png", "pdf", "svg"]
+Family = Literal["cnn", "vit", "mlp", "hybrid", "unknown"]
+SummaryScore = Literal["diagonal_band_cka", "depth_correspondence", "mean_cka"]
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
-_DATA = {"source": "embedded", "n": 128, "seed": 0, "batch_size": None, "skip_bad": False}
-_ANALYSIS = {"kernel": "linear", "unbiased": False, "tokens": "patch", "layers": "activations", "sigma_frac": 1.0,
-             "device": "auto", "permutations": 0, "bootstrap": 0, "confidence": 0.95, "stats_seed": 0}
-_MODEL = {"name", "label", "weights", "checkpoint", "family", "seed", "layers"}
-_OUTPUT = {
-    "figure": {"dir": "figures", "name": None, "formats": ["png", "pdf"]},
-    "zoo": {"dir": "zoo", "per_pair": False, "formats": ["png"], "summary_score": "diagonal_band_cka"},
-}
-_TOP = {
-    "figure": {"title", "data", "weights", "analysis", "cache", "models", "panels", "output"},
-    "zoo": {"data", "weights", "analysis", "cache", "models", "output"},
-}
+
+def _formats(value: Any) -> Any:
+    """``png`` or ``"png,pdf"`` as a list; a list stays as it is."""
+    if isinstance(value, str):
+        return [part.strip().lower() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _stem(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            check_stem(value)
+        except ConfigError:
+            raise
+        except CKAProbeError:
+            raise ValueError("must be a plain file name (no folders, not starting with a dot)") from None
+    return value
+
+
+class DataSection(Section):
+    source: str = "embedded"
+    n: int = Field(128, ge=2)
+    seed: int = Field(0, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    skip_bad: bool = False
+
+
+class AnalysisSection(Section):
+    kernel: Kernel = "linear"
+    unbiased: bool = False
+    estimator: Estimator = "full"
+    tokens: Tokens = "patch"
+    pool: Pool = "mean"
+    layers: str | list[str] = "activations"
+    layouts: dict[str, str] = Field(default_factory=dict)
+    sigma_frac: float = Field(1.0, gt=0)
+    device: str = "auto"
+    permutations: int = Field(0, ge=0)
+    bootstrap: int = Field(0, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    stats_seed: int = Field(0, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE.match(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+
+class ModelEntry(Section):
+    name: str
+    label: str | None = None
+    weights: Weights | None = None
+    checkpoint: str | None = None
+    family: Family | None = None
+    seed: int | None = Field(None, ge=0)
+    layers: str | list[str] | None = None
+    tokens: Tokens | None = None
+    layouts: dict[str, str] | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class _Output(Section):
+    formats: list[Format] = Field(default_factory=lambda: ["png"])
+    labels: Labels = "auto"
+
+    _split_formats = field_validator("formats", mode="before")(_formats)
+
+    @field_validator("formats")
+    @classmethod
+    def _some_format(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one of png, pdf, svg")
+        return list(dict.fromkeys(value))
+
+
+class FigureOutput(_Output):
+    dir: str = "figures"
+    name: str | None = None
+    formats: list[Format] = Field(default_factory=lambda: ["png", "pdf"])
+
+    _check_name = field_validator("name")(_stem)
+
+
+class ZooOutput(_Output):
+    dir: str = "zoo"
+    per_pair: bool = False
+    summary_score: SummaryScore = "diagonal_band_cka"
+
+
+class _Job(Section):
+    data: DataSection = Field(default_factory=DataSection)
+    weights: Weights = "pretrained"
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+    cache: str | bool | None = None
+    models: list[ModelEntry] = Field(min_length=1)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": entry} if isinstance(entry, str) else entry for entry in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        seen: set[str] = set()
+        for i, entry in enumerate(self.models):
+            label = entry.label or entry.name
+            if label in seen:
+                raise ValueError(f"models[{i}]: label {label!r} is used twice; give each model a unique label")
+            seen.add(label)
+        analysis, data = self.analysis, self.data
+        settings = CKASettings(kernel=analysis.kernel, unbiased=analysis.unbiased, sigma_frac=analysis.sigma_frac,
+                               estimator=analysis.estimator, batch_size=data.batch_size)
+        if (settings.uses_unbiased or analysis.permutations or analysis.bootstrap) and data.n < 4:
+            raise ValueError(f"data.n: the unbiased estimator and the statistics need n >= 4, got {data.n}")
+        if (analysis.permutations or analysis.bootstrap) and analysis.estimator != "full":
+            raise ValueError("analysis.permutations and analysis.bootstrap resample the full estimator; "
+                             "set analysis.estimator: full")
+        if analysis.estimator == "minibatch" and data.batch_size is not None and data.batch_size < 4:
+            raise ValueError(f"data.batch_size: the minibatch estimator needs batches of 4 or more, "
+                             f"got {data.batch_size}")
+        return self
+
+
+class FigureJob(_Job):
+    title: str | None = None
+    panels: list[list[list[str] | None]] = Field(min_length=1)
+    output: FigureOutput = Field(default_factory=FigureOutput)
+
+    @model_validator(mode="after")
+    def _panels(self):
+        labels = [m.label or m.name for m in self.models]
+        for r, row in enumerate(self.panels):
+            for c, cell in enumerate(row):
+                if cell is None:
+                    continue
+                if len(cell) != 2:
+                    raise ValueError(f"panels[{r}][{c}]: give a pair [row model, column model] or null")
+                for label in cell:
+                    if label not in labels:
+                        raise ValueError(f"panels[{r}][{c}]: {label!r} is not a model label; "
+                                         f"labels are {', '.join(labels)}")
+        return self
+
+
+class ZooJob(_Job):
+    output: ZooOutput = Field(default_factory=ZooOutput)
+
+
+SCHEMAS = {"figure": FigureJob, "zoo": ZooJob}
 
 
 @dataclass
@@ -62,138 +223,69 @@ class JobConfig:
     panels: list[list[tuple[str, str] | None]] = field(default_factory=list)
     source: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    model_tokens: dict[str, str] = field(default_factory=dict)
+    model_layouts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def settings_for(self, label: str) -> FeatureSettings:
+        """What to record of one model: its own layers, tokens and layouts where the config gives them."""
+        layouts = self.model_layouts.get(label, self.analysis["layouts"])
         return FeatureSettings(layers=self.model_layers.get(label, self.analysis["layers"]),
-                               tokens=self.analysis["tokens"], batch_size=self.data["batch_size"])
+                               tokens=self.model_tokens.get(label, self.analysis["tokens"]),
+                               pool=self.analysis["pool"], layouts=tuple(sorted(layouts.items())),
+                               batch_size=self.data["batch_size"])
+
+    def cka_settings(self) -> CKASettings:
+        """How the job computes CKA from features (the same meaning as ``compare``'s options)."""
+        a = self.analysis
+        return CKASettings(kernel=a["kernel"], unbiased=a["unbiased"], sigma_frac=a["sigma_frac"],
+                           estimator=a["estimator"], batch_size=self.data["batch_size"])
 
     def labels(self) -> list[str]:
         return [m.display for m in self.models]
 
     def digest(self) -> str:
-        """Hash of everything that decides the results (not the output place nor the formats)."""
+        """Hash of everything that decides the results (not the output place, formats or labels)."""
         record = {k: v for k, v in self.raw.items() if k not in ("output", "title", "cache")}
         return sha256_text(json.dumps(record, sort_keys=True, default=str))
 
 
-def load_job_config(path: str | Path, kind: str, overrides: dict[str, Any] | None = None) -> JobConfig:
-    """Read a YAML job file (``yaml.safe_load``) and check it; ``overrides`` are dotted keys (``data.n``)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; give the path of a YAML job file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
-    config = parse_job_config(raw, kind, overrides)
+def load_job_config(path: str | Path, kind: str, overrides: Any = None) -> JobConfig:
+    """Read a YAML job file (``yaml.safe_load``) and check it; ``overrides`` are ``key=value`` strings or
+    a ``{dotted key: value}`` mapping (``data.n``)."""
+    raw = read_yaml(path, f"{kind} config")
+    config = parse_job_config(raw, kind, overrides, source=str(path))
     config.source = str(path)
     return config
 
 
-def parse_job_config(raw: Any, kind: str, overrides: dict[str, Any] | None = None) -> JobConfig:
+def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | None = None) -> JobConfig:
     """Check a configuration mapping (see the module docstring) and fill in defaults."""
+    if kind not in SCHEMAS:
+        raise ConfigError(f"unknown job kind {kind!r}; use figure or zoo")
+    where = source or f"{kind} config"
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"a {kind} config must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: a {kind} config must be a mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    _check_keys(raw, _TOP[kind], f"{kind} config")
-    data = _section(raw, "data", _DATA)
-    analysis = _section(raw, "analysis", _ANALYSIS)
-    output = _section(raw, "output", _OUTPUT[kind])
-    _check_values(data, analysis)
-    weights = raw.get("weights", "pretrained")
-    if weights not in ("pretrained", "random"):
-        raise ConfigError(f"weights: {weights!r} is not pretrained or random")
-
-    models, model_layers = [], {}
-    entries = raw.get("models")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError("models: list at least one model (a name, or a mapping with a name)")
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise ConfigError(f"models[{i}]: give a model name, or a mapping with a 'name' key")
-        _check_keys(entry, _MODEL, f"models[{i}]")
-        request = ModelRequest(
-            name=str(entry["name"]), weights=entry.get("weights", weights), checkpoint=entry.get("checkpoint"),
-            seed=int(entry.get("seed", data["seed"])), label=entry.get("label"), family=entry.get("family"),
-        )
-        if request.weights not in ("pretrained", "random"):
-            raise ConfigError(f"models[{i}].weights: {request.weights!r} is not pretrained or random")
-        if request.display in [m.display for m in models]:
-            raise ConfigError(f"models[{i}]: label {request.display!r} is used twice; give each model a unique label")
+    for dotted, value in parse_overrides(overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    job = validate(SCHEMAS[kind], raw, where)
+    checked = job.model_dump()
+    models, model_layers, model_tokens, model_layouts = [], {}, {}, {}
+    for entry in job.models:
+        request = ModelRequest(name=entry.name, weights=entry.weights or job.weights, checkpoint=entry.checkpoint,
+                               seed=job.data.seed if entry.seed is None else entry.seed, label=entry.label,
+                               family=entry.family)
         models.append(request)
-        if "layers" in entry:
-            model_layers[request.display] = entry["layers"]
-
-    panels: list[list[tuple[str, str] | None]] = []
-    if kind == "figure":
-        panels = _panels(raw.get("panels"), [m.display for m in models])
-    return JobConfig(kind=kind, data=data, analysis=analysis, models=models, model_layers=model_layers,
-                     output=output, cache=raw.get("cache"), title=raw.get("title"), panels=panels, raw=raw)
-
-
-def _section(raw: dict, name: str, defaults: dict) -> dict:
-    given = raw.get(name) or {}
-    if not isinstance(given, dict):
-        raise ConfigError(f"{name}: must be a mapping, got {type(given).__name__}")
-    _check_keys(given, set(defaults), name)
-    return {**defaults, **given}
-
-
-def _check_keys(given: dict, valid: set[str], where: str) -> None:
-    unknown = sorted(set(given) - valid)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(valid))}")
-
-
-def _check_values(data: dict, analysis: dict) -> None:
-    if not isinstance(data["n"], int) or data["n"] < 2:
-        raise ConfigError(f"data.n: {data['n']!r} is not a number of images >= 2")
-    if analysis["kernel"] not in ("linear", "rbf"):
-        raise ConfigError(f"analysis.kernel: {analysis['kernel']!r} is not linear or rbf")
-    if analysis["tokens"] not in ("patch", "all", "cls"):
-        raise ConfigError(f"analysis.tokens: {analysis['tokens']!r} is not patch, all or cls")
-    for key in ("permutations", "bootstrap"):
-        if not isinstance(analysis[key], int) or analysis[key] < 0:
-            raise ConfigError(f"analysis.{key}: {analysis[key]!r} is not a count >= 0")
-    if not 0 < float(analysis["confidence"]) < 1:
-        raise ConfigError(f"analysis.confidence: {analysis['confidence']!r} is not in (0, 1)")
-    if (analysis["unbiased"] or analysis["permutations"] or analysis["bootstrap"]) and data["n"] < 4:
-        raise ConfigError(f"data.n: the unbiased estimator and the statistics need n >= 4, got {data['n']}")
-
-
-def _panels(panels: Any, labels: list[str]) -> list[list[tuple[str, str] | None]]:
-    if not isinstance(panels, list) or not panels:
-        raise ConfigError("panels: give rows of [row model, column model] pairs, e.g. [[[MobileNetV2, ViT-S]]]")
-    rows = []
-    for r, row in enumerate(panels):
-        if not isinstance(row, list):
-            raise ConfigError(f"panels[{r}]: a row must be a list of [row model, column model] pairs")
-        cells = []
-        for c, cell in enumerate(row):
-            if cell is None:
-                cells.append(None)
-                continue
-            if not (isinstance(cell, list) and len(cell) == 2):
-                raise ConfigError(f"panels[{r}][{c}]: give a pair [row model, column model] or null")
-            for label in cell:
-                if label not in labels:
-                    raise ConfigError(f"panels[{r}][{c}]: {label!r} is not a model label; labels are {', '.join(labels)}")
-            cells.append((str(cell[0]), str(cell[1])))
-        rows.append(cells)
-    return rows
-
-
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = raw
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: {key} is not a section")
-    node[keys[-1]] = value
+        if entry.layers is not None:
+            model_layers[request.display] = entry.layers
+        if entry.tokens is not None:
+            model_tokens[request.display] = entry.tokens
+        if entry.layouts is not None:
+            model_layouts[request.display] = entry.layouts
+    panels = [[tuple(cell) if cell else None for cell in row] for row in getattr(job, "panels", [])]
+    return JobConfig(kind=kind, data=checked["data"], analysis=checked["analysis"], models=models,
+                     model_layers=model_layers, output=checked["output"], cache=job.cache,
+                     title=getattr(job, "title", None), panels=panels, raw=raw, model_tokens=model_tokens,
+                     model_layouts=model_layouts)

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CKAProbeError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .config import JobConfig
 from .extract import resolve_device
 from .features import resolve_cache
-from .multi import ModelFailure, features_for_models, model_provenance, pair_matrices
+from .estimation import pair_tables, pooling_description
+from .multi import ModelFailure, features_for_models, model_provenance
 from .provenance import environment, package_versions
 from .result import FIGURE_FORMATS, _jsonable
 from .tables import long_table
@@ -98,8 +99,8 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
         label, failure = next(iter(failed.items()))
         raise CKAProbeError(f"model {label} failed: {failure.error}")
     pairs = [cell for row in config.panels for cell in row if cell]
-    tables = pair_matrices(features, pairs, kernel=analysis["kernel"], unbiased=analysis["unbiased"],
-                           sigma_frac=analysis["sigma_frac"])
+    settings = config.cka_settings()
+    tables = pair_tables({label: ext.features for label, ext in features.items()}, pairs, settings)
     metadata = {
         "cka_probe": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -112,10 +113,10 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
         "data": probe.provenance(),
         "n": probe.n,
         "panels": [[list(cell) if cell else None for cell in row] for row in config.panels],
-        "kernel": analysis["kernel"],
-        "unbiased": analysis["unbiased"],
+        "batch_size": data["batch_size"] or probe.n,
+        **settings.record(),
         "tokens": analysis["tokens"],
-        "pooling": "mean over spatial positions (H, W), tokens, or the Mixer token-mixing axis; channels kept",
+        "pooling": pooling_description(analysis["pool"]),
         "device": str(device),
         "versions": package_versions(),
         "environment": environment(),

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..math import cka_matrix
 from .cache import FeatureCache
 from .extract import ExtractedFeatures
 from .features import FeatureSettings, ModelRequest, model_features
 
-__all__ = ["ModelFailure", "features_for_models", "pair_matrices", "LAYER_SEPARATOR"]
-
-LAYER_SEPARATOR = ": "  # joins model label and layer name in the combined stack (warnings name layers this way)
+__all__ = ["ModelFailure", "features_for_models"]
 
 
 @dataclass
@@ -90,50 +86,6 @@ def safe_model_features(request: ModelRequest, probe, settings: FeatureSettings,
     except Exception as exc:  # a zoo goes on past a model that cannot be built or run
         message = str(exc).splitlines()[0] if str(exc) else traceback.format_exception_only(exc)[-1].strip()
         return ModelFailure(label=request.display, error=message, kind=type(exc).__name__)
-
-
-def pair_matrices(
-    features: dict[str, ExtractedFeatures],
-    pairs: Iterable[tuple[str, str]],
-    *,
-    kernel: str = "linear",
-    unbiased: bool = False,
-    sigma_frac: float = 1.0,
-) -> dict[tuple[str, str], pd.DataFrame]:
-    """CKA tables of the given model pairs, from one product of every involved layer's centred Gram.
-
-    All layers of all models in ``pairs`` are stacked (``sum_m L_m`` rows of ``n^2``), their Gram
-    stack is multiplied by itself once, and each pair's table is a block of that product.
-
-    Returns:
-        ``{(a, b): DataFrame}`` with index = a's layers (named ``a``), columns = b's (named ``b``).
-    """
-    pairs = list(dict.fromkeys(pairs))
-    labels = list(dict.fromkeys(label for pair in pairs for label in pair))
-    if not pairs:
-        return {}
-    combined = {}
-    device = None
-    for label in labels:
-        for layer, tensor in features[label].features.items():
-            device = device or tensor.device
-            combined[f"{label}{LAYER_SEPARATOR}{layer}"] = tensor.to(device)
-    everything = cka_matrix(combined, kernel=kernel, unbiased=unbiased, sigma_frac=sigma_frac)
-    values = everything.values.cpu().numpy()
-    offsets, start = {}, 0
-    for label in labels:
-        count = len(features[label].features)
-        offsets[label] = (start, start + count)
-        start += count
-    tables = {}
-    for a, b in pairs:
-        (ra, rb), (ca, cb) = offsets[a], offsets[b]
-        tables[(a, b)] = pd.DataFrame(
-            values[ra:rb, ca:cb],
-            index=pd.Index(list(features[a].features), name=a),
-            columns=pd.Index(list(features[b].features), name=b),
-        )
-    return tables
 
 
 def model_provenance(extracted: ExtractedFeatures) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ..errors import CKAProbeError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .summary import DEFAULT_BAND, diagonal_band_mean
 
-__all__ = ["CKAResult", "output_paths", "output_stem", "safe_name", "FIGURE_FORMATS"]
+__all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "safe_name", "FIGURE_FORMATS"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
@@ -38,13 +38,20 @@ def output_stem(name_a: str, name_b: str) -> str:
     return f"{safe_name(name_a)}_vs_{safe_name(name_b)}"
 
 
+def check_formats(formats, option: str = "--format") -> list[str]:
+    """Figure formats as a list, each one of :data:`FIGURE_FORMATS` (a string is one format, not letters)."""
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    for fmt in formats:
+        if fmt not in FIGURE_FORMATS:
+            raise CKAProbeError(f"{option}: unknown figure format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
+    return formats
+
+
 def output_paths(directory: str | Path, stem: str, formats=("png",)) -> dict[str, Path]:
     """Where a result is saved: ``csv``, ``json`` and one entry per figure format."""
     directory = Path(directory)
     out = {"csv": directory / f"{stem}.csv", "json": directory / f"{stem}.json"}
-    for fmt in formats:
-        if fmt not in FIGURE_FORMATS:
-            raise CKAProbeError(f"unknown figure format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
+    for fmt in check_formats(formats):
         out[fmt] = directory / f"{stem}.{fmt}"
     return out
 
@@ -93,10 +100,11 @@ class CKAResult:
         return output_paths(directory, stem or output_stem(self.name_a, self.name_b), formats)
 
     def save(self, directory: str | Path = "figures", formats=("png",), stem: str | None = None,
-             overwrite: bool = False, dpi: int = 200) -> dict[str, Path]:
+             overwrite: bool = False, dpi: int = 200, labels: str = "auto") -> dict[str, Path]:
         """Write ``A_vs_B.csv``, ``A_vs_B.json`` and the heatmap in each format, atomically.
 
-        Nothing is written when any target exists and ``overwrite`` is false.
+        Nothing is written when any target exists and ``overwrite`` is false. ``labels`` chooses the
+        heatmap's tick labels (``auto``, ``names`` or ``index``).
         """
         paths = self.paths(directory, formats, stem)
         ensure_writable_dir(directory)
@@ -110,7 +118,7 @@ class CKAResult:
             from ..plots import new_figure
 
             fig = new_figure()
-            self.plot(ax=fig.subplots())
+            self.plot(ax=fig.subplots(), **({} if labels == "auto" else {"tick_labels": labels}))
             for fmt in figure_formats:
                 with atomic_path(paths[fmt]) as tmp:
                     fig.savefig(tmp, format=fmt, dpi=dpi)

@@ -28,6 +28,7 @@ Outputs under the output directory:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import itertools
 import json
@@ -40,12 +41,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ._io import atomic_path, ensure_writable_dir
+from .._version import __version__
+from ._io import atomic_path, ensure_writable_dir, new_output_dir
+from ..errors import CKAProbeError
 from .config import ConfigError, JobConfig
 from .extract import resolve_device
 from .features import resolve_cache
-from .multi import ModelFailure, features_for_models, model_provenance, pair_matrices
+from .estimation import CKASettings, pair_tables, pooling_description
+from .multi import ModelFailure, features_for_models, model_provenance
 from .provenance import environment, package_versions, sha256_text
 from .result import _jsonable, output_stem
 from .summary import depth_correspondence, diagonal_band_mean
@@ -80,9 +83,23 @@ def run_zoo(
     overwrite: bool = False,
     progress: bool = True,
 ) -> ZooResult:
-    """Run (or resume) the zoo job ``config`` describes; see the module docstring."""
+    """Run (or resume) the zoo job ``config`` describes; see the module docstring.
+
+    A run that fails leaves no empty output folder nor an empty state folder behind.
+    """
+    with new_output_dir(Path(output_dir or config.output["dir"])) as out:
+        try:
+            return _run_zoo(config, out, executor=executor, ray_address=ray_address, cache=cache,
+                            overwrite=overwrite, progress=progress)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                (out / STATE_DIR).rmdir()  # only when the run wrote nothing there
+            raise
+
+
+def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | None, cache: Any, overwrite: bool,
+             progress: bool) -> ZooResult:
     started = time.perf_counter()
-    out = ensure_writable_dir(Path(output_dir or config.output["dir"]))
     score = config.output.get("summary_score", "diagonal_band_cka")
     if score not in SUMMARY_SCORES:
         raise ConfigError(f"output.summary_score: {score!r} is not one of {', '.join(SUMMARY_SCORES)}")
@@ -106,10 +123,16 @@ def run_zoo(
     working = {label: ext for label, ext in features.items() if not isinstance(ext, ModelFailure)}
     failures = [ext.record() for ext in features.values() if isinstance(ext, ModelFailure)]
     feature_seconds = time.perf_counter() - started
+    if len(working) < 2:
+        first = failures[0] if failures else {"label": "?", "error": "no model"}
+        raise CKAProbeError(
+            f"{len(failures)} of {len(config.models)} models failed, leaving no pair to compare "
+            f"(first: {first['label']}: {first['error']}); fix the models or list at least two that run"
+        )
 
     pair_started = time.perf_counter()
     pairs = list(itertools.combinations(list(working), 2))
-    long = _pair_stage(state, digest, working, pairs, analysis, progress)
+    long = _pair_stage(state, digest, working, pairs, analysis, config.cka_settings(), progress)
     pair_seconds = time.perf_counter() - pair_started
 
     families = {m.display: (m.family or model_provenance(working[m.display]).get("family", "unknown"))
@@ -131,9 +154,10 @@ def run_zoo(
         "failures": failures,
         "pairs": len(pairs),
         "layers": int(sum(len(ext.features) for ext in working.values())),
-        "kernel": analysis["kernel"],
-        "unbiased": analysis["unbiased"],
+        "batch_size": data["batch_size"] or probe.n,
+        **config.cka_settings().record(),
         "tokens": analysis["tokens"],
+        "pooling": pooling_description(analysis["pool"]),
         "statistics": {"permutations": analysis["permutations"], "bootstrap": analysis["bootstrap"],
                        "confidence": analysis["confidence"], "seed": analysis["stats_seed"]},
         "device": str(device),
@@ -180,7 +204,8 @@ def _finished_job(out: Path, digest: str, overwrite: bool) -> ZooResult | None:
     )
 
 
-def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: dict, progress: bool) -> pd.DataFrame:
+def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: dict, settings: CKASettings,
+                progress: bool) -> pd.DataFrame:
     """The long table of every pair, reused from the state directory when it matches this job."""
     stage_key = sha256_text(json.dumps({"config": digest, "models": {k: list(v.features) for k, v in working.items()}},
                                        sort_keys=True))
@@ -192,8 +217,7 @@ def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: 
                 return pd.read_parquet(table_path)
         except (OSError, ValueError):
             pass
-    tables = pair_matrices(working, pairs, kernel=analysis["kernel"], unbiased=analysis["unbiased"],
-                           sigma_frac=analysis["sigma_frac"])
+    tables = pair_tables({label: ext.features for label, ext in working.items()}, pairs, settings)
     frames = []
     for a, b in tqdm(pairs, desc="pairs", unit="pair", disable=not progress):
         frame = long_table(tables[(a, b)], a, b)

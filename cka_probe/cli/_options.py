@@ -1,29 +1,72 @@
-"""Options shared by several commands, defined once."""
+"""What the commands share, defined once: options (their choices built from :mod:`cka_probe._choices`),
+value parsing, and the reporting of errors as one line with exit code 2."""
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
+import traceback
+
 import click
 
-KERNEL = click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True,
-                      help="CKA kernel.")
+from .._choices import ESTIMATORS, KERNELS, LABELS, POOLS, TOKENS, WEIGHTS
+from ..errors import CKAProbeError
+
+EXIT_USAGE = 2
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _device(ctx, param, value):
+    if value is not None and not DEVICE_PATTERN.match(value):
+        raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    return value
+
+
+KERNEL = click.option("--kernel", type=click.Choice(KERNELS), default="linear", show_default=True, help="CKA kernel.")
 UNBIASED = click.option("--unbiased", is_flag=True, help="Unbiased HSIC estimator (Song et al. 2012); n >= 4.")
-TOKENS = click.option("--tokens", type=click.Choice(["patch", "all", "cls"]), default="patch", show_default=True,
-                      help="Token layers: mean over patch tokens (prefix tokens excluded), over all tokens, or the class token.")
-DEVICE = click.option("--device", default="auto", show_default=True,
-                      help="auto (CUDA when there is a GPU), cpu or cuda; the CKA runs there too.")
-SEED = click.option("--seed", type=int, default=0, show_default=True,
+ESTIMATOR = click.option(
+    "--estimator", type=click.Choice(ESTIMATORS), default="full", show_default=True,
+    help="full: CKA over all n images at once (batching does not change it); minibatch: Nguyen et al. 2021 "
+         "over --batch-size batches.")
+POOL = click.option(
+    "--pool", type=click.Choice(POOLS), default="mean", show_default=True,
+    help="mean / max over positions (channels kept; the paper's is mean), or flatten: the whole activation.")
+TOKENS_HELP = "Token layers: mean over patch tokens (prefix tokens excluded), over all tokens, or the class token."
+TOKEN_CHOICE = click.Choice(TOKENS)
+TOKENS = click.option("--tokens", type=TOKEN_CHOICE, default="patch", show_default=True, help=TOKENS_HELP)
+DEVICE = click.option("--device", default="auto", show_default=True, callback=_device,
+                      help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N; the CKA runs there too.")
+SEED = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                     help="Seed of the image subset and of random weights.")
 DATA = click.option("--data", default="embedded", show_default=True,
                     help="embedded | DIR (ImageFolder or flat) | fashion-mnist[:DIR] | imagenette | synthetic.")
-NUM_IMAGES = click.option("-n", "--num-images", type=int, default=128, show_default=True,
+NUM_IMAGES = click.option("-n", "--num-images", type=click.IntRange(min=2), default=128, show_default=True,
                           help="Images (a class-balanced, seeded subset).")
-BATCH_SIZE = click.option("--batch-size", type=int, default=None,
+BATCH_SIZE = click.option("--batch-size", type=click.IntRange(min=1), default=None,
                           help="Images per forward pass [default: all n in one batch, as in the paper].")
-WEIGHTS = click.option("--weights", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
+WEIGHTS = click.option("--weights", type=click.Choice(WEIGHTS), default="pretrained", show_default=True,
                        help="timm hub weights, or seeded random initialisation.")
+LABEL_CHOICES = LABELS
+LABELS = click.option("--labels", type=click.Choice(LABEL_CHOICES), default="auto", show_default=True,
+                      help="Heatmap axes: layer names, 1-based layer numbers, or names when they fit.")
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 NO_PROGRESS = click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                         help="Feature cache directory [default: $CKA_PROBE_CACHE/features or "
+                              "~/.cache/cka-probe/features].")
+NO_CACHE = click.option("--no-cache", is_flag=True, help="Compute features without reading or writing the cache.")
+CONFIG_SETS = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                           help="Override a config value: section.key=value, read as YAML (repeatable).")
+CONFIG_OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
+                          help="Output directory [default: the config's output.dir].")
+
+
+def layouts_option(side: str):
+    return click.option(f"--layouts-{side}", multiple=True, metavar="PATTERN=LAYOUT",
+                        help=f"Layout of {side.upper()}'s layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); "
+                             "repeatable.")
 
 
 def split_layers(value: str) -> str | list[str]:
@@ -36,9 +79,19 @@ def split_layers(value: str) -> str | list[str]:
 def split_formats(value: str) -> list[str]:
     return [part.strip().lower() for part in value.split(",") if part.strip()]
 
-CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                         help="Feature cache directory [default: $CKA_PROBE_CACHE or ~/.cache/cka-probe/features].")
-NO_CACHE = click.option("--no-cache", is_flag=True, help="Compute features without reading or writing the cache.")
+
+def parse_layouts(values, option: str) -> dict[str, str]:
+    """``PATTERN=LAYOUT`` strings as a ``{pattern: layout}`` mapping."""
+    from ..capture.layouts import LAYOUTS
+
+    layouts = {}
+    for item in values:
+        pattern, sep, layout = item.partition("=")
+        if not sep or not pattern.strip() or layout.strip() not in LAYOUTS:
+            raise CKAProbeError(f"{option} {item!r}: write PATTERN=LAYOUT with LAYOUT one of {', '.join(LAYOUTS)}, "
+                                f"e.g. {option} 'blocks.*.act=NLC'")
+        layouts[pattern.strip()] = layout.strip()
+    return layouts
 
 
 def cache_setting(cache_dir, no_cache):
@@ -47,29 +100,35 @@ def cache_setting(cache_dir, no_cache):
         return False
     return cache_dir if cache_dir else True
 
-CONFIG_SETS = click.option("--set", "sets", multiple=True,
-                           help="Override a config value: section.key=value (repeatable).")
-CONFIG_OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
-                          help="Output directory [default: the config's output.dir].")
-
-
-def parse_sets(values) -> dict:
-    """``--set key=value`` pairs (values read as YAML scalars: numbers, booleans, null)."""
-    import yaml
-
-    from ..errors import CKAProbeError
-
-    pairs = {}
-    for item in values:
-        if "=" not in item:
-            raise CKAProbeError(f"--set {item!r}: write it as section.key=value, e.g. data.n=64")
-        key, value = item.split("=", 1)
-        pairs[key.strip()] = yaml.safe_load(value)
-    return pairs
-
 
 def run_options(command):
     """The options every compute command ends with: cache, overwrite, progress, verbosity."""
     for option in reversed((CACHE_DIR, NO_CACHE, OVERWRITE, NO_PROGRESS, VERBOSE)):
         command = option(command)
     return command
+
+
+def report_errors(func):
+    """Turn a :class:`CKAProbeError` (or ``OSError``) into one line on stderr and exit code 2.
+
+    The traceback is printed only when the command was given ``--verbose``.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        verbose = bool(kwargs.get("verbose")) or bool(click.get_current_context().find_root().params.get("verbose"))
+        try:
+            return func(*args, **kwargs)
+        except (CKAProbeError, OSError) as exc:
+            if verbose:
+                traceback.print_exc(file=sys.stderr)
+            click.echo(f"Error: {one_line(exc)}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def one_line(exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines) if lines else type(exc).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import _options as opt
-from ._common import report_errors
+from ._options import report_errors
 
 
 @click.command("compare")
@@ -15,19 +15,32 @@ from ._common import report_errors
 @opt.NUM_IMAGES
 @opt.BATCH_SIZE
 @opt.SEED
+@click.option("--seed-a", type=click.IntRange(min=0), default=None,
+              help="Random-weights seed of A [default: --seed], e.g. two seeds of one architecture.")
+@click.option("--seed-b", type=click.IntRange(min=0), default=None, help="Random-weights seed of B [default: --seed].")
 @opt.WEIGHTS
-@click.option("--checkpoint-a", type=click.Path(dir_okay=False), default=None, help="Local weights for A (.pth, .pt, .safetensors).")
+@click.option("--checkpoint-a", type=click.Path(dir_okay=False), default=None,
+              help="Local weights for A (.pth, .pt, .safetensors).")
 @click.option("--checkpoint-b", type=click.Path(dir_okay=False), default=None, help="Local weights for B.")
-@click.option("--layers-a", default="activations", show_default=True, help="activations, or comma-separated module names / glob patterns.")
+@click.option("--layers-a", default="activations", show_default=True,
+              help="activations, or comma-separated module names / glob patterns.")
 @click.option("--layers-b", default="activations", show_default=True, help="Same for B.")
 @opt.TOKENS
+@click.option("--tokens-a", type=opt.TOKEN_CHOICE, default=None, help="Token rule of A [default: --tokens].")
+@click.option("--tokens-b", type=opt.TOKEN_CHOICE, default=None, help="Token rule of B [default: --tokens].")
+@opt.layouts_option("a")
+@opt.layouts_option("b")
+@opt.POOL
 @opt.KERNEL
 @opt.UNBIASED
-@click.option("--estimator", type=click.Choice(["auto", "full", "minibatch"]), default="auto", show_default=True,
-              help="full: CKA over all n; minibatch: Nguyen et al. 2021 over --batch-size batches; auto: minibatch when batches are smaller than n.")
+@opt.ESTIMATOR
 @opt.DEVICE
-@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True, help="Output directory.")
-@click.option("--format", "formats", default="png", show_default=True, help="Figure formats, comma-separated: png,pdf,svg.")
+@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True,
+              help="Output directory.")
+@click.option("--name", default=None, help="Output file stem [default: A_vs_B].")
+@click.option("--format", "formats", default="png", show_default=True,
+              help="Figure formats, comma-separated: png,pdf,svg.")
+@opt.LABELS
 @opt.OVERWRITE
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted in the metadata) instead of failing.")
 @opt.CACHE_DIR
@@ -35,28 +48,32 @@ from ._common import report_errors
 @opt.NO_PROGRESS
 @opt.VERBOSE
 @report_errors
-def compare(model_a, model_b, data, num_images, batch_size, seed, weights, checkpoint_a, checkpoint_b, layers_a,
-            layers_b, tokens, kernel, unbiased, estimator, device, out, formats, overwrite, skip_bad, cache_dir, no_cache, no_progress, verbose):
+def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b, weights, checkpoint_a, checkpoint_b,
+            layers_a, layers_b, tokens, tokens_a, tokens_b, layouts_a, layouts_b, pool, kernel, unbiased, estimator,
+            device, out, name, formats, labels, overwrite, skip_bad, cache_dir, no_cache, no_progress, verbose):
     """CKA of every layer of MODEL_A (rows) against every layer of MODEL_B (columns).
 
     Writes A_vs_B.csv, A_vs_B.json (provenance) and the heatmap under --out.
     """
-    from ..analysis import compare as run_compare
     from ..analysis import output_paths, output_stem
-    from ..analysis._io import check_outputs, ensure_writable_dir
+    from ..analysis import compare as run_compare
+    from ..analysis._io import check_outputs, check_stem, new_output_dir
+    from ..analysis.result import check_formats
 
-    fmt = opt.split_formats(formats)
-    stem = output_stem(model_a, model_b)
-    ensure_writable_dir(out)  # fail before any model runs
-    check_outputs(output_paths(out, stem, fmt).values(), overwrite)
-
-    result = run_compare(
-        model_a, model_b, data, n=num_images, batch_size=batch_size, seed=seed, weights=weights,
-        checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b, layers_a=opt.split_layers(layers_a),
-        layers_b=opt.split_layers(layers_b), tokens=tokens, kernel=kernel, unbiased=unbiased, estimator=estimator,
-        device=device, skip_bad=skip_bad, cache=opt.cache_setting(cache_dir, no_cache), progress=not no_progress,
-    )
-    paths = result.save(out, formats=fmt, stem=stem, overwrite=overwrite)
+    fmt = check_formats(opt.split_formats(formats), option="--format")
+    stem = check_stem(name, "--name") if name else output_stem(model_a, model_b)
+    layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
+    with new_output_dir(out) as directory:  # fails before any model runs; removed again if nothing is written
+        check_outputs(output_paths(directory, stem, fmt).values(), overwrite)
+        result = run_compare(
+            model_a, model_b, data, n=num_images, batch_size=batch_size, seed=seed, seed_a=seed_a, seed_b=seed_b,
+            weights=weights, checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b,
+            layers_a=opt.split_layers(layers_a), layers_b=opt.split_layers(layers_b), tokens=tokens,
+            tokens_a=tokens_a, tokens_b=tokens_b, layouts_a=layouts["a"], layouts_b=layouts["b"], pool=pool,
+            kernel=kernel, unbiased=unbiased, estimator=estimator, device=device, skip_bad=skip_bad,
+            cache=opt.cache_setting(cache_dir, no_cache), progress=not no_progress,
+        )
+        paths = result.save(directory, formats=fmt, stem=stem, overwrite=overwrite, labels=labels)
     rows, cols = result.matrix.shape
     band = result.metadata["summary"]["diagonal_band_mean"]
     files = ", ".join(str(p) for p in paths.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import _options as opt
-from ._common import report_errors
+from ._options import report_errors
 
 
 @click.command("layers")

@@ -1,13 +1,35 @@
-"""Entry point of the ``cka-probe`` command; each verb lives in its own module."""
+"""Entry point of the ``cka-probe`` command; each verb lives in its own module.
+
+Usage errors (an unknown option, a value out of range) are reported like every other error: one
+``Error:`` line and exit code 2, without click's usage block.
+"""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from .. import __version__
+from .._version import __version__
+from ._options import EXIT_USAGE, one_line
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code if exc.exit_code != 1 else EXIT_USAGE)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cka-probe")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 def main(verbose: bool) -> None:
@@ -15,9 +37,14 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from . import commands
+    from .compare import compare
+    from .figure import figure
+    from .layers import layers
+    from .models import models
+    from .train import train
+    from .zoo import zoo
 
-    for command in commands.ALL:
+    for command in (compare, figure, layers, models, zoo, train):
         main.add_command(command)
 
 

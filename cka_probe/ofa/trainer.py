@@ -457,6 +457,6 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
 def _versions() -> dict[str, str]:
     import timm
 
-    from .. import __version__
+    from .._version import __version__
 
     return {"cka_probe": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}

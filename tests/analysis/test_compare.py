@@ -14,7 +14,8 @@ from torch import nn
 from cka_probe import cka_matrix
 from cka_probe.analysis import CKAResult, compare
 from cka_probe.errors import CKAProbeError, ShapeError
-from cka_probe.math import MinibatchCKA
+
+from ..math import reference
 
 
 def _manual_features(model: nn.Module, images: torch.Tensor, module_types) -> dict[str, torch.Tensor]:
@@ -65,14 +66,21 @@ def test_batches_do_not_change_the_full_estimator(two_cnns):
 
 def test_minibatch_estimator_counts_every_batch(two_cnns):
     a, b, images = two_cnns
-    result = compare(a, b, images, n=12, batch_size=6, progress=False, device="cpu")
+    result = compare(a, b, images, n=12, batch_size=6, estimator="minibatch", progress=False, device="cpu")
     assert result.metadata["estimator"] == "minibatch" and result.metadata["unbiased"] is True
-    feats_a = _manual_features(a, images, nn.ReLU)
-    feats_b = _manual_features(b, images, nn.SiLU)
-    metric = MinibatchCKA()
-    for s in (slice(0, 6), slice(6, 12)):
-        metric.update({k: v[s] for k, v in feats_a.items()}, {k: v[s] for k, v in feats_b.items()})
-    np.testing.assert_allclose(result.matrix.to_numpy(), metric.compute().values.numpy(), rtol=1e-5, atol=1e-7)
+    assert result.metadata["minibatch_size"] == 6 and "Nguyen" in result.metadata["estimator_description"]
+    feats_a = {k: v.double().numpy() for k, v in _manual_features(a, images, nn.ReLU).items()}
+    feats_b = {k: v.double().numpy() for k, v in _manual_features(b, images, nn.SiLU).items()}
+    halves = (slice(0, 6), slice(6, 12))
+    expected = [[reference.minibatch_cka([x[s] for s in halves], [y[s] for s in halves]) for y in feats_b.values()]
+                for x in feats_a.values()]
+    np.testing.assert_allclose(result.matrix.to_numpy(), np.array(expected), rtol=1e-5, atol=1e-7)
+
+
+def test_batch_size_alone_never_switches_the_estimator(two_cnns):
+    a, b, images = two_cnns
+    batched = compare(a, b, images, n=12, batch_size=6, progress=False, device="cpu")
+    assert batched.metadata["estimator"] == "full" and batched.metadata["minibatch_size"] is None
 
 
 def test_data_loader_input(two_cnns):

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import cka_probe.analysis.multi as multi_module
-from cka_probe.analysis import ConfigError, compare, make_figure, parse_job_config, run_zoo
-from cka_probe.analysis.figure import figure_paths
+from cka_probe.analysis import ConfigError, compare, make_figure, parse_job_config
 from cka_probe.analysis.multi import features_for_models
 from cka_probe.analysis.result import output_paths
 from cka_probe.errors import CKAProbeError, ShapeError
@@ -21,10 +20,12 @@ def _compare(data="synthetic", **kwargs):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"n": 8, "estimator": "exact"}, "unknown estimator 'exact'"),
-    ({"n": 8, "tokens": "first"}, "unknown token rule 'first'"),
+    ({"n": 8, "estimator": "exact"}, "unknown estimator 'exact'; choose --estimator full or minibatch"),
+    ({"n": 8, "estimator": "auto"}, "unknown estimator 'auto'"),
+    ({"n": 8, "tokens": "first"}, "unknown token rule 'first'; choose --tokens"),
+    ({"n": 8, "tokens_b": "first"}, "unknown token rule 'first'"),
     ({"n": 1}, "n=1 images cannot give a CKA"),
-    ({"n": 8, "batch_size": 0}, "--batch-size must be positive"),
+    ({"n": 8, "batch_size": 0}, "--batch-size must be a positive number of images, got 0"),
     ({"n": 8, "batch_size": 3, "estimator": "minibatch"}, "batches of 4 or more"),
 ])  # fmt: skip
 def test_compare_settings(kwargs, message):
@@ -50,24 +51,29 @@ def test_compare_inputs():
 def test_unknown_figure_formats():
     with pytest.raises(CKAProbeError, match="unknown figure format 'gif'"):
         output_paths("out", "a_vs_b", ("gif",))
-    figure = parse_job_config({**BASE, "panels": [[["test_resnet", "test_vit"]]], "output": {"formats": ["bmp"]}},
+    with pytest.raises(ConfigError, match=r"output.formats\[0\]: input should be 'png', 'pdf' or 'svg' \(got 'bmp'\)"):
+        parse_job_config({**BASE, "panels": [[["test_resnet", "test_vit"]]], "output": {"formats": ["bmp"]}}, "figure")
+    figure = parse_job_config({**BASE, "panels": [[["test_resnet", "test_vit"]]], "output": {"formats": "png,svg"}},
                               "figure")
-    with pytest.raises(CKAProbeError, match="output.formats: unknown format 'bmp'"):
-        figure_paths(figure)
+    assert figure.output["formats"] == ["png", "svg"]  # a string is a comma-separated list, never letters
 
 
 @pytest.mark.parametrize("raw, message", [
     ([1, 2], "must be a mapping of sections"),
-    ({**BASE, "weights": "imagenet"}, "weights: 'imagenet' is not pretrained or random"),
-    ({**BASE, "models": []}, "list at least one model"),
-    ({**BASE, "models": [{"label": "x"}]}, r"models\[0\]: give a model name"),
-    ({**BASE, "models": [{"name": "test_vit", "weights": "best"}]}, r"models\[0\].weights: 'best'"),
-    ({**BASE, "data": "embedded"}, "data: must be a mapping"),
-    ({**BASE, "data": {"n": 1}}, "data.n: 1 is not a number of images >= 2"),
-    ({**BASE, "analysis": {"tokens": "first"}}, "analysis.tokens: 'first'"),
-    ({**BASE, "analysis": {"permutations": -1}}, "analysis.permutations: -1 is not a count"),
-    ({**BASE, "analysis": {"confidence": 1.5}}, r"analysis.confidence: 1.5 is not in \(0, 1\)"),
+    ({**BASE, "weights": "imagenet"}, "weights: input should be 'pretrained' or 'random' \\(got 'imagenet'\\)"),
+    ({**BASE, "models": []}, "models: list should have at least 1 item"),
+    ({**BASE, "models": [{"label": "x"}]}, r"models\[0\].name is missing"),
+    ({**BASE, "models": [{"name": "test_vit", "weights": "best"}]}, r"models\[0\].weights: .*\(got 'best'\)"),
+    ({**BASE, "data": "embedded"}, "data: input should be a valid dictionary \\(got 'embedded'\\)"),
+    ({**BASE, "data": {"n": 1}}, "data.n: input should be greater than or equal to 2 \\(got 1\\)"),
+    ({**BASE, "analysis": {"tokens": "first"}}, "analysis.tokens: .*\\(got 'first'\\)"),
+    ({**BASE, "analysis": {"permutations": -1}}, "analysis.permutations: input should be greater than or equal to 0 \\(got -1\\)"),
+    ({**BASE, "analysis": {"confidence": 1.5}}, r"analysis.confidence: input should be less than 1 \(got 1.5\)"),
     ({**BASE, "data": {"n": 3}, "analysis": {"unbiased": True}}, "need n >= 4, got 3"),
+    ({**BASE, "data": {"seed": 1.7}}, r"data.seed: input should be a valid integer \(got 1.7\)"),
+    ({**BASE, "data": {"batch_size": 0}}, r"data.batch_size: input should be greater than or equal to 1"),
+    ({**BASE, "analysis": {"estimator": "minibatch", "permutations": 5}}, "set analysis.estimator: full"),
+    ({**BASE, "models": ["test_vit", "test_vit"]}, "label 'test_vit' is used twice"),
 ])  # fmt: skip
 def test_zoo_config_values(raw, message):
     with pytest.raises(ConfigError, match=message):
@@ -75,9 +81,9 @@ def test_zoo_config_values(raw, message):
 
 
 @pytest.mark.parametrize("panels, message", [
-    (None, "give rows of"),
-    ([["test_resnet"]], r"panels\[0\]\[0\]: give a pair"),
-    (["test_resnet"], r"panels\[0\]: a row must be a list"),
+    (None, "panels: input should be a valid list"),
+    ([["test_resnet"]], r"panels\[0\]\[0\]: input should be a valid list \(got 'test_resnet'\)"),
+    (["test_resnet"], r"panels\[0\]: input should be a valid list"),
 ])  # fmt: skip
 def test_figure_panels(panels, message):
     with pytest.raises(ConfigError, match=message):
@@ -96,9 +102,8 @@ def test_figure_with_a_model_that_fails(tmp_path):
 
 
 def test_zoo_summary_score(tmp_path):
-    config = parse_job_config({**BASE, "output": {"summary_score": "median"}}, "zoo")
-    with pytest.raises(ConfigError, match="output.summary_score: 'median'"):
-        run_zoo(config, output_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"output.summary_score: .*\(got 'median'\)"):
+        parse_job_config({**BASE, "output": {"summary_score": "median"}}, "zoo")
 
 
 def test_executor_errors(monkeypatch):

@@ -96,10 +96,9 @@ def test_interrupted_pair_stage_is_reused(tmp_path, monkeypatch):
     config = _config(models=MODELS[:2])
     run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     (tmp_path / "out" / "manifest.json").unlink()  # as if killed while writing the outputs
-    monkeypatch.setattr(multi_module, "pair_matrices", lambda *a, **k: pytest.fail("pairs recomputed"))
     import cka_probe.analysis.zoo as zoo_module
 
-    monkeypatch.setattr(zoo_module, "pair_matrices", lambda *a, **k: pytest.fail("pairs recomputed"))
+    monkeypatch.setattr(zoo_module, "pair_tables", lambda *a, **k: pytest.fail("pairs recomputed"))
     resumed = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     assert not resumed.up_to_date and len(resumed.long) == 12 * 6
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 import timm
 import torch
 from click.testing import CliRunner

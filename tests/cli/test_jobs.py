@@ -45,7 +45,7 @@ def test_figure_config_errors(tmp_path, assert_one_line_error):
     config = write(tmp_path, "fig.yaml", {**FIGURE, "panel": []})
     assert_one_line_error(run("figure", config, "--out", str(tmp_path / "out")), "unknown key 'panel'", "panels")
     config = write(tmp_path, "fig2.yaml", FIGURE)
-    assert_one_line_error(run("figure", config, "--set", "data.num=3"), "data: unknown key 'num'")
+    assert_one_line_error(run("figure", config, "--set", "data.num=3"), "unknown key 'data.num'", "valid keys of data")
     assert_one_line_error(run("figure", config, "--set", "nonsense"), "section.key=value")
 
 
@@ -63,7 +63,7 @@ def test_zoo_runs_resumes_and_reports(tmp_path):
 
 def test_zoo_errors(tmp_path, assert_one_line_error):
     config = write(tmp_path, "zoo.yaml", {**ZOO, "output": {"per_pair": True, "colour": "red"}})
-    assert_one_line_error(run("zoo", config), "output: unknown key 'colour'", "per_pair")
+    assert_one_line_error(run("zoo", config), "unknown key 'output.colour'", "per_pair")
     good = write(tmp_path, "good.yaml", ZOO)
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -1,0 +1,50 @@
+"""Every choice list of cka-probe, defined once.
+
+The library checks its arguments against these tuples, the configuration schema builds its ``Literal``
+types from them, and the command line builds its ``click.Choice`` options from them, so a new choice
+is added in one place. This module imports nothing, so the command line can read it before torch loads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "ESTIMATORS",
+    "KERNELS",
+    "LABELS",
+    "POOLS",
+    "TOKENS",
+    "WEIGHTS",
+    "Estimator",
+    "Kernel",
+    "Labels",
+    "Pool",
+    "Tokens",
+    "Weights",
+]
+
+Kernel = Literal["linear", "rbf"]
+"""CKA kernel: linear, or RBF with a median-distance bandwidth."""
+
+Estimator = Literal["full", "minibatch"]
+"""``full``: CKA over all n images at once; ``minibatch``: Nguyen et al. (2021) over batches."""
+
+Tokens = Literal["patch", "all", "cls"]
+"""Token layers of models with prefix tokens: patch tokens only, every token, or the class token."""
+
+Pool = Literal["mean", "max", "flatten"]
+"""``mean``/``max`` over spatial positions (channels kept), or ``flatten``: the whole activation."""
+
+Weights = Literal["pretrained", "random"]
+"""timm hub weights, or seeded random initialisation (a checkpoint overrides either)."""
+
+Labels = Literal["auto", "names", "index"]
+"""Heatmap tick labels: layer names, 1-based layer numbers, or names when they fit."""
+
+KERNELS: tuple[str, ...] = get_args(Kernel)
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+TOKENS: tuple[str, ...] = get_args(Tokens)
+POOLS: tuple[str, ...] = get_args(Pool)
+WEIGHTS: tuple[str, ...] = get_args(Weights)
+LABELS: tuple[str, ...] = get_args(Labels)

@@ -1,0 +1,191 @@
+"""One place where recorded features become CKA tables, for every command.
+
+``compare``, ``figure`` and ``zoo`` (and the feature cache behind them) all call :func:`pair_tables`
+with one :class:`CKASettings`, so one pair of models gives one table whatever the path. The settings
+that change a number (kernel, HSIC estimator, full or minibatch estimator and its batch size, RBF
+bandwidth) are recorded in every output through :meth:`CKASettings.record`.
+
+Estimators:
+
+* ``full`` (the default, and the paper's): CKA over all n images at once (Kornblith et al. 2019).
+  Forward batching does not change it: the pooled features of every batch are concatenated first.
+* ``minibatch``: Nguyen, Raghu & Kornblith (2021), the unbiased HSIC of each batch of ``batch_size``
+  images averaged over batches, then normalised. It is a different estimator (it converges to the
+  population CKA, not to the full-batch value) and is used only when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .._choices import ESTIMATORS, KERNELS
+from ..errors import ConfigError, ShapeError
+
+__all__ = ["CKASettings", "pair_tables", "minibatch_bounds", "pooling_description", "LAYER_SEPARATOR"]
+
+LAYER_SEPARATOR = ": "  # joins model label and layer name in the combined stack (warnings name layers this way)
+MIN_BATCH = 4  # the unbiased HSIC needs 4 examples
+
+_POOLING = {
+    "mean": "mean over spatial positions (H, W), tokens, or the Mixer token-mixing axis; channels kept",
+    "max": "maximum over spatial positions (H, W), tokens, or the Mixer token-mixing axis; channels kept",
+    "flatten": "none: the whole activation flattened per image (C*H*W, or tokens x channels)",
+}
+
+
+def pooling_description(pool: str) -> str:
+    """How features were reduced before CKA, as recorded in every output's provenance."""
+    return _POOLING[pool]
+
+
+@dataclass(frozen=True)
+class CKASettings:
+    """How CKA numbers are computed from recorded features.
+
+    Attributes:
+        kernel: ``"linear"`` or ``"rbf"``.
+        unbiased: unbiased HSIC (Song et al. 2012) with the full estimator; the minibatch estimator
+            always uses it.
+        sigma_frac: RBF bandwidth as a fraction of the median distance.
+        estimator: ``"full"`` or ``"minibatch"``.
+        batch_size: images per minibatch of the minibatch estimator (``None``: all n in one batch);
+            the full estimator does not depend on it.
+    """
+
+    kernel: str = "linear"
+    unbiased: bool = False
+    sigma_frac: float = 1.0
+    estimator: str = "full"
+    batch_size: int | None = None
+
+    def check(self, n: int | None = None) -> CKASettings:
+        """Refuse settings that cannot give a number, before any model runs; returns ``self``."""
+        if self.kernel not in KERNELS:
+            raise ConfigError(f"unknown kernel {self.kernel!r}; choose --kernel {' or '.join(KERNELS)}")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator {self.estimator!r}; choose --estimator {' or '.join(ESTIMATORS)}")
+        if not self.sigma_frac > 0:
+            raise ConfigError(f"the RBF bandwidth fraction must be positive, got {self.sigma_frac}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be a positive number of images, got {self.batch_size}")
+        if n is not None:
+            if n < 2:
+                raise ShapeError(f"n={n} images cannot give a CKA; use -n 2 or more (128 as in the paper)")
+            if self.uses_unbiased and n < MIN_BATCH:
+                raise ShapeError(f"the unbiased estimator needs n >= 4 images, got n={n}; raise -n or drop --unbiased")
+        if self.estimator == "minibatch" and self.batch_size is not None and self.batch_size < MIN_BATCH:
+            raise ShapeError(
+                f"the minibatch estimator needs batches of 4 or more images, got --batch-size {self.batch_size}"
+            )
+        return self
+
+    @property
+    def uses_unbiased(self) -> bool:
+        return self.unbiased or self.estimator == "minibatch"
+
+    def description(self) -> str:
+        """One sentence naming the estimator and its papers."""
+        kernel = "linear" if self.kernel == "linear" else f"RBF (bandwidth {self.sigma_frac:g} x median distance)"
+        if self.estimator == "minibatch":
+            size = f"batches of {self.batch_size}" if self.batch_size else "one batch of all n"
+            return (f"minibatch {kernel} CKA (Nguyen et al. 2021): unbiased HSIC (Song et al. 2012) averaged "
+                    f"over {size} images, then normalised")
+        hsic = "unbiased HSIC (Song et al. 2012)" if self.unbiased else "biased HSIC (Gretton et al. 2005)"
+        return f"{kernel} CKA (Kornblith et al. 2019) over all n images at once, {hsic}"
+
+    def record(self) -> dict[str, Any]:
+        """What goes into every output's provenance."""
+        return {
+            "kernel": self.kernel,
+            "sigma_frac": self.sigma_frac if self.kernel == "rbf" else None,
+            "unbiased": self.uses_unbiased,
+            "estimator": self.estimator,
+            "minibatch_size": self.batch_size if self.estimator == "minibatch" else None,
+            "estimator_description": self.description(),
+        }
+
+
+def minibatch_bounds(n: int, batch_size: int | None) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` ranges of the minibatch estimator's batches over n images.
+
+    Batches of ``batch_size`` in order; a last batch of fewer than 4 images joins the one before it
+    (the unbiased HSIC needs 4).
+
+    >>> minibatch_bounds(10, 4)
+    [(0, 4), (4, 10)]
+    >>> minibatch_bounds(12, 4)
+    [(0, 4), (4, 8), (8, 12)]
+    """
+    size = batch_size or n
+    bounds = []
+    start = 0
+    while start < n:
+        stop = min(start + size, n)
+        if 0 < n - stop < MIN_BATCH:
+            stop = n
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def pair_tables(
+    features: Mapping[str, Mapping[str, torch.Tensor]],
+    pairs: Iterable[tuple[str, str]],
+    settings: CKASettings,
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """CKA tables of the given model pairs, every pair from one computation over all involved layers.
+
+    All layers of all models in ``pairs`` are stacked; the full estimator takes one product of their
+    centred Grams (:func:`~cka_probe.math.cka_matrix`), the minibatch estimator accumulates one
+    :class:`~cka_probe.math.MinibatchCKA` over the stack; each pair's table is a block of the result.
+
+    Args:
+        features: per model label, its ``{layer: (n, d) tensor}`` in forward order.
+        pairs: ``(row model, column model)`` labels; ``(a, a)`` compares a model with itself.
+        settings: how to compute.
+
+    Returns:
+        ``{(a, b): DataFrame}`` with index = a's layers (named ``a``), columns = b's (named ``b``).
+    """
+    from ..math import MinibatchCKA, cka_matrix
+
+    pairs = list(dict.fromkeys(pairs))
+    if not pairs:
+        return {}
+    labels = list(dict.fromkeys(label for pair in pairs for label in pair))
+    combined: dict[str, torch.Tensor] = {}
+    device = None
+    for label in labels:
+        for layer, tensor in features[label].items():
+            device = device or tensor.device
+            combined[f"{label}{LAYER_SEPARATOR}{layer}"] = tensor.to(device)
+    n = next(iter(combined.values())).shape[0]
+    settings.check(n)
+    if settings.estimator == "full":
+        everything = cka_matrix(combined, kernel=settings.kernel, unbiased=settings.unbiased,
+                                sigma_frac=settings.sigma_frac)
+    else:
+        metric = MinibatchCKA(kernel=settings.kernel, sigma_frac=settings.sigma_frac)
+        for start, stop in minibatch_bounds(n, settings.batch_size):
+            metric.update({name: tensor[start:stop] for name, tensor in combined.items()})
+        everything = metric.compute()
+    values = everything.values.cpu().numpy()
+    offsets, start = {}, 0
+    for label in labels:
+        count = len(features[label])
+        offsets[label] = (start, start + count)
+        start += count
+    tables = {}
+    for a, b in pairs:
+        (ra, rb), (ca, cb) = offsets[a], offsets[b]
+        tables[(a, b)] = pd.DataFrame(
+            values[ra:rb, ca:cb],
+            index=pd.Index(list(features[a]), name=a),
+            columns=pd.Index(list(features[b]), name=b),
+        )
+    return tables

@@ -1,0 +1,195 @@
+"""Every option of every command and every key of the job configs, fed a malformed value: exit code 2,
+one ``Error:`` line, no traceback, and nothing left behind.
+
+The tables below must name every option a command has (a new option without a malformed value here
+fails :func:`test_every_option_has_a_malformed_case`), and the config keys are walked from the schema.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from pydantic import BaseModel
+
+from cka_probe.analysis.config import SCHEMAS
+from cka_probe.cli.main import main
+
+MODELS = ["test_resnet", "test_vit"]
+NOT_A_FILE = "/nonexistent/cka-probe/file.pth"
+
+# option -> (malformed value, a fragment the one-line error must hold)
+COMPARE = {
+    "--data": ("/nonexistent/cka-probe/images", "/nonexistent/cka-probe/images"),
+    "--num-images": ("1", "--num-images"),
+    "--batch-size": ("0", "--batch-size"),
+    "--seed": ("-1", "--seed"),
+    "--seed-a": ("x", "--seed-a"),
+    "--seed-b": ("-3", "--seed-b"),
+    "--weights": ("imagenet", "--weights"),
+    "--checkpoint-a": (NOT_A_FILE, NOT_A_FILE),
+    "--checkpoint-b": (NOT_A_FILE, NOT_A_FILE),
+    "--layers-a": ("no_such_layer*", "no_such_layer*"),
+    "--layers-b": ("no_such_layer*", "no_such_layer*"),
+    "--tokens": ("first", "--tokens"),
+    "--tokens-a": ("first", "--tokens-a"),
+    "--tokens-b": ("first", "--tokens-b"),
+    "--layouts-a": ("blocks.*", "--layouts-a"),
+    "--layouts-b": ("blocks.*=HWC", "--layouts-b"),
+    "--pool": ("median", "--pool"),
+    "--kernel": ("poly", "--kernel"),
+    "--estimator": ("auto", "--estimator"),
+    "--device": ("gpu", "--device"),
+    "--out": ("FILE", "is a file"),
+    "--name": ("../escape", "--name"),
+    "--format": ("gif", "gif"),
+    "--labels": ("both", "--labels"),
+    "--cache-dir": ("FILE", "cache"),
+}
+LAYERS = {
+    "--layers": ("no_such_layer*", "no_such_layer*"),
+    "--tokens": ("first", "--tokens"),
+}
+JOB = {
+    "--set": ("data.n=[1", "data.n=[1"),
+    "--out": ("FILE", "is a file"),
+    "--cache-dir": ("FILE", "cache"),
+    "--labels": ("both", "--labels"),
+}
+FIGURE = {**JOB, "--name": ("../escape", "output.name")}
+ZOO = {**JOB, "--executor": ("slurm", "--executor"), "--permutations": ("-2", "--permutations"),
+       "--bootstrap": ("many", "--bootstrap"), "--address": ("127.0.0.1:1", "127.0.0.1:1")}
+TRAIN = {
+    "--config": (NOT_A_FILE, NOT_A_FILE),
+    "--set": ("epochs=[1", "epochs"),
+    "--resume": (NOT_A_FILE, NOT_A_FILE),
+}
+CASES = {"compare": COMPARE, "layers": LAYERS, "figure": FIGURE, "zoo": ZOO, "train": TRAIN}
+FLAGS_AND_FREE = {"--help", "--verbose", "--overwrite", "--no-progress", "--no-cache", "--unbiased", "--skip-bad",
+                  "--progress", "--overwrite"}
+
+
+def _run(args, tmp_path):
+    return CliRunner().invoke(main, [str(a) for a in args], env={"CKA_PROBE_CACHE": str(tmp_path / "cache")})
+
+
+def _assert_one_line(result, fragment):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def _job_file(tmp_path, kind):
+    config = {"weights": "random", "data": {"n": 8}, "models": list(MODELS)}
+    if kind == "figure":
+        config["panels"] = [[list(MODELS)]]
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _base_args(command, tmp_path):
+    out = tmp_path / "out"
+    if command == "compare":
+        return ["compare", *MODELS, "--weights", "random", "-n", "8", "--out", out, "--no-progress"]
+    if command == "layers":
+        return ["layers", "test_vit"]
+    if command in ("figure", "zoo"):
+        return [command, _job_file(tmp_path, command), "--out", out, "--no-progress"]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"dataset": "fashion_mnist", "epochs": 1}))
+    return ["train", "--config", recipe]
+
+
+@pytest.mark.parametrize("command", sorted(CASES))
+def test_every_option_has_a_malformed_case(command):
+    options = {opt for param in main.commands[command].params for opt in param.opts if opt.startswith("--")}
+    flags = {opt for param in main.commands[command].params if getattr(param, "is_flag", False) for opt in param.opts}
+    missing = options - flags - FLAGS_AND_FREE - set(CASES[command])
+    assert not missing, f"add malformed values for {sorted(missing)}"
+
+
+@pytest.mark.parametrize("command,option", [(c, o) for c, table in sorted(CASES.items()) for o in sorted(table)])
+def test_malformed_option_is_one_line(tmp_path, command, option):
+    value, fragment = CASES[command][option]
+    if value == "FILE":
+        value = tmp_path / "a_file"
+        value.write_text("x")
+    args = _base_args(command, tmp_path)
+    if command == "train" and option == "--config":
+        args = ["train"]
+    args = [*args, option, value]
+    _assert_one_line(_run(args, tmp_path), fragment)
+    assert not (tmp_path / "out").exists(), "a failed run left an output folder behind"
+
+
+def _malformed(annotation) -> list:
+    """Values that no type in ``annotation`` accepts."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return ["bogus"]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        members = [a for a in args if a is not type(None)]
+        if any(typing.get_origin(m) is list for m in members) and any(m is str for m in members):
+            return [12]
+        return _malformed(members[0]) if len(members) == 1 else [{"a": 1}]
+    if annotation is bool:
+        return ["maybe"]
+    if annotation is int:
+        return ["abc", 1.7, -1]
+    if annotation is float:
+        return ["high", -1.0]
+    if annotation is str:
+        return [12]
+    if typing.get_origin(annotation) is None and annotation not in (bool, int, float, str):
+        raise AssertionError(f"no malformed value for {annotation}")
+    if origin is list:
+        return ["not a list of the right kind", [{"a": 1}]] if args and args[0] is not str else [[{"a": 1}]]
+    if origin is dict:
+        return [["a list"]]
+    raise AssertionError(f"no malformed value for {annotation}")
+
+
+def _config_keys(schema: type[BaseModel], prefix: str = ""):
+    for name, info in schema.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _config_keys(annotation, f"{prefix}{name}.")
+        elif name not in ("models", "panels"):
+            yield f"{prefix}{name}", annotation
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_every_config_key_with_a_malformed_value_is_one_line(tmp_path, kind):
+    config = _job_file(tmp_path, kind)
+    checked = 0
+    for key, annotation in _config_keys(SCHEMAS[kind]):
+        for value in _malformed(annotation):
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            result = _run([kind, config, "--out", tmp_path / "out", "--set", f"{key}={text}"], tmp_path)
+            _assert_one_line(result, key)
+            checked += 1
+    assert checked >= 25
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_every_model_entry_key_with_a_malformed_value_is_one_line(tmp_path, kind):
+    from cka_probe.analysis.config import ModelEntry
+
+    for key, annotation in _config_keys(ModelEntry):
+        for value in _malformed(annotation):
+            config = {"weights": "random", "data": {"n": 8}, "models": [{"name": "test_resnet", key: value},
+                                                                       "test_vit"]}
+            if key == "name":
+                config["models"][0] = {"name": value}
+            if kind == "figure":
+                config["panels"] = [[["test_resnet", "test_vit"]]]
+            path = tmp_path / "entry.yaml"
+            path.write_text(yaml.safe_dump(config))
+            _assert_one_line(_run([kind, path, "--out", tmp_path / "out"], tmp_path), f"models[0].{key}")
