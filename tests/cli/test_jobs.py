@@ -46,7 +46,7 @@ def test_figure_config_errors(tmp_path, assert_one_line_error):
     assert_one_line_error(run("figure", config, "--out", str(tmp_path / "out")), "unknown key 'panel'", "panels")
     config = write(tmp_path, "fig2.yaml", FIGURE)
     assert_one_line_error(run("figure", config, "--set", "data.num=3"), "unknown key 'data.num'", "valid keys of data")
-    assert_one_line_error(run("figure", config, "--set", "nonsense"), "section.key=value")
+    assert_one_line_error(run("figure", config, "--set", "nonsense"), "write it as key=value")
 
 
 def test_zoo_runs_resumes_and_reports(tmp_path):
