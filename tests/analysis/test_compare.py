@@ -129,11 +129,25 @@ def test_save_and_load_round_trip(tmp_path, two_cnns):
     result.save(tmp_path, formats=("png",), overwrite=True)
 
 
-def test_bad_settings_fail_before_any_model_runs():
+def test_bad_settings_fail_before_any_model_runs(monkeypatch):
+    import importlib
+
+    compare_module = importlib.import_module("cka_probe.analysis.compare")  # the module, not the function
+    models_module = importlib.import_module("cka_probe.models")
+
+    def no_model(*args, **kwargs):
+        pytest.fail("a model was built before the settings were checked")
+
+    monkeypatch.setattr(compare_module, "model_features", no_model)
+    monkeypatch.setattr(models_module, "load_model", no_model)
     with pytest.raises(ShapeError, match="n >= 4"):
         compare("test_resnet", "test_vit", "synthetic", n=3, unbiased=True, weights="random", progress=False)
     with pytest.raises(CKAProbeError, match="unknown kernel"):
         compare("test_resnet", "test_vit", "synthetic", n=8, kernel="poly", weights="random", progress=False)
+    with pytest.raises(CKAProbeError, match="unknown estimator 'auto'"):
+        compare("test_resnet", "test_vit", "synthetic", n=8, estimator="auto", weights="random", progress=False)
+    with pytest.raises(CKAProbeError, match="unknown token rule"):
+        compare("test_resnet", "test_vit", "synthetic", n=8, tokens_a="first", weights="random", progress=False)
     with pytest.raises(CKAProbeError, match="no CUDA"):
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
