@@ -7,10 +7,10 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .._files import atomic_path
+from .._files import atomic_path, remove_stale_temp_files, temp_prefix
 from ..errors import CKAProbeError, OutputExistsError
 
-__all__ = ["OutputExistsError", "OutputDirError", "atomic_path", "check_outputs", "ensure_writable_dir"]
+__all__ = ["OutputDirError", "OutputExistsError", "atomic_path", "check_outputs", "ensure_writable_dir"]
 
 
 class OutputDirError(CKAProbeError):
@@ -23,7 +23,9 @@ def ensure_writable_dir(directory: str | os.PathLike, what: str = "output direct
     path = Path(directory)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+        probe = path / ".write-test"
+        remove_stale_temp_files(probe)  # left by a process killed during this check
+        with tempfile.NamedTemporaryFile(dir=path, prefix=temp_prefix(probe), suffix=".tmp"):
             pass
     except OSError as exc:
         raise OutputDirError(f"cannot write to {what} {path} ({exc.strerror or exc}); {fix}") from None

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
+from cka_probe._files import STALE_AFTER_S, atomic_path
 from cka_probe.analysis import compare
-from cka_probe.analysis.cache import CacheCorruptWarning, FeatureCache
+from cka_probe.analysis.cache import CacheCorruptWarning, FeatureCache, feature_key
 from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
 from cka_probe.data import load_probe_set
 
 
 def _compare(cache, **kw):
-    return compare("test_resnet", "test_vit", "embedded", n=8, weights="random", progress=False, device="cpu",
-                   cache=cache, **kw)
+    return compare(
+        "test_resnet", "test_vit", "embedded", n=8, weights="random", progress=False, device="cpu", cache=cache, **kw
+    )
 
 
 def test_second_compare_reuses_both_models_features(tmp_path, monkeypatch):
@@ -75,3 +82,72 @@ def test_no_cache_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     _compare(True)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+# --------------------------------------------------------------------------- temporary files left by kill -9
+
+_WRITER = """
+import sys, time
+from cka_probe._files import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half an entry")
+    print(tmp.name, flush=True)
+    time.sleep(600)
+"""
+
+
+def _writer_in_the_middle(target):
+    """A subprocess holding a half-written temporary file of ``target``; returns it and the file's name."""
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()
+    assert name.endswith(".tmp") and (target.parent / name).exists()
+    return proc, name
+
+
+def test_a_rerun_removes_the_temporary_file_of_a_writer_killed_by_sigkill(tmp_path):
+    cache = FeatureCache(tmp_path)
+    probe = load_probe_set("embedded", n=8)
+    request, settings = ModelRequest("test_resnet", weights="random"), FeatureSettings()
+    key = feature_key(request.key_record(), probe.provenance(), settings.record())
+    data_path, _ = cache.paths(key)
+    proc, name = _writer_in_the_middle(data_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert (tmp_path / name).exists() and not data_path.exists()  # kill -9: nothing could clean up
+    result = model_features(request, probe, settings, cache=cache, progress=False)
+    assert result.extra["cached"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([data_path.name, data_path.with_suffix(".json").name])
+
+
+def test_a_live_writers_temporary_file_is_kept(tmp_path):
+    target = tmp_path / "table.csv"
+    proc, name = _writer_in_the_middle(target)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text("mine\n")
+        assert (tmp_path / name).read_bytes() == b"half an entry"  # the other writer is still at work
+        assert target.read_text() == "mine\n"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    with atomic_path(target) as tmp:
+        tmp.write_text("again\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_temporary_files_that_name_no_live_process_here_go_by_age(tmp_path):
+    target = tmp_path / "table.csv"
+    legacy = tmp_path / ".table.csv.k2j4x9q1.tmp"  # written by a version that did not record its process
+    other_host = tmp_path / ".table.csv.elsewhere-12.ab12cd34.tmp"  # another node of a shared filesystem
+    other_target = tmp_path / ".summary.csv.k2j4x9q1.tmp"
+    for path in (legacy, other_host, other_target):
+        path.write_bytes(b"x")
+        old = time.time() - STALE_AFTER_S - 60
+        os.utime(path, (old, old))
+    recent = tmp_path / ".table.csv.elsewhere-13.ab12cd35.tmp"
+    recent.write_bytes(b"x")
+    with atomic_path(target) as tmp:
+        tmp.write_text("t\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["table.csv", recent.name, other_target.name])
