@@ -13,6 +13,7 @@ more than :data:`STALE_AFTER_S` seconds ago. A live writer's file is never remov
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -22,7 +23,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["STALE_AFTER_S", "atomic_path", "cache_root", "remove_stale_temp_files", "sha256_file", "temp_prefix"]
+__all__ = [
+    "STALE_AFTER_S",
+    "atomic_path",
+    "cache_root",
+    "remove_stale_temp_files",
+    "sha256_file",
+    "sha256_file_checked",
+    "temp_prefix",
+]
 
 #: Age after which a temporary file whose writer cannot be checked (another host, an older version) is stale.
 STALE_AFTER_S = 3600.0
@@ -123,3 +132,19 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of_version(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    return sha256_file(path)
+
+
+def sha256_file_checked(path: str | os.PathLike) -> str:
+    """:func:`sha256_file`, computed once per process for each version of a file.
+
+    A version is the file's resolved path, size, modification time and inode; when any of them changes
+    (the file was rewritten or replaced), the bytes are hashed again.
+    """
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return _sha256_of_version(real, stat.st_size, stat.st_mtime_ns, stat.st_ino)

@@ -10,8 +10,9 @@ from pathlib import Path
 from PIL import Image
 from torchvision.datasets.folder import default_loader
 
+from .._files import sha256_file
 from ..errors import NotEnoughImagesError, UnreadableImageError
-from ._probe_set import ImageId, LazyImages, ProbeSet, balanced_order
+from ._probe_set import ImageId, LazyImages, ProbeSet, balanced_order, image_content_sha256, pixels_sha256
 
 __all__ = ["Pool", "draw", "path_loader"]
 
@@ -31,6 +32,8 @@ class Pool:
         class_names: Name per class index, or ``None``.
         load: Position in the pool -> PIL RGB image (picklable).
         from_files: True when images are decoded from files that may be unreadable (checked when drawn).
+        paths: File path per position when images are files (their bytes name their content), else ``None``
+            (the decoded pixels do).
         shuffle: False keeps the pool's own order (synthetic images).
         synthetic: True for generated images.
     """
@@ -44,6 +47,7 @@ class Pool:
     from_files: bool = False
     shuffle: bool = True
     synthetic: bool = False
+    paths: Sequence[str] | None = None
 
 
 def _load_path(paths: Sequence[str], position: int) -> Image.Image:
@@ -53,6 +57,13 @@ def _load_path(paths: Sequence[str], position: int) -> Image.Image:
 def path_loader(paths: Sequence[str]) -> Callable[[int], Image.Image]:
     """A picklable ``position -> PIL RGB image`` over image files, decoded with torchvision's ``default_loader``."""
     return functools.partial(_load_path, tuple(paths))
+
+
+def _content_sha256(pool: Pool, position: int) -> str:
+    """SHA-256 of one image's content: its file's bytes, or its decoded pixels for images held in memory."""
+    if pool.paths is not None:
+        return sha256_file(pool.paths[position])
+    return pixels_sha256(pool.load(position))
 
 
 def _check_readable(pool: Pool, position: int) -> str | None:
@@ -112,6 +123,7 @@ def draw(pool: Pool, n: int, seed: int, skip_bad: bool = False, root: Path | Non
             f"ask for n <= {available - len(skipped)} or replace the unreadable files"
         )
     return ProbeSet(
+        content_sha256=image_content_sha256(_content_sha256(pool, p) for p in chosen),
         images=LazyImages(pool.load, chosen),
         labels=None if pool.labels is None else tuple(int(pool.labels[p]) for p in chosen),
         class_names=pool.class_names,

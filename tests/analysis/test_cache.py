@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cka_probe._files import STALE_AFTER_S, atomic_path
 from cka_probe.analysis import compare
@@ -81,7 +82,131 @@ def test_no_cache_writes_nothing(tmp_path, monkeypatch):
     _compare(False)
     assert list(tmp_path.iterdir()) == []
     _compare(True)
-    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 2
+
+
+# --------------------------------------------------------------------------- what the key covers
+
+
+def _features(cache, source="embedded", request=None, **settings):
+    probe = load_probe_set(source, n=8)
+    return model_features(
+        request or ModelRequest("test_resnet", weights="random"),
+        probe,
+        FeatureSettings(**settings),
+        cache=cache,
+        progress=False,
+    )
+
+
+def _assert_features_differ(a, b):
+    assert list(a.features) == list(b.features)
+    assert not all(np.array_equal(a.features[k].numpy(), b.features[k].numpy()) for k in a.features)
+
+
+def _assert_features_equal(a, b):
+    assert list(a.features) == list(b.features)
+    for name in a.features:
+        np.testing.assert_array_equal(a.features[name].numpy(), b.features[name].numpy())
+
+
+def test_images_edited_in_place_are_a_new_key(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"img_{i}.png")
+    cache = FeatureCache(tmp_path / "cache")
+    first = _features(cache, folder)
+    assert _features(cache, folder).extra["cached"] is True
+    for path in sorted(folder.iterdir()):  # new pixels under the same names, sizes and modification times
+        stat = path.stat()
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    edited = _features(cache, folder)
+    assert edited.extra["cached"] is False
+    _assert_features_differ(edited, first)
+    _assert_features_equal(edited, _features(None, folder))  # what the edited images give without any cache
+    assert _features(cache, folder).extra["cached"] is True
+
+
+def test_other_torch_or_timm_versions_are_a_new_key(tmp_path, monkeypatch):
+    import timm
+    import torch
+
+    cache = FeatureCache(tmp_path)
+    _features(cache)
+    monkeypatch.setattr(timm, "__version__", "9.9.9")
+    assert _features(cache).extra["cached"] is False
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert _features(cache).extra["cached"] is False
+    assert _features(cache).extra["cached"] is True
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_a_rewritten_checkpoint_is_a_new_key(tmp_path):
+    import timm
+    import torch
+
+    checkpoint = tmp_path / "weights.pth"
+    torch.manual_seed(1)
+    torch.save(timm.create_model("test_resnet").state_dict(), checkpoint)
+    request = ModelRequest("test_resnet", checkpoint=str(checkpoint))
+    cache = FeatureCache(tmp_path / "cache")
+    first = _features(cache, request=request)
+    torch.manual_seed(2)
+    torch.save(timm.create_model("test_resnet").state_dict(), checkpoint)
+    again = _features(cache, request=request)
+    assert again.extra["cached"] is False
+    _assert_features_differ(again, first)
+
+
+def _entry(tmp_path, **settings):
+    cache = FeatureCache(tmp_path)
+    reference = _features(cache, **settings)
+    data_file = next(tmp_path.glob("*.safetensors"))
+    return cache, reference, data_file, data_file.with_suffix(".json")
+
+
+def _swap(items, i, j):
+    items[i], items[j] = items[j], items[i]
+
+
+@pytest.mark.parametrize("edit", ["layer list", "layer list and facts"])
+def test_a_sidecar_with_another_layer_order_is_recomputed_with_a_warning(tmp_path, edit):
+    cache, reference, _, sidecar = _entry(tmp_path)
+    meta = json.loads(sidecar.read_text())
+    _swap(meta["layers"], 2, 5)
+    if edit == "layer list and facts":
+        _swap(meta["layer_info"], 2, 5)
+    sidecar.write_text(json.dumps(meta))
+    expected = "different orders" if edit == "layer list" else "differs from the order stored with the features"
+    with pytest.warns(CacheCorruptWarning, match=expected):
+        again = _features(cache)
+    assert again.extra["cached"] is False
+    _assert_features_equal(again, reference)
+    assert json.loads(sidecar.read_text())["layers"] == list(reference.features)  # the entry was rewritten
+
+
+def test_an_entry_whose_layers_differ_from_the_requested_ones_is_recomputed(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from cka_probe._files import sha256_file
+
+    patterns = ["layer1.*.act*", "layer4.*.act*"]
+    cache, reference, data_file, sidecar = _entry(tmp_path, layers=patterns)
+    assert list(reference.features) == ["layer1.0.act1", "layer1.0.act2", "layer4.0.act1", "layer4.0.act2"]
+    keep = ["layer1.0.act1", "layer1.0.act2"]  # a consistent entry that lacks the layers of the second pattern
+    tensors = load_file(str(data_file))
+    save_file({k: tensors[k] for k in keep}, str(data_file), metadata={"layers": json.dumps(keep)})
+    meta = json.loads(sidecar.read_text())
+    meta.update(
+        layers=keep, layer_info=meta["layer_info"][:2], size=data_file.stat().st_size, sha256=sha256_file(data_file)
+    )
+    sidecar.write_text(json.dumps(meta))
+    with pytest.warns(CacheCorruptWarning, match="differ from the requested selection"):
+        again = _features(cache, layers=patterns)
+    _assert_features_equal(again, reference)
 
 
 # --------------------------------------------------------------------------- temporary files left by kill -9
