@@ -7,14 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
-from torchvision.datasets.folder import default_loader
 
 from .._files import sha256_file
 from ..errors import NotEnoughImagesError, UnreadableImageError
 from ._probe_set import ImageId, LazyImages, ProbeSet, balanced_order, image_content_sha256, pixels_sha256
 
-__all__ = ["Pool", "draw", "path_loader"]
+__all__ = ["Pool", "draw", "path_loader", "read_rgb"]
 
 #: What decoding an image file can raise: unreadable or truncated data, unknown format, oversized image.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -50,12 +50,42 @@ class Pool:
     paths: Sequence[str] | None = None
 
 
+#: Pillow's modes of 16-bit greyscale pixels (PNG, TIFF, PGM). Older Pillow opens 16-bit PNGs as ``"I"``.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """An image file as an 8-bit RGB PIL image, at its real brightness.
+
+    8-bit files are converted by Pillow (``Image.convert("RGB")``, as torchvision's loader does). 16-bit
+    greyscale files are scaled to 8 bits, ``round(v / 257)`` (65535 -> 255), where Pillow's own conversion
+    would clip every value above 255 to white. Images of 32-bit integer or float pixels have no defined
+    brightness range and are refused.
+
+    Raises:
+        UnreadableImageError: a 32-bit integer or floating-point image (other than a 16-bit PNG).
+        OSError, ValueError, SyntaxError, DecompressionBombError: the file does not decode.
+    """
+    with open(path, "rb") as handle:
+        image = Image.open(handle)
+        image.load()
+    if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
+        levels = np.rint(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(levels, mode="L").convert("RGB")
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise UnreadableImageError(
+            f"{kind} pixels have no defined brightness range; save the image as 8- or 16-bit (PNG, JPEG, TIFF)"
+        )
+    return image.convert("RGB")
+
+
 def _load_path(paths: Sequence[str], position: int) -> Image.Image:
-    return default_loader(paths[position])
+    return read_rgb(paths[position])
 
 
 def path_loader(paths: Sequence[str]) -> Callable[[int], Image.Image]:
-    """A picklable ``position -> PIL RGB image`` over image files, decoded with torchvision's ``default_loader``."""
+    """A picklable ``position -> PIL RGB image`` over image files, decoded with :func:`read_rgb`."""
     return functools.partial(_load_path, tuple(paths))
 
 
@@ -112,7 +142,7 @@ def draw(pool: Pool, n: int, seed: int, skip_bad: bool = False, root: Path | Non
                 if not skip_bad:
                     where = root / str(image_id) if root is not None else image_id
                     raise UnreadableImageError(
-                        f"cannot read image {where} ({problem}); remove or replace it, or pass skip_bad=True to skip it"
+                        f"cannot read image {where} ({problem}); remove or replace it, or skip it with --skip-bad (data.skip_bad: true in a config)"
                     )
                 skipped.append(image_id)
                 continue
