@@ -41,13 +41,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..errors import OutputNameError
 from ._io import atomic_path, ensure_writable_dir
 from .config import ConfigError, JobConfig
 from .extract import resolve_device
 from .features import resolve_cache
 from .multi import ModelFailure, features_for_models, model_provenance, pair_matrices
 from .provenance import environment, package_versions, sha256_text
-from .result import _jsonable, output_stem
+from .result import _jsonable, output_stem, safe_name
 from .summary import depth_correspondence, diagonal_band_mean
 from .tables import long_table
 
@@ -82,6 +83,8 @@ def run_zoo(
 ) -> ZooResult:
     """Run (or resume) the zoo job ``config`` describes; see the module docstring."""
     started = time.perf_counter()
+    if config.output.get("per_pair"):
+        _check_pair_file_names([m.display for m in config.models])
     out = ensure_writable_dir(Path(output_dir or config.output["dir"]))
     score = config.output.get("summary_score", "diagonal_band_cka")
     if score not in SUMMARY_SCORES:
@@ -150,6 +153,26 @@ def run_zoo(
 
 
 # --------------------------------------------------------------------------- stages
+
+
+def _check_pair_file_names(labels: list[str]) -> None:
+    """Refuse labels whose per-pair files would share a name (``net/a`` and ``net_a``), before any model runs.
+
+    File names are compared without case, as case-insensitive file systems (macOS, Windows) do.
+    """
+    seen: dict[str, str] = {}
+    for label in labels:
+        clean = safe_name(label)
+        if not clean:
+            raise OutputNameError(
+                f"model label {label!r} has no character usable in a file name; set a label: for it in the config"
+            )
+        other = seen.setdefault(clean.casefold(), label)
+        if other != label:
+            raise OutputNameError(
+                f"models {other!r} and {label!r} would write the same per-pair files (pairs/{clean}_vs_...); "
+                "set distinct label: values for them in the config"
+            )
 
 
 def _finished_job(out: Path, digest: str, overwrite: bool) -> ZooResult | None:

@@ -16,8 +16,6 @@ from .conftest import (
     write_image,
 )
 
-PACKAGE_DATA = Path(__file__).resolve().parents[2] / "cka_probe" / "data"
-
 
 def _fake_imagenette(root: Path, per_class: int = 3) -> Path:
     """The layout torchvision's Imagenette extracts (imagenette2-320/val/<wnid>/*.JPEG), with tiny images."""

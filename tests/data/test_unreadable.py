@@ -13,8 +13,6 @@ from .conftest import (
     make_flat_folder,
 )
 
-PACKAGE_DATA = Path(__file__).resolve().parents[2] / "cka_probe" / "data"
-
 
 def _folder_with_a_bad_image(root: Path) -> tuple[Path, int]:
     """Four good images and one that does not decode; returns the folder and a seed drawing the bad one first."""
