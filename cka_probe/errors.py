@@ -23,6 +23,7 @@ __all__ = [
     "NotEnoughImagesError",
     "UnreadableImageError",
     "CaptureError",
+    "OutputNameError",
 ]
 
 
@@ -94,3 +95,10 @@ class UnreadableImageError(CKAProbeError):
 
 class CaptureError(CKAProbeError):
     """A forward that cannot be recorded: a hooked layer run outside the model's own forward, or batches that run different layers."""
+
+
+# Outputs and the feature cache (cka_probe.analysis: cache, zoo outputs; cka_probe._files).
+
+
+class OutputNameError(CKAProbeError):
+    """An output name that would leave its output folder, or two outputs that would get the same file name."""

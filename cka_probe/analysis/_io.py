@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .._files import atomic_path
+from .._files import atomic_path, remove_stale_temp_files, temp_prefix
 from ..errors import CKAProbeError, OutputExistsError
 
-__all__ = ["OutputExistsError", "OutputDirError", "atomic_path", "check_outputs", "check_stem", "ensure_writable_dir",
-           "new_output_dir"]
+__all__ = ["OutputDirError", "OutputExistsError", "atomic_path", "check_outputs", "ensure_writable_dir", "new_output_dir"]
 
 
 class OutputDirError(CKAProbeError):
@@ -28,7 +26,9 @@ def ensure_writable_dir(directory: str | os.PathLike, what: str = "output direct
         raise OutputDirError(f"{what} {path} is a file, not a folder; {fix}")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+        probe = path / ".write-test"
+        remove_stale_temp_files(probe)  # left by a process killed during this check
+        with tempfile.NamedTemporaryFile(dir=path, prefix=temp_prefix(probe), suffix=".tmp"):
             pass
     except OSError as exc:
         raise OutputDirError(f"cannot write to {what} {path} ({exc.strerror or exc}); {fix}") from None
@@ -67,10 +67,3 @@ def new_output_dir(directory: str | os.PathLike, what: str = "output directory",
                 folder.rmdir()  # only succeeds when empty
         raise
 
-
-def check_stem(name: str, option: str = "--name") -> str:
-    """An output file stem given by the user: a plain name that cannot leave its folder."""
-    if not name or name.strip(".") == "" or name.startswith(".") or re.search(r"[/\\\x00]", name):
-        raise CKAProbeError(f"{option} {name!r} is not a plain file name (no folders, not starting with a dot); "
-                            "choose another")
-    return name

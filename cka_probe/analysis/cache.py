@@ -1,25 +1,41 @@
 """Feature cache: one model's pooled features on one probe set, stored once and reused by every job.
 
-Each entry is keyed by everything that decides the features: the model (name, timm name, weights,
-checkpoint hash, seed of random weights), the probe images (source and the hash of the ordered image
-list, n, seed), the layer selection, pooling, token rule and layout overrides, the batch size, and
-the cka-probe version. The key is a SHA-256 of that record in canonical JSON.
+Each entry is keyed by everything that decides the features:
+
+* the model: name, timm name, weights; for a checkpoint its SHA-256; for pretrained weights the
+  ``architecture.tag`` timm resolves the name to, the hub repository (or URL) and the SHA-256 of the
+  local weights file (:func:`cka_probe.models.pretrained_record`); for random weights their seed;
+* the probe images: source, n, seed, the hash of the ordered image list and the hash of their content
+  (the bytes of every image file, or the decoded pixels of images held in memory), so an image edited in
+  place gives another key;
+* the layer selection, pooling, token rule and layout overrides, the batch size;
+* the versions of cka-probe, torch and timm.
+
+The key is a SHA-256 of that record in canonical JSON. File hashes are computed once per process for each
+version (path, size, modification time, inode) of a file.
 
 An entry is two files in the cache directory:
 
-* ``<model>-<key>.safetensors``: the ``(n, C)`` float32 features, one tensor per layer (no pickle);
+* ``<model>-<key>.safetensors``: the ``(n, C)`` float32 features, one tensor per layer (no pickle), with
+  the layer order in its metadata;
 * ``<model>-<key>.json``: the key record, the layer order and facts, the data file's size and SHA-256.
 
-The sidecar is written last, atomically, so an entry without one is incomplete. A data file whose size
-or hash disagrees with its sidecar (truncated, corrupted) is never used: the features are recomputed
-with a :class:`CacheCorruptWarning`. The directory is ``$CKA_PROBE_CACHE`` if set, else
-``$XDG_CACHE_HOME/cka-probe/features`` (``~/.cache/cka-probe/features``). Several processes, or the nodes
-of a cluster sharing the directory, can write it at once: entries are written to temporary files and
-renamed, and two writers of one key write the same bytes.
+The sidecar is written last, atomically, so an entry without one is incomplete. An entry is never used,
+and the features are recomputed with a :class:`CacheCorruptWarning`, when its data file's size or hash
+disagrees with its sidecar (truncated, corrupted), or when the layer order differs between the sidecar's
+list, its layer facts and the data file, or its layers do not match the requested selection.
+
+The directory is ``$CKA_PROBE_CACHE/features`` if ``CKA_PROBE_CACHE`` is set, else
+``$XDG_CACHE_HOME/cka-probe/features`` (``~/.cache/cka-probe/features``); downloaded data sets go to the
+``datasets`` folder beside it. Several processes, or the nodes of a cluster sharing the directory, can
+write it at once: entries are written to temporary files and renamed, and two writers of one key write
+the same bytes. A writer killed mid-write (SIGKILL) leaves a temporary file that the next write of that
+entry removes (see :mod:`cka_probe._files`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import warnings
@@ -28,19 +44,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from .._files import cache_root, sha256_file
 from .._version import __version__
 from ..capture import LayerInfo
 from ._io import atomic_path, ensure_writable_dir
 from .extract import ExtractedFeatures
-from .._files import sha256_file
 from .provenance import sha256_text
 from .result import safe_name
 
 __all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CacheCorruptWarning(UserWarning):
@@ -48,22 +65,51 @@ class CacheCorruptWarning(UserWarning):
 
 
 def default_cache_dir() -> Path:
-    """``$CKA_PROBE_CACHE``, else ``$XDG_CACHE_HOME/cka-probe/features``, else ``~/.cache/cka-probe/features``."""
-    if os.environ.get("CKA_PROBE_CACHE"):
-        return Path(os.environ["CKA_PROBE_CACHE"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "cka-probe" / "features"
+    """``$CKA_PROBE_CACHE/features``, else ``$XDG_CACHE_HOME/cka-probe/features``, else ``~/.cache/cka-probe/features``.
+
+    Downloaded data sets go to the ``datasets`` folder beside it (:func:`cka_probe.data.default_cache_dir`).
+    """
+    return cache_root() / "features"
 
 
 def feature_key(model: dict[str, Any], data: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """The record a cache entry is keyed by (see the module docstring)."""
+    """The record a cache entry is keyed by (see the module docstring).
+
+    Args:
+        model: :meth:`~cka_probe.analysis.features.ModelRequest.key_record` of the model.
+        data: the probe set's :meth:`~cka_probe.data.ProbeSet.provenance`.
+        settings: :meth:`~cka_probe.analysis.features.FeatureSettings.record`.
+    """
+    import timm
+
     return {
         "format": FORMAT_VERSION,
         "cka_probe": __version__,
-        "model": {k: model.get(k) for k in ("name", "timm_name", "weights", "checkpoint_sha256", "seed")},
-        "data": {k: data.get(k) for k in ("kind", "source", "image_list_sha256", "n", "seed")},
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        "model": {k: model.get(k) for k in ("name", "timm_name", "weights", "checkpoint_sha256", "pretrained", "seed")},
+        "data": {k: data.get(k) for k in ("kind", "source", "image_list_sha256", "content_sha256", "n", "seed")},
         "settings": settings,
     }
+
+
+def _layer_order_problem(meta: dict[str, Any], stored_order: list[str] | None, key: dict[str, Any]) -> str | None:
+    """Why the layer order of an entry cannot be trusted, or ``None``."""
+    listed = list(meta["layers"])
+    described = [info["name"] for info in meta["layer_info"]]
+    if described != listed:
+        return "its layer list and its layer facts are in different orders"
+    if stored_order != listed:
+        return "its layer list differs from the order stored with the features"
+    requested = key["settings"].get("layers")
+    if isinstance(requested, str):
+        requested = None if requested == "activations" else [requested]
+    if isinstance(requested, list) and all(isinstance(p, str) for p in requested):
+        modules = [info["module_name"] for info in meta["layer_info"]]
+        if any(not any(fnmatch.fnmatchcase(m, p) for p in requested) for m in modules) or any(
+            not any(fnmatch.fnmatchcase(m, p) for m in modules) for p in requested
+        ):
+            return "its layers differ from the requested selection"
+    return None
 
 
 def _digest(key: dict[str, Any]) -> str:
@@ -82,8 +128,11 @@ class FeatureCache:
 
     def check_writable(self) -> None:
         """Fail now, with a one-line error, if entries cannot be written (before any model runs)."""
-        ensure_writable_dir(self.directory, "feature cache directory",
-                            "choose another with --cache-dir (or $CKA_PROBE_CACHE), or pass --no-cache")
+        ensure_writable_dir(
+            self.directory,
+            "feature cache directory",
+            "choose another with --cache-dir (or $CKA_PROBE_CACHE), or pass --no-cache",
+        )
 
     def paths(self, key: dict[str, Any]) -> tuple[Path, Path]:
         stem = f"{safe_name(str(key['model']['name']))}-{_digest(key)[:24]}"
@@ -106,21 +155,31 @@ class FeatureCache:
             elif sha256_file(data_path) != meta["sha256"]:
                 problem = "its data file's SHA-256 does not match"
             if problem is None:
-                tensors = load_file(str(data_path))
-                features = {name: tensors[name] for name in meta["layers"]}
-        except (OSError, ValueError, KeyError) as exc:  # unreadable JSON, bad safetensors header, missing tensor
+                with safe_open(str(data_path), framework="pt") as handle:
+                    stored_order = json.loads((handle.metadata() or {}).get("layers", "null"))
+                    problem = _layer_order_problem(meta, stored_order, key)
+                    if problem is None:
+                        features = {name: handle.get_tensor(name) for name in meta["layers"]}
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:  # bad JSON or header, no tensor
             problem = f"it cannot be read ({type(exc).__name__}: {exc})"
         if problem is not None:
-            warnings.warn(f"cache entry {data_path.name} is not used: {problem}; recomputing it", CacheCorruptWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"cache entry {data_path.name} is not used: {problem}; recomputing it",
+                CacheCorruptWarning,
+                stacklevel=2,
+            )
             return None
         return ExtractedFeatures(
             features=features,
             layers=[LayerInfo(**{**info, "raw_shape": tuple(info["raw_shape"])}) for info in meta["layer_info"]],
             n=int(meta["n"]),
             seconds=0.0,
-            extra={"cache": str(data_path), "cached": True, "model": meta.get("model"),
-                   "seconds_when_computed": meta.get("seconds")},
+            extra={
+                "cache": str(data_path),
+                "cached": True,
+                "model": meta.get("model"),
+                "seconds_when_computed": meta.get("seconds"),
+            },
         )
 
     def save(self, key: dict[str, Any], extracted: ExtractedFeatures) -> Path:
@@ -129,7 +188,15 @@ class FeatureCache:
         data_path, meta_path = self.paths(key)
         tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in extracted.features.items()}
         with atomic_path(data_path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": str(FORMAT_VERSION), "key_sha256": _digest(key)})
+            save_file(
+                tensors,
+                str(tmp),
+                metadata={
+                    "format": str(FORMAT_VERSION),
+                    "key_sha256": _digest(key),
+                    "layers": json.dumps(list(tensors)),
+                },
+            )
         meta = {
             "key": key,
             "layers": list(extracted.features),

@@ -35,7 +35,6 @@ from pydantic import Field, field_validator, model_validator
 from .._choices import Estimator, Kernel, Labels, Pool, Tokens, Weights
 from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
-from ._io import check_stem
 from .estimation import CKASettings
 from .features import FeatureSettings, ModelRequest
 from .provenance import sha256_text
@@ -56,13 +55,13 @@ def _formats(value: Any) -> Any:
 
 
 def _stem(value: str | None) -> str | None:
+    from .result import check_output_name
+
     if value is not None:
         try:
-            check_stem(value)
-        except ConfigError:
-            raise
+            check_output_name(value, "output.name")
         except CKAProbeError:
-            raise ValueError("must be a plain file name (no folders, not starting with a dot)") from None
+            raise ValueError("must be a plain file name that stays in output.dir (no '/' nor '..')") from None
     return value
 
 

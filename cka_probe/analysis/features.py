@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
+from .._files import sha256_file_checked
 from ..errors import CKAProbeError
 from .cache import FeatureCache, feature_key
 from .extract import ExtractedFeatures, extract_features
-from .._files import sha256_file
 
-__all__ = ["ModelRequest", "FeatureSettings", "model_features", "resolve_cache"]
+__all__ = ["FeatureSettings", "ModelRequest", "model_features", "resolve_cache"]
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,23 @@ class ModelRequest:
         return self.label or self.name
 
     def key_record(self) -> dict[str, Any]:
-        """What identifies this model's weights without building it."""
-        from ..models import resolve_name
+        """What identifies this model's weights without building it (or downloading anything).
+
+        ``checkpoint_sha256`` is the SHA-256 of a checkpoint; ``pretrained`` the pretrained tag timm resolves
+        the name to, where the weights come from and the SHA-256 of their local file when it is in the hub
+        cache (see :func:`cka_probe.models.pretrained_record`).
+        """
+        from ..models import pretrained_record, resolve_name
 
         spec = resolve_name(self.name)
-        checkpoint_sha = sha256_file(self.checkpoint) if self.checkpoint else None
+        checkpoint_sha = sha256_file_checked(self.checkpoint) if self.checkpoint else None
         weights = "checkpoint" if self.checkpoint else self.weights
         return {
             "name": self.name,
             "timm_name": spec.timm_name,
             "weights": weights,
             "checkpoint_sha256": checkpoint_sha,
+            "pretrained": pretrained_record(spec.timm_name) if weights == "pretrained" else None,
             "seed": self.seed if weights == "random" else None,
         }
 
@@ -68,8 +74,13 @@ class FeatureSettings:
 
     def record(self) -> dict[str, Any]:
         layers = self.layers if isinstance(self.layers, str) else list(self.layers)
-        return {"layers": layers, "tokens": self.tokens, "pool": self.pool, "layouts": [list(p) for p in self.layouts],
-                "batch_size": self.batch_size}
+        return {
+            "layers": layers,
+            "tokens": self.tokens,
+            "pool": self.pool,
+            "layouts": [list(p) for p in self.layouts],
+            "batch_size": self.batch_size,
+        }
 
 
 def resolve_cache(cache: FeatureCache | str | Path | bool | None) -> FeatureCache | None:
@@ -106,13 +117,20 @@ def model_features(
         if hit is not None:
             hit.features = {name: t.to(device) for name, t in hit.features.items()}
             return hit
-    loaded = load_model(request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed,
-                        device=device)
+    loaded = load_model(
+        request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed, device=device
+    )
     extracted = extract_features(
         loaded.model,
         (images for images, _ in batches(probe, transform_for(loaded), settings.batch_size or probe.n)),
-        layers=settings.layers, tokens=settings.tokens, pool=settings.pool, layouts=dict(settings.layouts) or None,
-        device=device, total=probe.n, desc=request.display, progress=progress,
+        layers=settings.layers,
+        tokens=settings.tokens,
+        pool=settings.pool,
+        layouts=dict(settings.layouts) or None,
+        device=device,
+        total=probe.n,
+        desc=request.display,
+        progress=progress,
     )
     if extracted.n != probe.n:
         raise CKAProbeError(f"{request.display} saw {extracted.n} images instead of {probe.n}")
@@ -121,6 +139,8 @@ def model_features(
         provenance["family"] = request.family
     extracted.extra.update({"model": provenance, "cached": False})
     if key is not None:
+        # pretrained weights downloaded just now have a local file to hash: store under the key that names it
+        key = feature_key(request.key_record(), probe.provenance(), settings.record())
         extracted.extra["cache"] = str(cache.save(key, extracted))
     del loaded
     return extracted

@@ -1,8 +1,13 @@
 """Ray executor for zoo jobs: one Ray task per model's feature extraction, pairs computed on the driver.
 
-Each task loads the probe set itself from the same source (and checks that its image list hashes to
-the driver's), builds its model, runs it (on a GPU when the cluster has them: the task asks for one),
-and writes the features into the feature cache directory before returning them. On a multi-node cluster,
+Each task loads the probe set itself from the same source (and checks that its image list and the
+images' content hash to the driver's), builds its model, runs it (on a GPU when the cluster has them:
+the task asks for one), and writes the features into the feature cache directory before returning them.
+Tasks are named ``cka-probe features LABEL`` (Ray's dashboard and the worker's process title show it).
+
+A task whose worker dies (killed, out of memory, node lost) is run again, up to :data:`MAX_RETRIES`
+times (Ray's ``max_retries``); when every try dies, or the task fails in Ray in any other way, the model
+is recorded as failed, as a model that cannot be built is, and the other models go on. On a multi-node cluster,
 every node must see the same data source path and, for reuse across jobs, the same cache directory
 (a shared filesystem); see the README's "Model zoos on a Ray cluster".
 
@@ -20,17 +25,31 @@ from .cache import FeatureCache
 from .extract import ExtractedFeatures
 from .features import FeatureSettings, ModelRequest
 
-__all__ = ["RayUnavailableError", "ray_features_for_models", "CONNECT_TIMEOUT_S"]
+__all__ = ["CONNECT_TIMEOUT_S", "MAX_RETRIES", "RayUnavailableError", "ray_features_for_models", "task_name"]
 
 CONNECT_TIMEOUT_S = 10.0
+
+#: How many times a task whose worker died is run again before its model is recorded as failed.
+MAX_RETRIES = 2
 
 
 class RayUnavailableError(CKAProbeError):
     """Ray is not installed, or the cluster cannot be reached."""
 
 
-def _extract_task(request: ModelRequest, probe_spec: dict[str, Any], probe_sha: str, settings: FeatureSettings,
-                  cache_dir: str | None, use_gpu: bool):
+def task_name(label: str) -> str:
+    """The Ray task name of a model's feature extraction (shown as the worker's process title, ``ray::NAME``)."""
+    return f"cka-probe features {label}"
+
+
+def _extract_task(
+    request: ModelRequest,
+    probe_spec: dict[str, Any],
+    probe_sha: tuple[str, str],
+    settings: FeatureSettings,
+    cache_dir: str | None,
+    use_gpu: bool,
+):
     """Runs on a Ray worker: one model's features (or its failure record)."""
     import torch
 
@@ -38,12 +57,16 @@ def _extract_task(request: ModelRequest, probe_spec: dict[str, Any], probe_sha: 
     from .multi import ModelFailure, safe_model_features
 
     probe = load_probe_set(**probe_spec)
-    if probe.image_list_sha256 != probe_sha:
-        return ModelFailure(request.display, f"this worker's probe images differ from the driver's ({probe.source}); "
-                            "every node must see the same data", "ProbeMismatch")
+    if (probe.image_list_sha256, probe.content_sha256) != probe_sha:
+        return ModelFailure(
+            request.display,
+            f"this worker's probe images differ from the driver's ({probe.source}); every node must see the same data",
+            "ProbeMismatch",
+        )
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-    result = safe_model_features(request, probe, settings, device=device,
-                                 cache=FeatureCache(cache_dir) if cache_dir else None, progress=False)
+    result = safe_model_features(
+        request, probe, settings, device=device, cache=FeatureCache(cache_dir) if cache_dir else None, progress=False
+    )
     if isinstance(result, ExtractedFeatures):
         result.features = {k: v.cpu() for k, v in result.features.items()}
     return result
@@ -63,7 +86,9 @@ def ray_features_for_models(
     try:
         import ray
     except ImportError:
-        raise RayUnavailableError('Ray is not installed; pip install "cka-probe[ray]" or use --executor local') from None
+        raise RayUnavailableError(
+            'Ray is not installed; pip install "cka-probe[ray]" or use --executor local'
+        ) from None
     from tqdm.auto import tqdm
 
     started_here = not ray.is_initialized()
@@ -71,10 +96,13 @@ def ray_features_for_models(
         _connect(ray, address)
     try:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(_extract_task).options(num_gpus=1 if use_gpu else 0, max_retries=0)
+        task = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=MAX_RETRIES)(_extract_task)
         cache_dir = str(cache.directory) if cache is not None else None
+        probe_sha = (probe.image_list_sha256, probe.content_sha256)
         futures = {
-            task.remote(r, probe_spec, probe.image_list_sha256, settings[r.display], cache_dir, use_gpu): r.display
+            task.options(name=task_name(r.display)).remote(
+                r, probe_spec, probe_sha, settings[r.display], cache_dir, use_gpu
+            ): r.display
             for r in requests
         }
         results: dict[str, Any] = {}
@@ -82,12 +110,30 @@ def ray_features_for_models(
         with tqdm(total=len(pending), desc="models (ray)", unit="model", disable=not progress) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                results[futures[done[0]]] = ray.get(done[0])
+                label = futures[done[0]]
+                try:
+                    results[label] = ray.get(done[0])
+                except ray.exceptions.RayError as exc:  # the worker died on every try, or Ray lost the task
+                    results[label] = _ray_failure(ray, label, exc)
                 bar.update(1)
         return {r.display: results[r.display] for r in requests}
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _ray_failure(ray, label: str, exc: Exception):
+    from .multi import ModelFailure
+
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(
+        exc, ray.exceptions.WorkerCrashedError | ray.exceptions.OutOfMemoryError | ray.exceptions.NodeDiedError
+    ):
+        detail = (
+            f"its Ray worker died on each of {MAX_RETRIES + 1} tries ({type(exc).__name__}: {detail}); "
+            "rerun the job to try it again"
+        )
+    return ModelFailure(label, detail, type(exc).__name__)
 
 
 def _connect(ray, address: str | None) -> None:
@@ -107,4 +153,6 @@ def _connect(ray, address: str | None) -> None:
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, TimeoutError) as exc:
-        raise RayUnavailableError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+        raise RayUnavailableError(
+            f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}"
+        ) from None

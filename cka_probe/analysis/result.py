@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import CKAProbeError
+from ..errors import CKAProbeError, OutputNameError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .summary import DEFAULT_BAND, diagonal_band_mean
 
-__all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "safe_name", "FIGURE_FORMATS"]
+__all__ = ["CKAResult", "check_formats", "check_output_name", "output_paths", "output_stem", "safe_name",
+           "FIGURE_FORMATS"]
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
@@ -47,8 +49,28 @@ def check_formats(formats, option: str = "--format") -> list[str]:
     return formats
 
 
+def check_output_name(name: str, option: str) -> str:
+    """``name`` when it is a plain file name that stays in its output folder, else :class:`OutputNameError`.
+
+    Args:
+        name: the file stem asked for.
+        option: how the user gave it (``output.name``), for the message.
+
+    >>> check_output_name("figure_3", "output.name")
+    'figure_3'
+    """
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not name or name in (".", "..") or "\0" in name or any(sep in name for sep in separators):
+        raise OutputNameError(
+            f"{option} {name!r} is not a plain file name: outputs must stay in the output folder; "
+            "give a name without '/' or '..' and choose the folder with output.dir / --out"
+        )
+    return name
+
+
 def output_paths(directory: str | Path, stem: str, formats=("png",)) -> dict[str, Path]:
-    """Where a result is saved: ``csv``, ``json`` and one entry per figure format."""
+    """Where a result is saved: ``csv``, ``json`` and one entry per figure format (``stem`` is checked)."""
+    check_output_name(stem, "output name")
     directory = Path(directory)
     out = {"csv": directory / f"{stem}.csv", "json": directory / f"{stem}.json"}
     for fmt in check_formats(formats):

@@ -42,15 +42,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._version import __version__
+from ..errors import CKAProbeError, OutputNameError
 from ._io import atomic_path, ensure_writable_dir, new_output_dir
-from ..errors import CKAProbeError
 from .config import ConfigError, JobConfig
 from .extract import resolve_device
 from .features import resolve_cache
 from .estimation import CKASettings, pair_tables, pooling_description
 from .multi import ModelFailure, features_for_models, model_provenance
 from .provenance import environment, package_versions, sha256_text
-from .result import _jsonable, output_stem
+from .result import _jsonable, output_stem, safe_name
 from .summary import depth_correspondence, diagonal_band_mean
 from .tables import long_table
 
@@ -87,6 +87,8 @@ def run_zoo(
 
     A run that fails leaves no empty output folder nor an empty state folder behind.
     """
+    if config.output.get("per_pair"):
+        _check_pair_file_names([m.display for m in config.models])
     with new_output_dir(Path(output_dir or config.output["dir"])) as out:
         try:
             return _run_zoo(config, out, executor=executor, ray_address=ray_address, cache=cache,
@@ -174,6 +176,26 @@ def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | 
 
 
 # --------------------------------------------------------------------------- stages
+
+
+def _check_pair_file_names(labels: list[str]) -> None:
+    """Refuse labels whose per-pair files would share a name (``net/a`` and ``net_a``), before any model runs.
+
+    File names are compared without case, as case-insensitive file systems (macOS, Windows) do.
+    """
+    seen: dict[str, str] = {}
+    for label in labels:
+        clean = safe_name(label)
+        if not clean:
+            raise OutputNameError(
+                f"model label {label!r} has no character usable in a file name; set a label: for it in the config"
+            )
+        other = seen.setdefault(clean.casefold(), label)
+        if other != label:
+            raise OutputNameError(
+                f"models {other!r} and {label!r} would write the same per-pair files (pairs/{clean}_vs_...); "
+                "set distinct label: values for them in the config"
+            )
 
 
 def _finished_job(out: Path, digest: str, overwrite: bool) -> ZooResult | None:

@@ -57,11 +57,11 @@ def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b
     """
     from ..analysis import output_paths, output_stem
     from ..analysis import compare as run_compare
-    from ..analysis._io import check_outputs, check_stem, new_output_dir
-    from ..analysis.result import check_formats
+    from ..analysis._io import check_outputs, new_output_dir
+    from ..analysis.result import check_formats, check_output_name
 
     fmt = check_formats(opt.split_formats(formats), option="--format")
-    stem = check_stem(name, "--name") if name else output_stem(model_a, model_b)
+    stem = check_output_name(name, "--name") if name else output_stem(model_a, model_b)
     layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
     with new_output_dir(out) as directory:  # fails before any model runs; removed again if nothing is written
         check_outputs(output_paths(directory, stem, fmt).values(), overwrite)

@@ -64,14 +64,20 @@ def folder_pool(root: str | os.PathLike) -> Pool:
             class_names=None,
             load=path_loader([str(root / name) for name in flat]),
             from_files=True,
+            paths=[str(root / name) for name in flat],
         )
     if not samples:
         raise DataNotFoundError(
             f"probe image directory {root} holds no images ({' '.join(IMG_EXTENSIONS)}), neither at its top level "
             f"nor in class folders; {_FALLBACK}"
         )
-    return _labelled_files_pool("folder", f"image folder {root} ({len(classes)} class folders, {len(samples)} images)",
-                                root, samples, tuple(classes))
+    return _labelled_files_pool(
+        "folder",
+        f"image folder {root} ({len(classes)} class folders, {len(samples)} images)",
+        root,
+        samples,
+        tuple(classes),
+    )
 
 
 def _labelled_files_pool(kind: str, source: str, root: Path, samples, class_names: tuple[str, ...]) -> Pool:
@@ -84,6 +90,7 @@ def _labelled_files_pool(kind: str, source: str, root: Path, samples, class_name
         class_names=class_names,
         load=path_loader([path for path, _ in samples]),
         from_files=True,
+        paths=[path for path, _ in samples],
     )
 
 
@@ -118,5 +125,10 @@ def imagenette_pool(root: str | os.PathLike, size: str = "320px") -> Pool:
         raise DataNotFoundError(
             f"Imagenette ({size}) in {root} holds no validation images; delete that folder to download it again"
         )
-    return _labelled_files_pool("imagenette", f"Imagenette {size} validation split ({root})", root, samples,
-                                tuple(names[0] for names in dataset.classes))
+    return _labelled_files_pool(
+        "imagenette",
+        f"Imagenette {size} validation split ({root})",
+        root,
+        samples,
+        tuple(names[0] for names in dataset.classes),
+    )

@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
-from torchvision.datasets.folder import default_loader
 
+from .._files import sha256_file
 from ..errors import NotEnoughImagesError, UnreadableImageError
-from ._probe_set import ImageId, LazyImages, ProbeSet, balanced_order
+from ._probe_set import ImageId, LazyImages, ProbeSet, balanced_order, image_content_sha256, pixels_sha256
 
-__all__ = ["Pool", "draw", "path_loader"]
+__all__ = ["Pool", "draw", "path_loader", "read_rgb"]
 
 #: What decoding an image file can raise: unreadable or truncated data, unknown format, oversized image.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -31,6 +32,8 @@ class Pool:
         class_names: Name per class index, or ``None``.
         load: Position in the pool -> PIL RGB image (picklable).
         from_files: True when images are decoded from files that may be unreadable (checked when drawn).
+        paths: File path per position when images are files (their bytes name their content), else ``None``
+            (the decoded pixels do).
         shuffle: False keeps the pool's own order (synthetic images).
         synthetic: True for generated images.
     """
@@ -44,15 +47,53 @@ class Pool:
     from_files: bool = False
     shuffle: bool = True
     synthetic: bool = False
+    paths: Sequence[str] | None = None
+
+
+#: Pillow's modes of 16-bit greyscale pixels (PNG, TIFF, PGM). Older Pillow opens 16-bit PNGs as ``"I"``.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """An image file as an 8-bit RGB PIL image, at its real brightness.
+
+    8-bit files are converted by Pillow (``Image.convert("RGB")``, as torchvision's loader does). 16-bit
+    greyscale files are scaled to 8 bits, ``round(v / 257)`` (65535 -> 255), where Pillow's own conversion
+    would clip every value above 255 to white. Images of 32-bit integer or float pixels have no defined
+    brightness range and are refused.
+
+    Raises:
+        UnreadableImageError: a 32-bit integer or floating-point image (other than a 16-bit PNG).
+        OSError, ValueError, SyntaxError, DecompressionBombError: the file does not decode.
+    """
+    with open(path, "rb") as handle:
+        image = Image.open(handle)
+        image.load()
+    if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
+        levels = np.rint(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(levels, mode="L").convert("RGB")
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise UnreadableImageError(
+            f"{kind} pixels have no defined brightness range; save the image as 8- or 16-bit (PNG, JPEG, TIFF)"
+        )
+    return image.convert("RGB")
 
 
 def _load_path(paths: Sequence[str], position: int) -> Image.Image:
-    return default_loader(paths[position])
+    return read_rgb(paths[position])
 
 
 def path_loader(paths: Sequence[str]) -> Callable[[int], Image.Image]:
-    """A picklable ``position -> PIL RGB image`` over image files, decoded with torchvision's ``default_loader``."""
+    """A picklable ``position -> PIL RGB image`` over image files, decoded with :func:`read_rgb`."""
     return functools.partial(_load_path, tuple(paths))
+
+
+def _content_sha256(pool: Pool, position: int) -> str:
+    """SHA-256 of one image's content: its file's bytes, or its decoded pixels for images held in memory."""
+    if pool.paths is not None:
+        return sha256_file(pool.paths[position])
+    return pixels_sha256(pool.load(position))
 
 
 def _check_readable(pool: Pool, position: int) -> str | None:
@@ -101,7 +142,7 @@ def draw(pool: Pool, n: int, seed: int, skip_bad: bool = False, root: Path | Non
                 if not skip_bad:
                     where = root / str(image_id) if root is not None else image_id
                     raise UnreadableImageError(
-                        f"cannot read image {where} ({problem}); remove or replace it, or pass skip_bad=True to skip it"
+                        f"cannot read image {where} ({problem}); remove or replace it, or skip it with --skip-bad (data.skip_bad: true in a config)"
                     )
                 skipped.append(image_id)
                 continue
@@ -112,6 +153,7 @@ def draw(pool: Pool, n: int, seed: int, skip_bad: bool = False, root: Path | Non
             f"ask for n <= {available - len(skipped)} or replace the unreadable files"
         )
     return ProbeSet(
+        content_sha256=image_content_sha256(_content_sha256(pool, p) for p in chosen),
         images=LazyImages(pool.load, chosen),
         labels=None if pool.labels is None else tuple(int(pool.labels[p]) for p in chosen),
         class_names=pool.class_names,

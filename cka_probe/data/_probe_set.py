@@ -10,13 +10,13 @@ order files are listed in, and a smaller ``n`` gives a prefix of a larger one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 from PIL import Image
 
-__all__ = ["LazyImages", "ProbeSet", "balanced_order", "image_list_sha256"]
+__all__ = ["LazyImages", "ProbeSet", "balanced_order", "image_content_sha256", "image_list_sha256", "pixels_sha256"]
 
 ImageId = str | int
 
@@ -56,7 +56,8 @@ def image_list_sha256(kind: str, image_ids: Sequence[ImageId]) -> str:
     """SHA-256 naming an ordered list of images: the source kind, then the ids, one per line.
 
     The kind (e.g. ``"folder"``, ``"fashion-mnist-test"``) rather than a path is hashed, so the same
-    relative files under another mount point hash the same. The hash names the list, not the pixels.
+    relative files under another mount point hash the same. The hash names the list, not the pixels
+    (:func:`image_content_sha256` names those).
 
     Example:
         >>> image_list_sha256("folder", ["a.png", "b.png"]) == image_list_sha256("folder", ["b.png", "a.png"])
@@ -65,6 +66,25 @@ def image_list_sha256(kind: str, image_ids: Sequence[ImageId]) -> str:
     digest = hashlib.sha256(f"cka-probe image list v1\n{kind}".encode())
     for image_id in image_ids:
         digest.update(b"\n" + str(image_id).encode())
+    return digest.hexdigest()
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    """SHA-256 of a decoded image: its mode, size and pixel bytes."""
+    digest = hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}\n".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def image_content_sha256(image_digests: Iterable[str]) -> str:
+    """SHA-256 naming the content of an ordered list of images, from one SHA-256 per image.
+
+    Each image's digest is that of its file's bytes (image files) or of its decoded pixels
+    (:func:`pixels_sha256`, for images held in memory), so an edited file gives another hash.
+    """
+    digest = hashlib.sha256(b"cka-probe image content v1")
+    for image_digest in image_digests:
+        digest.update(b"\n" + image_digest.encode())
     return digest.hexdigest()
 
 
@@ -91,9 +111,7 @@ def balanced_order(image_ids: Sequence[ImageId], labels: Sequence[Hashable] | No
     groups: dict[Hashable, list[int]] = {}
     for position in range(len(image_ids)):
         groups.setdefault(0 if labels is None else labels[position], []).append(position)
-    queues = [
-        sorted(members, key=lambda p: _shuffle_key(seed, image_ids[p])) for _, members in sorted(groups.items())
-    ]
+    queues = [sorted(members, key=lambda p: _shuffle_key(seed, image_ids[p])) for _, members in sorted(groups.items())]
     order: list[int] = []
     for rank in range(max((len(q) for q in queues), default=0)):
         order.extend(queue[rank] for queue in queues if rank < len(queue))
@@ -115,6 +133,9 @@ class ProbeSet:
         skipped: Ids of unreadable images that were skipped (``skip_bad=True``).
         synthetic: True for generated images (smoke tests only, never results).
         image_list_sha256: SHA-256 of the kind and the ordered ids (computed, see :func:`image_list_sha256`).
+        content_sha256: SHA-256 of the images' content in order (see :func:`image_content_sha256`): the
+            bytes of each image file, or the decoded pixels of images held in memory (computed from
+            ``images`` when not given).
     """
 
     images: Sequence[Image.Image] = field(compare=False, repr=False)
@@ -126,6 +147,7 @@ class ProbeSet:
     seed: int
     skipped: tuple[ImageId, ...] = ()
     synthetic: bool = False
+    content_sha256: str | None = None
     image_list_sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +158,8 @@ class ProbeSet:
                 f"{'no' if self.labels is None else len(self.labels)} labels; build it with load_probe_set"
             )
         object.__setattr__(self, "image_list_sha256", image_list_sha256(self.kind, self.image_ids))
+        if self.content_sha256 is None:
+            object.__setattr__(self, "content_sha256", image_content_sha256(pixels_sha256(im) for im in self.images))
 
     @property
     def n(self) -> int:
@@ -153,13 +177,15 @@ class ProbeSet:
         return counts
 
     def provenance(self) -> dict[str, Any]:
-        """A JSON-ready record of the probe set: source, kind, n, seed, list hash, skipped files, class counts."""
+        """A JSON-ready record of the probe set: source, kind, n, seed, list and content hashes, skipped files,
+        class counts."""
         return {
             "source": self.source,
             "kind": self.kind,
             "n": self.n,
             "seed": self.seed,
             "image_list_sha256": self.image_list_sha256,
+            "content_sha256": self.content_sha256,
             "synthetic": self.synthetic,
             "skipped": list(self.skipped),
             "class_counts": self.class_counts(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._files import cache_root
 from ..errors import DataNotFoundError
 from ._fashion_mnist import DEBIAN_FASHION_MNIST, embedded_pool, fashion_mnist_pool
 from ._folders import folder_pool, imagenette_pool
@@ -19,15 +20,12 @@ SOURCES = ("embedded", "fashion-mnist[:DIR]", "imagenette[:SIZE]", "synthetic")
 
 
 def default_cache_dir() -> Path:
-    """Where downloaded data sets go.
+    """Where downloaded data sets go: the ``datasets`` folder of :func:`cka_probe._files.cache_root`.
 
-    Returns:
-        ``$CKA_PROBE_CACHE`` if set, else ``$XDG_CACHE_HOME/cka-probe``, else ``~/.cache/cka-probe``.
+    That is ``$CKA_PROBE_CACHE/datasets`` if ``CKA_PROBE_CACHE`` is set, else ``$XDG_CACHE_HOME/cka-probe/datasets``,
+    else ``~/.cache/cka-probe/datasets``; feature files go to the ``features`` folder beside it, never here.
     """
-    if os.environ.get("CKA_PROBE_CACHE"):
-        return Path(os.environ["CKA_PROBE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "cka-probe"
+    return cache_root() / "datasets"
 
 
 def _pool(source: str, n: int, seed: int, root: str | os.PathLike | None) -> tuple[Pool, Path | None]:

@@ -14,7 +14,7 @@ Public API::
 
 from ._checkpoint import CHECKPOINT_KEYS, CheckpointKeysWarning, LoadedCheckpoint, load_checkpoint
 from ._load import WEIGHTS, LoadedModel, load_model, transform_for
-from ._pretrained import create_pretrained
+from ._pretrained import create_pretrained, pretrained_record
 from ._registry import (
     ALIASES,
     FAMILIES,
@@ -38,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "create_pretrained",
     "family_of",
+    "pretrained_record",
     "list_models",
     "load_checkpoint",
     "load_model",

@@ -12,15 +12,20 @@ timm fetches the weights through ``huggingface_hub``, which honours ``HF_HUB_OFF
 
 from __future__ import annotations
 
+import os
+import urllib.parse
+from typing import Any
+
 import huggingface_hub
 import timm
 import timm.models
 from huggingface_hub.errors import HfHubHTTPError
 from torch import nn
 
+from .._files import sha256_file_checked
 from ..errors import WeightsUnavailableError
 
-__all__ = ["create_pretrained"]
+__all__ = ["create_pretrained", "pretrained_record"]
 
 _ALTERNATIVES = (
     "use random weights (--weights random), a local checkpoint (--checkpoint-a/--checkpoint-b PATH), "
@@ -41,6 +46,44 @@ def _hub_cached(repo_id: str, revision: str | None, filenames: tuple[str, ...]) 
         isinstance(huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision), str)
         for filename in filenames
     )
+
+
+def _local_weights_file(cfg) -> str | None:
+    """The local file timm would load ``cfg``'s weights from, when it is there already (nothing is downloaded)."""
+    if cfg.hf_hub_id:
+        repo_id, revision, filenames = _hub_files(cfg)
+        for filename in filenames:  # timm's order: safetensors first
+            path = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision)
+            if isinstance(path, str):
+                return path
+        return None
+    if cfg.url:
+        import torch.hub
+
+        name = os.path.basename(urllib.parse.urlparse(cfg.url).path)
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", name)
+        return path if os.path.isfile(path) else None
+    if cfg.file and os.path.isfile(cfg.file):
+        return cfg.file
+    return None
+
+
+def pretrained_record(timm_name: str) -> dict[str, Any]:
+    """What names the pretrained weights timm would load for ``timm_name``, resolved without downloading.
+
+    Returns:
+        ``tag``: the ``architecture.tag`` timm resolves the name to (its default tag when the name has
+        none); ``source``: the hub repository (``hf-hub:REPO[@REVISION]``), URL or file the weights come
+        from; ``sha256``: the SHA-256 of the local weights file when it is in the Hugging Face (or torch
+        hub) cache, else ``None``. Everything is ``None`` when timm publishes no weights for the name.
+    """
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    if cfg is None:
+        return {"tag": None, "source": None, "sha256": None}
+    tag = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+    source = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else (cfg.url or cfg.file or None)
+    path = _local_weights_file(cfg)
+    return {"tag": tag, "source": source, "sha256": sha256_file_checked(path) if path else None}
 
 
 def _hub_unreachable_reason(repo_id: str, revision: str | None, filename: str) -> str | None:

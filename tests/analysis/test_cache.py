@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from cka_probe._files import STALE_AFTER_S, atomic_path
 from cka_probe.analysis import compare
-from cka_probe.analysis.cache import CacheCorruptWarning, FeatureCache
+from cka_probe.analysis.cache import CacheCorruptWarning, FeatureCache, feature_key
 from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
 from cka_probe.data import load_probe_set
 
 
 def _compare(cache, **kw):
-    return compare("test_resnet", "test_vit", "embedded", n=8, weights="random", progress=False, device="cpu",
-                   cache=cache, **kw)
+    return compare(
+        "test_resnet", "test_vit", "embedded", n=8, weights="random", progress=False, device="cpu", cache=cache, **kw
+    )
 
 
 def test_second_compare_reuses_both_models_features(tmp_path, monkeypatch):
@@ -74,4 +82,197 @@ def test_no_cache_writes_nothing(tmp_path, monkeypatch):
     _compare(False)
     assert list(tmp_path.iterdir()) == []
     _compare(True)
-    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 2
+
+
+# --------------------------------------------------------------------------- what the key covers
+
+
+def _features(cache, source="embedded", request=None, **settings):
+    probe = load_probe_set(source, n=8)
+    return model_features(
+        request or ModelRequest("test_resnet", weights="random"),
+        probe,
+        FeatureSettings(**settings),
+        cache=cache,
+        progress=False,
+    )
+
+
+def _assert_features_differ(a, b):
+    assert list(a.features) == list(b.features)
+    assert not all(np.array_equal(a.features[k].numpy(), b.features[k].numpy()) for k in a.features)
+
+
+def _assert_features_equal(a, b):
+    assert list(a.features) == list(b.features)
+    for name in a.features:
+        np.testing.assert_array_equal(a.features[name].numpy(), b.features[name].numpy())
+
+
+def test_images_edited_in_place_are_a_new_key(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"img_{i}.png")
+    cache = FeatureCache(tmp_path / "cache")
+    first = _features(cache, folder)
+    assert _features(cache, folder).extra["cached"] is True
+    for path in sorted(folder.iterdir()):  # new pixels under the same names, sizes and modification times
+        stat = path.stat()
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    edited = _features(cache, folder)
+    assert edited.extra["cached"] is False
+    _assert_features_differ(edited, first)
+    _assert_features_equal(edited, _features(None, folder))  # what the edited images give without any cache
+    assert _features(cache, folder).extra["cached"] is True
+
+
+def test_other_torch_or_timm_versions_are_a_new_key(tmp_path, monkeypatch):
+    import timm
+    import torch
+
+    cache = FeatureCache(tmp_path)
+    _features(cache)
+    monkeypatch.setattr(timm, "__version__", "9.9.9")
+    assert _features(cache).extra["cached"] is False
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert _features(cache).extra["cached"] is False
+    assert _features(cache).extra["cached"] is True
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_a_rewritten_checkpoint_is_a_new_key(tmp_path):
+    import timm
+    import torch
+
+    checkpoint = tmp_path / "weights.pth"
+    torch.manual_seed(1)
+    torch.save(timm.create_model("test_resnet").state_dict(), checkpoint)
+    request = ModelRequest("test_resnet", checkpoint=str(checkpoint))
+    cache = FeatureCache(tmp_path / "cache")
+    first = _features(cache, request=request)
+    torch.manual_seed(2)
+    torch.save(timm.create_model("test_resnet").state_dict(), checkpoint)
+    again = _features(cache, request=request)
+    assert again.extra["cached"] is False
+    _assert_features_differ(again, first)
+
+
+def _entry(tmp_path, **settings):
+    cache = FeatureCache(tmp_path)
+    reference = _features(cache, **settings)
+    data_file = next(tmp_path.glob("*.safetensors"))
+    return cache, reference, data_file, data_file.with_suffix(".json")
+
+
+def _swap(items, i, j):
+    items[i], items[j] = items[j], items[i]
+
+
+@pytest.mark.parametrize("edit", ["layer list", "layer list and facts"])
+def test_a_sidecar_with_another_layer_order_is_recomputed_with_a_warning(tmp_path, edit):
+    cache, reference, _, sidecar = _entry(tmp_path)
+    meta = json.loads(sidecar.read_text())
+    _swap(meta["layers"], 2, 5)
+    if edit == "layer list and facts":
+        _swap(meta["layer_info"], 2, 5)
+    sidecar.write_text(json.dumps(meta))
+    expected = "different orders" if edit == "layer list" else "differs from the order stored with the features"
+    with pytest.warns(CacheCorruptWarning, match=expected):
+        again = _features(cache)
+    assert again.extra["cached"] is False
+    _assert_features_equal(again, reference)
+    assert json.loads(sidecar.read_text())["layers"] == list(reference.features)  # the entry was rewritten
+
+
+def test_an_entry_whose_layers_differ_from_the_requested_ones_is_recomputed(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from cka_probe._files import sha256_file
+
+    patterns = ["layer1.*.act*", "layer4.*.act*"]
+    cache, reference, data_file, sidecar = _entry(tmp_path, layers=patterns)
+    assert list(reference.features) == ["layer1.0.act1", "layer1.0.act2", "layer4.0.act1", "layer4.0.act2"]
+    keep = ["layer1.0.act1", "layer1.0.act2"]  # a consistent entry that lacks the layers of the second pattern
+    tensors = load_file(str(data_file))
+    save_file({k: tensors[k] for k in keep}, str(data_file), metadata={"layers": json.dumps(keep)})
+    meta = json.loads(sidecar.read_text())
+    meta.update(
+        layers=keep, layer_info=meta["layer_info"][:2], size=data_file.stat().st_size, sha256=sha256_file(data_file)
+    )
+    sidecar.write_text(json.dumps(meta))
+    with pytest.warns(CacheCorruptWarning, match="differ from the requested selection"):
+        again = _features(cache, layers=patterns)
+    _assert_features_equal(again, reference)
+
+
+# --------------------------------------------------------------------------- temporary files left by kill -9
+
+_WRITER = """
+import sys, time
+from cka_probe._files import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half an entry")
+    print(tmp.name, flush=True)
+    time.sleep(600)
+"""
+
+
+def _writer_in_the_middle(target):
+    """A subprocess holding a half-written temporary file of ``target``; returns it and the file's name."""
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()
+    assert name.endswith(".tmp") and (target.parent / name).exists()
+    return proc, name
+
+
+def test_a_rerun_removes_the_temporary_file_of_a_writer_killed_by_sigkill(tmp_path):
+    cache = FeatureCache(tmp_path)
+    probe = load_probe_set("embedded", n=8)
+    request, settings = ModelRequest("test_resnet", weights="random"), FeatureSettings()
+    key = feature_key(request.key_record(), probe.provenance(), settings.record())
+    data_path, _ = cache.paths(key)
+    proc, name = _writer_in_the_middle(data_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert (tmp_path / name).exists() and not data_path.exists()  # kill -9: nothing could clean up
+    result = model_features(request, probe, settings, cache=cache, progress=False)
+    assert result.extra["cached"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([data_path.name, data_path.with_suffix(".json").name])
+
+
+def test_a_live_writers_temporary_file_is_kept(tmp_path):
+    target = tmp_path / "table.csv"
+    proc, name = _writer_in_the_middle(target)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text("mine\n")
+        assert (tmp_path / name).read_bytes() == b"half an entry"  # the other writer is still at work
+        assert target.read_text() == "mine\n"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    with atomic_path(target) as tmp:
+        tmp.write_text("again\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_temporary_files_that_name_no_live_process_here_go_by_age(tmp_path):
+    target = tmp_path / "table.csv"
+    legacy = tmp_path / ".table.csv.k2j4x9q1.tmp"  # written by a version that did not record its process
+    other_host = tmp_path / ".table.csv.elsewhere-12.ab12cd34.tmp"  # another node of a shared filesystem
+    other_target = tmp_path / ".summary.csv.k2j4x9q1.tmp"
+    for path in (legacy, other_host, other_target):
+        path.write_bytes(b"x")
+        old = time.time() - STALE_AFTER_S - 60
+        os.utime(path, (old, old))
+    recent = tmp_path / ".table.csv.elsewhere-13.ab12cd35.tmp"
+    recent.write_bytes(b"x")
+    with atomic_path(target) as tmp:
+        tmp.write_text("t\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["table.csv", recent.name, other_target.name])

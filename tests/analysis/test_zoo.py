@@ -5,18 +5,30 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import timm
+import torch
 
 import cka_probe.analysis.features as features_module
 import cka_probe.analysis.multi as multi_module
-from cka_probe.analysis import ConfigError, compare, parse_job_config, run_zoo
+from cka_probe.analysis import ConfigError, parse_job_config, run_zoo
+from cka_probe.analysis.result import check_output_name, output_paths
 from cka_probe.analysis.summary import depth_correspondence
+from cka_probe.data import load_probe_set
+from cka_probe.errors import OutputNameError
+
+from ..math import reference
 
 MODELS = ["test_resnet", "test_vit", {"name": "test_convnext", "family": "cnn"}, "test_efficientnet"]
 
 
 def _config(models=MODELS, **extra):
-    raw = {"weights": "random", "data": {"source": "embedded", "n": 12}, "models": models,
-           "output": {"per_pair": True}, **extra}
+    raw = {
+        "weights": "random",
+        "data": {"source": "embedded", "n": 12},
+        "models": models,
+        "output": {"per_pair": True},
+        **extra,
+    }
     return parse_job_config(raw, "zoo")
 
 
@@ -32,31 +44,72 @@ def _count_forward_passes(monkeypatch):
     return calls
 
 
-def test_one_forward_pass_per_model_and_pairs_equal_compare(tmp_path, monkeypatch):
+def _reference_features(name: str, n: int = 12) -> dict[str, np.ndarray]:
+    """Float64 pooled activations of a seeded random timm model on the embedded probe set, with plain hooks.
+
+    Written from timm's API and the recording rules, independently of the package's capture code: the
+    model is built right after ``torch.manual_seed(0)`` (cka-probe's rule for random weights), images go
+    through timm's own eval transform, every ``nn.ReLU`` / ``nn.GELU`` output is recorded in module order,
+    and maps are averaged over space (NCHW) or over patch tokens, class token dropped (NLC).
+    """
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    images = torch.stack([transform(image) for image in load_probe_set("embedded", n=n).images])
+    outputs = {}
+    names = [k for k, m in model.named_modules() if type(m) in (torch.nn.ReLU, torch.nn.GELU)]
+    hooks = [
+        model.get_submodule(k).register_forward_hook(lambda m, a, out, k=k: outputs.setdefault(k, out)) for k in names
+    ]
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    pooled = {}
+    for k in names:
+        out = outputs[k].double()
+        pooled[k] = (out.mean((2, 3)) if out.ndim == 4 else out[:, model.num_prefix_tokens :].mean(1)).numpy()
+    return pooled
+
+
+def test_one_forward_pass_per_model_and_pairs_equal_an_independent_computation(tmp_path, monkeypatch):
     calls = _count_forward_passes(monkeypatch)
     result = run_zoo(_config(), output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     assert sorted(calls) == sorted(["test_resnet", "test_vit", "test_convnext", "test_efficientnet"])
     assert len(result.summary) == 6  # 4 models: every unordered pair once
     pair = result.long[(result.long.model_a == "test_resnet") & (result.long.model_b == "test_vit")]
-    single = compare("test_resnet", "test_vit", "embedded", n=12, weights="random", progress=False,
-                     cache=tmp_path / "cache", device="cpu")
-    np.testing.assert_allclose(pair["cka"].to_numpy(), single.matrix.to_numpy().ravel(), rtol=1e-9)
-    assert list(pair["layer_a"].unique()) == list(single.matrix.index)
+    feats_a, feats_b = _reference_features("test_resnet"), _reference_features("test_vit")
+    assert list(pair["layer_a"].unique()) == list(feats_a) and list(pair["layer_b"].unique()) == list(feats_b)
+    expected = [reference.linear_cka(feats_a[a], feats_b[b]) for a in feats_a for b in feats_b]
+    np.testing.assert_allclose(pair["cka"].to_numpy(), expected, rtol=1e-6)  # float32 features: 1e-7 seen
     row = result.summary.set_index(["model_a", "model_b"]).loc[("test_resnet", "test_convnext")]
     assert bool(row["homogeneous"]) and row["family_b"] == "cnn"
-    for name in ("pairs_long.parquet", "pairs_long.csv", "pairs_summary.csv", "models.csv", "zoo_summary.png",
-                 "manifest.json", "pairs/test_resnet_vs_test_vit.png"):
+    for name in (
+        "pairs_long.parquet",
+        "pairs_long.csv",
+        "pairs_summary.csv",
+        "models.csv",
+        "zoo_summary.png",
+        "manifest.json",
+        "pairs/test_resnet_vs_test_vit.png",
+    ):
         assert (tmp_path / "out" / name).exists(), name
     assert result.manifest["complete"] and result.manifest["pairs"] == 6
 
 
 def test_a_failing_model_is_recorded_and_the_others_go_on(tmp_path):
-    result = run_zoo(_config(models=["test_resnet", "no_such_model_zz", "test_vit"]), output_dir=tmp_path / "out",
-                     cache=tmp_path / "cache", progress=False)
+    result = run_zoo(
+        _config(models=["test_resnet", "no_such_model_zz", "test_vit"]),
+        output_dir=tmp_path / "out",
+        cache=tmp_path / "cache",
+        progress=False,
+    )
     models = result.models.set_index("label")
     assert models.loc["no_such_model_zz", "status"] == "failed"
     assert "no_such_model_zz" in models.loc["no_such_model_zz", "error"]
-    assert list(result.summary[["model_a", "model_b"]].itertuples(index=False, name=None)) == [("test_resnet", "test_vit")]
+    assert list(result.summary[["model_a", "model_b"]].itertuples(index=False, name=None)) == [
+        ("test_resnet", "test_vit")
+    ]
     assert result.manifest["failures"][0]["label"] == "no_such_model_zz"
 
 
@@ -124,9 +177,14 @@ def test_depth_correspondence_on_constructed_matrices():
     rng = np.random.default_rng(0)
     random_scores = [depth_correspondence(rng.random((30, 30))) for _ in range(50)]
     assert abs(np.mean(random_scores)) < 0.1  # chance level is 0
+    # A row of NaN (a constant layer of A) drops out of A's side and its cells out of B's side, while every
+    # layer keeps its relative depth (i + 1/2) / 5. Row side: rows 0, 1, 3, 4 best match their own column
+    # (gap 0). Column side: column 2's best live row is 4 (0.3), |0.5 - 0.9| = 0.4, the others match (gap 0),
+    # mean 0.4 / 5 = 0.08. DC = 1 - 3 * (0 + 0.08) / 2 = 0.88.
     with_nan = np.eye(5)
+    with_nan[4, 2] = 0.3
     with_nan[2] = np.nan
-    assert depth_correspondence(with_nan) == pytest.approx(depth_correspondence(np.delete(np.eye(5), 2, axis=0)), abs=0.2)
+    assert depth_correspondence(with_nan) == pytest.approx(0.88, abs=1e-12)
 
 
 def test_statistics_in_the_long_table(tmp_path):
@@ -139,8 +197,12 @@ def test_statistics_in_the_long_table(tmp_path):
     long = result.long
     assert {"p_value", "ci_low", "ci_high"} <= set(long.columns) and "significant_share" in result.summary
     probe = load_probe_set("embedded", n=12)
-    feats = [model_features(ModelRequest(name, weights="random"), probe, FeatureSettings(), cache=None,
-                            progress=False).features for name in ("test_resnet", "test_vit")]
+    feats = [
+        model_features(
+            ModelRequest(name, weights="random"), probe, FeatureSettings(), cache=None, progress=False
+        ).features
+        for name in ("test_resnet", "test_vit")
+    ]
     p_values = permutation_test(feats[0], feats[1], num_permutations=30, seed=3)
     low, high = bootstrap_ci(feats[0], feats[1], num_resamples=20, seed=3)
     np.testing.assert_allclose(long["p_value"].to_numpy(), p_values.values.numpy().ravel())
@@ -149,3 +211,32 @@ def test_statistics_in_the_long_table(tmp_path):
     assert ((long["p_value"] >= 1 / 31) & (long["p_value"] <= 1)).all()
     again = run_zoo(config, output_dir=tmp_path / "again", cache=tmp_path / "cache", progress=False)
     pd.testing.assert_frame_equal(again.long, long)  # seeded: reproducible
+
+
+# --------------------------------------------------------------------------- output names
+
+
+def test_labels_that_give_one_file_name_are_refused_before_any_model_runs(tmp_path, monkeypatch):
+    calls = _count_forward_passes(monkeypatch)
+    models = [{"name": "test_resnet", "label": "net/a"}, {"name": "test_vit", "label": "net_a"}, "test_convnext"]
+    with pytest.raises(OutputNameError) as info:
+        run_zoo(_config(models=models), output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "'net/a'" in message and "'net_a'" in message and "label:" in message
+    assert calls == [] and not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_labels_that_differ_only_in_case_are_refused(tmp_path):
+    models = [{"name": "test_resnet", "label": "Net"}, {"name": "test_vit", "label": "net"}]
+    with pytest.raises(OutputNameError, match="'Net' and 'net'"):
+        run_zoo(_config(models=models), output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+
+
+@pytest.mark.parametrize("name", ["../../x", "sub/x", "..", ""])
+def test_output_names_that_leave_their_folder_are_refused(tmp_path, name):
+    with pytest.raises(OutputNameError, match="not a plain file name") as info:
+        check_output_name(name, "output.name")
+    assert "\n" not in str(info.value) and "output.name" in str(info.value)
+    with pytest.raises(OutputNameError):
+        output_paths(tmp_path / "out", name)  # what compare and CKAResult.save(stem=...) write through
+    assert not (tmp_path.parent / "x.csv").exists()

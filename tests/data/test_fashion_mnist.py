@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,6 @@ from .conftest import (
     fashion_mnist_test_split,
     needs_fashion_mnist,
 )
-
-PACKAGE_DATA = Path(__file__).resolve().parents[2] / "cka_probe" / "data"
 
 
 @needs_fashion_mnist

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,6 @@ from .conftest import (
     make_flat_folder,
     write_image,
 )
-
-PACKAGE_DATA = Path(__file__).resolve().parents[2] / "cka_probe" / "data"
 
 
 def test_class_folders_are_read_as_imagefolder_and_drawn_balanced(tmp_path):

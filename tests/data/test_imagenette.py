@@ -16,8 +16,6 @@ from .conftest import (
     write_image,
 )
 
-PACKAGE_DATA = Path(__file__).resolve().parents[2] / "cka_probe" / "data"
-
 
 def _fake_imagenette(root: Path, per_class: int = 3) -> Path:
     """The layout torchvision's Imagenette extracts (imagenette2-320/val/<wnid>/*.JPEG), with tiny images."""
@@ -57,11 +55,18 @@ def test_imagenette_not_cached_and_not_downloadable_is_a_clear_error(tmp_path, m
     assert len(calls) == 1 and calls[0].endswith("imagenette2-160.tgz")
 
 
-def test_imagenette_default_root_is_the_user_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("variable", ["CKA_PROBE_CACHE", "XDG_CACHE_HOME"])
+def test_downloaded_data_sets_and_feature_files_live_in_separate_folders(tmp_path, monkeypatch, variable):
+    from cka_probe.analysis.cache import FeatureCache
+
     _no_download(monkeypatch)
-    monkeypatch.setenv("CKA_PROBE_CACHE", str(tmp_path / "cache"))
-    _fake_imagenette(tmp_path / "cache" / "imagenette", per_class=2)
-    assert load_probe_set("imagenette", n=4).n == 4
+    monkeypatch.delenv("CKA_PROBE_CACHE")
+    monkeypatch.setenv(variable, str(tmp_path / "cache"))
+    base = tmp_path / "cache" / ("" if variable == "CKA_PROBE_CACHE" else "cka-probe")
+    _fake_imagenette(base / "datasets" / "imagenette", per_class=2)
+    probe = load_probe_set("imagenette", n=4)
+    assert probe.n == 4 and str((base / "datasets" / "imagenette").resolve()) in probe.source
+    assert FeatureCache().directory == base / "features"
 
 
 def test_imagenette_unknown_size(tmp_path):

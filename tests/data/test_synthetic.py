@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from cka_probe.data import load_probe_set
-
-PACKAGE_DATA = Path(__file__).resolve().parents[2] / "cka_probe" / "data"
 
 
 def test_synthetic_images_are_seeded_flagged_and_labelled_as_synthetic():

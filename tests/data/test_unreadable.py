@@ -13,8 +13,6 @@ from .conftest import (
     make_flat_folder,
 )
 
-PACKAGE_DATA = Path(__file__).resolve().parents[2] / "cka_probe" / "data"
-
 
 def _folder_with_a_bad_image(root: Path) -> tuple[Path, int]:
     """Four good images and one that does not decode; returns the folder and a seed drawing the bad one first."""
@@ -27,7 +25,7 @@ def _folder_with_a_bad_image(root: Path) -> tuple[Path, int]:
 
 def test_unreadable_image_is_an_error_naming_the_file(tmp_path):
     root, seed = _folder_with_a_bad_image(tmp_path)
-    with pytest.raises(UnreadableImageError, match=r"cannot read image .*bad\.jpg .*skip_bad=True") as info:
+    with pytest.raises(UnreadableImageError, match=r"cannot read image .*bad\.jpg .*--skip-bad") as info:
         load_probe_set(root, n=2, seed=seed)
     assert "\n" not in str(info.value) and str(root / "bad.jpg") in str(info.value)
 
