@@ -55,7 +55,7 @@ from .extract import ExtractedFeatures
 from .provenance import sha256_text
 from .result import safe_name
 
-__all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key"]
+__all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key", "key_digest"]
 
 FORMAT_VERSION = 2
 
@@ -112,7 +112,8 @@ def _layer_order_problem(meta: dict[str, Any], stored_order: list[str] | None, k
     return None
 
 
-def _digest(key: dict[str, Any]) -> str:
+def key_digest(key: dict[str, Any]) -> str:
+    """The SHA-256 of a :func:`feature_key` record in canonical JSON (what names its cache entry)."""
     return sha256_text(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -135,7 +136,7 @@ class FeatureCache:
         )
 
     def paths(self, key: dict[str, Any]) -> tuple[Path, Path]:
-        stem = f"{safe_name(str(key['model']['name']))}-{_digest(key)[:24]}"
+        stem = f"{safe_name(str(key['model']['name']))}-{key_digest(key)[:24]}"
         return self.directory / f"{stem}.safetensors", self.directory / f"{stem}.json"
 
     def load(self, key: dict[str, Any]) -> ExtractedFeatures | None:
@@ -193,7 +194,7 @@ class FeatureCache:
                 str(tmp),
                 metadata={
                     "format": str(FORMAT_VERSION),
-                    "key_sha256": _digest(key),
+                    "key_sha256": key_digest(key),
                     "layers": json.dumps(list(tensors)),
                 },
             )
