@@ -23,7 +23,7 @@ An entry is two files in the cache directory:
 The sidecar is written last, atomically, so an entry without one is incomplete. An entry is never used,
 and the features are recomputed with a :class:`CacheCorruptWarning`, when its data file's size or hash
 disagrees with its sidecar (truncated, corrupted), or when the layer order differs between the sidecar's
-list, its layer facts and the data file, or its layers do not match the requested selection.
+list, its layer facts and the data file, or it holds a layer that the requested selection does not name.
 
 The directory is ``$CKA_PROBE_CACHE/features`` if ``CKA_PROBE_CACHE`` is set, else
 ``$XDG_CACHE_HOME/cka-probe/features`` (``~/.cache/cka-probe/features``); downloaded data sets go to the
@@ -105,10 +105,8 @@ def _layer_order_problem(meta: dict[str, Any], stored_order: list[str] | None, k
         requested = None if requested == "activations" else [requested]
     if isinstance(requested, list) and all(isinstance(p, str) for p in requested):
         modules = [info["module_name"] for info in meta["layer_info"]]
-        if any(not any(fnmatch.fnmatchcase(m, p) for p in requested) for m in modules) or any(
-            not any(fnmatch.fnmatchcase(m, p) for m in modules) for p in requested
-        ):
-            return "its layers differ from the requested selection"
+        if any(not any(fnmatch.fnmatchcase(m, p) for p in requested) for m in modules):
+            return "it holds layers outside the requested selection"
     return None
 
 
