@@ -23,7 +23,7 @@ An entry is two files in the cache directory:
 The sidecar is written last, atomically, so an entry without one is incomplete. An entry is never used,
 and the features are recomputed with a :class:`CacheCorruptWarning`, when its data file's size or hash
 disagrees with its sidecar (truncated, corrupted), or when the layer order differs between the sidecar's
-list, its layer facts and the data file, or its layers do not match the requested selection.
+list, its layer facts and the data file, or it holds a layer that the requested selection does not name.
 
 The directory is ``$CKA_PROBE_CACHE/features`` if ``CKA_PROBE_CACHE`` is set, else
 ``$XDG_CACHE_HOME/cka-probe/features`` (``~/.cache/cka-probe/features``); downloaded data sets go to the
@@ -55,7 +55,7 @@ from .extract import ExtractedFeatures
 from .provenance import sha256_text
 from .result import safe_name
 
-__all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key"]
+__all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key", "key_digest"]
 
 FORMAT_VERSION = 2
 
@@ -105,14 +105,13 @@ def _layer_order_problem(meta: dict[str, Any], stored_order: list[str] | None, k
         requested = None if requested == "activations" else [requested]
     if isinstance(requested, list) and all(isinstance(p, str) for p in requested):
         modules = [info["module_name"] for info in meta["layer_info"]]
-        if any(not any(fnmatch.fnmatchcase(m, p) for p in requested) for m in modules) or any(
-            not any(fnmatch.fnmatchcase(m, p) for m in modules) for p in requested
-        ):
-            return "its layers differ from the requested selection"
+        if any(not any(fnmatch.fnmatchcase(m, p) for p in requested) for m in modules):
+            return "it holds layers outside the requested selection"
     return None
 
 
-def _digest(key: dict[str, Any]) -> str:
+def key_digest(key: dict[str, Any]) -> str:
+    """The SHA-256 of a :func:`feature_key` record in canonical JSON (what names its cache entry)."""
     return sha256_text(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -135,7 +134,7 @@ class FeatureCache:
         )
 
     def paths(self, key: dict[str, Any]) -> tuple[Path, Path]:
-        stem = f"{safe_name(str(key['model']['name']))}-{_digest(key)[:24]}"
+        stem = f"{safe_name(str(key['model']['name']))}-{key_digest(key)[:24]}"
         return self.directory / f"{stem}.safetensors", self.directory / f"{stem}.json"
 
     def load(self, key: dict[str, Any]) -> ExtractedFeatures | None:
@@ -193,7 +192,7 @@ class FeatureCache:
                 str(tmp),
                 metadata={
                     "format": str(FORMAT_VERSION),
-                    "key_sha256": _digest(key),
+                    "key_sha256": key_digest(key),
                     "layers": json.dumps(list(tensors)),
                 },
             )

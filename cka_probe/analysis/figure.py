@@ -17,7 +17,7 @@ from .features import resolve_cache
 from .estimation import pair_tables, pooling_description
 from .multi import ModelFailure, features_for_models, model_provenance
 from .provenance import environment, package_versions
-from .result import FIGURE_FORMATS, _jsonable
+from .result import FIGURE_FORMATS, _jsonable, check_output_name
 from .tables import long_table
 
 __all__ = ["FigureResult", "figure_paths", "make_figure"]
@@ -27,7 +27,7 @@ def figure_paths(config: JobConfig, directory: str | Path | None = None) -> dict
     """Where a figure job writes: one file per figure format, the panels' long table and the provenance JSON."""
     out = config.output
     directory = Path(directory or out["dir"])
-    name = out["name"] or (Path(config.source).stem if config.source else "figure")
+    name = check_output_name(out["name"] or (Path(config.source).stem if config.source else "figure"), "output.name")
     for fmt in out["formats"]:
         if fmt not in FIGURE_FORMATS:
             raise CKAProbeError(f"output.formats: unknown format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")

@@ -7,10 +7,13 @@ Stages, each of which survives an interruption:
 2. pairs: the CKA of every unordered pair of working models from one vectorized product over all their
    layers (:func:`~cka_probe.analysis.multi.pair_matrices`), with permutation p-values and bootstrap
    intervals when asked; the long table is kept in ``<out>/.zoo-state/`` and reused by a rerun;
-3. outputs: written atomically; a per-pair file that exists is not redrawn; ``manifest.json`` is
-   written last and marks the job complete.
+3. outputs: written atomically; a per-pair file that exists is not redrawn when the pair table was
+   reused; ``manifest.json`` is written last and marks the job complete. A process killed mid-write
+   leaves a temporary file that the rerun's write of that output removes (:mod:`cka_probe._files`).
 
-A rerun of a complete job with the same configuration finds its manifest and outputs and does nothing;
+A rerun of a complete job with the same configuration and the same feature keys (the images' content, the
+weights' hashes, the library versions: :mod:`cka_probe.analysis.cache`) finds its manifest and outputs and
+does nothing; when those keys changed, features, pairs and every output are computed again;
 a rerun of a job with failed models tries those models again (the others come from the cache).
 An output directory holding the results of another configuration is refused unless ``overwrite``.
 
@@ -44,6 +47,7 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..errors import CKAProbeError, OutputNameError
 from ._io import atomic_path, ensure_writable_dir, new_output_dir
+from .cache import feature_key, key_digest
 from .config import ConfigError, JobConfig
 from .extract import resolve_device
 from .features import resolve_cache
@@ -102,19 +106,17 @@ def run_zoo(
 def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | None, cache: Any, overwrite: bool,
              progress: bool) -> ZooResult:
     started = time.perf_counter()
-    score = config.output.get("summary_score", "diagonal_band_cka")
-    if score not in SUMMARY_SCORES:
-        raise ConfigError(f"output.summary_score: {score!r} is not one of {', '.join(SUMMARY_SCORES)}")
+    score = config.output["summary_score"]  # one of SUMMARY_SCORES: the config schema checked it
     digest = config.digest()
-    done = _finished_job(out, digest, overwrite)
-    if done is not None:
-        return done
-    state = ensure_writable_dir(out / STATE_DIR)
 
     from ..data import load_probe_set
 
     data, analysis = config.data, config.analysis
     probe = load_probe_set(data["source"], n=data["n"], seed=data["seed"], skip_bad=data["skip_bad"])
+    done = _finished_job(out, digest, overwrite, _feature_keys(config, probe))
+    if done is not None:
+        return done
+    state = ensure_writable_dir(out / STATE_DIR)
     store = resolve_cache(cache if cache is not None else (config.cache if config.cache is not None else True))
     device = resolve_device(analysis["device"])
     features = features_for_models(
@@ -134,14 +136,16 @@ def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | 
 
     pair_started = time.perf_counter()
     pairs = list(itertools.combinations(list(working), 2))
-    long = _pair_stage(state, digest, working, pairs, analysis, config.cka_settings(), progress)
+    feature_keys = _feature_keys(config, probe)  # again: pretrained weights downloaded just now have a file hash
+    long, pairs_reused = _pair_stage(state, digest, working, pairs, analysis, config.cka_settings(), progress,
+                                     feature_keys)
     pair_seconds = time.perf_counter() - pair_started
 
     families = {m.display: (m.family or model_provenance(working[m.display]).get("family", "unknown"))
                 if m.display in working else (m.family or "unknown") for m in config.models}
     summary = _pair_summary(long, working, families)
     models = _model_table(config, features, families)
-    files = _write_outputs(out, config, long, summary, models, score, working)
+    files = _write_outputs(out, config, long, summary, models, score, working, keep_pair_files=pairs_reused)
     manifest = {
         "cka_probe": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -151,6 +155,7 @@ def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | 
         "config_sha256": digest,
         "executor": executor,
         "data": probe.provenance(),
+        "feature_keys": feature_keys,
         "n": probe.n,
         "models": {label: model_provenance(ext) for label, ext in working.items()},
         "failures": failures,
@@ -198,7 +203,23 @@ def _check_pair_file_names(labels: list[str]) -> None:
             )
 
 
-def _finished_job(out: Path, digest: str, overwrite: bool) -> ZooResult | None:
+def _feature_keys(config: JobConfig, probe) -> dict[str, str | None]:
+    """Per model label, the digest of its feature-cache key (images' content, weights' hashes, versions...).
+
+    A job whose keys changed since its outputs were written (an image edited in place, a checkpoint
+    rewritten, timm upgraded) is not up to date, and its pair stage is not reused.
+    """
+    keys: dict[str, str | None] = {}
+    for request in config.models:
+        try:
+            key = feature_key(request.key_record(), probe.provenance(), config.settings_for(request.display).record())
+            keys[request.display] = key_digest(key)
+        except (CKAProbeError, OSError):  # an unknown model or a missing checkpoint: it fails in the feature stage
+            keys[request.display] = None
+    return keys
+
+
+def _finished_job(out: Path, digest: str, overwrite: bool, feature_keys: dict[str, str | None]) -> ZooResult | None:
     manifest_path = out / "manifest.json"
     state_path = out / STATE_DIR / "pairs.json"
     recorded = None
@@ -220,6 +241,8 @@ def _finished_job(out: Path, digest: str, overwrite: bool) -> ZooResult | None:
     if not manifest.get("complete") or manifest.get("failures") \
             or not all((out / rel).exists() for rel in manifest.get("outputs", [])):
         return None  # unfinished, or with failed models to try again
+    if manifest.get("feature_keys") != feature_keys:
+        return None  # the images, weights or library versions changed since: the features are not the same
     return ZooResult(
         out, None, pd.read_csv(out / "pairs_summary.csv"), pd.read_csv(out / "models.csv"), manifest, up_to_date=True,
         files={rel: out / rel for rel in manifest["outputs"]},
@@ -227,16 +250,20 @@ def _finished_job(out: Path, digest: str, overwrite: bool) -> ZooResult | None:
 
 
 def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: dict, settings: CKASettings,
-                progress: bool) -> pd.DataFrame:
-    """The long table of every pair, reused from the state directory when it matches this job."""
-    stage_key = sha256_text(json.dumps({"config": digest, "models": {k: list(v.features) for k, v in working.items()}},
-                                       sort_keys=True))
+                progress: bool, feature_keys: dict[str, str | None]) -> tuple[pd.DataFrame, bool]:
+    """The long table of every pair, reused from the state directory when it matches this job and its features.
+
+    Returns:
+        The table, and whether it was reused (else it was computed now).
+    """
+    stage_key = sha256_text(json.dumps({"config": digest, "models": {k: list(v.features) for k, v in working.items()},
+                                        "feature_keys": {k: feature_keys.get(k) for k in working}}, sort_keys=True))
     table_path, meta_path = state / "pairs.parquet", state / "pairs.json"
     if meta_path.exists() and table_path.exists():
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("stage_key") == stage_key:
-                return pd.read_parquet(table_path)
+                return pd.read_parquet(table_path), True
         except (OSError, ValueError):
             pass
     tables = pair_tables({label: ext.features for label, ext in working.items()}, pairs, settings)
@@ -250,7 +277,7 @@ def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: 
         long.to_parquet(tmp, index=False)
     with atomic_path(meta_path) as tmp:
         tmp.write_text(json.dumps({"stage_key": stage_key, "config_sha256": digest}) + "\n")
-    return long
+    return long, False
 
 
 def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: dict) -> None:
@@ -314,7 +341,9 @@ def _model_table(config: JobConfig, features: dict, families: dict[str, str]) ->
     return pd.DataFrame(rows)
 
 
-def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: str, working: dict) -> dict[str, Path]:
+def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: str, working: dict,
+                   keep_pair_files: bool) -> dict[str, Path]:
+    """Write every output; existing per-pair files are kept only when ``keep_pair_files`` (same pair table)."""
     files = {}
 
     def write(name: str, writer) -> None:
@@ -345,13 +374,13 @@ def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: s
             matrix = frame.pivot(index="layer_a", columns="layer_b", values="cka")
             matrix = matrix.loc[frame["layer_a"].unique(), frame["layer_b"].unique()]  # forward order
             matrix.index.name, matrix.columns.name = a, b
-            if not (out / "pairs" / f"{stem}.csv").exists():
+            if not (keep_pair_files and (out / "pairs" / f"{stem}.csv").exists()):
                 write(f"pairs/{stem}.csv", lambda p, m=matrix: m.to_csv(p, float_format="%.10g"))
             else:
                 files[f"pairs/{stem}.csv"] = out / "pairs" / f"{stem}.csv"
             for fmt in config.output["formats"]:
                 target = f"pairs/{stem}.{fmt}"
-                if (out / target).exists():
+                if keep_pair_files and (out / target).exists():
                     files[target] = out / target
                     continue
                 from ..plots import new_figure, plot_cka_heatmap

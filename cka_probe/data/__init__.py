@@ -11,6 +11,15 @@ Public API::
 * :func:`batches` turns a probe set and a model's transform into ``(images, positions)`` tensor batches, in
   the probe set's order.
 
+A probe set names its images twice: ``image_list_sha256`` (the source kind and the ordered ids) and
+``content_sha256`` (the bytes of every image file, or the pixels of images held in memory), so an image
+edited in place changes the second.
+
+Downloaded data sets (Imagenette) go to :func:`default_cache_dir`: ``$CKA_PROBE_CACHE/datasets`` when
+``CKA_PROBE_CACHE`` is set, else ``$XDG_CACHE_HOME/cka-probe/datasets`` (``~/.cache/cka-probe/datasets``).
+Feature files go to the ``features`` folder beside it (:mod:`cka_probe.analysis.cache`), never among the
+data sets.
+
 The embedded images come from Fashion-MNIST, (c) 2017 Zalando SE, under the MIT licence; see
 ``fashion_mnist_probe.LICENSE.txt`` in this folder and :mod:`cka_probe.data.build_embedded`.
 """

@@ -188,7 +188,7 @@ def test_a_sidecar_with_another_layer_order_is_recomputed_with_a_warning(tmp_pat
     assert json.loads(sidecar.read_text())["layers"] == list(reference.features)  # the entry was rewritten
 
 
-def test_an_entry_whose_layers_differ_from_the_requested_ones_is_recomputed(tmp_path):
+def test_an_entry_holding_a_layer_outside_the_requested_selection_is_recomputed(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from cka_probe._files import sha256_file
@@ -196,15 +196,16 @@ def test_an_entry_whose_layers_differ_from_the_requested_ones_is_recomputed(tmp_
     patterns = ["layer1.*.act*", "layer4.*.act*"]
     cache, reference, data_file, sidecar = _entry(tmp_path, layers=patterns)
     assert list(reference.features) == ["layer1.0.act1", "layer1.0.act2", "layer4.0.act1", "layer4.0.act2"]
-    keep = ["layer1.0.act1", "layer1.0.act2"]  # a consistent entry that lacks the layers of the second pattern
+    # a self-consistent entry (order, facts, size, hash) whose last layer is the stem's act1, never asked for
+    names = ["layer1.0.act1", "layer1.0.act2", "layer4.0.act1", "act1"]
     tensors = load_file(str(data_file))
-    save_file({k: tensors[k] for k in keep}, str(data_file), metadata={"layers": json.dumps(keep)})
+    renamed = dict(zip(names, (tensors[k] for k in reference.features), strict=True))
+    save_file(renamed, str(data_file), metadata={"layers": json.dumps(names)})
     meta = json.loads(sidecar.read_text())
-    meta.update(
-        layers=keep, layer_info=meta["layer_info"][:2], size=data_file.stat().st_size, sha256=sha256_file(data_file)
-    )
+    meta["layer_info"][-1].update(name="act1", module_name="act1")
+    meta.update(layers=names, size=data_file.stat().st_size, sha256=sha256_file(data_file))
     sidecar.write_text(json.dumps(meta))
-    with pytest.warns(CacheCorruptWarning, match="differ from the requested selection"):
+    with pytest.warns(CacheCorruptWarning, match="holds layers outside the requested selection"):
         again = _features(cache, layers=patterns)
     _assert_features_equal(again, reference)
 

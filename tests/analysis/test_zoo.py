@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -240,3 +242,35 @@ def test_output_names_that_leave_their_folder_are_refused(tmp_path, name):
     with pytest.raises(OutputNameError):
         output_paths(tmp_path / "out", name)  # what compare and CKAResult.save(stem=...) write through
     assert not (tmp_path.parent / "x.csv").exists()
+
+
+def test_a_rerun_after_editing_the_images_computes_everything_again(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"img_{i}.png")
+    raw = {
+        "weights": "random",
+        "data": {"source": str(folder), "n": 8},
+        "models": MODELS[:2],
+        "output": {"per_pair": True},
+    }
+    config = parse_job_config(raw, "zoo")
+    first = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False).up_to_date
+    pair_file = tmp_path / "out" / "pairs" / "test_resnet_vs_test_vit.csv"
+    before = pair_file.read_bytes()
+    for path in sorted(folder.iterdir()):  # new pixels, same names and modification times
+        stat = path.stat()
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    edited = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert not edited.up_to_date and not edited.models["from_cache"].any()
+    assert not np.allclose(edited.long["cka"], first.long["cka"])
+    fresh = run_zoo(config, output_dir=tmp_path / "fresh", cache=False, progress=False)
+    pd.testing.assert_frame_equal(edited.long, fresh.long)
+    assert pair_file.read_bytes() != before
+    assert pair_file.read_bytes() == (tmp_path / "fresh" / "pairs" / "test_resnet_vs_test_vit.csv").read_bytes()
