@@ -1,0 +1,23 @@
+"""Rendering helpers for the plot tests: lay a figure out with Agg and read where its text landed."""
+
+from __future__ import annotations
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+
+def rendered(fig):
+    """Draw ``fig`` with Agg (as ``savefig`` to PNG does) and return its renderer."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def inside_figure(fig, artist, renderer) -> bool:
+    """Whether ``artist``'s drawn extent lies within the figure (half a pixel of tolerance)."""
+    box, figure_box = artist.get_window_extent(renderer), fig.bbox
+    return (
+        box.x0 >= figure_box.x0 - 0.5
+        and box.x1 <= figure_box.x1 + 0.5
+        and box.y0 >= figure_box.y0 - 0.5
+        and box.y1 <= figure_box.y1 + 0.5
+    )
