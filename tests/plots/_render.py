@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+SAVE_DPIS = (100, 150, 200, 300)
+"""The dpis figures are drawn and saved at: the figure's own, the zoo's, CKAResult.save's, print."""
 
-def rendered(fig):
-    """Draw ``fig`` with Agg (as ``savefig`` to PNG does) and return its renderer."""
+
+def rendered(fig, dpi: float | None = None):
+    """Draw ``fig`` with Agg (as ``savefig`` to PNG does), at ``dpi`` if given, and return its renderer."""
+    if dpi is not None:
+        fig.set_dpi(dpi)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return canvas.get_renderer()

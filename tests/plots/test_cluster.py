@@ -7,7 +7,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 
 from cka_probe.plots import FAMILY_COLOURS, plot_pair_scores, score_colours
 
-from ._render import inside_figure, rendered
+from ._render import SAVE_DPIS, inside_figure, rendered
 
 MODELS = ["resnet18", "resnet50", "vit_s", "vit_t", "mixer_b16", "coatnet_0"]
 FAMILIES = pd.Series(["cnn", "cnn", "vit", "vit", "mlp", "hybrid"], index=MODELS)
@@ -83,16 +83,17 @@ def test_family_legend_lists_every_family_present_with_its_colour():
 def test_title_and_legend_inside_the_figure_and_clear_of_the_heatmap():
     subtitle = "random weights (seed 0) · image folder /data/datasets/imagenet/validation/a_long_subset_name · n=128"
     fig = plot_pair_scores(_scores(), FAMILIES, score_name="depth correspondence", vmin=-2, vmax=1, subtitle=subtitle)
-    renderer = rendered(fig)
     legend, title = fig.legends[0], fig._suptitle
     assert title.get_text().startswith("model pairs by depth correspondence\n")
-    assert inside_figure(fig, title, renderer) and inside_figure(fig, legend, renderer)
-    legend_box, title_box = legend.get_window_extent(renderer), title.get_window_extent(renderer)
-    assert legend_box.y1 <= title_box.y0 + 0.5  # the legend below the title
-    for ax in fig.axes:  # and above every axes of the clustermap (colour bar in its corner included)
-        if ax.get_visible():
-            box = ax.get_tightbbox(renderer)
-            assert box.y1 <= legend_box.y0 + 0.5 or box.x1 <= legend_box.x0 or box.x0 >= legend_box.x1
+    for dpi in SAVE_DPIS:
+        renderer = rendered(fig, dpi)
+        assert inside_figure(fig, title, renderer) and inside_figure(fig, legend, renderer)
+        legend_box, title_box = legend.get_window_extent(renderer), title.get_window_extent(renderer)
+        assert legend_box.y1 <= title_box.y0 + 0.5  # the legend below the title
+        for ax in fig.axes:  # and above every axes of the clustermap (colour bar in its corner included)
+            if ax.get_visible():
+                box = ax.get_tightbbox(renderer)
+                assert box.y1 <= legend_box.y0 + 0.5 or box.x1 <= legend_box.x0 or box.x0 >= legend_box.x1
 
 
 def test_values_beyond_the_range_get_an_arrow():
