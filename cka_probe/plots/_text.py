@@ -19,6 +19,7 @@ def _renderer():
     return RendererAgg(1, 1, 720)  # ten pixels a point: text extents to a tenth of a point
 
 
+@functools.lru_cache(maxsize=4096)  # wrapping measures the same words and prefixes many times
 def text_size(text: str, fontsize: float) -> tuple[float, float]:
     """Width and height in points of one line of ``text`` in the default font at ``fontsize``."""
     width, height, _ = _renderer().get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-SAVE_DPIS = (100, 150, 200, 300)
-"""The dpis figures are drawn and saved at: the figure's own, the zoo's, CKAResult.save's, print."""
+SAVE_DPIS = (100, 150, 200)
+"""The dpis figures are drawn and saved at: the figure's own, the zoo's, CKAResult.save's."""
 
 
 def rendered(fig, dpi: float | None = None):
