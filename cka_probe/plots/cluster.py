@@ -8,7 +8,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ._text import keep_titles_inside, wrap_to_width
+from ._text import keep_titles_inside, text_size, wrap_to_width
 
 __all__ = ["FAMILY_COLOURS", "FAMILY_NAMES", "plot_pair_scores", "score_colours"]
 
@@ -97,7 +97,7 @@ def plot_pair_scores(
         figsize=(size, size),
         row_colors=row_colors,
         col_colors=row_colors,
-        cbar_kws={"label": score_name, "extend": _extend(array, low, high)},
+        cbar_kws={"orientation": "horizontal", "extend": _extend(array, low, high)},
         method="average",
         xticklabels=True,
         yticklabels=True,
@@ -119,14 +119,18 @@ def plot_pair_scores(
         spec = ax.get_subplotspec()
         if ax is not grid.ax_cbar and spec is not None and spec.get_gridspec() is grid.gs:
             ax.set_position(spec.get_position(fig))
-    # the colour bar in the corner above the row dendrogram, its label as a title so that it stays in the corner
-    corner = grid.ax_heatmap.get_position().x0 - cbar_box.x0 - 0.02  # from the figure's edge to the heatmap
-    label = wrap_to_width(score_name, corner * size * 72.0, 9.0)
-    label_height = (label.count("\n") + 1) * 9.0 * 1.3 / 72.0 / size
-    height = 0.7 * cbar_box.height
-    grid.ax_cbar.set_position([cbar_box.x0, top - 0.02 - label_height - height, cbar_box.width, height])
-    grid.ax_cbar.set_ylabel("")
-    grid.ax_cbar.set_title(label, fontsize=9.0, loc="left")
+    # the colour bar lies across the corner above the row dendrogram, its label above it, its ticks below
+    corner = (grid.ax_heatmap.get_position().x0 - cbar_box.x0 - 0.02) * size * 72.0  # points to the heatmap
+    widest_word = max(text_size(word, 9.0)[0] for word in score_name.split())
+    label_size = max(6.0, min(9.0, 0.92 * 9.0 * corner / widest_word))  # smaller rather than a word cut in two
+    label = wrap_to_width(score_name, corner, label_size)
+    label_height = (label.count("\n") + 1) * label_size * 1.3 / 72.0 / size
+    bar_height = 0.12 / size
+    bar_width = 0.9 * corner / 72.0 / size
+    grid.ax_cbar.set_position([cbar_box.x0, top - 0.03 - label_height - bar_height, bar_width, bar_height])
+    grid.ax_cbar.set_xlabel("")
+    grid.ax_cbar.set_title(label, fontsize=label_size, loc="left")
+    grid.ax_cbar.tick_params(labelsize=8.0)
     if isinstance(norm, TwoSlopeNorm):  # the ends and the centre, which the short bar's locator may skip
         grid.ax_heatmap.collections[0].colorbar.set_ticks([low, 0.0, high])
     text = fig.suptitle(heading, y=1.0 - 0.08 / size, va="top", fontsize=fontsize)

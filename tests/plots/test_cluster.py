@@ -96,6 +96,20 @@ def test_title_and_legend_inside_the_figure_and_clear_of_the_heatmap():
                 assert box.y1 <= legend_box.y0 + 0.5 or box.x1 <= legend_box.x0 or box.x0 >= legend_box.x1
 
 
+def test_colour_bar_in_its_corner_with_its_label_in_whole_words():
+    fig = plot_pair_scores(_scores(), FAMILIES, score_name="depth correspondence", vmin=-2, vmax=1)
+    mesh = _mesh(fig)
+    bar = mesh.colorbar.ax
+    assert bar.get_title(loc="left").split() == ["depth", "correspondence"]
+    renderer = rendered(fig, 150)
+    bar_box = bar.get_tightbbox(renderer)
+    assert inside_figure(fig, bar, renderer)
+    for ax in fig.axes:  # heatmap, dendrograms, family strips: none under the bar, its ticks or its label
+        if ax is not bar and ax.get_visible() and ax.get_position().width > 0:
+            box = ax.get_window_extent(renderer)
+            assert not bar_box.overlaps(box), ax
+
+
 def test_values_beyond_the_range_get_an_arrow():
     scores = _scores(0.0, 1.0)
     scores.iloc[0, 2] = scores.iloc[2, 0] = -0.05  # an unbiased CKA slightly below 0
