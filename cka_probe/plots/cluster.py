@@ -81,6 +81,8 @@ def plot_pair_scores(
     values = pd.DataFrame(array, index=scores.index, columns=scores.columns)
     low = float(np.nanmin(array)) if vmin is None else float(vmin)
     high = float(np.nanmax(array)) if vmax is None else float(vmax)
+    if vmin is None and low >= high:  # one value everywhere (e.g. two models, one pair): a range below it
+        low = min(0.0, high - 1.0)
     norm, cmap = score_colours(low, high)
     row_colors, present = None, []
     if families is not None:

@@ -170,7 +170,7 @@ def plot_cka_heatmap(
         yticklabels=False,
     )
     ax.invert_yaxis()  # the first layer of A at the bottom
-    fig = ax.figure
+    fig = ax.figure.figure  # the root figure (an axes may sit in a subfigure); positions are fractions of it
     position = ax.get_position()
     width = LAYOUT_SHARE * position.width * fig.get_figwidth() * 72.0
     height = LAYOUT_SHARE * position.height * fig.get_figheight() * 72.0

@@ -20,14 +20,14 @@ def _scores(low=-2.0, high=1.0, seed=0):
     return pd.DataFrame(values, index=MODELS, columns=MODELS)
 
 
-def _mesh(fig):
+def _mesh(fig, models=MODELS):
     heatmaps = [
         ax
         for ax in fig.axes
         if ax.collections
         and ax.get_xticklabels()
         and ax.get_yticklabels()
-        and {t.get_text() for t in ax.get_xticklabels()} == set(MODELS)
+        and {t.get_text() for t in ax.get_xticklabels()} == set(models)
     ]
     return heatmaps[0].collections[0]
 
@@ -108,6 +108,16 @@ def test_colour_bar_in_its_corner_with_its_label_in_whole_words():
         if ax is not bar and ax.get_visible() and ax.get_position().width > 0:
             box = ax.get_window_extent(renderer)
             assert not bar_box.overlaps(box), ax
+
+
+def test_range_from_the_data_when_not_given():
+    scores = _scores(-0.5, 0.8)
+    mesh = _mesh(plot_pair_scores(scores, FAMILIES, vmin=None, vmax=None))
+    low = float(np.nanmin(scores.to_numpy()))
+    assert isinstance(mesh.norm, TwoSlopeNorm) and (mesh.norm.vmin, mesh.norm.vmax) == (low, 1.0)  # diagonal 1
+    pair = pd.DataFrame([[1.0, np.nan], [np.nan, 1.0]], index=MODELS[:2], columns=MODELS[:2])  # only 1 drawn
+    mesh = _mesh(plot_pair_scores(pair, vmin=None, vmax=None), MODELS[:2])
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (0.0, 1.0)
 
 
 def test_values_beyond_the_range_get_an_arrow():

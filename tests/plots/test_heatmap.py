@@ -140,6 +140,13 @@ def test_long_title_is_wrapped_inside_the_figure():
         assert ax.title.get_text().replace("\n", "").replace(" ", "") == (LONG_TITLE + LONG_SUBTITLE).replace(" ", "")
 
 
+def test_title_inside_when_the_axes_sits_in_a_subfigure():
+    fig = new_figure()
+    left, _ = fig.subfigures(1, 2)
+    ax = plot_cka_heatmap(_matrix(6, 5), left.subplots(), title=LONG_TITLE)
+    assert not _title_is_clipped(fig, ax.title)
+
+
 def test_grid_titles_inside_and_labels_passed_to_every_panel():
     panels = [
         [
