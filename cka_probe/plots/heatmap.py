@@ -18,12 +18,14 @@ NAME_FONTSIZE = 7.0
 """Font size (points) of layer names: the smallest that stays legible in print."""
 
 LINE_SPACING = 1.4
-"""Rows per name line: a name's row is at least this many times the font's line height."""
+"""A name's row along its axis is at least this many times the font's measured line height."""
 
 LAYOUT_SHARE = 0.9
 """Share of the axes' size before layout that is left once the figure is laid out (titles, labels, colour bar)."""
 
 TITLE_FONTSIZE = 9.0
+"""Font size (points) of a heatmap's title and subtitle."""
+
 NAME_ROOM = 0.4
 """Longest layer name, as a share of the axes' other side, that leaves the heatmap room."""
 
