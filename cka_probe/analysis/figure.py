@@ -47,6 +47,7 @@ class FigureResult:
 
     def draw(self):
         from ..plots import Panel, plot_panel_grid
+        from ..plots.titles import figure_title
 
         rows = []
         for row in self.config.panels:
@@ -58,7 +59,9 @@ class FigureResult:
                 a, b = cell
                 cells.append(Panel(self.tables[(a, b)], title=f"{a} vs {b}", xlabel=f"layers of {b}", ylabel=f"layers of {a}"))
             rows.append(cells)
-        return plot_panel_grid(rows, title=self.config.title)
+        heading = figure_title(self.metadata, title=self.config.title)
+        return plot_panel_grid(rows, title=heading.title, subtitle=heading.subtitle,
+                               labels=self.config.output["labels"])
 
     def save(self, directory: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
         paths = figure_paths(self.config, directory)

@@ -102,32 +102,71 @@ class CKAResult:
         """Mean CKA of layer pairs at about the same relative depth (see :mod:`cka_probe.analysis.summary`)."""
         return diagonal_band_mean(self.matrix, width)
 
+    def figure_title(self):
+        """Headline (``A vs B``) and subtitle (weights, data, n) of this result's figure, from its metadata
+        (see :func:`cka_probe.plots.figure_title`)."""
+        from ..plots.titles import figure_title
+
+        return figure_title(self.metadata, title=f"{self.name_a} vs {self.name_b}")
+
     def title(self) -> str:
-        meta = self.metadata
-        weights = meta.get("weights", {})
-        weight_text = "/".join(sorted({str(weights.get(side, "?")) for side in ("a", "b")})) if weights else "?"
-        data = meta.get("data", {})
-        synthetic = " (synthetic images)" if data.get("synthetic") else ""
-        return f"{self.name_a} vs {self.name_b}: {weight_text} weights, n={meta.get('n', '?')}{synthetic}"
+        """The figure's title as one string: headline, a line break, then weights, data and n."""
+        return str(self.figure_title())
+
+    def __repr__(self) -> str:
+        """One line: the two models and their layer counts, the headline score, n and the weights.
+
+        >>> import numpy as np, pandas as pd
+        >>> matrix = pd.DataFrame(np.eye(3), index=pd.Index(list("abc"), name="resnet18"),
+        ...                       columns=pd.Index(list("xyz"), name="vit_t"))
+        >>> CKAResult(matrix, {"n": 128, "weights": {"a": "random", "b": "random"}})
+        CKAResult(resnet18 3 layers x vit_t 3 layers, diagonal band 1.000, n=128, random weights)
+        """
+        from ..plots.titles import weights_text
+
+        band = (self.metadata.get("summary") or {}).get("diagonal_band_mean")
+        band = self.diagonal_band_mean() if band is None else float(band)
+        rows, cols = self.matrix.shape
+        n = self.metadata.get("n", "?")
+        return (
+            f"CKAResult({self.name_a} {rows} layers x {self.name_b} {cols} layers, diagonal band {band:.3f}, "
+            f"n={n}, {weights_text(self.metadata, detail=False)})"
+        )
 
     def plot(self, ax=None, **kwargs):
-        """Draw the heatmap (see :func:`cka_probe.plots.plot_cka_heatmap`); returns the axes."""
+        """Draw the heatmap (see :func:`cka_probe.plots.plot_cka_heatmap`), titled from the metadata (models,
+        weights, data, n) unless ``title``/``subtitle`` are given; returns the axes.
+
+        Keyword arguments go to :func:`~cka_probe.plots.plot_cka_heatmap`, e.g. ``labels="names"``.
+        """
         from ..plots import plot_cka_heatmap
 
-        kwargs.setdefault("title", self.title())
+        heading = self.figure_title()
+        kwargs.setdefault("title", heading.title)
+        kwargs.setdefault("subtitle", heading.subtitle)
         return plot_cka_heatmap(self.matrix, ax=ax, **kwargs)
 
     def paths(self, directory: str | Path, formats=("png",), stem: str | None = None) -> dict[str, Path]:
         """Where :meth:`save` writes: ``csv``, ``json`` and one entry per figure format."""
         return output_paths(directory, stem or output_stem(self.name_a, self.name_b), formats)
 
-    def save(self, directory: str | Path = "figures", formats=("png",), stem: str | None = None,
-             overwrite: bool = False, dpi: int = 200, labels: str = "auto") -> dict[str, Path]:
+    def save(
+        self,
+        directory: str | Path = "figures",
+        formats=("png",),
+        stem: str | None = None,
+        overwrite: bool = False,
+        dpi: int = 200,
+        labels: str = "auto",
+    ) -> dict[str, Path]:
         """Write ``A_vs_B.csv``, ``A_vs_B.json`` and the heatmap in each format, atomically.
 
-        Nothing is written when any target exists and ``overwrite`` is false. ``labels`` chooses the
-        heatmap's tick labels (``auto``, ``names`` or ``index``).
+        Nothing is written when any target exists and ``overwrite`` is false. ``labels`` sets the heatmap's
+        axis labels: ``"names"``, ``"index"`` or ``"auto"`` (see :func:`cka_probe.plots.plot_cka_heatmap`).
         """
+        from ..plots.titles import check_labels
+
+        check_labels(labels)  # before anything is written
         paths = self.paths(directory, formats, stem)
         ensure_writable_dir(directory)
         check_outputs(paths.values(), overwrite)
@@ -140,7 +179,7 @@ class CKAResult:
             from ..plots import new_figure
 
             fig = new_figure()
-            self.plot(ax=fig.subplots(), **({} if labels == "auto" else {"tick_labels": labels}))
+            self.plot(ax=fig.subplots(), labels=labels)
             for fmt in figure_formats:
                 with atomic_path(paths[fmt]) as tmp:
                     fig.savefig(tmp, format=fmt, dpi=dpi)

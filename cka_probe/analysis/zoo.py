@@ -61,6 +61,8 @@ from .tables import long_table
 __all__ = ["ZooResult", "run_zoo", "SUMMARY_SCORES"]
 
 SUMMARY_SCORES = ("diagonal_band_cka", "depth_correspondence", "mean_cka")
+SCORE_RANGES = {"diagonal_band_cka": (0.0, 1.0), "mean_cka": (0.0, 1.0), "depth_correspondence": (-2.0, 1.0)}
+"""The values each summary score can take (depth correspondence is negative against depth)."""
 STATE_DIR = ".zoo-state"
 
 
@@ -145,7 +147,10 @@ def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | 
                 if m.display in working else (m.family or "unknown") for m in config.models}
     summary = _pair_summary(long, working, families)
     models = _model_table(config, features, families)
-    files = _write_outputs(out, config, long, summary, models, score, working, keep_pair_files=pairs_reused)
+    heading = {"models": {label: model_provenance(ext) for label, ext in working.items()},
+               "data": probe.provenance(), "n": probe.n}
+    files = _write_outputs(out, config, long, summary, models, score, working, keep_pair_files=pairs_reused,
+                           heading=heading)
     manifest = {
         "cka_probe": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -342,8 +347,13 @@ def _model_table(config: JobConfig, features: dict, families: dict[str, str]) ->
 
 
 def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: str, working: dict,
-                   keep_pair_files: bool) -> dict[str, Path]:
-    """Write every output; existing per-pair files are kept only when ``keep_pair_files`` (same pair table)."""
+                   keep_pair_files: bool, heading: dict) -> dict[str, Path]:
+    """Write every output; existing per-pair files are kept only when ``keep_pair_files`` (same pair table).
+
+    ``heading`` (models, data, n) is what the figures' subtitles say.
+    """
+    from ..plots.titles import figure_title
+
     files = {}
 
     def write(name: str, writer) -> None:
@@ -365,7 +375,9 @@ def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: s
         for row in summary.itertuples():
             scores.loc[row.model_a, row.model_b] = scores.loc[row.model_b, row.model_a] = getattr(row, score)
         families = models.set_index("label")["family"].reindex(labels)
-        figure = plot_pair_scores(scores, families, score_name=score.replace("_", " "))
+        low, high = SCORE_RANGES[score]
+        figure = plot_pair_scores(scores, families, score_name=score.replace("_", " "), vmin=low, vmax=high,
+                                  subtitle=figure_title(heading).subtitle)
         write("zoo_summary.png", lambda p: figure.savefig(p, format="png", dpi=150, bbox_inches="tight"))
     if config.output.get("per_pair"):
         ensure_writable_dir(out / "pairs")
@@ -390,7 +402,9 @@ def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: s
                 if "p_value" in frame:  # dots on the cells whose permutation p-value is >= 0.05
                     p_values = frame.pivot(index="layer_a", columns="layer_b", values="p_value")
                     not_significant = p_values.loc[matrix.index, matrix.columns].to_numpy() >= 0.05
-                plot_cka_heatmap(matrix, fig.subplots(), title=f"{a} vs {b}", hatch_mask=not_significant)
+                pair_heading = {**heading, "models": {k: heading["models"].get(k, {}) for k in (a, b)}}
+                plot_cka_heatmap(matrix, fig.subplots(), title=f"{a} vs {b}", hatch_mask=not_significant,
+                                 subtitle=figure_title(pair_heading).subtitle, labels=config.output["labels"])
                 write(target, lambda p, f=fig, fm=fmt: f.savefig(p, format=fm, dpi=150))
     return files
 

@@ -1,8 +1,57 @@
 """Heatmaps and figure grids. matplotlib and seaborn are imported here and nowhere else;
-nothing here computes CKA: it draws the tables the analysis step made."""
+nothing here computes CKA: it draws the tables the analysis step made.
 
-from .cluster import FAMILY_COLOURS, plot_pair_scores
-from .grid import Panel, plot_panel_grid
-from .heatmap import new_figure, plot_cka_heatmap, thinned_ticks
+Submodules load on first use (PEP 562), so the titles (:mod:`.titles`, no matplotlib) cost nothing to import.
+"""
 
-__all__ = ["FAMILY_COLOURS", "Panel", "plot_pair_scores", "new_figure", "plot_cka_heatmap", "plot_panel_grid", "thinned_ticks"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "FAMILY_COLOURS": "cluster",
+    "plot_pair_scores": "cluster",
+    "score_colours": "cluster",
+    "Panel": "grid",
+    "plot_panel_grid": "grid",
+    "LABEL_MODES": "titles",
+    "names_fit": "heatmap",
+    "new_figure": "heatmap",
+    "plot_cka_heatmap": "heatmap",
+    "thinned_ticks": "heatmap",
+    "FigureTitle": "titles",
+    "check_labels": "titles",
+    "data_text": "titles",
+    "figure_title": "titles",
+    "weights_text": "titles",
+}
+
+__all__ = [
+    "FAMILY_COLOURS",
+    "LABEL_MODES",
+    "FigureTitle",
+    "Panel",
+    "check_labels",
+    "data_text",
+    "figure_title",
+    "names_fit",
+    "new_figure",
+    "plot_cka_heatmap",
+    "plot_pair_scores",
+    "plot_panel_grid",
+    "score_colours",
+    "thinned_ticks",
+    "weights_text",
+]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

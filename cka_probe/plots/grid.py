@@ -10,7 +10,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .heatmap import new_figure, plot_cka_heatmap
+from ._text import keep_titles_inside, wrap_to_width
+from .heatmap import TITLE_FONTSIZE, new_figure, plot_cka_heatmap
 
 __all__ = ["Panel", "plot_panel_grid"]
 
@@ -29,18 +30,30 @@ def plot_panel_grid(
     panels: Sequence[Sequence[Panel | None]],
     *,
     title: str | None = None,
+    subtitle: str | None = None,
+    labels: str = "auto",
     cmap: str = "magma",
     panel_size: float = 3.0,
     max_ticks: int = 6,
 ) -> Figure:
     """Draw rows of panels (``None`` leaves a cell empty) with one colour bar for the whole figure.
 
+    Args:
+        panels: rows of panels.
+        title: the figure's headline (e.g. the config's ``title``).
+        subtitle: second line(s): weights, data, n (see :func:`cka_probe.plots.figure_title`).
+        labels: ``"names"``, ``"index"`` or ``"auto"``, for every panel (see :func:`plot_cka_heatmap`).
+        cmap: colour map.
+        panel_size: inches per panel.
+        max_ticks: most ticks per axis when numbers are shown.
+
     Returns:
-        The figure (not yet saved).
+        The figure (not yet saved); every title is wrapped to lie inside it.
     """
     rows = len(panels)
     cols = max(len(row) for row in panels)
-    fig = new_figure(width=panel_size * cols + 1.0, height=panel_size * rows + (0.4 if title else 0.0))
+    heading = "\n".join(part for part in (title, subtitle) if part)
+    fig = new_figure(width=panel_size * cols + 1.0, height=panel_size * rows + (0.5 if heading else 0.0))
     axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):
         for c in range(cols):
@@ -49,10 +62,24 @@ def plot_panel_grid(
             if panel is None:
                 ax.set_axis_off()
                 continue
-            plot_cka_heatmap(panel.matrix, ax, title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel,
-                             cmap=cmap, colorbar=False, max_ticks=max_ticks)
-    fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), ax=axes.ravel().tolist(), label="CKA",
-                 shrink=0.8)
-    if title:
-        fig.suptitle(title)
+            plot_cka_heatmap(
+                panel.matrix,
+                ax,
+                title=panel.title,
+                xlabel=panel.xlabel,
+                ylabel=panel.ylabel,
+                cmap=cmap,
+                colorbar=False,
+                max_ticks=max_ticks,
+                labels=labels,
+                fit_titles=False,
+            )
+    fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), ax=axes.ravel().tolist(), label="CKA", shrink=0.8)
+    original = {}
+    if heading:
+        text = fig.suptitle(
+            wrap_to_width(heading, 0.95 * fig.get_figwidth() * 72.0, TITLE_FONTSIZE + 1), fontsize=TITLE_FONTSIZE + 1
+        )
+        original[text] = heading
+    keep_titles_inside(fig, original)
     return fig

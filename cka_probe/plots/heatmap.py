@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "plot_cka_heatmap", "thinned_ticks"]
+from ._text import keep_titles_inside, text_size, wrap_to_width
+from .titles import check_labels
+
+__all__ = ["NAME_FONTSIZE", "names_fit", "new_figure", "plot_cka_heatmap", "thinned_ticks"]
+
+NAME_FONTSIZE = 7.0
+"""Font size (points) of layer names: the smallest that stays legible in print."""
+
+LINE_SPACING = 1.4
+"""A name's row along its axis is at least this many times the font's measured line height."""
+
+LAYOUT_SHARE = 0.9
+"""Share of the axes' size before layout that is left once the figure is laid out (titles, labels, colour bar)."""
+
+TITLE_FONTSIZE = 9.0
+"""Font size (points) of a heatmap's title and subtitle."""
+
+NAME_ROOM = 0.4
+"""Longest layer name, as a share of the axes' other side, that leaves the heatmap room."""
 
 
 def new_figure(width: float = 5.2, height: float = 4.4, **kwargs) -> Figure:
@@ -32,19 +52,76 @@ def thinned_ticks(count: int, max_ticks: int = 10) -> list[int]:
     return ticks
 
 
+def _line_height(fontsize: float) -> float:
+    """Points each name needs along its axis: the font's measured line (ascender to descender) and spacing."""
+    return LINE_SPACING * text_size("Ag", fontsize)[1]
+
+
+def names_fit(names: Sequence[str], length: float, room: float, fontsize: float = NAME_FONTSIZE) -> bool:
+    """Whether every name can label its own row along an axis ``length`` points long, the longest name
+    taking at most ``room`` points across it, at ``fontsize`` (text extents measured with Agg).
+
+    >>> names_fit(["conv1", "conv2"], length=200, room=100)
+    True
+    >>> names_fit([f"blocks.{i}.mlp.act" for i in range(35)], length=200, room=100)
+    False
+    """
+    if not len(names):
+        return True
+    widest = max(text_size(str(name), fontsize)[0] for name in names)
+    return widest <= room and len(names) * _line_height(fontsize) <= length
+
+
+def _choose_names(
+    labels: str, x_names: Sequence[str], y_names: Sequence[str], width: float, height: float
+) -> tuple[bool, bool]:
+    """(names on x, names on y) for ``labels``; ``"auto"`` measures the names against the axes
+    (``width`` x ``height`` points), each axis's names taking their width from the other axis's length."""
+    if labels != "auto":
+        return labels == "names", labels == "names"
+    x_wide = max(text_size(str(n), NAME_FONTSIZE)[0] for n in x_names) if len(x_names) else 0.0
+    y_wide = max(text_size(str(n), NAME_FONTSIZE)[0] for n in y_names) if len(y_names) else 0.0
+    for x_on, y_on in ((True, True), (True, False), (False, True)):
+        x_ok = not x_on or names_fit(x_names, width - (y_wide if y_on else 0.0), NAME_ROOM * height)
+        y_ok = not y_on or names_fit(y_names, height - (x_wide if x_on else 0.0), NAME_ROOM * width)
+        if x_ok and y_ok:
+            return x_on, y_on
+    return False, False
+
+
+def _set_ticks(ax: Axes, axis: str, names: Sequence, show_names: bool, length: float, max_ticks: int) -> None:
+    count = len(names)
+    if show_names:  # every name when they fit, else as many evenly spread as fit
+        capacity = max(2, int(length // _line_height(NAME_FONTSIZE))) if count else 0
+        ticks = thinned_ticks(count, min(count, capacity)) if count else []
+        texts = [str(names[i]) for i in ticks]
+        kwargs = {"fontsize": NAME_FONTSIZE, "rotation": 90 if axis == "x" else 0}
+    else:
+        ticks = thinned_ticks(count, max_ticks) if count else []
+        texts = [str(i + 1) for i in ticks]
+        kwargs = {"rotation": 0}
+    positions = [i + 0.5 for i in ticks]
+    if axis == "x":
+        ax.set_xticks(positions, texts, **kwargs)
+    else:
+        ax.set_yticks(positions, texts, **kwargs)
+
+
 def plot_cka_heatmap(
     matrix: pd.DataFrame,
     ax: Axes | None = None,
     *,
     title: str | None = None,
+    subtitle: str | None = None,
     xlabel: str | None = None,
     ylabel: str | None = None,
     max_ticks: int = 10,
-    tick_labels: str = "index",
+    labels: str = "auto",
     cmap: str = "magma",
     colorbar: bool = True,
     mask: pd.DataFrame | np.ndarray | None = None,
     hatch_mask: pd.DataFrame | np.ndarray | None = None,
+    fit_titles: bool = True,
 ) -> Axes:
     """Draw a CKA matrix: rows (model A) on the y-axis with the first layer at the bottom, columns
     (model B) on the x-axis, colour scale fixed to [0, 1], NaN cells left blank.
@@ -52,20 +129,29 @@ def plot_cka_heatmap(
     Args:
         matrix: CKA values, index = layers of A in forward order, columns = layers of B.
         ax: axes to draw on; a new figure is made when ``None``.
-        title: panel title.
+        title: headline, e.g. ``"mobilenetv2 vs vit_s"`` (see :func:`cka_probe.plots.figure_title`).
+        subtitle: second line(s): weights, data, n.
         xlabel, ylabel: axis labels (default "layers of <columns.name>" / "<index.name>").
-        max_ticks: most ticks per axis; the labels are thinned evenly beyond that.
-        tick_labels: ``"index"`` (1-based layer numbers, as in the paper) or ``"names"``.
+        max_ticks: most ticks per axis with ``labels="index"``; the labels are thinned evenly beyond that.
+        labels: ``"names"`` (layer names), ``"index"`` (1-based layer numbers, as in the paper) or ``"auto"``
+            (names on an axis where every name fits at a legible size, measured; numbers elsewhere).
         cmap: colour map.
         colorbar: draw a colour bar.
         mask: extra cells to leave blank (True = hidden), beside the NaN ones.
         hatch_mask: cells to mark with a dot, e.g. those not significant in a permutation test.
+        fit_titles: wrap the title to the figure's width, lay the figure out and re-wrap any title that would be
+            clipped at the figure's edges; off, the title is wrapped to the axes' width (a grid's panels, whose
+            titles the grid fits at once).
 
     Returns:
         The axes drawn on.
+
+    Raises:
+        CKAProbeError: ``labels`` is not one of ``names``, ``index``, ``auto``.
     """
     import seaborn as sns
 
+    check_labels(labels)
     if ax is None:
         ax = new_figure().subplots()
     values = matrix.to_numpy(dtype=float)
@@ -86,23 +172,26 @@ def plot_cka_heatmap(
         yticklabels=False,
     )
     ax.invert_yaxis()  # the first layer of A at the bottom
-    rows, cols = values.shape
-    xt, yt = thinned_ticks(cols, max_ticks), thinned_ticks(rows, max_ticks)
-    ax.set_xticks([i + 0.5 for i in xt])
-    ax.set_yticks([i + 0.5 for i in yt])
-    if tick_labels == "names":
-        ax.set_xticklabels([str(matrix.columns[i]) for i in xt], rotation=90, fontsize=6)
-        ax.set_yticklabels([str(matrix.index[i]) for i in yt], fontsize=6)
-    elif tick_labels == "index":
-        ax.set_xticklabels([str(i + 1) for i in xt], rotation=0)
-        ax.set_yticklabels([str(i + 1) for i in yt])
-    else:
-        raise ValueError(f"tick_labels must be 'index' or 'names', got {tick_labels!r}")
+    fig = ax.figure.figure  # the root figure (an axes may sit in a subfigure); positions are fractions of it
+    position = ax.get_position()
+    width = LAYOUT_SHARE * position.width * fig.get_figwidth() * 72.0
+    height = LAYOUT_SHARE * position.height * fig.get_figheight() * 72.0
+    x_names, y_names = [str(c) for c in matrix.columns], [str(i) for i in matrix.index]
+    names_x, names_y = _choose_names(labels, x_names, y_names, width, height)
+    _set_ticks(ax, "x", x_names, names_x, width, max_ticks)
+    _set_ticks(ax, "y", y_names, names_y, height, max_ticks)
     if hatch_mask is not None:
         r, c = np.nonzero(np.asarray(hatch_mask, dtype=bool) & ~hidden)
         ax.scatter(c + 0.5, r + 0.5, s=4, c="white", marker=".", linewidths=0)
     ax.set_xlabel(xlabel if xlabel is not None else f"layers of {matrix.columns.name or 'B'}")
     ax.set_ylabel(ylabel if ylabel is not None else f"layers of {matrix.index.name or 'A'}")
-    if title:
-        ax.set_title(title, fontsize=10)
+    text = "\n".join(part for part in (title, subtitle) if part)
+    if text:
+        room = width  # a grid's panel keeps its title over itself
+        if fit_titles:  # a figure's one heatmap: as wide as the figure allows; the layout pass narrows it if need be
+            centre = (position.x0 + 0.5 * position.width) * fig.get_figwidth() * 72.0
+            room = max(width, 0.95 * 2.0 * min(centre, fig.get_figwidth() * 72.0 - centre))
+        ax.set_title(wrap_to_width(text, room, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
+        if fit_titles:
+            keep_titles_inside(fig, {ax.title: text})
     return ax

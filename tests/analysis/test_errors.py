@@ -130,5 +130,5 @@ def test_heatmap_tick_labels():
 
     from cka_probe.plots import plot_cka_heatmap
 
-    with pytest.raises(ValueError, match="tick_labels must be 'index' or 'names'"):
-        plot_cka_heatmap(pd.DataFrame([[0.5]]), tick_labels="numbers")
+    with pytest.raises(CKAProbeError, match=r"^unknown axis labels 'numbers'; use --labels auto, names, index$"):
+        plot_cka_heatmap(pd.DataFrame([[0.5]]), labels="numbers")
