@@ -23,6 +23,8 @@ __all__ = [
     "NotEnoughImagesError",
     "UnreadableImageError",
     "CaptureError",
+    "KernelError",
+    "PrecisionError",
 ]
 
 
@@ -94,3 +96,14 @@ class UnreadableImageError(CKAProbeError):
 
 class CaptureError(CKAProbeError):
     """A forward that cannot be recorded: a hooked layer run outside the model's own forward, or batches that run different layers."""
+
+
+# Math (cka_probe.math).
+
+
+class KernelError(CKAProbeError):
+    """An unknown kernel, a non-positive RBF bandwidth, or a kernel choice that the given input cannot serve."""
+
+
+class PrecisionError(CKAProbeError):
+    """A precision that the all-pairs engine does not offer (it computes in float64 or float32)."""

@@ -14,7 +14,11 @@ from . import reference
 def _layers(seed: int, n: int, dims):
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(n, 6, generator=g, dtype=torch.float64)
-    return [torch.tanh(base @ torch.randn(6, d, generator=g, dtype=torch.float64)) + 0.2 * torch.randn(n, d, generator=g, dtype=torch.float64) for d in dims]
+    return [
+        torch.tanh(base @ torch.randn(6, d, generator=g, dtype=torch.float64))
+        + 0.2 * torch.randn(n, d, generator=g, dtype=torch.float64)
+        for d in dims
+    ]
 
 
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
@@ -29,7 +33,9 @@ def test_accumulator_equals_reference_batch_by_batch(kernel):
     ref_kernel = reference.gram_linear if kernel == "linear" else reference.gram_rbf
     for i, x in enumerate(feats_a):
         for j, y in enumerate(feats_b):
-            expected = reference.minibatch_cka([x[s].numpy() for s in batches], [y[s].numpy() for s in batches], ref_kernel)
+            expected = reference.minibatch_cka(
+                [x[s].numpy() for s in batches], [y[s].numpy() for s in batches], ref_kernel
+            )
             assert float(result[i, j]) == pytest.approx(expected, rel=1e-9)
     assert metric.num_batches == 3 and metric.num_examples == 60
 
@@ -53,8 +59,10 @@ def test_self_comparison_and_names():
     assert isinstance(result, LabeledMatrix) and result.rows == result.cols == ("stem", "block1", "head")
     torch.testing.assert_close(result.values.diagonal(), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close(result.values, result.values.T, rtol=0, atol=1e-14)
-    expected = reference.minibatch_cka([feats["stem"][s].numpy() for s in (slice(0, 16), slice(16, 32))],
-                                       [feats["head"][s].numpy() for s in (slice(0, 16), slice(16, 32))])
+    expected = reference.minibatch_cka(
+        [feats["stem"][s].numpy() for s in (slice(0, 16), slice(16, 32))],
+        [feats["head"][s].numpy() for s in (slice(0, 16), slice(16, 32))],
+    )
     assert result["stem", "head"] == pytest.approx(expected, rel=1e-9)
 
 
