@@ -351,62 +351,69 @@ def _centered_stack(
 ) -> _Stack:
     """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
 
-    Linear kernel on features: each layer is centred in float64 (into a reused buffer), and its Gram
-    ``X_c X_c^T`` formed block row by block row, upper triangle only (:func:`_upper_gram`), then the
-    stack is mirrored at once. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for free.
-    Grams are symmetrised and double-centred; the RBF kernel is built from exact squared distances.
+    Layers of equal width are stacked and handled together, so the number of tensor operations grows
+    with the number of distinct widths, not of layers. Linear kernel on features: each group is centred
+    (means accumulated in float64) and its Grams ``X_c X_c^T`` formed by batched products, block row by
+    block row over the upper triangle only (:func:`_upper_grams`); the stack is mirrored once.
+    ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for free. Grams are symmetrised and
+    double-centred; the RBF kernel is built from exact squared distances.
     """
     num_layers, n = len(layers), layers[0].shape[0]
     device = layers[0].device
     linear = kernel == "linear"
     work = dtype if linear else torch.float64
+    groups: dict[object, list[int]] = {}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Gram):
+            groups.setdefault(layer.shape[1], []).append(i)
+    num_features = sum(len(members) for members in groups.values())
+    if num_features < num_layers:
+        groups["gram"] = [i for i, layer in enumerate(layers) if isinstance(layer, Gram)]
+    order = [i for members in groups.values() for i in members]  # the stack is built in group order, Grams last
+
     grams = torch.empty(num_layers, n, n, dtype=work, device=device)
     variance = torch.empty(num_layers, dtype=torch.float64, device=device)
-    mean_squares = torch.zeros(num_layers, dtype=torch.float64, device=device)
-    is_gram = [isinstance(layer, Gram) for layer in layers]
-
-    feature_index = [i for i, gram in enumerate(is_gram) if not gram]
-    if feature_index:
-        widest = max(layers[i].shape[1] for i in feature_index)
-        buffer = torch.empty(n * widest, dtype=work, device=device)
-        for i in feature_index:
-            x = layers[i].to(device)
-            mean = x.mean(dim=0, keepdim=True, dtype=torch.float64)
-            mean_squares[i] = mean.square().sum() * n
-            centred = buffer[: x.numel()].view(x.shape)
-            if linear and x.dtype == work:
-                torch.sub(x, mean.to(work), out=centred)
+    mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
+    offset = 0
+    for key, members in groups.items():
+        block = slice(offset, offset + len(members))
+        offset += len(members)
+        if key == "gram":
+            raw = symmetric_gram(torch.stack([layers[i].matrix.to(device) for i in members]))
+            _check_finite(torch.isfinite(raw).all(dim=(1, 2)), members, names, "Gram matrix")
+            sq_dist = squared_distances_from_gram(raw, identical_rows(raw))
+            variance[block] = sq_dist.sum(dim=(1, 2)) / (2 * n)
+            mean_squares[block] = raw.diagonal(dim1=1, dim2=2).sum(dim=1) - variance[block]  # so that S = tr(K)
+            if not linear:
+                grams[block] = rbf_from_squared_distances(sq_dist, sigma_frac)
+            elif unbiased and work == torch.float64:  # U-centring ignores the offsets that H . H removes
+                grams[block] = raw
             else:
-                centred.copy_(x.to(torch.float64) - mean)
-            if linear:
-                _upper_gram(centred, grams[i])
-            else:
-                gram = centred @ centred.T
-                sq_dist = squared_distances_from_gram(symmetric_gram(gram), _same_rows(x))
-                grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
-                variance[i] = gram.diagonal().sum()
+                grams[block] = center_gram(raw)
+            continue
+        x = torch.stack([layers[i].to(device) for i in members])
+        mean = x.mean(dim=1, keepdim=True, dtype=torch.float64)
+        mean_squares[block] = mean.square().sum(dim=(1, 2)) * n
         if linear:
-            if len(feature_index) == num_layers:
-                grams.triu_()
-                grams += grams.triu(1).transpose(1, 2)
-            else:
-                index = torch.tensor(feature_index, device=device)
-                upper = grams[index].triu_()
-                grams[index] = upper + upper.triu(1).transpose(1, 2)
-            diagonals = grams.diagonal(dim1=1, dim2=2)[feature_index]
-            variance[feature_index] = diagonals.sum(dim=1, dtype=torch.float64)
-
-    gram_index = [i for i, gram in enumerate(is_gram) if gram]
-    for i in gram_index:
-        raw = symmetric_gram(layers[i].matrix.to(device))
-        _check_finite(torch.isfinite(raw).all()[None], [i], names, "Gram matrix")
-        sq_dist = squared_distances_from_gram(raw, identical_rows(raw))
-        variance[i] = sq_dist.sum() / (2 * n)
-        mean_squares[i] = raw.diagonal().sum() - variance[i]  # so that S = tr(K)
-        if linear:  # U-centring ignores the symmetric offsets that H . H removes: skip it in float64
-            grams[i] = raw if unbiased and work == torch.float64 else center_gram(raw)
+            centred = torch.sub(x, mean.to(work)) if x.dtype == work else (x.to(torch.float64) - mean).to(work)
+            _upper_grams(centred, grams[block])
         else:
-            grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+            centred = x.to(torch.float64) - mean
+            gram = symmetric_gram(torch.bmm(centred, centred.transpose(1, 2)))
+            variance[block] = gram.diagonal(dim1=1, dim2=2).sum(dim=1)
+            same = torch.stack([_same_rows(layers[i].to(device)) for i in members])
+            grams[block] = rbf_from_squared_distances(squared_distances_from_gram(gram, same), sigma_frac)
+
+    feature_block = slice(0, num_features)
+    if linear and num_features:
+        upper = grams[feature_block].triu_()
+        upper += upper.triu(1).transpose(1, 2)
+        variance[feature_block] = upper.diagonal(dim1=1, dim2=2).sum(dim=1, dtype=torch.float64)
+    if order != list(range(num_layers)):  # back to the callers' order
+        inverse = torch.empty(num_layers, dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(num_layers)
+        inverse = inverse.to(device)
+        grams, variance, mean_squares = grams[inverse], variance[inverse], mean_squares[inverse]
 
     scale = variance + mean_squares
     _check_finite(torch.isfinite(scale), range(num_layers), names, "features")
@@ -423,18 +430,18 @@ def _centered_stack(
     return _Stack(grams, norms, variance, scale, constant, undefined)
 
 
-def _upper_gram(x: torch.Tensor, out: torch.Tensor) -> None:
-    """The upper triangle (and diagonal blocks) of ``x x^T`` into ``out``, one block row at a time.
+def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
+    """The upper triangle (and diagonal blocks) of ``x x^T`` for a stack ``x`` ``(g, n, d)`` into ``out``.
 
-    Block row ``k`` is ``x[rows_k] @ x[rows_k.start:].T``: about ``(B + 1) / 2B`` of the full
+    Block row ``k`` is ``x[:, rows_k] @ x[:, rows_k.start:]^T``: about ``(B + 1) / 2B`` of the full
     product's work for ``B`` block rows (a symmetric rank-k update, which torch does not expose).
     Entries below the diagonal blocks are left as they were.
     """
-    n = x.shape[0]
+    n = x.shape[1]
     step = max(32, n // 8)
     for start in range(0, n, step):
         stop = min(start + step, n)
-        torch.mm(x[start:stop], x[start:].T, out=out[start:stop, start:])
+        torch.bmm(x[:, start:stop], x[:, start:].transpose(1, 2), out=out[:, start:stop, start:])
 
 
 def _u_center_(grams: torch.Tensor) -> None:
