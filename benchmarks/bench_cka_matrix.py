@@ -28,8 +28,7 @@ import time
 
 import torch
 
-from cka_probe.math import cka_matrix
-from cka_probe.math import centered_grams
+from cka_probe.math import centered_grams, cka_matrix
 
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024)
 
@@ -76,14 +75,16 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
 
     feats_a = [f.to(dtype) for f in base[0]]
     feats_b = [f.to(dtype) for f in base[1]]
-    ours = lambda: cka_matrix(feats_a, feats_b, unbiased=True, dtype=dtype)  # noqa: E731
-    stage = lambda: (centered_grams(feats_a, unbiased=True, dtype=dtype),  # noqa: E731
-                     centered_grams(feats_b, unbiased=True, dtype=dtype))
-    theirs = lambda: cka_from_features(feats_a, feats_b)  # noqa: E731
+    ours = lambda: cka_matrix(feats_a, feats_b, unbiased=True, dtype=dtype)
+    stage = lambda: (
+        centered_grams(feats_a, unbiased=True, dtype=dtype),
+        centered_grams(feats_b, unbiased=True, dtype=dtype),
+    )
+    theirs = lambda: cka_from_features(feats_a, feats_b)
     m = n * (n - 1) // 2
     left = torch.randn(num_layers, m, dtype=dtype, device=device)
     right = torch.randn(num_layers, m, dtype=dtype, device=device)
-    plain = lambda: left @ right.T  # noqa: E731
+    plain = lambda: left @ right.T
 
     best = {"ours": float("inf"), "stage": float("inf"), "theirs": float("inf"), "matmul": float("inf")}
     results = {}
@@ -96,8 +97,13 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
             del result
             gc.collect()
     del left, right
-    return {"time": best, "values": results, "dense": dense_flops(feats_a, feats_b, n),
-            "executed": executed_flops(feats_a, feats_b, n), "matmul_flops": 2.0 * num_layers * num_layers * m}
+    return {
+        "time": best,
+        "values": results,
+        "dense": dense_flops(feats_a, feats_b, n),
+        "executed": executed_flops(feats_a, feats_b, n),
+        "matmul_flops": 2.0 * num_layers * num_layers * m,
+    }
 
 
 def main() -> None:
@@ -116,45 +122,56 @@ def main() -> None:
     for case in args.cases:
         num_layers, n = (int(v) for v in case.split("x"))
         base = (make_layers(num_layers, n, 0, args.device), make_layers(num_layers, n, 1, args.device))
-        reports = {dtype: run_case(num_layers, n, dtype, args.device, args.repeats, base)
-                   for dtype in (torch.float64, torch.float32)}
+        reports = {
+            dtype: run_case(num_layers, n, dtype, args.device, args.repeats, base)
+            for dtype in (torch.float64, torch.float32)
+        }
         exact_ours = reports[torch.float64]["values"]["ours"]
         exact_theirs = reports[torch.float64]["values"]["theirs"]
         for dtype, report in reports.items():
             t = report["time"]
             ours, theirs = report["values"]["ours"], report["values"]["theirs"]
-            rows.append({
-                "case": f"{num_layers}x{num_layers}, n={n}",
-                "precision": str(dtype).removeprefix("torch."),
-                "ours_s": t["ours"],
-                "stage_s": t["stage"],
-                "theirs_s": t["theirs"],
-                "speedup": t["theirs"] / t["ours"],
-                "dense_gflops_ours": report["dense"] / t["ours"] / 1e9,
-                "dense_gflops_theirs": report["dense"] / t["theirs"] / 1e9,
-                "executed_gflops": report["executed"] / t["ours"] / 1e9,
-                "matmul_gflops": report["matmul_flops"] / t["matmul"] / 1e9,
-                "agree": float((ours.clamp(0, 1) - theirs).abs().max()),
-                "err_ours": float((ours - exact_ours).abs().max()),
-                "err_theirs": float((theirs - exact_theirs).abs().max()),
-            })
+            rows.append(
+                {
+                    "case": f"{num_layers}x{num_layers}, n={n}",
+                    "precision": str(dtype).removeprefix("torch."),
+                    "ours_s": t["ours"],
+                    "stage_s": t["stage"],
+                    "theirs_s": t["theirs"],
+                    "speedup": t["theirs"] / t["ours"],
+                    "dense_gflops_ours": report["dense"] / t["ours"] / 1e9,
+                    "dense_gflops_theirs": report["dense"] / t["theirs"] / 1e9,
+                    "executed_gflops": report["executed"] / t["ours"] / 1e9,
+                    "matmul_gflops": report["matmul_flops"] / t["matmul"] / 1e9,
+                    "agree": float((ours.clamp(0, 1) - theirs).abs().max()),
+                    "err_ours": float((ours - exact_ours).abs().max()),
+                    "err_theirs": float((theirs - exact_theirs).abs().max()),
+                }
+            )
             r = rows[-1]
-            print(f"{r['case']:>20} {r['precision']}: cka-probe {r['ours_s']:.3f} s (Gram stage {r['stage_s']:.3f} s), "
-                  f"pytorch-cka {r['theirs_s']:.3f} s, {r['speedup']:.2f}x; executed {r['executed_gflops']:.1f} "
-                  f"GFLOP/s vs matmul {r['matmul_gflops']:.1f}", flush=True)
+            print(
+                f"{r['case']:>20} {r['precision']}: cka-probe {r['ours_s']:.3f} s (Gram stage {r['stage_s']:.3f} s), "
+                f"pytorch-cka {r['theirs_s']:.3f} s, {r['speedup']:.2f}x; executed {r['executed_gflops']:.1f} "
+                f"GFLOP/s vs matmul {r['matmul_gflops']:.1f}",
+                flush=True,
+            )
         del base, reports
         gc.collect()
 
     print()
-    print("| layers, n | precision | cka-probe (s) | Gram stage (s) | pytorch-cka (s) | speed-up | dense GFLOP/s "
-          "cka-probe / pytorch-cka | executed GFLOP/s (matmul) | max abs diff to pytorch-cka | max error vs float64 "
-          "cka-probe / pytorch-cka |")
+    print(
+        "| layers, n | precision | cka-probe (s) | Gram stage (s) | pytorch-cka (s) | speed-up | dense GFLOP/s "
+        "cka-probe / pytorch-cka | executed GFLOP/s (matmul) | max abs diff to pytorch-cka | max error vs float64 "
+        "cka-probe / pytorch-cka |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['precision']} | {r['ours_s']:.3f} | {r['stage_s']:.3f} | {r['theirs_s']:.3f} | "
-              f"{r['speedup']:.2f}x | {r['dense_gflops_ours']:.1f} / {r['dense_gflops_theirs']:.1f} | "
-              f"{r['executed_gflops']:.1f} ({r['matmul_gflops']:.1f}) | {r['agree']:.1e} | "
-              f"{r['err_ours']:.1e} / {r['err_theirs']:.1e} |")
+        print(
+            f"| {r['case']} | {r['precision']} | {r['ours_s']:.3f} | {r['stage_s']:.3f} | {r['theirs_s']:.3f} | "
+            f"{r['speedup']:.2f}x | {r['dense_gflops_ours']:.1f} / {r['dense_gflops_theirs']:.1f} | "
+            f"{r['executed_gflops']:.1f} ({r['matmul_gflops']:.1f}) | {r['agree']:.1e} | "
+            f"{r['err_ours']:.1e} / {r['err_theirs']:.1e} |"
+        )
 
 
 if __name__ == "__main__":

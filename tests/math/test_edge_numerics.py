@@ -211,3 +211,21 @@ def test_cuda_matrix_equals_cpu_matrix(dtype):
     gpu = cka_matrix([f.cuda() for f in feats], [k.to("cuda") for k in grams], unbiased=True, dtype=dtype)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batched_and_per_layer_gram_formation_match_the_reference(monkeypatch, batched, dtype):
+    # The batched path is the one CUDA takes; here it runs on the CPU against the NumPy reference.
+    from cka_probe.math import cka as cka_module
+
+    monkeypatch.setattr(cka_module, "_BATCHED_GRAMS", batched)
+    g = torch.Generator().manual_seed(6)
+    feats = [torch.relu(torch.randn(70, d, generator=g)) + 0.5 for d in (8, 30, 8, 100, 30)]
+    feats[2] = feats[2][:, :5] @ torch.randn(5, 8, generator=g)
+    for unbiased in (False, True):
+        matrix = cka_matrix(feats, [feats[0], feats[3]], unbiased=unbiased, dtype=dtype)
+        for i, x in enumerate(feats):
+            for j, y in enumerate((feats[0], feats[3])):
+                expected = reference.linear_cka(x.double().numpy(), y.double().numpy(), unbiased)
+                assert float(matrix[i, j]) == pytest.approx(expected, rel=1e-9 if dtype == torch.float64 else 1e-5)
