@@ -388,10 +388,13 @@ def _centered_stack(
     elif feature_index:
         widest = max(layers[i].shape[1] for i in feature_index)
         buffer = torch.empty(n * widest, dtype=work, device=device)
+        averaging = torch.full((1, n), 1.0 / n, dtype=torch.float64, device=device)
+        mean_norms = []
         for i in feature_index:
             x = layers[i].to(device)
-            mean = x.mean(dim=0, keepdim=True, dtype=torch.float64)
-            mean_squares[i] = mean.square().sum() * n
+            # the mean in float64: a matrix-vector product for float64 features, an exact sum for narrower ones
+            mean = averaging @ x if x.dtype == torch.float64 else x.mean(dim=0, keepdim=True, dtype=torch.float64)
+            mean_norms.append(torch.linalg.vector_norm(mean))
             centred = buffer[: x.numel()].view(x.shape)
             if x.dtype == work:
                 torch.sub(x, mean.to(work), out=centred)
@@ -406,10 +409,10 @@ def _centered_stack(
                 variance[i] = gram.diagonal().sum()
                 sq_dist = squared_distances_from_gram(gram, _same_rows(x))
                 grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+        mean_squares[feature_index] = torch.stack(mean_norms) ** 2 * n
     if feature_index and linear:
         upper = grams if len(feature_index) == num_layers else grams[feature_index]
-        upper.triu_()
-        upper += upper.triu(1).transpose(1, 2)
+        _mirror_upper_(upper)
         if upper is not grams:
             grams[feature_index] = upper
         variance[feature_index] = upper.diagonal(dim1=1, dim2=2).sum(dim=1, dtype=torch.float64)
@@ -457,6 +460,15 @@ def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
     for start in range(0, n, step):
         stop = min(start + step, n)
         product(x[..., start:stop, :], x[..., start:, :].transpose(-2, -1), out=out[..., start:stop, start:])
+
+
+def _mirror_upper_(grams: torch.Tensor) -> None:
+    """Copy the blocks above the diagonal blocks of :func:`_upper_grams` below them, in place, for a stack."""
+    n = grams.shape[-1]
+    step = max(32, n // 8)
+    for start in range(step, n, step):
+        rows = slice(start, min(start + step, n))
+        grams[:, rows, :start].copy_(grams[:, :start, rows].transpose(1, 2))
 
 
 def _u_center_(grams: torch.Tensor) -> None:
