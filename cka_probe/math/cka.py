@@ -257,7 +257,7 @@ def centered_grams(
     names, layers = _layer_list(list(features), "features")
     _check_examples(layers, names, [], [], unbiased)
     stack = _centered_stack(layers, names, kernel, unbiased, sigma_frac, _resolve_dtype(dtype))
-    return stack.grams.reshape(len(layers), -1)
+    return stack.full().reshape(len(layers), -1)
 
 
 def cka_matrix(
@@ -317,8 +317,7 @@ def cka_matrix(
     stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision)
     stack_b = stack_a if self_compare else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision)
     _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
-    cross = _frobenius_products(stack_a, stack_b, hollow=unbiased)
-    values = cross / (stack_a.norms[:, None] * stack_b.norms[None, :])
+    values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
         return LabeledMatrix(values, tuple(names_a), tuple(names_b))
     return values
@@ -329,11 +328,24 @@ def cka_matrix(
 
 @dataclass(frozen=True)
 class _Stack:
-    """The centred kernels of a list of layers and what the estimators need from them.
+    """The centred kernels ``K_c = H K H`` of a list of layers, packed, and what the estimators need.
+
+    ``K_c`` is symmetric, so it is held as its strict upper triangle ``packed`` and its ``diag``. Both
+    estimators' inner products follow from these (``<A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii``),
+    the unbiased one through Song et al.'s closed form (2012, eq. 5) applied to ``K_c``, whose rows sum
+    to 0: with ``K~`` the hollow ``K_c``, ``1^T K~ 1 = -tr K_c`` and ``K~ 1 = -diag K_c``, so::
+
+        <U(K), U(L)>_F = 2 <P_K, P_L> + tr(K_c) tr(L_c) / ((n-1)(n-2)) - 2 <diag K_c, diag L_c> / (n-2)
+
+    (``U(K) = U(H K H)``: U-centring ignores the symmetric offsets that ``H . H`` removes). Centred first,
+    the terms do not cancel catastrophically, as they do on uncentred Grams.
 
     Attributes:
-        grams: ``(L, n, n)`` centred (``H K H``) or U-centred kernels, float64 or float32.
-        norms: ``(L,)`` float64 Frobenius norms of ``grams``; NaN for constant layers.
+        packed: ``(L, n (n-1) / 2)`` strict upper triangles, float64 or float32.
+        diag: ``(L, n)`` float64 diagonals.
+        unbiased: whose inner product :meth:`products` gives.
+        squared_norms: ``(L,)`` float64 ``||C(K)||_F^2`` (``C`` = ``H . H`` or ``U``).
+        norms: ``(L,)`` float64 ``||C(K)||_F``; NaN for undefined layers.
         variance: ``(L,)`` float64 ``V = ||X_c||_F^2`` of each layer's features.
         scale: ``(L,)`` float64 ``S = ||X||_F^2``.
         constant: ``(L,)`` bool: the layer is constant (:func:`constant_layers`).
@@ -341,12 +353,41 @@ class _Stack:
             RBF bandwidth of 0 when more than half of the example pairs coincide).
     """
 
-    grams: torch.Tensor
+    packed: torch.Tensor
+    diag: torch.Tensor
+    unbiased: bool
+    squared_norms: torch.Tensor
     norms: torch.Tensor
     variance: torch.Tensor
     scale: torch.Tensor
     constant: torch.Tensor
     undefined: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.diag.shape[1]
+
+    def products(self, other: _Stack) -> torch.Tensor:
+        """``<C(K_i), C(L_j)>_F`` for every layer pair, ``(L_a, L_b)`` float64."""
+        n = self.n
+        cross = 2.0 * _accumulated_products(self.packed, other.packed)
+        diagonal = self.diag @ other.diag.T
+        if not self.unbiased:
+            return cross + diagonal
+        traces = self.diag.sum(dim=1)[:, None] * other.diag.sum(dim=1)[None, :]
+        return cross + traces / ((n - 1) * (n - 2)) - 2.0 * diagonal / (n - 2)
+
+    def full(self) -> torch.Tensor:
+        """The ``(L, n, n)`` centred (biased) or U-centred (unbiased) kernels, in the packed dtype."""
+        num_layers, n = self.diag.shape
+        grams = torch.zeros(num_layers, n * n, dtype=self.packed.dtype, device=self.packed.device)
+        grams[:, _upper_index(n, grams.device)] = self.packed
+        grams = grams.view(num_layers, n, n)
+        grams += grams.transpose(1, 2).clone()
+        grams.diagonal(dim1=1, dim2=2).copy_(self.diag)
+        if self.unbiased:
+            _u_center_(grams)
+        return grams
 
 
 def _centered_stack(
@@ -410,12 +451,8 @@ def _centered_stack(
                 sq_dist = squared_distances_from_gram(gram, _same_rows(x))
                 grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
         mean_squares[feature_index] = torch.stack(mean_norms) ** 2 * n
-    if feature_index and linear:
-        upper = grams if len(feature_index) == num_layers else grams[feature_index]
-        _mirror_upper_(upper)
-        if upper is not grams:
-            grams[feature_index] = upper
-        variance[feature_index] = upper.diagonal(dim1=1, dim2=2).sum(dim=1, dtype=torch.float64)
+    if feature_index and linear:  # only the upper triangles were formed: they are all that is read
+        variance[feature_index] = grams.diagonal(dim1=1, dim2=2)[feature_index].sum(dim=1, dtype=torch.float64)
 
     if gram_index:
         index = torch.tensor(gram_index, device=device)
@@ -424,27 +461,32 @@ def _centered_stack(
         sq_dist = squared_distances_from_gram(raw, identical_rows(raw))
         variance[index] = sq_dist.sum(dim=(1, 2)) / (2 * n)
         mean_squares[index] = raw.diagonal(dim1=1, dim2=2).sum(dim=1) - variance[index]  # so that S = tr(K)
-        if not linear:
-            kernels = rbf_from_squared_distances(sq_dist, sigma_frac)
-        elif unbiased and work == torch.float64:  # U-centring ignores the offsets that H . H removes
-            kernels = raw
-        else:
-            kernels = center_gram(raw)
+        kernels = rbf_from_squared_distances(sq_dist, sigma_frac) if not linear else center_gram(raw)
         grams.index_copy_(0, index, kernels.to(work))
 
     scale = variance + mean_squares
     _check_finite(torch.isfinite(scale), range(num_layers), names, "features")
-    if unbiased:
-        _u_center_(grams)
-    elif not linear:
+    if not linear:
         grams = center_gram(grams)
-    if grams.dtype != dtype:
-        grams = grams.to(dtype)
-    norms = torch.linalg.vector_norm(grams, dim=(1, 2), dtype=torch.float64)
+    packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
+    if packed.dtype != dtype:
+        packed = packed.to(dtype)
+    diag = grams.diagonal(dim1=1, dim2=2).to(torch.float64)
+    squared = 2.0 * torch.linalg.vector_norm(packed, dim=1, dtype=torch.float64) ** 2
+    if unbiased:
+        squared = squared + diag.sum(dim=1) ** 2 / ((n - 1) * (n - 2)) - 2.0 * diag.square().sum(dim=1) / (n - 2)
+    else:
+        squared = squared + diag.square().sum(dim=1)
     constant = constant_layers(variance, scale)
-    undefined = constant | ~torch.isfinite(norms) | (norms == 0)
-    norms = torch.where(undefined, torch.nan, norms)
-    return _Stack(grams, norms, variance, scale, constant, undefined)
+    undefined = constant | ~torch.isfinite(squared) | ~(squared > 0)
+    norms = torch.where(undefined, torch.nan, squared.clamp_min(0).sqrt())
+    return _Stack(packed, diag, unbiased, squared, norms, variance, scale, constant, undefined)
+
+
+def _upper_index(n: int, device: torch.device) -> torch.Tensor:
+    """Flat indices ``i * n + j`` of the strict upper triangle ``i < j`` of an ``(n, n)`` matrix, row by row."""
+    upper = torch.triu_indices(n, n, offset=1, device=device)
+    return upper[0] * n + upper[1]
 
 
 def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
@@ -460,15 +502,6 @@ def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
     for start in range(0, n, step):
         stop = min(start + step, n)
         product(x[..., start:stop, :], x[..., start:, :].transpose(-2, -1), out=out[..., start:stop, start:])
-
-
-def _mirror_upper_(grams: torch.Tensor) -> None:
-    """Copy the blocks above the diagonal blocks of :func:`_upper_grams` below them, in place, for a stack."""
-    n = grams.shape[-1]
-    step = max(32, n // 8)
-    for start in range(step, n, step):
-        rows = slice(start, min(start + step, n))
-        grams[:, rows, :start].copy_(grams[:, :start, rows].transpose(1, 2))
 
 
 def _u_center_(grams: torch.Tensor) -> None:
@@ -490,27 +523,6 @@ def _same_rows(x: torch.Tensor) -> torch.Tensor:
     return ids[:, None] == ids[None, :]
 
 
-def _frobenius_products(stack_a: _Stack, stack_b: _Stack, hollow: bool) -> torch.Tensor:
-    """``<A_i, B_j>_F`` of two stacks of symmetric ``(n, n)`` matrices, ``(L_a, L_b)`` float64.
-
-    ``<A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii``: one product over the strict upper
-    triangles (the diagonal term only when the matrices are not hollow).
-    """
-    a, n = stack_a.grams, stack_a.grams.shape[-1]
-    upper = torch.triu_indices(n, n, offset=1, device=a.device)
-    flat = upper[0] * n + upper[1]
-    packed_a = a.reshape(len(a), n * n).index_select(1, flat)
-    if stack_b is stack_a:
-        packed_b, b = packed_a, a
-    else:
-        b = stack_b.grams
-        packed_b = b.reshape(len(b), n * n).index_select(1, flat)
-    cross = 2.0 * _accumulated_products(packed_a, packed_b)
-    if not hollow:
-        cross += _accumulated_products(a.diagonal(dim1=1, dim2=2), b.diagonal(dim1=1, dim2=2))
-    return cross
-
-
 def _accumulated_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b.T`` in float64; float32 inputs are multiplied in float32 blocks summed in float64."""
     if a.dtype == torch.float64:
@@ -528,8 +540,7 @@ def _pair_cka(x: Layer, y: Layer, kernel: str, unbiased: bool, sigma_frac: float
     if bool(stack_x.undefined[0] | stack_y.undefined[0]):
         _warn_undefined([(stack_x, ["x"]), (stack_y, ["y"])])
         return torch.tensor(float("nan"), dtype=torch.float64)
-    cross = (stack_x.grams * stack_y.grams).sum()
-    return cross / (stack_x.norms[0] * stack_y.norms[0])
+    return stack_x.products(stack_y)[0, 0] / (stack_x.norms[0] * stack_y.norms[0])
 
 
 def _linear_cka_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
