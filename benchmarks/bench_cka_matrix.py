@@ -3,7 +3,7 @@
 Side by side in one run, on the same features and in the same precision:
 
 * ``cka_matrix(feats_a, feats_b, unbiased=True, dtype=...)`` of cka-probe, and its Gram stage alone
-  (``centered_grams`` of both sides, the stacks the zoo multiplies);
+  (the packed centred Grams of both sides, which the all-pairs product then multiplies);
 * ``cka.cka_from_features(feats_a, feats_b)`` of pytorch-cka 1.1.3, which computes the same estimator
   (Song et al.'s unbiased HSIC; it clamps the CKA to [0, 1], so values are compared after clamping ours);
 * a plain ``torch.matmul`` of the shape of the all-pairs product, for the machine's FLOP rate.
@@ -28,7 +28,8 @@ import time
 
 import torch
 
-from cka_probe.math import centered_grams, cka_matrix
+from cka_probe.math import cka_matrix
+from cka_probe.math.cka import _centered_stack
 
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024)
 
@@ -64,7 +65,7 @@ def dense_flops(feats_a, feats_b, n: int) -> float:
 
 
 def executed_flops(feats_a, feats_b, n: int) -> float:
-    step = max(32, n // 8)
+    step = max(64, n // 8)
     per_width = sum(2.0 * min(step, n - start) * (n - start) for start in range(0, n, step))
     grams = sum(per_width * f.shape[1] for f in list(feats_a) + list(feats_b))
     return grams + 2.0 * len(feats_a) * len(feats_b) * n * (n - 1) / 2
@@ -75,28 +76,31 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
 
     feats_a = [f.to(dtype) for f in base[0]]
     feats_b = [f.to(dtype) for f in base[1]]
-    ours = lambda: cka_matrix(feats_a, feats_b, unbiased=True, dtype=dtype)
-    stage = lambda: (
-        centered_grams(feats_a, unbiased=True, dtype=dtype),
-        centered_grams(feats_b, unbiased=True, dtype=dtype),
-    )
-    theirs = lambda: cka_from_features(feats_a, feats_b)
+    names_a, names_b = [f"a{i}" for i in range(num_layers)], [f"b{i}" for i in range(num_layers)]
     m = n * (n - 1) // 2
     left = torch.randn(num_layers, m, dtype=dtype, device=device)
     right = torch.randn(num_layers, m, dtype=dtype, device=device)
-    plain = lambda: left @ right.T
+    calls = {
+        "ours": lambda: cka_matrix(feats_a, feats_b, unbiased=True, dtype=dtype),
+        "theirs": lambda: cka_from_features(feats_a, feats_b),
+        # the Gram stage alone: packed centred Grams of both sides (what the product then multiplies)
+        "stage": lambda: (
+            _centered_stack(feats_a, names_a, "linear", True, 1.0, dtype),
+            _centered_stack(feats_b, names_b, "linear", True, 1.0, dtype),
+        ),
+        "matmul": lambda: left @ right.T,
+    }
 
     best = {"ours": float("inf"), "stage": float("inf"), "theirs": float("inf"), "matmul": float("inf")}
     results = {}
     for _ in range(repeats):  # interleaved, so that a busy machine slows both tools alike
-        for name, fn in (("ours", ours), ("theirs", theirs), ("stage", stage), ("matmul", plain)):
+        for name, fn in calls.items():
             elapsed, result = timed(fn, device)
             best[name] = min(best[name], elapsed)
             if name in ("ours", "theirs"):
                 results[name] = result.cpu()
             del result
             gc.collect()
-    del left, right
     return {
         "time": best,
         "values": results,

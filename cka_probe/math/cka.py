@@ -430,12 +430,12 @@ def _centered_stack(
         widest = max(layers[i].shape[1] for i in feature_index)
         buffer = torch.empty(n * widest, dtype=work, device=device)
         averaging = torch.full((1, n), 1.0 / n, dtype=torch.float64, device=device)
-        mean_norms = []
+        means = []
         for i in feature_index:
             x = layers[i].to(device)
             # the mean in float64: a matrix-vector product for float64 features, an exact sum for narrower ones
             mean = averaging @ x if x.dtype == torch.float64 else x.mean(dim=0, keepdim=True, dtype=torch.float64)
-            mean_norms.append(torch.linalg.vector_norm(mean))
+            means.append(mean)
             centred = buffer[: x.numel()].view(x.shape)
             if x.dtype == work:
                 torch.sub(x, mean.to(work), out=centred)
@@ -450,7 +450,11 @@ def _centered_stack(
                 variance[i] = gram.diagonal().sum()
                 sq_dist = squared_distances_from_gram(gram, _same_rows(x))
                 grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
-        mean_squares[feature_index] = torch.stack(mean_norms) ** 2 * n
+        # ||mean||^2 of every layer from one concatenation, summed per layer
+        widths = torch.tensor([layers[i].shape[1] for i in feature_index], device=device)
+        owner = torch.repeat_interleave(torch.arange(len(feature_index), device=device), widths)
+        sums = torch.zeros(len(feature_index), dtype=torch.float64, device=device)
+        mean_squares[feature_index] = sums.index_add_(0, owner, torch.cat(means, dim=1)[0].square()) * n
     if feature_index and linear:  # only the upper triangles were formed: they are all that is read
         variance[feature_index] = grams.diagonal(dim1=1, dim2=2)[feature_index].sum(dim=1, dtype=torch.float64)
 
@@ -497,7 +501,7 @@ def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
     the diagonal blocks are left as they were.
     """
     n = x.shape[-2]
-    step = max(32, n // 8)
+    step = max(64, n // 8)
     product = torch.mm if x.ndim == 2 else torch.bmm
     for start in range(0, n, step):
         stop = min(start + step, n)
