@@ -24,6 +24,8 @@ __all__ = [
     "UnreadableImageError",
     "CaptureError",
     "OutputNameError",
+    "KernelError",
+    "PrecisionError",
 ]
 
 
@@ -102,3 +104,14 @@ class CaptureError(CKAProbeError):
 
 class OutputNameError(CKAProbeError):
     """An output name that would leave its output folder, or two outputs that would get the same file name."""
+
+
+# Math (cka_probe.math).
+
+
+class KernelError(CKAProbeError):
+    """An unknown kernel, a non-positive RBF bandwidth, or a kernel choice that the given input cannot serve."""
+
+
+class PrecisionError(CKAProbeError):
+    """A precision that the all-pairs engine does not offer (it computes in float64 or float32)."""
