@@ -67,17 +67,28 @@ The decision and the rule that made it are kept in a :class:`LayerLayout` (``sou
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+import functools
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import timm.layers
 import timm.models
 from torch import nn
 
-from ..errors import LayerSelectionError, ShapeError
+from ..errors import ConfigError, LayerSelectionError, ShapeError
 from .selection import ACTIVATION_TYPES, GATE_TYPES
 
-__all__ = ["LAYOUTS", "TOKEN_LAYOUT", "LayerLayout", "ancestors_of", "num_prefix_tokens", "resolve_layout"]
+__all__ = [
+    "LAYOUTS",
+    "TOKEN_LAYOUT",
+    "LayerLayout",
+    "ancestors_of",
+    "class_token_counts",
+    "num_prefix_tokens",
+    "parse_layouts",
+    "resolve_layout",
+]
 
 LAYOUTS: dict[str, tuple[int, tuple[int, ...]]] = {
     "NC": (1, ()),
@@ -170,6 +181,9 @@ def resolve_layout(
     ancestors: Ancestors,
     overrides: Mapping[str, str] | None = None,
     image_size: tuple[int, int] | None = None,
+    class_tokens: Sequence[int] | None = None,
+    tokens: str = "patch",
+    grids: Collection[int] = (),
 ) -> LayerLayout:
     """Decide the layout of ``module``'s output by the rules of this module's docstring.
 
@@ -179,13 +193,21 @@ def resolve_layout(
         shape: shape of its output, batch first.
         ancestors: :func:`ancestors_of` the module, model first.
         overrides: ``{glob: layout}`` given by the user.
-        image_size: ``(H, W)`` of the model's input image, for rule 5; ``None`` when unknown.
+        image_size: ``(H, W)`` of the model's input image, for rule 5 and the prefix tokens; ``None`` when unknown.
+        class_tokens: the model's possible prefix-token counts (:func:`class_token_counts`); ``None``:
+            computed from ``ancestors[0]``, the model.
+        tokens: ``"patch"``, ``"all"`` or ``"cls"``; with ``"all"`` a token layer whose prefix cannot be
+            decided pools every token instead of raising.
+        grids: the areas ``h * w`` of the channels-first maps (convolution and pooling outputs) that
+            ran before this layer in the same forward: the model's patch grids, read first when
+            deciding a token layer's prefix tokens.
 
     Returns:
         The layout, its prefix-token count and the deciding rule.
 
     Raises:
-        LayerSelectionError: no rule decides, or an override's rank differs from the output's.
+        LayerSelectionError: no rule decides, an override's rank differs from the output's, or the
+            prefix tokens of a token layer cannot be decided (and ``tokens`` is not ``"all"``).
         ShapeError: the output has fewer than 2 or more than 5 dimensions.
 
     Example:
@@ -195,33 +217,195 @@ def resolve_layout(
         LayerLayout(layout='NLC', prefix_tokens=0, source="structure: follows Linear '0'")
     """
     ndim = len(shape)
-    prefix = num_prefix_tokens(ancestors)
+    if class_tokens is None:
+        class_tokens = class_token_counts(ancestors[0][1])
+    prefix_for = functools.partial(_prefix_for, name, shape, ancestors, class_tokens, image_size, tokens, grids)
     for pattern, layout in (overrides or {}).items():
         if fnmatch.fnmatchcase(name, pattern):
             check_layout_name(layout)
             if len(LAYOUTS[layout][1]) + 2 != ndim:
                 raise LayerSelectionError(
-                    f"layer {name}: layouts= gives {layout} for {pattern!r}, but the output {tuple(shape)} "
-                    f"is {ndim}-D; give a {ndim}-D layout ({', '.join(k for k, v in LAYOUTS.items() if len(v[1]) + 2 == ndim)})"
+                    f"layer {name}: the layout override {pattern}={layout} is {len(LAYOUTS[layout][1]) + 2}-D but the "
+                    f"output {tuple(shape)} is {ndim}-D; use {_override_hint(name, _layouts_of_rank(ndim))}"
                 )
-            return LayerLayout(layout, prefix if layout == TOKEN_LAYOUT else 0, f"override {pattern!r}")
+            return _with_prefix(LayerLayout(layout, 0, f"override {pattern}={layout}"), prefix_for)
     if ndim == 2:
         return LayerLayout("NC", 0, "rank: 2-D output")
     if ndim not in (3, 4, 5):
         raise ShapeError(
             f"layer {name}: output of shape {tuple(shape)} is {ndim}-D; only 2-D to 5-D outputs "
-            "(batch first) can be pooled; select another layer"
+            "(batch first) can be pooled; select another layer with --layers"
         )
     decided = _family_rule(name, ancestors, ndim)
-    if decided is None:
-        side_source = _structural_rule(name, module, shape, ancestors)
-        if side_source is not None:
-            side, source = side_source
-            layout = _BY_SIDE[side][ndim]
-            decided = LayerLayout(layout, prefix if layout == TOKEN_LAYOUT else 0, source)
-    if decided is None:
-        decided = _shape_rule(name, shape, prefix, image_size)
-    return decided
+    if decided is not None:
+        return decided
+    side_source = _structural_rule(name, module, shape, ancestors)
+    if side_source is not None:
+        side, source = side_source
+        return _with_prefix(LayerLayout(_BY_SIDE[side][ndim], 0, source), prefix_for)
+    return _with_prefix(_shape_rule(name, shape, class_tokens, image_size), prefix_for)
+
+
+def _layouts_of_rank(ndim: int) -> list[str]:
+    return [k for k, v in LAYOUTS.items() if len(v[1]) + 2 == ndim]
+
+
+def _override_hint(name: str, candidates: Sequence[str]) -> str:
+    """The CLI fix for a layer whose layout is not decided: ``--layouts-a/-b 'NAME=LAYOUT'``."""
+    return f"--layouts-a/-b '{name}={candidates[0]}' (layouts: {', '.join(candidates)})"
+
+
+def _with_prefix(decided: LayerLayout, prefix_for) -> LayerLayout:
+    if decided.layout != TOKEN_LAYOUT:
+        return decided
+    prefix, why = prefix_for()
+    return LayerLayout(decided.layout, prefix, f"{decided.source}; {why}" if why else decided.source)
+
+
+# --------------------------------------------------------------------------- prefix tokens
+
+_TOKEN_PARAMETER = re.compile(r"(cls|class|dist|reg|register)_?tokens?(_?\d+)?")
+
+
+def class_token_counts(model: nn.Module) -> tuple[int, ...]:
+    """The numbers of prefix tokens (class, distillation, register tokens) ``model`` can put ahead of its patches.
+
+    Read from the model's structure: every ``num_prefix_tokens > 0`` attribute (timm's ViTs), and
+    every parameter named like a class token (``cls_token``, ``cls_token_0``, ``cls_token1``,
+    ``dist_token``, ``reg_token``): its token count (``shape[-2]`` of a ``(1, k, C)`` parameter),
+    and per module the sum over the unnumbered kinds (``cls_token`` + ``dist_token``). CrossViT,
+    PiT and CoaT have class tokens but no ``num_prefix_tokens``; ConViT, CaiT and XCiT have it but
+    prepend the class token only in later blocks. Empty for a model without any.
+
+    Example:
+        >>> import timm
+        >>> class_token_counts(timm.create_model("test_vit")), class_token_counts(timm.create_model("test_resnet"))
+        ((1,), ())
+    """
+    counts: set[int] = set()
+    for module in model.modules():
+        declared = getattr(module, "num_prefix_tokens", None)
+        if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0:
+            counts.add(declared)
+        unnumbered = []
+        for pname, param in module.named_parameters(recurse=False):
+            match = _TOKEN_PARAMETER.fullmatch(pname)
+            if match is None or param.ndim < 2:
+                continue
+            count = int(param.shape[-2]) if param.ndim == 3 else 1
+            counts.add(count)
+            if match.group(2) is None:
+                unnumbered.append(count)
+        if len(unnumbered) > 1:
+            counts.add(sum(unnumbered))
+    return tuple(sorted(counts))
+
+
+def _prefix_for(
+    name: str,
+    shape: Sequence[int],
+    ancestors: Ancestors,
+    class_tokens: Sequence[int],
+    image_size: tuple[int, int] | None,
+    tokens: str,
+    grids: Collection[int],
+) -> tuple[int, str]:
+    """Prefix tokens of a token layer, from the token count it sees: ``(count, why)``.
+
+    The layer's ``T`` tokens are read as ``p`` prefix tokens followed by a patch grid, for each
+    ``p`` in ``0`` and the model's :func:`class_token_counts`. ``T - p`` must be ``0`` (a layer that
+    sees only the class tokens, like CaiT's class-attention MLP), or the area of a patch grid: first
+    one of ``grids``, the maps the model made before this layer (its patch embedding's output,
+    PiT's pooled grids); only when no reading fits those, the image's grid at some stride
+    (:func:`_grid_fits`). A single token is never read as a 1x1 patch grid in a model with class
+    tokens. One reading fits: taken. Several: the nearest ``num_prefix_tokens`` among them. None,
+    or several without that tie-break: :class:`LayerSelectionError` (the fix is ``--tokens all``).
+    """
+    if not class_tokens:
+        return 0, ""
+    nearest = num_prefix_tokens(ancestors)
+    count = int(shape[1])
+    if image_size is None:
+        return (nearest if nearest <= count else 0), f"{nearest} prefix tokens from num_prefix_tokens (input size unknown)"
+    fitting = [p for p in (0, *class_tokens) if p == count or count - p in grids and count - p > 1]
+    if not fitting:
+        fitting = [p for p in (0, *class_tokens) if _prefix_fits(count, p, image_size)]
+    if len(fitting) > 1 and nearest in fitting:
+        fitting = [nearest]
+    if len(fitting) == 1:
+        prefix = fitting[0]
+        if prefix == count:
+            return prefix, f"{count} tokens, all class tokens"
+        return prefix, f"{count} tokens = {prefix} prefix + {count - prefix} patches"
+    if tokens == "all":
+        return 0, f"{count} tokens, all pooled"
+    if fitting:
+        problem = f"read as the patch grid of the {image_size[0]}x{image_size[1]} input after " + (
+            " or ".join(map(str, fitting)) + " prefix tokens alike")
+    else:
+        problem = (f"are not the patch grid of the {image_size[0]}x{image_size[1]} input after "
+                   + " or ".join(map(str, (0, *class_tokens))) + " prefix tokens")
+    raise LayerSelectionError(
+        f"layer {name}: its {count} tokens {problem}, so its class tokens are unknown; "
+        "pool every token with --tokens all, or use another input size"
+    )
+
+
+def _prefix_fits(count: int, prefix: int, image_size: tuple[int, int]) -> bool:
+    patches = count - prefix
+    if patches == 0:
+        return prefix > 0
+    return patches > 1 and _grid_fits([patches], image_size)
+
+
+def parse_layouts(
+    values: str | Iterable[str] | Mapping[str, str] | None, option: str = "--layouts-a/-b"
+) -> dict[str, str]:
+    """Layout overrides ``{glob: layout}`` from ``PATTERN=LAYOUT`` strings (the CLI and config form).
+
+    Each string is a glob pattern on qualified module names (:func:`fnmatch.fnmatchcase`, as in
+    ``--layers``), ``=``, and one of :data:`LAYOUTS`. Order is kept: the first matching pattern
+    wins (see :func:`resolve_layout`). A mapping is checked and returned as a dict.
+
+    Args:
+        values: one string, a sequence of them, a ``{pattern: layout}`` mapping, or ``None`` (no overrides).
+        option: the CLI option or config key the values came from, named in error messages.
+
+    Returns:
+        ``{pattern: layout}`` in the order given.
+
+    Raises:
+        ConfigError: a string is not ``PATTERN=LAYOUT``, or one pattern is given two layouts.
+        LayerSelectionError: an unknown layout name.
+
+    Example:
+        >>> parse_layouts(["blocks.*.mlp.act=NLC", "stem.*=NCHW"])
+        {'blocks.*.mlp.act': 'NLC', 'stem.*': 'NCHW'}
+    """
+    if values is None:
+        return {}
+    if isinstance(values, Mapping):
+        items = [(str(k), v) for k, v in values.items()]
+    else:
+        items = []
+        for value in [values] if isinstance(values, str) else list(values):
+            pattern, sep, layout = value.partition("=") if isinstance(value, str) else ("", "", "")
+            if not sep or not pattern.strip() or not layout.strip():
+                raise ConfigError(
+                    f"{option} {value!r} is not PATTERN=LAYOUT; write e.g. {option} 'blocks.*.mlp.act=NLC' "
+                    f"(layouts: {', '.join(LAYOUTS)})"
+                )
+            items.append((pattern.strip(), layout.strip()))
+    parsed: dict[str, str] = {}
+    for pattern, layout in items:
+        if not isinstance(layout, str) or layout not in LAYOUTS:
+            raise LayerSelectionError(
+                f"{option} {pattern}={layout}: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}"
+            )
+        if parsed.get(pattern, layout) != layout:
+            raise ConfigError(f"{option} gives {pattern} two layouts, {parsed[pattern]} and {layout}; give it one")
+        parsed[pattern] = layout
+    return parsed
 
 
 # --------------------------------------------------------------------------- rule 3: families
@@ -357,18 +541,21 @@ def _grid_fits(sides: Sequence[int], image_size: tuple[int, int]) -> bool:
     return False
 
 
-def _shape_rule(name: str, shape: Sequence[int], prefix: int, image_size: tuple[int, int] | None) -> LayerLayout:
+def _shape_rule(
+    name: str, shape: Sequence[int], class_tokens: Sequence[int], image_size: tuple[int, int] | None
+) -> LayerLayout:
     ndim = len(shape)
     first, last = _BY_SIDE["first"][ndim], _BY_SIDE["last"][ndim]
-    fix = f"pass layouts={{{name!r}: {first!r}}} or {last!r}"
+    fix = _override_hint(name, [first, last])
     if image_size is None or ndim == 5:
         why = "the model's input is not an (N, C, H, W) image" if ndim != 5 else "5-D outputs are never read from their shape"
         raise LayerSelectionError(
-            f"layer {name}: no structural rule tells the layout of its output {tuple(shape)} and {why}; {fix}"
+            f"layer {name}: no structural rule tells the layout of its output {tuple(shape)} and {why}; use {fix}"
         )
     if ndim == 3:
+        prefixes = (0, *class_tokens)
         readings = {first: _grid_fits([shape[2]], image_size),
-                    last: _grid_fits([shape[1] - prefix], image_size) if shape[1] > prefix else False}
+                    last: any(_prefix_fits(shape[1], p, image_size) for p in prefixes)}
     else:
         readings = {first: _grid_fits(shape[2:4], image_size), last: _grid_fits(shape[1:3], image_size)}
     fitting = [layout for layout, fits in readings.items() if fits]
@@ -376,8 +563,7 @@ def _shape_rule(name: str, shape: Sequence[int], prefix: int, image_size: tuple[
         verdict = "both" if fitting else "neither"
         raise LayerSelectionError(
             f"layer {name}: no structural rule tells the layout of its output {tuple(shape)} and {verdict} of "
-            f"{first} and {last} fit the {image_size[0]}x{image_size[1]} input; {fix}"
+            f"{first} and {last} fit the {image_size[0]}x{image_size[1]} input; use {fix}"
         )
     layout = fitting[0]
-    return LayerLayout(layout, prefix if layout == TOKEN_LAYOUT else 0,
-                       f"shape: only {layout} fits the {image_size[0]}x{image_size[1]} input grid")
+    return LayerLayout(layout, 0, f"shape: only {layout} fits the {image_size[0]}x{image_size[1]} input grid")

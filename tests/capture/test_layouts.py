@@ -35,7 +35,7 @@ def test_override_beats_structure():
     mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())
     assert _resolve(mlp, "1", (2, 5, 16)).layout == "NLC"
     decided = _resolve(mlp, "1", (2, 5, 16), overrides={"1": "NCL"})
-    assert decided == LayerLayout("NCL", 0, "override '1'")
+    assert decided == LayerLayout("NCL", 0, "override 1=NCL")
 
 
 def test_first_matching_override_wins_and_tokens_keep_prefix():
@@ -46,7 +46,7 @@ def test_first_matching_override_wins_and_tokens_keep_prefix():
 
 def test_override_of_wrong_rank_is_an_error():
     mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())
-    with pytest.raises(LayerSelectionError, match=r"gives NCHW .* is 3-D; give a 3-D layout \(NCL, NLC\)"):
+    with pytest.raises(LayerSelectionError, match=r"override \*=NCHW is 4-D but the output \(2, 5, 16\) is 3-D; use --layouts-a/-b .1=NCL. \(layouts: NCL, NLC\)"):
         _resolve(mlp, "1", (2, 5, 16), overrides={"*": "NCHW"})
     with pytest.raises(LayerSelectionError, match="unknown layout 'CHW'"):
         _resolve(mlp, "1", (2, 5, 16), overrides={"*": "CHW"})
@@ -172,7 +172,7 @@ def test_shape_rule_never_picks_between_two_readings(shape, image, verdict):
         _resolve(model, "1", shape, image_size=image)
     message = str(info.value)
     assert f"{verdict} of NCHW and NHWC fit the 32x32 input" in message
-    assert "pass layouts={'1': 'NCHW'} or 'NHWC'" in message and "\n" not in message
+    assert "use --layouts-a/-b '1=NCHW' (layouts: NCHW, NHWC)" in message and "\n" not in message
 
 
 def test_shape_rule_needs_an_image_input_and_skips_5d():
@@ -206,11 +206,16 @@ def test_layer_layout_validates():
 
 def test_real_vit_layout_and_prefix():
     model = timm.create_model("test_vit", pretrained=False)
-    x = torch.zeros(1, 3, 160, 160)
     hidden = model.blocks[0].mlp.fc1.out_features
-    tokens = model.patch_embed(x).shape[1] + model.num_prefix_tokens
-    decided = _resolve(model, "blocks.0.mlp.act", (1, tokens, hidden))
-    assert decided == LayerLayout("NLC", 1, "structure: follows Linear 'blocks.0.mlp.fc1'")
+    tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    decided = _resolve(model, "blocks.0.mlp.act", (1, tokens, hidden), image_size=(160, 160))
+    assert tokens == 1 + 10 * 10
+    assert decided == LayerLayout("NLC", 1, "structure: follows Linear 'blocks.0.mlp.fc1'; 101 tokens = 1 prefix + 100 patches")
+    # the same layer without its class token (as in ConViT's early blocks) has no prefix token
+    patches_only = _resolve(model, "blocks.0.mlp.act", (1, tokens - 1, hidden), image_size=(160, 160))
+    assert patches_only.prefix_tokens == 0
+    unknown = _resolve(model, "blocks.0.mlp.act", (1, tokens, hidden))  # no image size: num_prefix_tokens
+    assert unknown.prefix_tokens == 1 and "input size unknown" in unknown.source
 
 
 def test_levit_linear_norm_is_channels_last():

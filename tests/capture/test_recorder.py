@@ -250,7 +250,7 @@ def test_max_pool_option(raw_outputs):
 
 
 def test_cls_token_needs_prefix_tokens(raw_outputs):
-    with pytest.raises(LayerSelectionError, match='tokens="cls" needs a class token, but Toy has no prefix tokens'):
+    with pytest.raises(LayerSelectionError, match='--tokens cls needs a class token, but Toy has none'):
         FeatureRecorder(_toy(), tokens="cls")
     vit = timm.create_model("test_vit", pretrained=False).eval()
     raw = raw_outputs(vit, ["blocks.0.mlp.act"])
@@ -269,20 +269,20 @@ class ToGrid(nn.Module):
 def test_ambiguous_layout_raises_and_override_decides(raw_outputs, hand_pool):
     model = nn.Sequential(ToGrid(), nn.ReLU())
     x = torch.randn(2, 3, 32, 32, generator=GEN)
-    with FeatureRecorder(model), pytest.raises(LayerSelectionError, match=r"both of NCHW and NHWC fit .* pass layouts="):
+    with FeatureRecorder(model), pytest.raises(LayerSelectionError, match=r"both of NCHW and NHWC fit .* use --layouts-a/-b '1=NCHW'"):
         model(x)
     assert _hook_count(model) == 0
     raw = raw_outputs(model, ["1"])
     with FeatureRecorder(model, layouts={"1": "NHWC"}) as rec:
         model(x)
-    assert rec.layouts["1"].layout == "NHWC" and rec.layouts["1"].source == "override '1'"
+    assert rec.layouts["1"].layout == "NHWC" and rec.layouts["1"].source == "override 1=NHWC"
     torch.testing.assert_close(rec.features["1"], hand_pool(raw["1"][0], "NHWC").float())
 
 
 def test_selection_errors_at_construction():
     with pytest.raises(LayerSelectionError, match=r"layer pattern 'relux' .* close matches: relu"):
         FeatureRecorder(_toy(), layers=["relux"])
-    with pytest.raises(LayerSelectionError, match=r"layouts= pattern 'reul' .* close matches: relu"):
+    with pytest.raises(LayerSelectionError, match=r"--layouts-a/-b pattern 'reul' .* close matches: relu"):
         FeatureRecorder(_toy(), layouts={"reul": "NCHW"})
     with pytest.raises(LayerSelectionError, match="unknown layout 'CHW'"):
         FeatureRecorder(_toy(), layouts={"relu": "CHW"})
