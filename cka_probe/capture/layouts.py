@@ -44,9 +44,21 @@ decides:
    b. its parent is a producer (timm's ``BatchNormAct2d.act``: the norm runs first);
    c. the nearest preceding sibling in the parent, skipping shape-preserving modules (``Identity``,
       dropouts, ``DropPath``, ``LayerScale``, other activations), is a producer: ``fc1 -> act``
-      in an ``Mlp`` is channels last, ``bn1 -> relu`` channels first;
-   d. every producer among the siblings has the same channel side (a reused module such as
-      torchvision's ``BasicBlock.relu``, whose later calls follow other layers).
+      in an ``Mlp`` is channels last, ``bn1 -> relu`` channels first. A convolution whose map
+      was flattened before the module (an output of another rank than the convolution's) decides
+      only when its channel count is on exactly one axis: the last for PVT-v2's
+      ``fc1 -> dwconv -> flatten(2).transpose(1, 2) -> act`` (channels last); as many tokens as
+      channels (16 x 16 tokens of 256 channels) fall through to rule 5. A
+      preceding composite block (timm's ``ConvNorm``, StarNet's ``ConvBN``) counts by its last
+      producer;
+   c'. the nearest following sibling, skipping the same modules, *consumes* the output: it, or
+      its first producer (``SeparableConv2d``'s depthwise convolution), takes the output's
+      channel count (``in_channels``, ``in_features``, ``num_features``) on its side. NASNet's
+      ``act -> separable conv`` branches and ``ActConvBn`` (activation first) are decided so,
+      whatever their unpadded map sizes (111 x 111 at 224 px);
+   d. every producer inside the parent has the same channel side (a reused module such as
+      torchvision's ``BasicBlock.relu`` or HRNet's ``fuse_act``, whose later calls follow other
+      layers).
 
    A producer decides only when its channel count (``out_features``, ``out_channels``,
    ``num_features``, ...; in rule d also the input counts) equals the output's size on the axis it
@@ -486,6 +498,17 @@ def _channel_counts(module: nn.Module, include_inputs: bool) -> set[int] | None:
     return counts or None
 
 
+def _input_counts(module: nn.Module) -> set[int]:
+    """Channel counts a producer takes: ``in_channels``, ``in_features``, or a norm's own count."""
+    conv = getattr(module, "conv", None)
+    if isinstance(conv, nn.Module) and _producer_side(conv) == "first":  # timm ConvNormAct
+        module = conv
+    counts = {getattr(module, a) for a in ("in_channels", "in_features") if isinstance(getattr(module, a, None), int)}
+    if not counts and not isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)):
+        counts = _channel_counts(module, include_inputs=False) or set()  # norms keep their channel count
+    return counts
+
+
 def _agrees(producer: nn.Module, side: str, shape: Sequence[int], include_inputs: bool = False) -> bool:
     counts = _channel_counts(producer, include_inputs)
     channels = shape[1] if side == "first" else shape[-1]
@@ -505,19 +528,39 @@ def _structural_rule(name: str, module: nn.Module, shape: Sequence[int], ancesto
     for sibling_name, sibling in reversed(siblings[:position]):
         if isinstance(sibling, _PASS_THROUGH):
             continue
-        side = _producer_side(sibling)
-        if side is not None and _agrees(sibling, side, shape):
-            return side, f"structure: follows {type(sibling).__name__} {_join(parent_name, sibling_name)!r}"
+        side, where = _producer_side(sibling), ""
+        if side is None:  # a composite block (timm's ConvNorm, ConvBN): its last producer made the output
+            last = [m for m in sibling.modules() if _producer_side(m) is not None]
+            sibling, side, where = (last[-1], _producer_side(last[-1]), "in ") if last else (sibling, None, "")
+        reshaped = isinstance(sibling, nn.modules.conv._ConvNd) and len(shape) != len(sibling.kernel_size) + 2
+        if reshaped:  # a map flattened between the convolution and the module: the counts alone must tell
+            sides = [side for side in ("first", "last") if _agrees(sibling, side, shape)]
+            if len(sides) == 1:
+                return sides[0], (f"structure: follows {type(sibling).__name__} {_join(parent_name, sibling_name)!r}, "
+                                  f"its map flattened to {'tokens' if sides[0] == 'last' else 'positions'}")
+        elif side is not None and _agrees(sibling, side, shape):
+            return side, f"structure: follows {type(sibling).__name__} {where}{_join(parent_name, sibling_name)!r}"
         break
-    producers = [(n, s, _producer_side(s)) for n, s in siblings if s is not module and _producer_side(s)]
+    for sibling_name, sibling in siblings[position + 1:]:
+        if isinstance(sibling, _PASS_THROUGH):
+            continue
+        consumer = next((m for m in sibling.modules() if _producer_side(m) is not None), None)
+        if consumer is not None:
+            side = _producer_side(consumer)
+            if (shape[1] if side == "first" else shape[-1]) in _input_counts(consumer):
+                return side, f"structure: feeds {type(consumer).__name__} in {_join(parent_name, sibling_name)!r}"
+        break
+    producers = [(n, s, _producer_side(s)) for n, s in parent.named_modules(prefix=parent_name)
+                 if s is not module and s is not parent and _producer_side(s)]
     sides = {side for _, _, side in producers}
     if len(sides) == 1:
         side = sides.pop()
-        for sibling_name, sibling, _ in producers:
-            if _agrees(sibling, side, shape, include_inputs=True):
+        for producer_name, producer, _ in producers:
+            if _agrees(producer, side, shape, include_inputs=True):
                 kinds = sorted({type(s).__name__ for _, s, _ in producers})
-                return side, (f"structure: all siblings are channels-{side} ({', '.join(kinds)}); "
-                              f"{_join(parent_name, sibling_name)!r} has the channel count")
+                return side, (f"structure: all layers in {parent_name or 'the model'!r} are channels-{side} "
+                              f"({', '.join(kinds[:4])}{', ...' if len(kinds) > 4 else ''}); "
+                              f"{producer_name!r} has the channel count")
     return None
 
 
