@@ -220,6 +220,8 @@ class FeatureRecorder:
             chunks = self._chunks[label]
             if len(chunks) > 1:
                 chunks[:] = [torch.cat(chunks)]
+            if chunks[0].is_inference():  # recorded under torch.inference_mode(): a clone here is a normal tensor
+                chunks[0] = chunks[0].clone()
             features[label] = chunks[0]
         return features
 

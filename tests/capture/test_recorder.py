@@ -198,18 +198,25 @@ def test_no_autograd_graph_is_kept():
         assert not features.requires_grad and features.grad_fn is None
 
 
-def test_inference_mode_gives_the_same_features():
+@pytest.mark.parametrize("batches", [1, 2])
+def test_inference_mode_gives_the_same_features(batches):
     model = _toy()
-    x1, x2 = _images(2), _images(2)
+    xs = [_images(2) for _ in range(batches)]
     with FeatureRecorder(model) as plain, torch.no_grad():
-        model(x1)
-        model(x2)
+        for x in xs:
+            model(x)
     with FeatureRecorder(model) as inference, torch.inference_mode():
-        model(x1)
-        model(x2)
+        for x in xs:
+            model(x)
+    weight = torch.ones((), requires_grad=True)
     for name in plain.layers:
-        torch.testing.assert_close(inference.features[name], plain.features[name])
-        assert (inference.features[name] * 2).shape == plain.features[name].shape  # usable outside inference mode
+        features = inference.features[name]
+        torch.testing.assert_close(features, plain.features[name])
+        # usable outside inference mode: not an inference tensor, so autograd and in-place updates work
+        assert not features.is_inference()
+        (features * weight).sum().backward()
+        features.add_(1.0)
+        torch.testing.assert_close(features, plain.features[name] + 1.0)
 
 
 def test_bfloat16_autocast_records_float32(raw_outputs, hand_pool):
