@@ -188,7 +188,7 @@ MODELS: dict[str, tuple[str, dict, tuple[int, int], bool]] = {
     "nfnet/test": ("test_nfnet", {}, (64, 96), False),
     "pit/pit": ("pit_ti_224", {}, (64, 96), True),
     "pnasnet/pnasnet": ("pnasnet5large", {}, (64, 96), False),
-    "pvt_v2/pvt": ("pvt_v2_b0", {}, (96, 128), False),  # at 64 px stage 1 has 16x16 tokens of 256 channels
+    "pvt_v2/pvt": ("pvt_v2_b0", {}, (64, 96), False),
     "qwen3_vit/qwen": ("qwen3_vit_88m", {"depth": 2}, (64, 96), False),
     "rdnet/rdnet": ("rdnet_tiny", {}, (64, 96), False),
     "regnet/regnetv": ("regnetv_040", {}, (64, 96), False),
