@@ -51,7 +51,9 @@ decides:
       channels (16 x 16 tokens of 256 channels) fall through to rule 5. A
       preceding composite block (timm's ``ConvNorm``, StarNet's ``ConvBN``) counts by its last
       producer;
-   c'. the nearest following sibling, skipping the same modules, *consumes* the output: it, or
+   c'. when the module runs first in its parent (nothing but shape-preserving modules before it),
+      or rule c's flattened map had as many positions as channels, the nearest following
+      sibling, skipping the same modules, *consumes* the output: it, or
       its first producer (``SeparableConv2d``'s depthwise convolution), takes the output's
       channel count (``in_channels``, ``in_features``, ``num_features``) on its side. NASNet's
       ``act -> separable conv`` branches and ``ActConvBn`` (activation first) are decided so,
@@ -499,10 +501,11 @@ def _channel_counts(module: nn.Module, include_inputs: bool) -> set[int] | None:
 
 
 def _input_counts(module: nn.Module) -> set[int]:
-    """Channel counts a producer takes: ``in_channels``, ``in_features``, or a norm's own count."""
-    conv = getattr(module, "conv", None)
-    if isinstance(conv, nn.Module) and _producer_side(conv) == "first":  # timm ConvNormAct
-        module = conv
+    """Channel counts a producer takes: ``in_channels``, ``in_features`` (of its first convolution or
+    linear layer, for a composite such as LeViT's ``LinearNorm``), or a norm's own count."""
+    inner = next((m for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))), None)
+    if inner is not None:
+        module = inner
     counts = {getattr(module, a) for a in ("in_channels", "in_features") if isinstance(getattr(module, a, None), int)}
     if not counts and not isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)):
         counts = _channel_counts(module, include_inputs=False) or set()  # norms keep their channel count
@@ -525,9 +528,11 @@ def _structural_rule(name: str, module: nn.Module, shape: Sequence[int], ancesto
         return parent_side, f"structure: inside {type(parent).__name__} {parent_name!r}"
     siblings = list(parent.named_children())
     position = next((i for i, (_, child) in enumerate(siblings) if child is module), len(siblings))
+    runs_first = True  # nothing but shape-preserving modules before it in the parent
     for sibling_name, sibling in reversed(siblings[:position]):
         if isinstance(sibling, _PASS_THROUGH):
             continue
+        runs_first = False
         side, where = _producer_side(sibling), ""
         if side is None:  # a composite block (timm's ConvNorm, ConvBN): its last producer made the output
             last = [m for m in sibling.modules() if _producer_side(m) is not None]
@@ -538,10 +543,11 @@ def _structural_rule(name: str, module: nn.Module, shape: Sequence[int], ancesto
             if len(sides) == 1:
                 return sides[0], (f"structure: follows {type(sibling).__name__} {_join(parent_name, sibling_name)!r}, "
                                   f"its map flattened to {'tokens' if sides[0] == 'last' else 'positions'}")
+            runs_first = len(sides) == 2  # as many positions as channels: the next layer tells
         elif side is not None and _agrees(sibling, side, shape):
             return side, f"structure: follows {type(sibling).__name__} {where}{_join(parent_name, sibling_name)!r}"
         break
-    for sibling_name, sibling in siblings[position + 1:]:
+    for sibling_name, sibling in siblings[position + 1:] if runs_first else ():
         if isinstance(sibling, _PASS_THROUGH):
             continue
         consumer = next((m for m in sibling.modules() if _producer_side(m) is not None), None)

@@ -22,7 +22,10 @@ Left out of the default set:
   its relatives): their outputs are multiplicative weights (squeeze-excite gates, attention
   probabilities), not features of the image;
 * activations inside input-independent position-bias generators (timm's ``RelPosMlp``, the
-  ``cpb_mlp`` of Swin V2's window attention): they see relative coordinates, not images.
+  ``cpb_mlp`` of Swin V2's window attention): they see relative coordinates, not images;
+* the kernel function of EfficientViT's linear attention (``LiteMLA.kernel_func``, a ReLU on the
+  per-head queries and keys, ``(N, heads, tokens, head_dim)``): like a softmax, it makes attention
+  weights, and its output is not a map of channels.
 
 Both stay selectable by name or glob. ``layers`` may also be a glob pattern or a list of them,
 matched with :func:`fnmatch.fnmatchcase` against the qualified names of
@@ -92,8 +95,9 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = _activation_registry()
 
 
 def _position_bias_modules(model: nn.Module) -> list[nn.Module]:
-    """The input-independent position-bias generators inside ``model``."""
+    """The input-independent position-bias generators and attention kernels inside ``model``."""
     from timm.layers.pos_embed_rel import RelPosMlp
+    from timm.models.efficientvit_mit import LiteMLA
     from timm.models.swin_transformer_v2 import WindowAttention as SwinV2WindowAttention
 
     found = []
@@ -102,6 +106,8 @@ def _position_bias_modules(model: nn.Module) -> list[nn.Module]:
             found.append(module)
         elif isinstance(module, SwinV2WindowAttention):
             found.append(module.cpb_mlp)
+        elif isinstance(module, LiteMLA):
+            found.append(module.kernel_func)
     return found
 
 

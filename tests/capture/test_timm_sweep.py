@@ -67,7 +67,7 @@ MODELS: dict[str, tuple[str, dict, tuple[int, int], bool]] = {
     "byoanet/eca": ("eca_botnext26ts_256", {}, (64, 96), True),
     "byoanet/halo": ("halo2botnet50ts_256", {}, (128, 256), True),
     "byoanet/halonet": ("halonet26t", {}, (256, 512), False),
-    "byoanet/haloregnetz": ("haloregnetz_b", {}, (256, 512), False),
+    "byoanet/haloregnetz": ("haloregnetz_b", {}, (224, 448), False),
     "byoanet/lambda": ("lambda_resnet26t", {}, (64, 96), True),
     "byoanet/lamhalobotnet": ("lamhalobotnet50ts_256", {}, (128, 256), True),
     "byoanet/sebotnet": ("sebotnet33ts_256", {}, (64, 96), True),
@@ -94,7 +94,7 @@ MODELS: dict[str, tuple[str, dict, tuple[int, int], bool]] = {
     "convnext/test": ("test_convnext", {}, (64, 96), False),
     "cpubone/cpubone": ("cpubone_nano", {}, (64, 96), False),
     "crossvit/crossvit": ("crossvit_tiny_240", {}, (64, 96), False),
-    "csatv2/csatv": ("csatv2", {}, (64, 96), False),
+    "csatv2/csatv": ("csatv2", {}, (128, 192), False),  # stride 64: 1x1 maps at 64 and 96 px
     "cspnet/cs": ("cs3darknet_focus_s", {}, (64, 96), False),
     "cspnet/cspdarknet": ("cspdarknet53", {}, (64, 96), False),
     "cspnet/cspresnet": ("cspresnet50", {}, (64, 96), False),
@@ -111,7 +111,7 @@ MODELS: dict[str, tuple[str, dict, tuple[int, int], bool]] = {
     "dla/dla": ("dla46x_c", {}, (64, 96), False),
     "dpn/dpn": ("dpn48b", {}, (64, 96), False),
     "edgenext/edgenext": ("edgenext_xx_small", {}, (64, 96), False),
-    "efficientformer/efficientformer": ("efficientformer_l1", {}, (224, 224), False),
+    "efficientformer/efficientformer": ("efficientformer_l1", {}, (224, 224), False),  # one size only
     "efficientformer_v2/efficientformerv": ("efficientformerv2_s0", {}, (64, 96), True),
     "efficientnet/efficientnet": ("efficientnet_lite0", {}, (64, 96), False),
     "efficientnet/efficientnetv": ("efficientnetv2_rw_t", {}, (64, 96), False),
@@ -151,7 +151,7 @@ MODELS: dict[str, tuple[str, dict, tuple[int, int], bool]] = {
     "inception_v3/inception": ("inception_v3", {}, (96, 128), False),
     "inception_v4/inception": ("inception_v4", {}, (128, 160), False),
     "lcnetv2/lcnetv": ("lcnetv2_small", {}, (64, 96), False),
-    "levit/levit": ("levit_128s", {}, (64, 96), True),
+    "levit/levit": ("levit_128s", {}, (128, 192), True),  # stride 64 after the last subsampling
     "lowformer/lowformer": ("lowformer_b0", {}, (64, 96), False),
     "mambaout/mambaout": ("mambaout_femto", {}, (64, 96), False),
     "mambaout/test": ("test_mambaout", {}, (64, 96), False),
@@ -178,7 +178,7 @@ MODELS: dict[str, tuple[str, dict, tuple[int, int], bool]] = {
     "mobilevit/mobilevitv": ("mobilevitv2_050", {}, (64, 96), True),
     "mvitv2/mvitv": ("mvitv2_tiny", {}, (64, 96), True),
     "naflexvit/naflexvit": ("naflexvit_base_patch16_parfac_gap", {"depth": 2}, (64, 96), False),
-    "nasnet/nasnetalarge": ("nasnetalarge", {}, (64, 96), False),
+    "nasnet/nasnetalarge": ("nasnetalarge", {"num_features": 2016}, (64, 96), False),
     "nest/nest": ("nest_tiny", {}, (64, 96), True),
     "nextvit/nextvit": ("nextvit_small", {}, (64, 96), False),
     "nfnet/dm": ("dm_nfnet_f0", {"depths": (1, 1, 1, 1)}, (64, 96), False),
@@ -267,6 +267,22 @@ KNOWN: dict[str, dict[str, tuple[str, int]]] = {
                           "blocks.*": ("NLC", 1)},
     # pit.py: unpadded conv embedding ((s - 16) // 8 + 1 per side), then torch.cat((cls_tokens, x), dim=1)
     "pit/pit": {"transformers.*": ("NLC", 1)},
+    # volo.py post_network: ClassBlock, whose MLP runs on the class token alone: self.mlp(self.norm2(cls_embed))
+    "volo/volo": {"post_network.*.mlp.*": ("NLC", 1)},
+    # mlp_mixer.py MixerBlock: mlp_tokens(norm1(x).transpose(1, 2)): (B, C, tokens -> hidden), a fixed width
+    "mlp_mixer/mixer": {"blocks.*.mlp_tokens.*": ("NCL", 0)},
+    "mlp_mixer/gmixer": {"blocks.*.mlp_tokens.*": ("NCL", 0)},
+    # mobilevit.py MobileVitV2Block: unfold to (B, C, patch_area, num_patches), then 1x1-conv MLPs
+    "mobilevit/mobilevitv": {"stages.*.transformer.*.mlp.*": ("NCHW", 0)},
+    # nest.py: blockify to (B, blocks, tokens per block, C), transformer layers on the last axis
+    "nest/nest": {"levels.*.transformer_encoder.*": ("NHWC", 0)},
+    # efficientvim.py HSM-SSD: z from hz_proj (ConvLayer1d) on the hidden state h = x @ ab^T, (B, C, state_dim)
+    "efficientvim/efficientvim": {"stages.*.blocks.*.mixer.act": ("NCL", 0)},
+    # csatv2.py SpatialAttention: AdaptiveAvgPool2d((7, 7)), then an MLP on the 49 tokens of 1 -> 4 channels
+    "csatv2/csatv": {"stages.*.attn.attn.mlp.*": ("NLC", 0)},
+    # efficientformer.py runs at its one img_size (attention biases for a 7x7 grid): Stem4 and MetaBlock2d
+    # are conv nets; the last block (num_vit=1) is a MetaBlock1d on Flat() tokens
+    "efficientformer/efficientformer": {"stages.3.blocks.4.*": ("NLC", 0), "*": ("NCHW", 0)},
 }
 
 # family -> PATTERN=LAYOUT overrides, for layers the package refuses.
@@ -303,14 +319,16 @@ def _own_activation_names(model: nn.Module) -> list[str]:
     from timm.layers.pos_embed_rel import RelPosMlp
 
     names = [n for n, m in model.named_modules() if n and isinstance(m, OWN_ACTIVATIONS)]
-    # input-independent position-bias tables: RelPosMlp, Swin V2's cpb_mlp
-    bias = [n for n, m in model.named_modules() if isinstance(m, RelPosMlp) or n.endswith(".cpb_mlp")]
+    # input-independent position-bias tables (RelPosMlp, Swin V2's cpb_mlp), and efficientvit_mit.py's
+    # LiteMLA kernel_func: relu(q), relu(k) on (B, heads, tokens, head_dim), attention weights
+    bias = [n for n, m in model.named_modules()
+            if isinstance(m, RelPosMlp) or n.endswith(".cpb_mlp") or n.endswith(".kernel_func")]
     chosen = set(names)
 
     def inside(name: str, outer: set[str] | list[str]) -> bool:
         return any(name.startswith(o + ".") for o in outer)
 
-    return [n for n in names if not inside(n, bias) and not inside(n, chosen)]
+    return [n for n in names if n not in bias and not inside(n, bias) and not inside(n, chosen)]
 
 
 class OwnHooks:
