@@ -340,7 +340,9 @@ def _prefix_for(
     nearest = num_prefix_tokens(ancestors)
     count = int(shape[1])
     if image_size is None:
-        return (nearest if nearest <= count else 0), f"{nearest} prefix tokens from num_prefix_tokens (input size unknown)"
+        return (
+            nearest if nearest <= count else 0
+        ), f"{nearest} prefix tokens from num_prefix_tokens (input size unknown)"
     fitting = [p for p in (0, *class_tokens) if p == count or count - p in grids and count - p > 1]
     if not fitting:
         fitting = [p for p in (0, *class_tokens) if _prefix_fits(count, p, image_size)]
@@ -355,10 +357,14 @@ def _prefix_for(
         return 0, f"{count} tokens, all pooled"
     if fitting:
         problem = f"read as the patch grid of the {image_size[0]}x{image_size[1]} input after " + (
-            " or ".join(map(str, fitting)) + " prefix tokens alike")
+            " or ".join(map(str, fitting)) + " prefix tokens alike"
+        )
     else:
-        problem = (f"are not the patch grid of the {image_size[0]}x{image_size[1]} input after "
-                   + " or ".join(map(str, (0, *class_tokens))) + " prefix tokens")
+        problem = (
+            f"are not the patch grid of the {image_size[0]}x{image_size[1]} input after "
+            + " or ".join(map(str, (0, *class_tokens)))
+            + " prefix tokens"
+        )
     raise LayerSelectionError(
         f"layer {name}: its {count} tokens {problem}, so its class tokens are unknown; "
         "pool every token with --tokens all, or use another input size"
@@ -430,11 +436,15 @@ def _family_rule(name: str, ancestors: Ancestors, ndim: int) -> LayerLayout | No
     from timm.models.mlp_mixer import MixerBlock
 
     for anc_name, anc in ancestors:
-        child = (name[len(anc_name) + 1:] if anc_name else name).split(".")[0]
+        child = (name[len(anc_name) + 1 :] if anc_name else name).split(".")[0]
         if isinstance(anc, MixerBlock) and child == "mlp_tokens" and ndim == 3:
-            return LayerLayout("NCL", 0, f"family: token-mixing MLP of MixerBlock {anc_name!r}, pooled over the token-mixing width")
+            return LayerLayout(
+                "NCL", 0, f"family: token-mixing MLP of MixerBlock {anc_name!r}, pooled over the token-mixing width"
+            )
         if isinstance(anc, AttentionPoolLatent) and ndim == 3:
-            return LayerLayout(TOKEN_LAYOUT, 0, f"family: latent tokens of AttentionPoolLatent {anc_name!r}, no prefix tokens")
+            return LayerLayout(
+                TOKEN_LAYOUT, 0, f"family: latent tokens of AttentionPoolLatent {anc_name!r}, no prefix tokens"
+            )
     return None
 
 
@@ -451,28 +461,62 @@ _LEVIT_LAST = _timm_classes("LinearNorm", module=timm.models.levit)
 _LEVIT_FIRST = _timm_classes("ConvNorm", module=timm.models.levit)
 
 
-_CHANNELS_FIRST = _timm_classes(
-    "LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d", "RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d",
-    "SimpleNorm2dFp32", "LayerNormAct2d", "LayerNormAct2dFp32", "RmsNormAct2d", "RmsNormAct2dFp32",
-    "FrozenBatchNorm2d", "FrozenBatchNormAct2d", "ConvNormAct", "MixedConv2d", "CondConv2d",
-) + _LEVIT_FIRST + (
-    nn.modules.conv._ConvNd,
-    nn.modules.batchnorm._NormBase,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd,
+_CHANNELS_FIRST = (
+    _timm_classes(
+        "LayerNorm2d",
+        "LayerNorm2dFp32",
+        "LayerNormExp2d",
+        "RmsNorm2d",
+        "RmsNorm2dFp32",
+        "SimpleNorm2d",
+        "SimpleNorm2dFp32",
+        "LayerNormAct2d",
+        "LayerNormAct2dFp32",
+        "RmsNormAct2d",
+        "RmsNormAct2dFp32",
+        "FrozenBatchNorm2d",
+        "FrozenBatchNormAct2d",
+        "ConvNormAct",
+        "MixedConv2d",
+        "CondConv2d",
+    )
+    + _LEVIT_FIRST
+    + (
+        nn.modules.conv._ConvNd,
+        nn.modules.batchnorm._NormBase,
+        nn.GroupNorm,
+        nn.LocalResponseNorm,
+        nn.modules.pooling._MaxPoolNd,
+        nn.modules.pooling._AvgPoolNd,
+        nn.modules.pooling._AdaptiveAvgPoolNd,
+        nn.modules.pooling._AdaptiveMaxPoolNd,
+        nn.modules.pooling._LPPoolNd,
+    )
 )
 # Checked after the channels-first classes: timm's LayerNorm2d subclasses nn.LayerNorm.
-_CHANNELS_LAST = (nn.Linear, nn.LayerNorm, nn.RMSNorm) + _timm_classes(
-    "RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32", "RmsNormAct", "RmsNormActFp32",
-) + _LEVIT_LAST
-_PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd) + _timm_classes(
-    "DropPath", "DropBlock2d", "LayerScale", "LayerScale2d",
-) + ACTIVATION_TYPES + GATE_TYPES
+_CHANNELS_LAST = (
+    (nn.Linear, nn.LayerNorm, nn.RMSNorm)
+    + _timm_classes(
+        "RmsNorm",
+        "RmsNormFp32",
+        "SimpleNorm",
+        "SimpleNormFp32",
+        "RmsNormAct",
+        "RmsNormActFp32",
+    )
+    + _LEVIT_LAST
+)
+_PASS_THROUGH = (
+    (nn.Identity, nn.modules.dropout._DropoutNd)
+    + _timm_classes(
+        "DropPath",
+        "DropBlock2d",
+        "LayerScale",
+        "LayerScale2d",
+    )
+    + ACTIVATION_TYPES
+    + GATE_TYPES
+)
 
 
 def _producer_side(module: nn.Module) -> str | None:
@@ -518,7 +562,9 @@ def _agrees(producer: nn.Module, side: str, shape: Sequence[int], include_inputs
     return counts is None or channels in counts
 
 
-def _structural_rule(name: str, module: nn.Module, shape: Sequence[int], ancestors: Ancestors) -> tuple[str, str] | None:
+def _structural_rule(
+    name: str, module: nn.Module, shape: Sequence[int], ancestors: Ancestors
+) -> tuple[str, str] | None:
     own_side = _producer_side(module)
     if own_side is not None and _agrees(module, own_side, shape):
         return own_side, f"structure: the module is a {type(module).__name__}"
@@ -541,13 +587,15 @@ def _structural_rule(name: str, module: nn.Module, shape: Sequence[int], ancesto
         if reshaped:  # a map flattened between the convolution and the module: the counts alone must tell
             sides = [side for side in ("first", "last") if _agrees(sibling, side, shape)]
             if len(sides) == 1:
-                return sides[0], (f"structure: follows {type(sibling).__name__} {_join(parent_name, sibling_name)!r}, "
-                                  f"its map flattened to {'tokens' if sides[0] == 'last' else 'positions'}")
+                return sides[0], (
+                    f"structure: follows {type(sibling).__name__} {_join(parent_name, sibling_name)!r}, "
+                    f"its map flattened to {'tokens' if sides[0] == 'last' else 'positions'}"
+                )
             runs_first = len(sides) == 2  # as many positions as channels: the next layer tells
         elif side is not None and _agrees(sibling, side, shape):
             return side, f"structure: follows {type(sibling).__name__} {where}{_join(parent_name, sibling_name)!r}"
         break
-    for sibling_name, sibling in siblings[position + 1:] if runs_first else ():
+    for sibling_name, sibling in siblings[position + 1 :] if runs_first else ():
         if isinstance(sibling, _PASS_THROUGH):
             continue
         consumer = next((m for m in sibling.modules() if _producer_side(m) is not None), None)
@@ -556,17 +604,22 @@ def _structural_rule(name: str, module: nn.Module, shape: Sequence[int], ancesto
             if (shape[1] if side == "first" else shape[-1]) in _input_counts(consumer):
                 return side, f"structure: feeds {type(consumer).__name__} in {_join(parent_name, sibling_name)!r}"
         break
-    producers = [(n, s, _producer_side(s)) for n, s in parent.named_modules(prefix=parent_name)
-                 if s is not module and s is not parent and _producer_side(s)]
+    producers = [
+        (n, s, _producer_side(s))
+        for n, s in parent.named_modules(prefix=parent_name)
+        if s is not module and s is not parent and _producer_side(s)
+    ]
     sides = {side for _, _, side in producers}
     if len(sides) == 1:
         side = sides.pop()
         for producer_name, producer, _ in producers:
             if _agrees(producer, side, shape, include_inputs=True):
                 kinds = sorted({type(s).__name__ for _, s, _ in producers})
-                return side, (f"structure: all layers in {parent_name or 'the model'!r} are channels-{side} "
-                              f"({', '.join(kinds[:4])}{', ...' if len(kinds) > 4 else ''}); "
-                              f"{producer_name!r} has the channel count")
+                return side, (
+                    f"structure: all layers in {parent_name or 'the model'!r} are channels-{side} "
+                    f"({', '.join(kinds[:4])}{', ...' if len(kinds) > 4 else ''}); "
+                    f"{producer_name!r} has the channel count"
+                )
     return None
 
 
@@ -597,14 +650,20 @@ def _shape_rule(
     first, last = _BY_SIDE["first"][ndim], _BY_SIDE["last"][ndim]
     fix = _override_hint(name, [first, last])
     if image_size is None or ndim == 5:
-        why = "the model's input is not an (N, C, H, W) image" if ndim != 5 else "5-D outputs are never read from their shape"
+        why = (
+            "the model's input is not an (N, C, H, W) image"
+            if ndim != 5
+            else "5-D outputs are never read from their shape"
+        )
         raise LayerSelectionError(
             f"layer {name}: no structural rule tells the layout of its output {tuple(shape)} and {why}; use {fix}"
         )
     if ndim == 3:
         prefixes = (0, *class_tokens)
-        readings = {first: _grid_fits([shape[2]], image_size),
-                    last: any(_prefix_fits(shape[1], p, image_size) for p in prefixes)}
+        readings = {
+            first: _grid_fits([shape[2]], image_size),
+            last: any(_prefix_fits(shape[1], p, image_size) for p in prefixes),
+        }
     else:
         readings = {first: _grid_fits(shape[2:4], image_size), last: _grid_fits(shape[1:3], image_size)}
     fitting = [layout for layout, fits in readings.items() if fits]

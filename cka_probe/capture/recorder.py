@@ -33,7 +33,7 @@ import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -195,10 +195,11 @@ class FeatureRecorder:
         self._depth = 0
         self._start_forward_state()
 
-    def __enter__(self) -> FeatureRecorder:
-        return self.attach()
+    def __enter__(self) -> Self:
+        self.attach()
+        return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.remove()
 
     def __repr__(self) -> str:

@@ -40,7 +40,6 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Sequence
-
 from types import ModuleType
 
 from timm.layers import activations as timm_act
@@ -58,8 +57,15 @@ __all__ = ["ACTIVATION_TYPES", "DEFAULT_LAYERS", "GATE_TYPES", "is_activation", 
 DEFAULT_LAYERS = "activations"
 
 GATE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Sigmoid, nn.Hardsigmoid, nn.Softmax, nn.Softmin, nn.Softmax2d, nn.LogSoftmax,
-    timm_act.Sigmoid, timm_act.HardSigmoid, timm_act_me.HardSigmoidMe,
+    nn.Sigmoid,
+    nn.Hardsigmoid,
+    nn.Softmax,
+    nn.Softmin,
+    nn.Softmax2d,
+    nn.LogSoftmax,
+    timm_act.Sigmoid,
+    timm_act.HardSigmoid,
+    timm_act_me.HardSigmoidMe,
 )
 """Activation-like classes whose outputs are gate values; left out of the default set."""
 
@@ -67,7 +73,8 @@ GATE_TYPES: tuple[type[nn.Module], ...] = (
 def _classes_defined_in(module: ModuleType) -> list[type[nn.Module]]:
     """The ``nn.Module`` subclasses that ``module`` itself defines (not those it imports)."""
     return [
-        cls for cls in vars(module).values()
+        cls
+        for cls in vars(module).values()
         if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == module.__name__
     ]
 
@@ -87,7 +94,9 @@ def _activation_registry() -> tuple[type[nn.Module], ...]:
 # registry does not list them: MetaFormer's StarReLU (s * relu(x)^2 + b) and SquaredReLU (CAFormer,
 # ConvFormer, PoolFormerV2) and NFNet's GammaAct (gamma * act(x)).
 _TIMM_MODEL_ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    timm_metaformer.StarReLU, timm_metaformer.SquaredReLU, timm_nfnet.GammaAct,
+    timm_metaformer.StarReLU,
+    timm_metaformer.SquaredReLU,
+    timm_nfnet.GammaAct,
 )
 
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = _activation_registry()
@@ -159,9 +168,7 @@ def select_layers(model: nn.Module, layers: LayerSpec = DEFAULT_LAYERS) -> list[
         return [name for name in chosen if not any(prefix in outer for prefix in _ancestor_names(name))]
     patterns = [layers] if isinstance(layers, str) else list(layers)
     if not patterns:
-        raise LayerSelectionError(
-            f'layers is an empty list; pass "{DEFAULT_LAYERS}", module names or glob patterns'
-        )
+        raise LayerSelectionError(f'layers is an empty list; pass "{DEFAULT_LAYERS}", module names or glob patterns')
     names = [name for name, _ in named]
     for pattern in patterns:
         if not isinstance(pattern, str):

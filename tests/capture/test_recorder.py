@@ -89,11 +89,10 @@ def test_hooks_removed_on_exit_and_on_exception():
         with torch.no_grad():
             model(_images(2))
     assert _hook_count(model) == 0 and not rec.attached
-    with pytest.raises(RuntimeError, match="user error"):
-        with FeatureRecorder(model) as rec:
-            with torch.no_grad():
-                model(_images(2))
-            raise RuntimeError("user error")
+    with pytest.raises(RuntimeError, match="user error"), FeatureRecorder(model) as rec:
+        with torch.no_grad():
+            model(_images(2))
+        raise RuntimeError("user error")
     assert _hook_count(model) == 0
     assert rec.features["relu"].shape == (2, 4)  # what was recorded stays
 
@@ -314,18 +313,17 @@ class PositionTable(nn.Module):
 
 def test_outputs_without_one_row_per_image():
     model = PositionTable()
-    with pytest.warns(UserWarning, match=r"skipped 1 activation call\(s\) .* e.g. act"):
-        with FeatureRecorder(model) as rec:
-            model(torch.randn(2, 4))
+    with pytest.warns(UserWarning, match=r"skipped 1 activation call\(s\) .* e.g. act"), FeatureRecorder(model) as rec:
+        model(torch.randn(2, 4))
     assert rec.layers == ("out",) and list(rec.skipped) == ["act"]
     with FeatureRecorder(model, layers=["act"]), pytest.raises(ShapeError, match="does not have one row per image"):
         model(torch.randn(2, 4))
     scalar_per_image = nn.Sequential(nn.Flatten(0))
     with FeatureRecorder(scalar_per_image, layers=["0"]), pytest.raises(ShapeError, match=r"\(4,\) is 1-D"):
         scalar_per_image(torch.randn(4, 1))
-    with FeatureRecorder(nn.Sequential(nn.LSTM(4, 4)), layers=["0"]) as lstm_rec:
-        with pytest.raises(ShapeError, match="returned tuple, not a tensor"):
-            lstm_rec.model(torch.randn(2, 3, 4))
+    lstm = nn.Sequential(nn.LSTM(4, 4))
+    with FeatureRecorder(lstm, layers=["0"]), pytest.raises(ShapeError, match="returned tuple, not a tensor"):
+        lstm(torch.randn(2, 3, 4))
 
 
 # --------------------------------------------------------------------------- describe
@@ -372,7 +370,10 @@ def test_a_selection_that_never_runs_is_an_error():
             return self.fc(x)
 
     model = Skips()
-    with pytest.raises(CaptureError, match="none of the 1 selected modules produced a feature"):
-        with FeatureRecorder(model) as recorder, torch.no_grad():
-            model(torch.randn(2, 4))
+    with (
+        pytest.raises(CaptureError, match="none of the 1 selected modules produced a feature"),
+        FeatureRecorder(model) as recorder,
+        torch.no_grad(),
+    ):
+        model(torch.randn(2, 4))
     assert not recorder.attached

@@ -32,14 +32,26 @@ def test_default_set_finds_torch_and_timm_activations_and_skips_gates():
     assert select_layers(_zoo()) == ["1.act", "2.1", "2.3", "8"]
 
 
-@pytest.mark.parametrize("cls", [c for c in ACTIVATION_TYPES if c not in (nn.GLU, nn.Threshold, nn.PReLU, timm_act.PReLU)])
+@pytest.mark.parametrize(
+    "cls", [c for c in ACTIVATION_TYPES if c not in (nn.GLU, nn.Threshold, nn.PReLU, timm_act.PReLU)]
+)
 def test_every_activation_class_is_selected(cls):
     assert is_activation(cls())
     assert select_layers(nn.Sequential(nn.Linear(2, 2), cls())) == ["1"]
 
 
-@pytest.mark.parametrize("cls", [nn.Sigmoid, nn.Hardsigmoid, nn.Softmin, nn.Softmax2d, timm_act.Sigmoid,
-                                 timm_act.HardSigmoid, timm_act_me.HardSigmoidMe])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        nn.Sigmoid,
+        nn.Hardsigmoid,
+        nn.Softmin,
+        nn.Softmax2d,
+        timm_act.Sigmoid,
+        timm_act.HardSigmoid,
+        timm_act_me.HardSigmoidMe,
+    ],
+)
 def test_gates_are_not_activations(cls):
     assert issubclass(cls, GATE_TYPES)
     assert not is_activation(cls())

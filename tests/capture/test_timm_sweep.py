@@ -48,13 +48,44 @@ pytestmark = pytest.mark.slow
 BATCH = 2
 
 OWN_ACTIVATIONS = (
-    nn.ReLU, nn.ReLU6, nn.RReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Hardswish, nn.Hardtanh, nn.Hardshrink, nn.Softshrink, nn.Tanhshrink, nn.Softplus, nn.Softsign, nn.Tanh,
-    nn.Threshold, nn.LogSigmoid, nn.GLU,
-    timm_act.Swish, timm_act.Mish, timm_act.Tanh, timm_act.HardSwish, timm_act.HardMish, timm_act.PReLU,
-    timm_act.GELU, timm_act.GELUTanh, timm_act.QuickGELU,
-    timm_act_me.SwishMe, timm_act_me.MishMe, timm_act_me.HardSwishMe, timm_act_me.HardMishMe,
-    metaformer.StarReLU, metaformer.SquaredReLU, nfnet.GammaAct,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.RReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Hardshrink,
+    nn.Softshrink,
+    nn.Tanhshrink,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanh,
+    nn.Threshold,
+    nn.LogSigmoid,
+    nn.GLU,
+    timm_act.Swish,
+    timm_act.Mish,
+    timm_act.Tanh,
+    timm_act.HardSwish,
+    timm_act.HardMish,
+    timm_act.PReLU,
+    timm_act.GELU,
+    timm_act.GELUTanh,
+    timm_act.QuickGELU,
+    timm_act_me.SwishMe,
+    timm_act_me.MishMe,
+    timm_act_me.HardSwishMe,
+    timm_act_me.HardMishMe,
+    metaformer.StarReLU,
+    metaformer.SquaredReLU,
+    nfnet.GammaAct,
 )
 """Elementwise activations, from torch.nn's and timm's sources; gates (sigmoids, softmax) are not here."""
 
@@ -263,8 +294,11 @@ KNOWN: dict[str, dict[str, tuple[str, int]]] = {
     "xcit/xcit": {"cls_attn_blocks.*.mlp.*": ("NLC", 1)},
     # crossvit.py resizes every input to its img_size, so token counts do not change with the input:
     # each branch is [cls_token, patches]; projs/revert_projs act on the class token alone
-    "crossvit/crossvit": {"blocks.*.projs.*": ("NLC", 1), "blocks.*.revert_projs.*": ("NLC", 1),
-                          "blocks.*": ("NLC", 1)},
+    "crossvit/crossvit": {
+        "blocks.*.projs.*": ("NLC", 1),
+        "blocks.*.revert_projs.*": ("NLC", 1),
+        "blocks.*": ("NLC", 1),
+    },
     # pit.py: unpadded conv embedding ((s - 16) // 8 + 1 per side), then torch.cat((cls_tokens, x), dim=1)
     "pit/pit": {"transformers.*": ("NLC", 1)},
     # volo.py post_network: ClassBlock, whose MLP runs on the class token alone: self.mlp(self.norm2(cls_embed))
@@ -321,8 +355,7 @@ def _own_activation_names(model: nn.Module) -> list[str]:
     names = [n for n, m in model.named_modules() if n and isinstance(m, OWN_ACTIVATIONS)]
     # input-independent position-bias tables (RelPosMlp, Swin V2's cpb_mlp), and efficientvit_mit.py's
     # LiteMLA kernel_func: relu(q), relu(k) on (B, heads, tokens, head_dim), attention weights
-    bias = [n for n, m in model.named_modules()
-            if isinstance(m, RelPosMlp) or n.endswith(".cpb_mlp") or n.endswith(".kernel_func")]
+    bias = [n for n, m in model.named_modules() if isinstance(m, RelPosMlp) or n.endswith((".cpb_mlp", ".kernel_func"))]
     chosen = set(names)
 
     def inside(name: str, outer: set[str] | list[str]) -> bool:
@@ -378,7 +411,9 @@ def _own_layout(label: str, small: torch.Tensor, large: torch.Tensor, sizes, kno
         prefix = (ratio * t1 - t2) / (ratio - 1)
         if abs(prefix - round(prefix)) < 1e-9 and 0 <= round(prefix) <= 8:
             return "NLC", round(prefix)
-    raise AssertionError(f"{label}: shapes {tuple(small.shape)} and {tuple(large.shape)} do not tell the layout; add it to KNOWN")
+    raise AssertionError(
+        f"{label}: shapes {tuple(small.shape)} and {tuple(large.shape)} do not tell the layout; add it to KNOWN"
+    )
 
 
 def _pool(x: torch.Tensor, layout: str, prefix: int) -> torch.Tensor:
@@ -424,7 +459,11 @@ def test_family_is_recorded_right(family):
     layouts = parse_layouts(OVERRIDES.get(family, []))
     known = KNOWN.get(family, {})
     gen = torch.Generator().manual_seed(0)
-    models = {size: _make(family, size) for size in sizes} if needs_img_size else dict.fromkeys(sizes, _make(family, sizes[0]))
+    models = (
+        {size: _make(family, size) for size in sizes}
+        if needs_img_size
+        else dict.fromkeys(sizes, _make(family, sizes[0]))
+    )
     inputs = {size: torch.randn(BATCH, 3, size, size, generator=gen) for size in sizes}
     runs = {size: _run(models[size], inputs[size], layouts) for size in sizes}
     small, large = sizes
@@ -443,8 +482,11 @@ def test_family_is_recorded_right(family):
             continue  # not one row per image
         expected[label] = _own_layout(label, out, own_large.output(label), sizes, known)
     per_image = [label for label in own_small.order if label in expected]
-    class_only = [label for label in per_image if expected[label][0] == "NLC"
-                  and own_small.output(label).shape[1] == expected[label][1]]
+    class_only = [
+        label
+        for label in per_image
+        if expected[label][0] == "NLC" and own_small.output(label).shape[1] == expected[label][1]
+    ]
     # (a) the same layers, in the same order, as the test's own selection
     assert list(rec_small.layers) == [label for label in per_image if label not in class_only]
     assert set(rec_small.skipped) == set(own_small.order) - set(rec_small.layers)
@@ -457,8 +499,9 @@ def test_family_is_recorded_right(family):
         # (c) the kept (channel) axis does not change with the input size
         assert rec_large.features[label].shape == rec_small.features[label].shape == (BATCH, reference.shape[1])
         large_layout = _own_layout(label, own_small.output(label), own_large.output(label), sizes, known)
-        torch.testing.assert_close(rec_large.features[label].double(), _pool(own_large.output(label), *large_layout),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            rec_large.features[label].double(), _pool(own_large.output(label), *large_layout), rtol=1e-4, atol=1e-5
+        )
 
     # tokens="cls": the class token where the layer has one, a refusal naming the first layer without
     token_layers = [label for label in per_image if expected[label][0] == "NLC"]

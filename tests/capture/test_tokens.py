@@ -34,14 +34,17 @@ def test_parse_layouts_keeps_order_and_checks_each_string():
     assert parse_layouts(["a=NLC", "a=NLC"]) == {"a": "NLC"}
 
 
-@pytest.mark.parametrize(("values", "error", "match"), [
-    (["blocks.*.mlp.act"], ConfigError, r"^--layouts-a/-b 'blocks.\*.mlp.act' is not PATTERN=LAYOUT; write e.g."),
-    (["=NLC"], ConfigError, "is not PATTERN=LAYOUT"),
-    (["a="], ConfigError, "is not PATTERN=LAYOUT"),
-    (["a=NLC", "a=NCL"], ConfigError, "gives a two layouts, NLC and NCL; give it one"),
-    (["a=CHW"], LayerSelectionError, r"a=CHW: unknown layout 'CHW'; choose one of NC, NCL, NLC, NCHW, NHWC"),
-    ({"a": "nlc"}, LayerSelectionError, "unknown layout 'nlc'"),
-])
+@pytest.mark.parametrize(
+    ("values", "error", "match"),
+    [
+        (["blocks.*.mlp.act"], ConfigError, r"^--layouts-a/-b 'blocks.\*.mlp.act' is not PATTERN=LAYOUT; write e.g."),
+        (["=NLC"], ConfigError, "is not PATTERN=LAYOUT"),
+        (["a="], ConfigError, "is not PATTERN=LAYOUT"),
+        (["a=NLC", "a=NCL"], ConfigError, "gives a two layouts, NLC and NCL; give it one"),
+        (["a=CHW"], LayerSelectionError, r"a=CHW: unknown layout 'CHW'; choose one of NC, NCL, NLC, NCHW, NHWC"),
+        ({"a": "nlc"}, LayerSelectionError, "unknown layout 'nlc'"),
+    ],
+)
 def test_parse_layouts_refuses_in_one_line(values, error, match):
     with pytest.raises(error, match=match) as info:
         parse_layouts(values)
@@ -56,15 +59,18 @@ def test_parse_layouts_names_the_option_it_came_from():
 # --------------------------------------------------------------------------- class tokens of the model
 
 
-@pytest.mark.parametrize(("name", "kwargs", "counts"), [
-    ("test_vit", {}, (1,)),
-    ("test_vit_relpos", {}, ()),
-    ("deit_tiny_distilled_patch16_224", {"depth": 1}, (1, 2)),  # cls_token + dist_token, num_prefix_tokens = 2
-    ("pit_ti_distilled_224", {}, (2,)),  # one (1, 2, C) parameter, no num_prefix_tokens
-    ("crossvit_tiny_240", {}, (1,)),  # cls_token_0, cls_token_1
-    ("coat_lite_tiny", {}, (1,)),  # cls_token1 .. cls_token4
-    ("test_resnet", {}, ()),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "counts"),
+    [
+        ("test_vit", {}, (1,)),
+        ("test_vit_relpos", {}, ()),
+        ("deit_tiny_distilled_patch16_224", {"depth": 1}, (1, 2)),  # cls_token + dist_token, num_prefix_tokens = 2
+        ("pit_ti_distilled_224", {}, (2,)),  # one (1, 2, C) parameter, no num_prefix_tokens
+        ("crossvit_tiny_240", {}, (1,)),  # cls_token_0, cls_token_1
+        ("coat_lite_tiny", {}, (1,)),  # cls_token1 .. cls_token4
+        ("test_resnet", {}, ()),
+    ],
+)
 def test_class_token_counts_from_structure(name, kwargs, counts):
     assert class_token_counts(timm.create_model(name, pretrained=False, **kwargs)) == counts
 
@@ -77,8 +83,10 @@ def test_convit_has_its_class_token_only_from_block_10():
     model = timm.create_model("convit_tiny", pretrained=False, img_size=64).eval()
     x = _images(64)
     raw = {}
-    handles = [model.blocks[i].mlp.act.register_forward_hook(lambda m, a, out, i=i: raw.__setitem__(i, out.clone()))
-               for i in range(len(model.blocks))]
+    handles = [
+        model.blocks[i].mlp.act.register_forward_hook(lambda m, a, out, i=i: raw.__setitem__(i, out.clone()))
+        for i in range(len(model.blocks))
+    ]
     rec = _record(model, x)
     for handle in handles:
         handle.remove()
@@ -88,7 +96,9 @@ def test_convit_has_its_class_token_only_from_block_10():
         assert out.shape[1] == 16 + prefix  # a 4x4 patch grid at 64 px, patch 16
         assert rec.layouts[label].prefix_tokens == prefix
         torch.testing.assert_close(rec.features[label].double(), out[:, prefix:].double().mean(1), rtol=1e-5, atol=1e-6)
-    with pytest.raises(LayerSelectionError, match=r"^layer blocks\.0\.mlp\.act has no class token .* --tokens patch or all$"):
+    with pytest.raises(
+        LayerSelectionError, match=r"^layer blocks\.0\.mlp\.act has no class token .* --tokens patch or all$"
+    ):
         _record(model, x, tokens="cls")
     late = _record(model, x, tokens="cls", layers="blocks.1[01].mlp.act")
     for label in late.layers:
@@ -103,7 +113,9 @@ def test_cait_class_attention_mlp_sees_only_the_class_token():
         default = _record(model, x)
     assert "blocks_token_only.0.mlp.act" in default.skipped
     assert all(default.layouts[label].prefix_tokens == 0 for label in default.layers)  # patch-only main blocks
-    with pytest.raises(LayerSelectionError, match=r"^layer blocks_token_only\.0\.mlp\.act: .* class tokens only.*--tokens cls or all"):
+    with pytest.raises(
+        LayerSelectionError, match=r"^layer blocks_token_only\.0\.mlp\.act: .* class tokens only.*--tokens cls or all"
+    ):
         _record(model, x, layers="blocks_token_only.*.mlp.act")
     # the suggested fix works: --tokens cls records the class token the layer sees
     raw = []
@@ -156,8 +168,10 @@ def test_nasnet_unpadded_maps_are_channels_first():
     model = timm.create_model("nasnetalarge", pretrained=False, num_features=2016).eval()
     labels = ["cell_stem_0.conv_1x1.act", "cell_stem_0.comb_iter_0_right.act_1"]
     raw = {}
-    handles = [model.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: raw.__setitem__(n, out.clone()))
-               for n in labels]
+    handles = [
+        model.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: raw.__setitem__(n, out.clone()))
+        for n in labels
+    ]
     rec = _record(model, _images(224), layers=labels)
     for handle in handles:
         handle.remove()
