@@ -283,6 +283,10 @@ def test_ambiguous_layout_raises_and_override_decides(raw_outputs, hand_pool):
         model(x)
     assert rec.layouts["1"].layout == "NHWC" and rec.layouts["1"].source == "override 1=NHWC"
     torch.testing.assert_close(rec.features["1"], hand_pool(raw["1"][0], "NHWC").float())
+    # the fix the message suggests, as the CLI passes it: PATTERN=LAYOUT strings
+    with FeatureRecorder(model, layouts=["1=NCHW"]) as rec:
+        model(x)
+    torch.testing.assert_close(rec.features["1"], hand_pool(raw["1"][1], "NCHW").float())
 
 
 def test_selection_errors_at_construction():
