@@ -16,14 +16,19 @@ NDHWC   4             1, 2, 3             channels-last 3-D maps
 ======  ============  ==================  ==========================================
 
 ``NLC`` is the only token layout: only there are prefix tokens (class, distillation, register
-tokens) told apart from patch tokens. Their number is the ``num_prefix_tokens`` attribute of the
-nearest ancestor that has one (timm's ViTs set it on the model); a model without it has none.
+tokens) told apart from patch tokens. Their number is decided **per layer**, from the number of
+tokens that layer sees, checked against the model's structure (:func:`class_token_counts` and
+the patch grids the model made before the layer; see :func:`_prefix_for`), not from one
+model-wide attribute: ConViT adds its class token only at block 10, CaiT and XCiT run their main
+blocks on patches alone and their class-attention MLPs on the class token alone, and CrossViT, PiT
+and CoaT have class tokens but no ``num_prefix_tokens``. A model without class tokens has none.
 
 Each hooked module's layout is decided once, at its first call, by the first of these rules that
 decides:
 
-1. **Override.** ``layouts={glob: layout}`` given by the user; the first pattern (in the mapping's
-   order) that matches the module's qualified name wins. Its rank must match the output's.
+1. **Override.** ``layouts={glob: layout}`` given by the user (or ``PATTERN=LAYOUT`` strings,
+   :func:`parse_layouts`); the first pattern (in order) that matches the module's qualified name
+   wins. Its rank must match the output's. A token layout still has its prefix decided per layer.
 2. **Rank 2.** A 2-D output is ``NC``, kept as it is.
 3. **Family rules**, keyed on the class of an ancestor module:
 
@@ -71,8 +76,9 @@ decides:
    ``s`` (each side ``floor`` or ``ceil`` of the image side divided by ``s``; for tokens, their
    number less the prefix tokens equals that grid's area). Exactly one reading fits: it is taken.
    Both or neither fit, or the model's input is not an ``(N, C, H, W)`` image, or the output is
-   5-D: a :class:`LayerSelectionError` asks for ``layouts=``. A shape is never read both ways
-   silently.
+   5-D: a :class:`LayerSelectionError` names the layer and the fix,
+   ``--layouts-a/-b 'LAYER=LAYOUT'`` with the candidate layouts (:func:`parse_layouts` reads that
+   form). A shape is never read both ways silently.
 
 The decision and the rule that made it are kept in a :class:`LayerLayout` (``source``), exposed as
 ``FeatureRecorder.layouts`` for provenance.
