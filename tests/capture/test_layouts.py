@@ -249,3 +249,18 @@ def test_levit_linear_norm_is_channels_last():
     assert stem and all(i.layout == "NCHW" for i in stem)
     assert blocks and all(i.layout == "NLC" for i in blocks)
     assert all(i.pooled_dim == i.raw_shape[-1] for i in blocks)
+
+
+def test_prefix_tokens_decided_per_layer_from_the_token_count():
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())  # no num_prefix_tokens: the class-token counts are given
+
+    def prefix(count, **kwargs):
+        return _resolve(mlp, "1", (2, count, 16), image_size=(64, 64), class_tokens=(2,), **kwargs)
+
+    assert prefix(18).prefix_tokens == 2  # 2 + a 4x4 grid; 18 itself is no grid of the 64x64 input
+    assert prefix(16).prefix_tokens == 0  # the patches alone (as before ConViT's class token)
+    assert prefix(2).prefix_tokens == 2 and "all class tokens" in prefix(2).source
+    assert prefix(20, grids={18}).prefix_tokens == 2  # a patch grid the model made comes first
+    with pytest.raises(LayerSelectionError, match=r"^layer 1: its 19 tokens are not the patch grid .* --tokens all"):
+        prefix(19)
+    assert prefix(19, tokens="all").prefix_tokens == 0
