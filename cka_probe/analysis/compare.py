@@ -185,7 +185,7 @@ def _tokens(rule: str) -> str:
 
 
 def _layouts(layouts: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((layouts or {}).items()))
+    return tuple((layouts or {}).items())  # in the order given: the first matching pattern wins
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,18 @@ def _stem(value: str | None) -> str | None:
     return value
 
 
+def _layouts(value):
+    """``{pattern: layout}`` or ``["PATTERN=LAYOUT", ...]`` as an ordered mapping, each layout checked."""
+    from ..capture import parse_layouts
+
+    if value is None:
+        return None
+    try:
+        return parse_layouts(value, "layouts")
+    except CKAProbeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class DataSection(Section):
     source: str = "embedded"
     n: int = Field(128, ge=2)
@@ -80,13 +92,15 @@ class AnalysisSection(Section):
     tokens: Tokens = "patch"
     pool: Pool = "mean"
     layers: str | list[str] = "activations"
-    layouts: dict[str, str] = Field(default_factory=dict)
+    layouts: dict[str, str] | list[str] = Field(default_factory=dict)
     sigma_frac: float = Field(1.0, gt=0)
     device: str = "auto"
     permutations: int = Field(0, ge=0)
     bootstrap: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     stats_seed: int = Field(0, ge=0)
+
+    _check_layouts = field_validator("layouts")(lambda value: _layouts(value))
 
     @field_validator("device")
     @classmethod
@@ -105,7 +119,9 @@ class ModelEntry(Section):
     seed: int | None = Field(None, ge=0)
     layers: str | list[str] | None = None
     tokens: Tokens | None = None
-    layouts: dict[str, str] | None = None
+    layouts: dict[str, str] | list[str] | None = None
+
+    _check_layouts = field_validator("layouts")(lambda value: _layouts(value))
 
     @field_validator("label")
     @classmethod
@@ -230,7 +246,7 @@ class JobConfig:
         layouts = self.model_layouts.get(label, self.analysis["layouts"])
         return FeatureSettings(layers=self.model_layers.get(label, self.analysis["layers"]),
                                tokens=self.model_tokens.get(label, self.analysis["tokens"]),
-                               pool=self.analysis["pool"], layouts=tuple(sorted(layouts.items())),
+                               pool=self.analysis["pool"], layouts=tuple(layouts.items()),
                                batch_size=self.data["batch_size"])
 
     def cka_settings(self) -> CKASettings:

@@ -16,6 +16,13 @@ where one forward begins and ends:
 Calls whose output does not have one row per image (its first axis differs from the batch size of
 the model's input) are not features: explicitly selected layers raise :class:`ShapeError`, and the
 default activation set skips them with a warning, listing them in :attr:`FeatureRecorder.skipped`.
+
+Token layers (``NLC``) have their prefix tokens decided per layer from the token count the layer
+sees (see :func:`~cka_probe.capture.layouts.resolve_layout`): ConViT's blocks before its class
+token, and CaiT's and XCiT's patch-only blocks, have none. ``tokens="cls"`` on such a layer is a
+:class:`LayerSelectionError` naming it; ``tokens="patch"`` on a layer that sees only class tokens
+(CaiT's class-attention MLP) skips it in the default set (see :attr:`FeatureRecorder.skipped`)
+and raises for an explicit selection.
 """
 
 from __future__ import annotations
@@ -24,19 +31,22 @@ import fnmatch
 import functools
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
 
 from ..errors import CaptureError, LayerSelectionError, ShapeError
-from .layouts import LayerLayout, ancestors_of, check_layout_name, resolve_layout
+from .layouts import TOKEN_LAYOUT, LayerLayout, ancestors_of, class_token_counts, parse_layouts, resolve_layout
 from .pooling import POOLS, TOKENS, pool_activation
 from .selection import DEFAULT_LAYERS, LayerSpec, no_match_message, select_layers
 
 __all__ = ["FeatureRecorder", "LayerInfo", "describe_layers"]
+
+# Modules whose (N, C, H, W) outputs are the patch grids of token models (patch embeddings, PiT's pooling).
+_GRID_MAKERS = (nn.Conv2d, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
 
 
 @dataclass(frozen=True)
@@ -77,14 +87,16 @@ class FeatureRecorder:
             squeeze-excite left out), a glob pattern or module name, a list of them, or a
             predicate ``(name, module) -> bool``; see :mod:`~cka_probe.capture.selection`.
         pool: ``"mean"`` or ``"max"`` over the spatial positions or tokens.
-        tokens: for token layers of models with prefix tokens (``model.num_prefix_tokens``):
-            ``"patch"`` pools the patch tokens, ``"all"`` every token, ``"cls"`` keeps the class token.
-        layouts: ``{glob: layout}`` overrides of the layout rules (``{"blocks.*": "NLC"}``), matched
-            against module names; see :mod:`~cka_probe.capture.layouts`.
+        tokens: for token layers of models with class tokens (:func:`~cka_probe.capture.layouts.class_token_counts`):
+            ``"patch"`` pools the patch tokens, ``"all"`` every token, ``"cls"`` keeps the class token;
+            the prefix tokens are decided per layer.
+        layouts: overrides of the layout rules, matched against module names: ``{glob: layout}``
+            or ``PATTERN=LAYOUT`` strings (:func:`~cka_probe.capture.layouts.parse_layouts`);
+            see :mod:`~cka_probe.capture.layouts`.
 
     Raises:
         LayerSelectionError: a pattern of ``layers`` or ``layouts`` matches no module, nothing is
-            selected, an unknown layout is named, or ``tokens="cls"`` for a model without prefix tokens.
+            selected, an unknown layout is named, or ``tokens="cls"`` for a model without class tokens.
 
     Example:
         >>> import torch
@@ -105,7 +117,7 @@ class FeatureRecorder:
         layers: LayerSpec = DEFAULT_LAYERS,
         pool: str = "mean",
         tokens: str = "patch",
-        layouts: Mapping[str, str] | None = None,
+        layouts: Mapping[str, str] | Sequence[str] | None = None,
     ) -> None:
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
@@ -114,7 +126,7 @@ class FeatureRecorder:
         self.model = model
         self.pool = pool
         self.tokens = tokens
-        self.overrides = dict(layouts or {})
+        self.overrides = parse_layouts(layouts)
         self._explicit = not (isinstance(layers, str) and layers == DEFAULT_LAYERS)
         self.module_names: tuple[str, ...] = tuple(select_layers(model, layers))
         if not self.module_names:
@@ -123,10 +135,11 @@ class FeatureRecorder:
                 "select layers by name or glob pattern (see model.named_modules())"
             )
         self._check_overrides()
-        if tokens == "cls" and not _has_prefix_tokens(model):
+        self.class_tokens = class_token_counts(model)
+        if tokens == "cls" and not self.class_tokens:
             raise LayerSelectionError(
-                f'tokens="cls" needs a class token, but {type(model).__name__} has no prefix tokens '
-                '(no num_prefix_tokens > 0); use tokens="patch" or "all"'
+                f"--tokens cls needs a class token, but {type(model).__name__} has none "
+                "(no num_prefix_tokens, no cls_token parameter); use --tokens patch or all"
             )
         self._ancestors = {name: ancestors_of(model, name) for name in self.module_names}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -147,6 +160,10 @@ class FeatureRecorder:
             for name in self.module_names:
                 module = self.model.get_submodule(name)
                 self._handles.append(module.register_forward_hook(functools.partial(self._record, name)))
+            if self.class_tokens:  # the patch grids, to tell class tokens from patches in token layers
+                for module in self.model.modules():
+                    if isinstance(module, _GRID_MAKERS):
+                        self._handles.append(module.register_forward_hook(self._note_grid))
             self._handles.append(self.model.register_forward_hook(self._commit_forward))
             self._handles.append(self.model.register_forward_hook(self._finish_forward, always_call=True))
         except BaseException:
@@ -178,10 +195,11 @@ class FeatureRecorder:
         self._depth = 0
         self._start_forward_state()
 
-    def __enter__(self) -> FeatureRecorder:
-        return self.attach()
+    def __enter__(self) -> Self:
+        self.attach()
+        return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.remove()
 
     def __repr__(self) -> str:
@@ -203,6 +221,8 @@ class FeatureRecorder:
             chunks = self._chunks[label]
             if len(chunks) > 1:
                 chunks[:] = [torch.cat(chunks)]
+            if chunks[0].is_inference():  # recorded under torch.inference_mode(): a clone here is a normal tensor
+                chunks[0] = chunks[0].clone()
             features[label] = chunks[0]
         return features
 
@@ -234,6 +254,7 @@ class FeatureRecorder:
         self._pending_skipped: dict[str, str] = {}
         self._batch_size: int | None = None
         self._image_size: tuple[int, int] | None = None
+        self._grids: set[int] = set()
 
     def _begin_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
         if self._depth == 0:
@@ -244,6 +265,10 @@ class FeatureRecorder:
                 if first.ndim == 4:
                     self._image_size = (int(first.shape[2]), int(first.shape[3]))
         self._depth += 1
+
+    def _note_grid(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self._depth and isinstance(output, torch.Tensor) and output.ndim == 4:
+            self._grids.add(int(output.shape[2]) * int(output.shape[3]))
 
     def _record(self, name: str, module: nn.Module, args: tuple, output: Any) -> None:
         if self._depth == 0:
@@ -267,9 +292,39 @@ class FeatureRecorder:
             raise ShapeError(f"layer {label}: {reason}; select a layer whose output is batch first")
         layout = self._layouts.get(label)
         if layout is None:
-            layout = resolve_layout(name, module, shape, self._ancestors[name], self.overrides, self._image_size)
+            layout = resolve_layout(name, module, shape, self._ancestors[name], self.overrides, self._image_size,
+                                    self.class_tokens, self.tokens, self._grids)
+        if layout.layout == TOKEN_LAYOUT and self.class_tokens:
+            reason = self._token_refusal(label, shape, layout)
+            if reason is not None:
+                self._pending_skipped[label] = reason
+                return
         pooled = pool_activation(output, layout.layout, layout.prefix_tokens, self.tokens, self.pool)
         self._pending.append((label, pooled, shape, layout))
+
+    def _token_refusal(self, label: str, shape: tuple[int, ...], layout: LayerLayout) -> str | None:
+        """Why a token layer cannot give what ``tokens`` asks for: a reason to skip it, or raise.
+
+        ``tokens="cls"`` on a layer without a class token (ConViT before its class token is added,
+        CaiT's and XCiT's patch-only blocks) raises. ``tokens="patch"`` on a layer that sees only
+        class tokens (CaiT's and XCiT's class-attention MLPs, CrossViT's class-token projections)
+        is skipped in the default set and raises for an explicit selection.
+        """
+        count = shape[1]
+        if self.tokens == "cls" and layout.prefix_tokens == 0:
+            raise LayerSelectionError(
+                f"layer {label} has no class token (its {count} tokens are all patches; the class token comes "
+                "later in the model); with --tokens cls select only layers that have one with --layers, "
+                "or use --tokens patch or all"
+            )
+        if self.tokens == "patch" and layout.prefix_tokens == count:
+            reason = f"its {count} token(s) are class tokens only, no patch token to pool"
+            if self._explicit:
+                raise LayerSelectionError(
+                    f"layer {label}: {reason}; use --tokens cls or all, or leave it out of --layers"
+                )
+            return reason
+        return None
 
     def _commit_forward(self, model: nn.Module, args: tuple, output: Any) -> None:
         if self._depth != 1:
@@ -322,7 +377,7 @@ class FeatureRecorder:
         if self._skipped:
             first, why = next(iter(self._skipped.items()))
             warnings.warn(
-                f"skipped {len(self._skipped)} activation call(s) that are not per-image features, e.g. {first}: {why}; "
+                f"skipped {len(self._skipped)} activation call(s) that give no per-image feature, e.g. {first}: {why}; "
                 "see FeatureRecorder.skipped",
                 UserWarning,
                 stacklevel=2,
@@ -335,10 +390,9 @@ class FeatureRecorder:
 
     def _check_overrides(self) -> None:
         names = [name for name, _ in self.model.named_modules() if name]
-        for pattern, layout in self.overrides.items():
-            check_layout_name(layout)
+        for pattern in self.overrides:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-                raise LayerSelectionError(no_match_message(pattern, names, type(self.model).__name__, "layouts= pattern"))
+                raise LayerSelectionError(no_match_message(pattern, names, type(self.model).__name__, "--layouts-a/-b pattern"))
 
 
 def describe_layers(
@@ -376,14 +430,6 @@ def describe_layers(
     with torch.no_grad(), recorder:
         model(example_input)
     return recorder.describe()
-
-
-def _has_prefix_tokens(model: nn.Module) -> bool:
-    for module in model.modules():
-        count = getattr(module, "num_prefix_tokens", 0)
-        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-            return True
-    return False
 
 
 def _mismatch_message(expected: tuple[str, ...], got: tuple[str, ...], batch: int) -> str:

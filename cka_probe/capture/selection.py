@@ -1,12 +1,20 @@
 """Which modules of a model are recorded: the default activation set, glob patterns, or a predicate.
 
-The default set, ``layers="activations"``, is every module that is an elementwise activation:
-the ``torch.nn`` ones (:data:`ACTIVATION_TYPES`: ReLU, ReLU6, GELU, SiLU, Hardswish, LeakyReLU, ELU,
-SELU, CELU, Mish, Softplus, PReLU, Tanh, ...) and timm's own classes from
-``timm.layers.activations`` and ``timm.layers.activations_me`` (timm's ``GELU``, ``GELUTanh``,
-``QuickGELU``, ``Swish``, ``HardSwish``, ...). timm's ConvNeXt uses timm's ``GELU``, which is not
-``torch.nn.GELU``; timm's ``BatchNormAct2d`` holds its activation as a child module ``.act`` and so
-contributes it.
+The default set, ``layers="activations"``, is every module that is an elementwise activation
+(:data:`ACTIVATION_TYPES`), taken from the libraries' own lists so that new classes are covered:
+
+* every class of ``torch.nn``'s activation module (ReLU, ReLU6, GELU, SiLU, Hardswish, LeakyReLU,
+  ELU, SELU, CELU, Mish, Softplus, PReLU, Tanh, ...; not ``MultiheadAttention``);
+* every class in timm's activation-layer registry (``timm.layers.create_act._ACT_LAYERS``, what
+  ``create_act_layer`` builds) and every class of ``timm.layers.activations`` and
+  ``timm.layers.activations_me`` (timm's ``GELU``, ``GELUTanh``, ``QuickGELU``, ``Swish``, ...);
+* the activations timm defines inside model files, which its registry does not list: MetaFormer's
+  ``StarReLU`` and ``SquaredReLU`` (CAFormer, ConvFormer, PoolFormerV2) and NFNet's ``GammaAct``.
+
+An activation nested inside another selected activation (the ``nn.ReLU`` inside ``StarReLU``) is
+left out: the outer module's output is the activation. timm's ConvNeXt uses timm's ``GELU``, which
+is not ``torch.nn.GELU``; timm's ``BatchNormAct2d`` holds its activation as a child module ``.act``
+and so contributes it.
 
 Left out of the default set:
 
@@ -14,7 +22,10 @@ Left out of the default set:
   its relatives): their outputs are multiplicative weights (squeeze-excite gates, attention
   probabilities), not features of the image;
 * activations inside input-independent position-bias generators (timm's ``RelPosMlp``, the
-  ``cpb_mlp`` of Swin V2's window attention): they see relative coordinates, not images.
+  ``cpb_mlp`` of Swin V2's window attention): they see relative coordinates, not images;
+* the kernel function of EfficientViT's linear attention (``LiteMLA.kernel_func``, a ReLU on the
+  per-head queries and keys, ``(N, heads, tokens, head_dim)``): like a softmax, it makes attention
+  weights, and its output is not a map of channels.
 
 Both stay selectable by name or glob. ``layers`` may also be a glob pattern or a list of them,
 matched with :func:`fnmatch.fnmatchcase` against the qualified names of
@@ -29,10 +40,15 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from timm.layers import activations as timm_act
 from timm.layers import activations_me as timm_act_me
+from timm.layers import create_act as timm_create_act
+from timm.models import metaformer as timm_metaformer
+from timm.models import nfnet as timm_nfnet
 from torch import nn
+from torch.nn.modules import activation as torch_act
 
 from ..errors import LayerSelectionError
 
@@ -40,29 +56,57 @@ __all__ = ["ACTIVATION_TYPES", "DEFAULT_LAYERS", "GATE_TYPES", "is_activation", 
 
 DEFAULT_LAYERS = "activations"
 
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    # torch.nn
-    nn.ReLU, nn.ReLU6, nn.RReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Hardshrink, nn.Softshrink, nn.Tanhshrink, nn.Softplus,
-    nn.Softsign, nn.Tanh, nn.Threshold, nn.LogSigmoid, nn.GLU,
-    # timm.layers.activations
-    timm_act.Swish, timm_act.Mish, timm_act.Tanh, timm_act.HardSwish, timm_act.HardMish, timm_act.PReLU,
-    timm_act.GELU, timm_act.GELUTanh, timm_act.QuickGELU,
-    # timm.layers.activations_me (memory-efficient autograd versions)
-    timm_act_me.SwishMe, timm_act_me.MishMe, timm_act_me.HardSwishMe, timm_act_me.HardMishMe,
-)
-"""Module classes recorded by ``layers="activations"``."""
-
 GATE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Sigmoid, nn.Hardsigmoid, nn.Softmax, nn.Softmin, nn.Softmax2d, nn.LogSoftmax,
-    timm_act.Sigmoid, timm_act.HardSigmoid, timm_act_me.HardSigmoidMe,
+    nn.Sigmoid,
+    nn.Hardsigmoid,
+    nn.Softmax,
+    nn.Softmin,
+    nn.Softmax2d,
+    nn.LogSoftmax,
+    timm_act.Sigmoid,
+    timm_act.HardSigmoid,
+    timm_act_me.HardSigmoidMe,
 )
 """Activation-like classes whose outputs are gate values; left out of the default set."""
 
 
+def _classes_defined_in(module: ModuleType) -> list[type[nn.Module]]:
+    """The ``nn.Module`` subclasses that ``module`` itself defines (not those it imports)."""
+    return [
+        cls
+        for cls in vars(module).values()
+        if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == module.__name__
+    ]
+
+
+def _activation_registry() -> tuple[type[nn.Module], ...]:
+    """Every activation class of torch.nn and timm, gates and non-elementwise modules left out."""
+    found: list[type[nn.Module]] = _classes_defined_in(torch_act)  # torch.nn's activation module
+    for registry in timm_create_act._ACT_LAYERS:  # timm's name -> class registry (create_act_layer)
+        found += [cls for cls in registry.values() if isinstance(cls, type)]
+    found += _classes_defined_in(timm_act) + _classes_defined_in(timm_act_me)
+    found += list(_TIMM_MODEL_ACTIVATIONS)
+    left_out = (nn.Identity, nn.MultiheadAttention, *GATE_TYPES)  # not elementwise, or gates
+    return tuple(cls for cls in dict.fromkeys(found) if not issubclass(cls, left_out))
+
+
+# Activation classes that timm defines inside a model file rather than in timm.layers, so its
+# registry does not list them: MetaFormer's StarReLU (s * relu(x)^2 + b) and SquaredReLU (CAFormer,
+# ConvFormer, PoolFormerV2) and NFNet's GammaAct (gamma * act(x)).
+_TIMM_MODEL_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    timm_metaformer.StarReLU,
+    timm_metaformer.SquaredReLU,
+    timm_nfnet.GammaAct,
+)
+
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = _activation_registry()
+"""Module classes recorded by ``layers="activations"``; :data:`GATE_TYPES` are not among them."""
+
+
 def _position_bias_modules(model: nn.Module) -> list[nn.Module]:
-    """The input-independent position-bias generators inside ``model``."""
+    """The input-independent position-bias generators and attention kernels inside ``model``."""
     from timm.layers.pos_embed_rel import RelPosMlp
+    from timm.models.efficientvit_mit import LiteMLA
     from timm.models.swin_transformer_v2 import WindowAttention as SwinV2WindowAttention
 
     found = []
@@ -71,6 +115,8 @@ def _position_bias_modules(model: nn.Module) -> list[nn.Module]:
             found.append(module)
         elif isinstance(module, SwinV2WindowAttention):
             found.append(module.cpb_mlp)
+        elif isinstance(module, LiteMLA):
+            found.append(module.kernel_func)
     return found
 
 
@@ -117,12 +163,12 @@ def select_layers(model: nn.Module, layers: LayerSpec = DEFAULT_LAYERS) -> list[
         return [name for name, module in named if layers(name, module)]
     if layers == DEFAULT_LAYERS:
         excluded = _inside_position_bias(model)
-        return [name for name, module in named if is_activation(module) and name not in excluded]
+        chosen = [name for name, module in named if is_activation(module) and name not in excluded]
+        outer = set(chosen)
+        return [name for name in chosen if not any(prefix in outer for prefix in _ancestor_names(name))]
     patterns = [layers] if isinstance(layers, str) else list(layers)
     if not patterns:
-        raise LayerSelectionError(
-            f'layers is an empty list; pass "{DEFAULT_LAYERS}", module names or glob patterns'
-        )
+        raise LayerSelectionError(f'layers is an empty list; pass "{DEFAULT_LAYERS}", module names or glob patterns')
     names = [name for name, _ in named]
     for pattern in patterns:
         if not isinstance(pattern, str):
@@ -148,6 +194,12 @@ def no_match_message(pattern: str, names: Sequence[str], model_name: str, what: 
     close = difflib.get_close_matches(pattern, candidates, n=5, cutoff=0.6)
     hint = f"close matches: {', '.join(close)}" if close else "no close match"
     return f"{what} {pattern!r} matches no module of {model_name}; {hint} (names come from model.named_modules())"
+
+
+def _ancestor_names(name: str) -> list[str]:
+    """Qualified names of the ancestors of module ``name`` below the model (``"a.b.c"`` -> ``a``, ``a.b``)."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _inside_position_bias(model: nn.Module) -> set[str]:

@@ -81,17 +81,10 @@ def split_formats(value: str) -> list[str]:
 
 
 def parse_layouts(values, option: str) -> dict[str, str]:
-    """``PATTERN=LAYOUT`` strings as a ``{pattern: layout}`` mapping."""
-    from ..capture.layouts import LAYOUTS
+    """``PATTERN=LAYOUT`` strings as an ordered ``{pattern: layout}`` mapping (the first match wins)."""
+    from ..capture import parse_layouts as parse
 
-    layouts = {}
-    for item in values:
-        pattern, sep, layout = item.partition("=")
-        if not sep or not pattern.strip() or layout.strip() not in LAYOUTS:
-            raise CKAProbeError(f"{option} {item!r}: write PATTERN=LAYOUT with LAYOUT one of {', '.join(LAYOUTS)}, "
-                                f"e.g. {option} 'blocks.*.act=NLC'")
-        layouts[pattern.strip()] = layout.strip()
-    return layouts
+    return parse(values, option)
 
 
 def cache_setting(cache_dir, no_cache):

@@ -35,7 +35,7 @@ def test_override_beats_structure():
     mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())
     assert _resolve(mlp, "1", (2, 5, 16)).layout == "NLC"
     decided = _resolve(mlp, "1", (2, 5, 16), overrides={"1": "NCL"})
-    assert decided == LayerLayout("NCL", 0, "override '1'")
+    assert decided == LayerLayout("NCL", 0, "override 1=NCL")
 
 
 def test_first_matching_override_wins_and_tokens_keep_prefix():
@@ -46,7 +46,10 @@ def test_first_matching_override_wins_and_tokens_keep_prefix():
 
 def test_override_of_wrong_rank_is_an_error():
     mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())
-    with pytest.raises(LayerSelectionError, match=r"gives NCHW .* is 3-D; give a 3-D layout \(NCL, NLC\)"):
+    with pytest.raises(
+        LayerSelectionError,
+        match=r"override \*=NCHW is 4-D but the output \(2, 5, 16\) is 3-D; use --layouts-a/-b .1=NCL. \(layouts: NCL, NLC\)",
+    ):
         _resolve(mlp, "1", (2, 5, 16), overrides={"*": "NCHW"})
     with pytest.raises(LayerSelectionError, match="unknown layout 'CHW'"):
         _resolve(mlp, "1", (2, 5, 16), overrides={"*": "CHW"})
@@ -74,8 +77,12 @@ def test_mixer_token_mixing_pools_the_token_mixing_width():
     assert (decided.layout, decided.prefix_tokens) == ("NCL", 0)
     assert decided.source.startswith("family: token-mixing MLP of MixerBlock '0'")
     # Without the family rule, fc1 (a Linear) would have made it channels last: the rule matters.
-    assert resolve_layout("act", model[0].mlp_tokens.act, (2, 8, token_hidden),
-                          ancestors_of(model[0].mlp_tokens, "act")).layout == "NLC"
+    assert (
+        resolve_layout(
+            "act", model[0].mlp_tokens.act, (2, 8, token_hidden), ancestors_of(model[0].mlp_tokens, "act")
+        ).layout
+        == "NLC"
+    )
     channel_mixing = _resolve(model, "0.mlp_channels.act", (2, 4, model[0].mlp_channels.fc1.out_features))
     assert channel_mixing.layout == "NLC" and channel_mixing.source.startswith("structure")
 
@@ -99,10 +106,13 @@ def test_module_that_is_itself_a_producer():
     assert _resolve(model, "1", (2, 6, 7, 7)).layout == "NCHW"
 
 
-@pytest.mark.parametrize(("norm", "shape", "layout"), [
-    (BatchNormAct2d(4), (2, 4, 3, 5), "NCHW"),
-    (LayerNormAct(4), (2, 3, 5, 4), "NHWC"),
-])
+@pytest.mark.parametrize(
+    ("norm", "shape", "layout"),
+    [
+        (BatchNormAct2d(4), (2, 4, 3, 5), "NCHW"),
+        (LayerNormAct(4), (2, 3, 5, 4), "NHWC"),
+    ],
+)
 def test_activation_inside_a_norm_act_module(norm, shape, layout):
     model = nn.Sequential(norm)
     decided = _resolve(model, "0.act", shape)
@@ -129,7 +139,7 @@ def test_reused_module_decided_by_agreeing_siblings():
     model = nn.Sequential(block)
     # First call after bn1: 4 channels, while the preceding sibling bn2 has 16.
     first = _resolve(model, "0.relu", (2, 4, 9, 9))
-    assert first.layout == "NCHW" and first.source.startswith("structure: all siblings are channels-first")
+    assert first.layout == "NCHW" and first.source.startswith("structure: all layers in '0' are channels-first")
     assert _resolve(model, "0.relu", (2, 16, 9, 9)).source == "structure: follows BatchNorm2d '0.bn2'"
 
 
@@ -143,13 +153,16 @@ def test_producer_with_other_channel_count_does_not_decide():
 # --------------------------------------------------------------------------- 5. shape
 
 
-@pytest.mark.parametrize(("shape", "image", "layout"), [
-    ((2, 16, 8, 8), (32, 32), "NCHW"),
-    ((2, 8, 8, 16), (32, 32), "NHWC"),
-    ((2, 32, 8, 6), (64, 48), "NCHW"),
-    ((2, 8, 6, 32), (64, 48), "NHWC"),
-    ((2, 10, 16), (64, 64), "NCL"),
-])
+@pytest.mark.parametrize(
+    ("shape", "image", "layout"),
+    [
+        ((2, 16, 8, 8), (32, 32), "NCHW"),
+        ((2, 8, 8, 16), (32, 32), "NHWC"),
+        ((2, 32, 8, 6), (64, 48), "NCHW"),
+        ((2, 8, 6, 32), (64, 48), "NHWC"),
+        ((2, 10, 16), (64, 64), "NCL"),
+    ],
+)
 def test_shape_rule_takes_the_only_fitting_reading(shape, image, layout):
     model = nn.Sequential(Opaque(), nn.ReLU())
     decided = _resolve(model, "1", shape, image_size=image)
@@ -162,17 +175,20 @@ def test_shape_rule_counts_prefix_tokens():
     assert (decided.layout, decided.prefix_tokens) == ("NLC", 1)
 
 
-@pytest.mark.parametrize(("shape", "image", "verdict"), [
-    ((2, 8, 8, 8), (32, 32), "both"),
-    ((2, 5, 7, 3), (32, 32), "neither"),
-])
+@pytest.mark.parametrize(
+    ("shape", "image", "verdict"),
+    [
+        ((2, 8, 8, 8), (32, 32), "both"),
+        ((2, 5, 7, 3), (32, 32), "neither"),
+    ],
+)
 def test_shape_rule_never_picks_between_two_readings(shape, image, verdict):
     model = nn.Sequential(Opaque(), nn.ReLU())
     with pytest.raises(LayerSelectionError) as info:
         _resolve(model, "1", shape, image_size=image)
     message = str(info.value)
     assert f"{verdict} of NCHW and NHWC fit the 32x32 input" in message
-    assert "pass layouts={'1': 'NCHW'} or 'NHWC'" in message and "\n" not in message
+    assert "use --layouts-a/-b '1=NCHW' (layouts: NCHW, NHWC)" in message and "\n" not in message
 
 
 def test_shape_rule_needs_an_image_input_and_skips_5d():
@@ -206,11 +222,18 @@ def test_layer_layout_validates():
 
 def test_real_vit_layout_and_prefix():
     model = timm.create_model("test_vit", pretrained=False)
-    x = torch.zeros(1, 3, 160, 160)
     hidden = model.blocks[0].mlp.fc1.out_features
-    tokens = model.patch_embed(x).shape[1] + model.num_prefix_tokens
-    decided = _resolve(model, "blocks.0.mlp.act", (1, tokens, hidden))
-    assert decided == LayerLayout("NLC", 1, "structure: follows Linear 'blocks.0.mlp.fc1'")
+    tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    decided = _resolve(model, "blocks.0.mlp.act", (1, tokens, hidden), image_size=(160, 160))
+    assert tokens == 1 + 10 * 10
+    assert decided == LayerLayout(
+        "NLC", 1, "structure: follows Linear 'blocks.0.mlp.fc1'; 101 tokens = 1 prefix + 100 patches"
+    )
+    # the same layer without its class token (as in ConViT's early blocks) has no prefix token
+    patches_only = _resolve(model, "blocks.0.mlp.act", (1, tokens - 1, hidden), image_size=(160, 160))
+    assert patches_only.prefix_tokens == 0
+    unknown = _resolve(model, "blocks.0.mlp.act", (1, tokens, hidden))  # no image size: num_prefix_tokens
+    assert unknown.prefix_tokens == 1 and "input size unknown" in unknown.source
 
 
 def test_levit_linear_norm_is_channels_last():
@@ -226,3 +249,18 @@ def test_levit_linear_norm_is_channels_last():
     assert stem and all(i.layout == "NCHW" for i in stem)
     assert blocks and all(i.layout == "NLC" for i in blocks)
     assert all(i.pooled_dim == i.raw_shape[-1] for i in blocks)
+
+
+def test_prefix_tokens_decided_per_layer_from_the_token_count():
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())  # no num_prefix_tokens: the class-token counts are given
+
+    def prefix(count, **kwargs):
+        return _resolve(mlp, "1", (2, count, 16), image_size=(64, 64), class_tokens=(2,), **kwargs)
+
+    assert prefix(18).prefix_tokens == 2  # 2 + a 4x4 grid; 18 itself is no grid of the 64x64 input
+    assert prefix(16).prefix_tokens == 0  # the patches alone (as before ConViT's class token)
+    assert prefix(2).prefix_tokens == 2 and "all class tokens" in prefix(2).source
+    assert prefix(20, grids={18}).prefix_tokens == 2  # a patch grid the model made comes first
+    with pytest.raises(LayerSelectionError, match=r"^layer 1: its 19 tokens are not the patch grid .* --tokens all"):
+        prefix(19)
+    assert prefix(19, tokens="all").prefix_tokens == 0

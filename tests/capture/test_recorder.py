@@ -89,11 +89,10 @@ def test_hooks_removed_on_exit_and_on_exception():
         with torch.no_grad():
             model(_images(2))
     assert _hook_count(model) == 0 and not rec.attached
-    with pytest.raises(RuntimeError, match="user error"):
-        with FeatureRecorder(model) as rec:
-            with torch.no_grad():
-                model(_images(2))
-            raise RuntimeError("user error")
+    with pytest.raises(RuntimeError, match="user error"), FeatureRecorder(model) as rec:
+        with torch.no_grad():
+            model(_images(2))
+        raise RuntimeError("user error")
     assert _hook_count(model) == 0
     assert rec.features["relu"].shape == (2, 4)  # what was recorded stays
 
@@ -198,18 +197,25 @@ def test_no_autograd_graph_is_kept():
         assert not features.requires_grad and features.grad_fn is None
 
 
-def test_inference_mode_gives_the_same_features():
+@pytest.mark.parametrize("batches", [1, 2])
+def test_inference_mode_gives_the_same_features(batches):
     model = _toy()
-    x1, x2 = _images(2), _images(2)
+    xs = [_images(2) for _ in range(batches)]
     with FeatureRecorder(model) as plain, torch.no_grad():
-        model(x1)
-        model(x2)
+        for x in xs:
+            model(x)
     with FeatureRecorder(model) as inference, torch.inference_mode():
-        model(x1)
-        model(x2)
+        for x in xs:
+            model(x)
+    weight = torch.ones((), requires_grad=True)
     for name in plain.layers:
-        torch.testing.assert_close(inference.features[name], plain.features[name])
-        assert (inference.features[name] * 2).shape == plain.features[name].shape  # usable outside inference mode
+        features = inference.features[name]
+        torch.testing.assert_close(features, plain.features[name])
+        # usable outside inference mode: not an inference tensor, so autograd and in-place updates work
+        assert not features.is_inference()
+        (features * weight).sum().backward()
+        features.add_(1.0)
+        torch.testing.assert_close(features, plain.features[name] + 1.0)
 
 
 def test_bfloat16_autocast_records_float32(raw_outputs, hand_pool):
@@ -250,7 +256,7 @@ def test_max_pool_option(raw_outputs):
 
 
 def test_cls_token_needs_prefix_tokens(raw_outputs):
-    with pytest.raises(LayerSelectionError, match='tokens="cls" needs a class token, but Toy has no prefix tokens'):
+    with pytest.raises(LayerSelectionError, match='--tokens cls needs a class token, but Toy has none'):
         FeatureRecorder(_toy(), tokens="cls")
     vit = timm.create_model("test_vit", pretrained=False).eval()
     raw = raw_outputs(vit, ["blocks.0.mlp.act"])
@@ -269,20 +275,24 @@ class ToGrid(nn.Module):
 def test_ambiguous_layout_raises_and_override_decides(raw_outputs, hand_pool):
     model = nn.Sequential(ToGrid(), nn.ReLU())
     x = torch.randn(2, 3, 32, 32, generator=GEN)
-    with FeatureRecorder(model), pytest.raises(LayerSelectionError, match=r"both of NCHW and NHWC fit .* pass layouts="):
+    with FeatureRecorder(model), pytest.raises(LayerSelectionError, match=r"both of NCHW and NHWC fit .* use --layouts-a/-b '1=NCHW'"):
         model(x)
     assert _hook_count(model) == 0
     raw = raw_outputs(model, ["1"])
     with FeatureRecorder(model, layouts={"1": "NHWC"}) as rec:
         model(x)
-    assert rec.layouts["1"].layout == "NHWC" and rec.layouts["1"].source == "override '1'"
+    assert rec.layouts["1"].layout == "NHWC" and rec.layouts["1"].source == "override 1=NHWC"
     torch.testing.assert_close(rec.features["1"], hand_pool(raw["1"][0], "NHWC").float())
+    # the fix the message suggests, as the CLI passes it: PATTERN=LAYOUT strings
+    with FeatureRecorder(model, layouts=["1=NCHW"]) as rec:
+        model(x)
+    torch.testing.assert_close(rec.features["1"], hand_pool(raw["1"][1], "NCHW").float())
 
 
 def test_selection_errors_at_construction():
     with pytest.raises(LayerSelectionError, match=r"layer pattern 'relux' .* close matches: relu"):
         FeatureRecorder(_toy(), layers=["relux"])
-    with pytest.raises(LayerSelectionError, match=r"layouts= pattern 'reul' .* close matches: relu"):
+    with pytest.raises(LayerSelectionError, match=r"--layouts-a/-b pattern 'reul' .* close matches: relu"):
         FeatureRecorder(_toy(), layouts={"reul": "NCHW"})
     with pytest.raises(LayerSelectionError, match="unknown layout 'CHW'"):
         FeatureRecorder(_toy(), layouts={"relu": "CHW"})
@@ -307,18 +317,17 @@ class PositionTable(nn.Module):
 
 def test_outputs_without_one_row_per_image():
     model = PositionTable()
-    with pytest.warns(UserWarning, match=r"skipped 1 activation call\(s\) .* e.g. act"):
-        with FeatureRecorder(model) as rec:
-            model(torch.randn(2, 4))
+    with pytest.warns(UserWarning, match=r"skipped 1 activation call\(s\) .* e.g. act"), FeatureRecorder(model) as rec:
+        model(torch.randn(2, 4))
     assert rec.layers == ("out",) and list(rec.skipped) == ["act"]
     with FeatureRecorder(model, layers=["act"]), pytest.raises(ShapeError, match="does not have one row per image"):
         model(torch.randn(2, 4))
     scalar_per_image = nn.Sequential(nn.Flatten(0))
     with FeatureRecorder(scalar_per_image, layers=["0"]), pytest.raises(ShapeError, match=r"\(4,\) is 1-D"):
         scalar_per_image(torch.randn(4, 1))
-    with FeatureRecorder(nn.Sequential(nn.LSTM(4, 4)), layers=["0"]) as lstm_rec:
-        with pytest.raises(ShapeError, match="returned tuple, not a tensor"):
-            lstm_rec.model(torch.randn(2, 3, 4))
+    lstm = nn.Sequential(nn.LSTM(4, 4))
+    with FeatureRecorder(lstm, layers=["0"]), pytest.raises(ShapeError, match="returned tuple, not a tensor"):
+        lstm(torch.randn(2, 3, 4))
 
 
 # --------------------------------------------------------------------------- describe
@@ -365,7 +374,10 @@ def test_a_selection_that_never_runs_is_an_error():
             return self.fc(x)
 
     model = Skips()
-    with pytest.raises(CaptureError, match="none of the 1 selected modules produced a feature"):
-        with FeatureRecorder(model) as recorder, torch.no_grad():
-            model(torch.randn(2, 4))
+    with (
+        pytest.raises(CaptureError, match="none of the 1 selected modules produced a feature"),
+        FeatureRecorder(model) as recorder,
+        torch.no_grad(),
+    ):
+        model(torch.randn(2, 4))
     assert not recorder.attached

@@ -32,14 +32,26 @@ def test_default_set_finds_torch_and_timm_activations_and_skips_gates():
     assert select_layers(_zoo()) == ["1.act", "2.1", "2.3", "8"]
 
 
-@pytest.mark.parametrize("cls", [c for c in ACTIVATION_TYPES if c not in (nn.GLU, nn.Threshold, nn.PReLU, timm_act.PReLU)])
+@pytest.mark.parametrize(
+    "cls", [c for c in ACTIVATION_TYPES if c not in (nn.GLU, nn.Threshold, nn.PReLU, timm_act.PReLU)]
+)
 def test_every_activation_class_is_selected(cls):
     assert is_activation(cls())
     assert select_layers(nn.Sequential(nn.Linear(2, 2), cls())) == ["1"]
 
 
-@pytest.mark.parametrize("cls", [nn.Sigmoid, nn.Hardsigmoid, nn.Softmin, nn.Softmax2d, timm_act.Sigmoid,
-                                 timm_act.HardSigmoid, timm_act_me.HardSigmoidMe])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        nn.Sigmoid,
+        nn.Hardsigmoid,
+        nn.Softmin,
+        nn.Softmax2d,
+        timm_act.Sigmoid,
+        timm_act.HardSigmoid,
+        timm_act_me.HardSigmoidMe,
+    ],
+)
 def test_gates_are_not_activations(cls):
     assert issubclass(cls, GATE_TYPES)
     assert not is_activation(cls())
@@ -104,3 +116,47 @@ def test_shared_module_selected_once():
     relu = nn.ReLU()
     model = nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)
     assert select_layers(model) == ["1"]
+
+
+def test_activation_set_covers_timms_registry_and_model_local_activations():
+    from timm.layers import create_act
+    from timm.models.metaformer import SquaredReLU, StarReLU
+    from timm.models.nfnet import GammaAct
+
+    registered = {cls for registry in create_act._ACT_LAYERS for cls in registry.values() if isinstance(cls, type)}
+    for cls in registered - {nn.Identity}:
+        assert issubclass(cls, GATE_TYPES) or cls in ACTIVATION_TYPES, cls
+    for cls in (StarReLU, SquaredReLU, GammaAct):
+        assert is_activation(cls())
+
+
+@pytest.mark.parametrize("cls_name", ["StarReLU", "SquaredReLU"])
+def test_metaformer_activations_are_recorded_at_their_output_not_their_inner_relu(cls_name):
+    from timm.models import metaformer
+
+    act = getattr(metaformer, cls_name)()
+    model = nn.Sequential(nn.Linear(4, 8), act, nn.Sequential(nn.Linear(8, 8), nn.ReLU()))
+    assert isinstance(act.relu, nn.ReLU)  # the inner relu exists, and is not recorded on its own
+    assert select_layers(model) == ["1", "2.1"]
+    # chosen by name, the inner relu can still be recorded
+    assert select_layers(model, "1.relu") == ["1.relu"]
+
+
+def test_every_nfnet_activation_is_recorded():
+    from timm.models.nfnet import GammaAct
+
+    model = timm.create_model("test_nfnet", pretrained=False, gamma_in_act=True)  # as dm_nfnet_f0 and nfnet_f0
+    gamma = [name for name, module in model.named_modules() if isinstance(module, GammaAct)]
+    acts = [name for name, module in model.named_modules() if isinstance(module, (GammaAct, nn.ReLU, nn.SiLU, nn.GELU))]
+    assert len(gamma) > 10
+    assert select_layers(model) == acts
+
+
+def test_caformer_records_star_relu_not_its_relu():
+    from timm.models.metaformer import StarReLU
+
+    model = timm.create_model("caformer_s18", pretrained=False)
+    names = select_layers(model)
+    assert names and not any(name.endswith(".relu") for name in names)
+    stars = [name for name, module in model.named_modules() if isinstance(module, StarReLU)]
+    assert set(stars) <= set(names)
