@@ -20,7 +20,7 @@ from .math import (
     linear_cka,
     rbf_cka,
 )
-from .ofa import swin as _swin  # registers Swin-Nano/Pico with timm
+from .models import _swin as _swin  # registers Swin-Nano/Pico with timm
 
 __all__ = [
     "CKAProbeError",

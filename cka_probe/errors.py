@@ -23,6 +23,8 @@ __all__ = [
     "NotEnoughImagesError",
     "UnreadableImageError",
     "CaptureError",
+    "DeviceError",
+    "UnsafeCheckpointError",
 ]
 
 
@@ -94,3 +96,14 @@ class UnreadableImageError(CKAProbeError):
 
 class CaptureError(CKAProbeError):
     """A forward that cannot be recorded: a hooked layer run outside the model's own forward, or batches that run different layers."""
+
+
+# Devices, distributed training and training checkpoints (cka_probe._device, cka_probe.ofa).
+
+
+class DeviceError(CKAProbeError):
+    """A device string torch does not know, or a device (or number of devices) this machine does not have."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickled Python objects are outside the allowlist of harmless globals."""

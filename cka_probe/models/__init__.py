@@ -12,7 +12,13 @@ Public API::
 * :data:`ALIASES` is the one alias table; :func:`register_alias` adds to it.
 """
 
-from ._checkpoint import CHECKPOINT_KEYS, CheckpointKeysWarning, LoadedCheckpoint, load_checkpoint
+from . import _swin  # noqa: F401  (registers Swin-Nano/Pico, sec. B.2 of OFA-KD, with timm and the alias table)
+from ._checkpoint import (
+    CHECKPOINT_KEYS,
+    CheckpointKeysWarning,
+    LoadedCheckpoint,
+    load_checkpoint,
+)
 from ._load import WEIGHTS, LoadedModel, load_model, transform_for
 from ._pretrained import create_pretrained
 from ._registry import (
@@ -25,12 +31,14 @@ from ._registry import (
     register_alias,
     resolve_name,
 )
+from ._swin import SWIN_VARIANTS
 
 __all__ = [
     "ALIASES",
     "CHECKPOINT_KEYS",
     "FAMILIES",
     "MODULE_FAMILIES",
+    "SWIN_VARIANTS",
     "WEIGHTS",
     "CheckpointKeysWarning",
     "LoadedCheckpoint",

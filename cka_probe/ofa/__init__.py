@@ -1,7 +1,6 @@
 """One-for-All knowledge distillation (Hao et al., NeurIPS 2023) and its baselines, for validating CKA analyses.
 
-Public API (imported lazily, so that ``import cka_probe`` only pays for the Swin-Nano/Pico
-registration)::
+Public API (imported lazily; Swin-Nano/Pico are registered by :mod:`cka_probe.models`)::
 
     from cka_probe.ofa import (
         ofa_loss, kd_loss, hint_loss,            # losses
@@ -44,10 +43,35 @@ _PUBLIC = {
     "FashionMNIST": "data",
     "build_datasets": "data",
     "build_transforms": "data",
-    "SWIN_VARIANTS": "swin",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "DATASETS",
+    "METHODS",
+    "STAGES",
+    "DistillationTask",
+    "FashionMNIST",
+    "FitNetAdapter",
+    "StageTaps",
+    "TrainConfig",
+    "TrainResult",
+    "TrainableModules",
+    "Trainer",
+    "build_branch",
+    "build_datasets",
+    "build_transforms",
+    "cnn_branch",
+    "hint_loss",
+    "kd_loss",
+    "load_config",
+    "model_kind",
+    "ofa_loss",
+    "parse_override",
+    "pre_logit_width",
+    "target_mask",
+    "token_branch",
+    "train",
+]
 
 
 def __getattr__(name: str):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._device import resolve_device
 from ..errors import CheckpointError, ConfigError, OutputExistsError
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -94,7 +95,7 @@ class Trainer:
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
         self.metrics_path = self.output_dir / METRICS_NAME
         self.overwrite = overwrite
-        self.device = _resolve_device(config.device)
+        self.device = resolve_device(config.device)
         self.use_amp = bool(config.amp) and self.device.type == "cuda"
         _seed_everything(config.seed)
 
@@ -107,9 +108,13 @@ class Trainer:
             raise ConfigError(
                 f"batch_size {config.batch_size} exceeds the {len(self.train_set)} training images; lower batch_size"
             )
-        self.num_classes = config.num_classes or _dataset_classes(self.train_set, config)
+        self.num_classes = config.num_classes or _dataset_classes(
+            self.train_set, config
+        )
 
-        student = _create_model(config.student, self.num_classes, config.student_kwargs, pretrained=False)
+        student = _create_model(
+            config.student, self.num_classes, config.student_kwargs, pretrained=False
+        )
         teacher = self._create_teacher() if config.method != "scratch" else None
         self.mixup = self._create_mixup()
         self.task = DistillationTask(
@@ -142,7 +147,9 @@ class Trainer:
                 momentum=config.momentum,
             )
         except (ValueError, AssertionError) as exc:
-            raise ConfigError(f"optimizer {config.opt!r}: {' '.join(str(exc).split())}") from None
+            raise ConfigError(
+                f"optimizer {config.opt!r}: {' '.join(str(exc).split())}"
+            ) from None
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer,
             sched=config.sched,
@@ -154,8 +161,14 @@ class Trainer:
             warmup_epochs=config.warmup_epochs,
         )
         if self.scheduler is None and config.sched != "none":
-            raise ConfigError(f"unknown sched {config.sched!r}; use cosine, multistep, step or none")
-        self.ema = ModelEmaV3(self.task.student, decay=config.ema_decay) if config.ema_decay else None
+            raise ConfigError(
+                f"unknown sched {config.sched!r}; use cosine, multistep, step or none"
+            )
+        self.ema = (
+            ModelEmaV3(self.task.student, decay=config.ema_decay)
+            if config.ema_decay
+            else None
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
@@ -168,7 +181,12 @@ class Trainer:
             raise ConfigError(
                 f"method {config.method!r} needs a trained teacher: set teacher_checkpoint=<path> (or teacher_pretrained=true)"
             )
-        teacher = _create_model(config.teacher, self.num_classes, config.teacher_kwargs, config.teacher_pretrained)
+        teacher = _create_model(
+            config.teacher,
+            self.num_classes,
+            config.teacher_kwargs,
+            config.teacher_pretrained,
+        )
         if config.teacher_checkpoint:
             load_model_weights(teacher, config.teacher_checkpoint)
         return teacher
@@ -225,19 +243,26 @@ class Trainer:
             leave=False,
         )
         for batch_index, (images, target) in enumerate(bar):
-            if config.limit_train_batches is not None and batch_index >= config.limit_train_batches:
+            if (
+                config.limit_train_batches is not None
+                and batch_index >= config.limit_train_batches
+            ):
                 break
             images = images.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
             if self.mixup is not None:
                 images, target = self.mixup(images, target)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with torch.autocast(
+                self.device.type, dtype=torch.float16, enabled=self.use_amp
+            ):
                 losses = self.task(images, target)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(losses["loss"]).backward()
             if config.clip_grad is not None:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.task.trainable.parameters(), config.clip_grad)
+                torch.nn.utils.clip_grad_norm_(
+                    self.task.trainable.parameters(), config.clip_grad
+                )
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
@@ -249,7 +274,9 @@ class Trainer:
             steps += 1
             if self.progress and batch_index % 10 == 0:
                 bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
-        return {name: float(total) / max(steps, 1) for name, total in totals.items()} | {"steps": steps}
+        return {
+            name: float(total) / max(steps, 1) for name, total in totals.items()
+        } | {"steps": steps}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
@@ -262,14 +289,21 @@ class Trainer:
         k5 = min(5, self.num_classes)
         try:
             for batch_index, (images, target) in enumerate(loader):
-                if self.config.limit_val_batches is not None and batch_index >= self.config.limit_val_batches:
+                if (
+                    self.config.limit_val_batches is not None
+                    and batch_index >= self.config.limit_val_batches
+                ):
                     break
                 images = images.to(self.device, non_blocking=True)
                 target = target.to(self.device, non_blocking=True)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                with torch.autocast(
+                    self.device.type, dtype=torch.float16, enabled=self.use_amp
+                ):
                     logits = model(images)
                 logits = logits.float()
-                total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+                total_loss += float(
+                    nn.functional.cross_entropy(logits, target, reduction="sum")
+                )
                 top = logits.topk(k5, dim=1).indices
                 hits = top.eq(target[:, None])
                 correct1 += float(hits[:, 0].sum())
@@ -278,7 +312,12 @@ class Trainer:
         finally:
             model.train(was_training)
         if count == 0:
-            return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
+            return {
+                "loss": float("nan"),
+                "top1": float("nan"),
+                "top5": float("nan"),
+                "n": 0,
+            }
         return {
             "loss": total_loss / count,
             "top1": 100.0 * correct1 / count,
@@ -299,7 +338,9 @@ class Trainer:
             "branches": self.task.trainable.branches.state_dict(),
             "adapters": self.task.trainable.adapters.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scheduler": self.scheduler.state_dict()
+            if self.scheduler is not None
+            else {},
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
@@ -314,7 +355,9 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save` for the same models and method."""
         state = load_checkpoint(path, map_location=self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not a cka-probe training checkpoint (format {state.get('format')!r})")
+            raise CheckpointError(
+                f"{path} is not a cka-probe training checkpoint (format {state.get('format')!r})"
+            )
         saved = state["config"]
         for key in _IDENTITY_KEYS:
             if saved.get(key) != getattr(self.config, key):
@@ -324,9 +367,17 @@ class Trainer:
                 )
         check_state_dict(self.task.student, state["student"], f"checkpoint {path}")
         self.task.student.load_state_dict(state["student"])
-        check_state_dict(self.task.trainable.branches, state["branches"], f"checkpoint {path} (branches)")
+        check_state_dict(
+            self.task.trainable.branches,
+            state["branches"],
+            f"checkpoint {path} (branches)",
+        )
         self.task.trainable.branches.load_state_dict(state["branches"])
-        check_state_dict(self.task.trainable.adapters, state["adapters"], f"checkpoint {path} (adapters)")
+        check_state_dict(
+            self.task.trainable.adapters,
+            state["adapters"],
+            f"checkpoint {path} (adapters)",
+        )
         self.task.trainable.adapters.load_state_dict(state["adapters"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -340,7 +391,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
 
-    def fit(self, resume: str | Path | None = None, stop_after: int | None = None) -> TrainResult:
+    def fit(
+        self, resume: str | Path | None = None, stop_after: int | None = None
+    ) -> TrainResult:
         """Train from the current epoch to ``config.epochs``.
 
         Args:
@@ -353,13 +406,22 @@ class Trainer:
         else:
             self._claim_output_dir()
         result = TrainResult(self.output_dir, self.checkpoint_path)
-        last_epoch = self.config.epochs if stop_after is None else min(self.config.epochs, self.epoch + stop_after)
+        last_epoch = (
+            self.config.epochs
+            if stop_after is None
+            else min(self.config.epochs, self.epoch + stop_after)
+        )
         while self.epoch < last_epoch:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_metrics = self.train_epoch()
             trained = time.perf_counter()
-            record: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step, "lr": lr, "train": train_metrics}
+            record: dict[str, Any] = {
+                "epoch": self.epoch + 1,
+                "step": self.step,
+                "lr": lr,
+                "train": train_metrics,
+            }
             record["val"] = self.evaluate()
             if self.ema is not None:
                 record["val_ema"] = self.evaluate(self.ema.module)
@@ -381,7 +443,9 @@ class Trainer:
                 )
             self.metrics_path.unlink(missing_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        (self.output_dir / "config.json").write_text(
+            json.dumps(self.config.to_dict(), indent=2) + "\n"
+        )
 
 
 def train(
@@ -396,17 +460,25 @@ def train(
     return trainer.fit(resume=resume)
 
 
-def _create_model(name: str, num_classes: int, kwargs: dict, pretrained: bool) -> nn.Module:
+def _create_model(
+    name: str, num_classes: int, kwargs: dict, pretrained: bool
+) -> nn.Module:
     import timm
 
     try:
-        return timm.create_model(name, pretrained=pretrained, **{"num_classes": num_classes, **kwargs})
+        return timm.create_model(
+            name, pretrained=pretrained, **{"num_classes": num_classes, **kwargs}
+        )
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
-            raise ConfigError(f"unknown timm model {name!r}; see timm.list_models()") from None
+            raise ConfigError(
+                f"unknown timm model {name!r}; see timm.list_models()"
+            ) from None
         raise
     except TypeError as exc:
-        raise ConfigError(f"timm model {name!r} does not take {sorted(kwargs)}: {exc}") from None
+        raise ConfigError(
+            f"timm model {name!r} does not take {sorted(kwargs)}: {exc}"
+        ) from None
 
 
 def _dataset_classes(dataset: Dataset, config: TrainConfig) -> int:
@@ -417,18 +489,6 @@ def _dataset_classes(dataset: Dataset, config: TrainConfig) -> int:
     if classes:
         return len(classes)
     return DATASET_CLASSES[config.dataset]
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device=cpu or auto")
-    return device
 
 
 def _seed_everything(seed: int) -> None:
@@ -450,7 +510,11 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
     """Keep only the records of epochs a resumed checkpoint has completed."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["epoch"] <= epochs_done
+    ]
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -459,4 +523,8 @@ def _versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"cka_probe": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}
+    return {
+        "cka_probe": str(__version__),
+        "torch": str(torch.__version__),
+        "timm": str(timm.__version__),
+    }
