@@ -15,11 +15,24 @@ Public API::
 from . import _swin  # noqa: F401  (registers Swin-Nano/Pico, sec. B.2 of OFA-KD, with timm and the alias table)
 from ._checkpoint import (
     CHECKPOINT_KEYS,
+    CHECKPOINT_SELECT,
+    SAFE_GLOBALS,
     CheckpointKeysWarning,
     LoadedCheckpoint,
+    SelectedState,
+    checkpoint_model_name,
+    checkpoint_num_classes,
     load_checkpoint,
+    read_checkpoint,
+    select_state_dict,
 )
-from ._load import WEIGHTS, LoadedModel, load_model, transform_for
+from ._load import (
+    WEIGHTS,
+    LoadedModel,
+    load_model,
+    model_from_checkpoint,
+    transform_for,
+)
 from ._pretrained import create_pretrained
 from ._registry import (
     ALIASES,
@@ -36,20 +49,28 @@ from ._swin import SWIN_VARIANTS
 __all__ = [
     "ALIASES",
     "CHECKPOINT_KEYS",
+    "CHECKPOINT_SELECT",
     "FAMILIES",
     "MODULE_FAMILIES",
+    "SAFE_GLOBALS",
     "SWIN_VARIANTS",
     "WEIGHTS",
     "CheckpointKeysWarning",
     "LoadedCheckpoint",
     "LoadedModel",
     "ModelSpec",
+    "SelectedState",
+    "checkpoint_model_name",
+    "checkpoint_num_classes",
     "create_pretrained",
     "family_of",
     "list_models",
     "load_checkpoint",
     "load_model",
+    "model_from_checkpoint",
+    "read_checkpoint",
     "register_alias",
     "resolve_name",
+    "select_state_dict",
     "transform_for",
 ]
