@@ -25,9 +25,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise DeviceError(
-            f"unknown device {str(device)!r}; use --device auto, cpu, cuda or cuda:N"
-        ) from None
+        raise DeviceError(f"unknown device {str(device)!r}; use --device auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -35,7 +33,5 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                 f"--device {resolved} was asked for but no CUDA GPU is available; use --device cpu or auto"
             )
         if resolved.index is not None and resolved.index >= count:
-            raise DeviceError(
-                f"--device {resolved} does not exist: this machine has {count} CUDA GPU(s); use cuda:0"
-            )
+            raise DeviceError(f"--device {resolved} does not exist: this machine has {count} CUDA GPU(s); use cuda:0")
     return resolved

@@ -12,16 +12,12 @@ from cka_probe.errors import DeviceError
 def test_cpu_and_auto():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    assert resolve_device("auto") == torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.parametrize("bad", ["gpu", "cuda:x", "", "cpu:0:1"])
 def test_unknown_strings_name_the_option(bad):
-    with pytest.raises(
-        DeviceError, match=r"unknown device .*--device auto, cpu, cuda or cuda:N"
-    ) as info:
+    with pytest.raises(DeviceError, match=r"unknown device .*--device auto, cpu, cuda or cuda:N") as info:
         resolve_device(bad)
     assert "\n" not in str(info.value)
 

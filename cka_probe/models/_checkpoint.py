@@ -119,9 +119,7 @@ def _checked_path(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     if not path.name.endswith(_SUFFIXES):
-        raise CheckpointError(
-            f"checkpoint {path} has an unsupported type; use one of {', '.join(_SUFFIXES)}"
-        )
+        raise CheckpointError(f"checkpoint {path} has an unsupported type; use one of {', '.join(_SUFFIXES)}")
     return path
 
 
@@ -129,9 +127,7 @@ def _global_name(obj: type) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-def read_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint file without running pickled code.
 
     ``.safetensors`` files are read with safetensors; every other file with ``torch.load(weights_only=True)``
@@ -153,18 +149,14 @@ def read_checkpoint(
         try:
             return safetensors.torch.load_file(str(path), device=str(map_location))
         except safetensors.SafetensorError as exc:
-            raise CheckpointError(
-                f"cannot read safetensors checkpoint {path} ({exc}); check the file"
-            ) from exc
+            raise CheckpointError(f"cannot read safetensors checkpoint {path} ({exc}); check the file") from exc
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path)
         if not unsafe:
-            raise CheckpointError(
-                f"cannot read checkpoint {path} (not a torch.save file); check the file"
-            ) from exc
+            raise CheckpointError(f"cannot read checkpoint {path} (not a torch.save file); check the file") from exc
         allowed = ", ".join(_global_name(g) for g in SAFE_GLOBALS)
         raise UnsafeCheckpointError(
             f"checkpoint {path} pickles {', '.join(unsafe[:3])}, outside the allowlist of harmless globals "
@@ -173,13 +165,9 @@ def read_checkpoint(
         ) from exc
     except (RuntimeError, EOFError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({detail}); check the file"
-        ) from exc
+        raise CheckpointError(f"cannot read checkpoint {path} ({detail}); check the file") from exc
     if not isinstance(state, Mapping):
-        raise CheckpointError(
-            f"checkpoint {path} holds a {type(state).__name__}, not a state dict or a mapping"
-        )
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict or a mapping")
     return dict(state)
 
 
@@ -194,20 +182,14 @@ def _unsafe_globals(path: Path) -> list[str]:
 
 
 def _is_state_dict(obj: object) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(v, torch.Tensor) for v in obj.values())
-    )
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def _is_training_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
     return checkpoint.get("format") == TRAINING_CHECKPOINT_FORMAT
 
 
-def select_state_dict(
-    checkpoint: Mapping[str, Any], path: str | os.PathLike, select: str = "auto"
-) -> SelectedState:
+def select_state_dict(checkpoint: Mapping[str, Any], path: str | os.PathLike, select: str = "auto") -> SelectedState:
     """Find the state dict ``select`` asks for in a checkpoint read by :func:`read_checkpoint`.
 
     Args:
@@ -219,26 +201,20 @@ def select_state_dict(
         CheckpointError: No such state dict in the file (the message lists what it holds).
     """
     if select not in CHECKPOINT_SELECT:
-        raise CheckpointError(
-            f"unknown checkpoint selection {select!r}; use one of {', '.join(CHECKPOINT_SELECT)}"
-        )
+        raise CheckpointError(f"unknown checkpoint selection {select!r}; use one of {', '.join(CHECKPOINT_SELECT)}")
     model_name = _recorded_model_name(checkpoint)
     if select == "auto":
         if _is_training_checkpoint(checkpoint):
             keys: tuple[str, ...] = ("student",)
         elif _is_state_dict(checkpoint):
-            return SelectedState(
-                timm.models.clean_state_dict(dict(checkpoint)), "", model_name
-            )
+            return SelectedState(timm.models.clean_state_dict(dict(checkpoint)), "", model_name)
         else:
             keys = CHECKPOINT_KEYS
     else:
         keys = _SELECT_KEYS[select]
     for key in keys:
         if _is_state_dict(checkpoint.get(key)):
-            return SelectedState(
-                timm.models.clean_state_dict(dict(checkpoint[key])), key, model_name
-            )
+            return SelectedState(timm.models.clean_state_dict(dict(checkpoint[key])), key, model_name)
     found = ", ".join(str(k) for k in list(checkpoint)[:6])
     if select == "ema":
         raise CheckpointError(
@@ -256,9 +232,7 @@ def _recorded_model_name(checkpoint: Mapping[str, Any]) -> str | None:
         name = checkpoint.get("model")
         return name if isinstance(name, str) else None
     args = checkpoint.get("args")
-    if isinstance(args, argparse.Namespace) and isinstance(
-        getattr(args, "model", None), str
-    ):
+    if isinstance(args, argparse.Namespace) and isinstance(getattr(args, "model", None), str):
         return args.model
     arch = checkpoint.get("arch")
     return arch if isinstance(arch, str) and timm.is_model(arch) else None
@@ -279,9 +253,7 @@ def checkpoint_model_name(path: str | os.PathLike) -> str:
     return name
 
 
-def checkpoint_num_classes(
-    state_dict: Mapping[str, torch.Tensor], timm_name: str
-) -> int | None:
+def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor], timm_name: str) -> int | None:
     """The classifier size of ``timm_name``'s weights in ``state_dict``: rows of its classifier weight.
 
     The classifier is the one timm's pretrained config names (``fc``, ``head``, ``head.fc``, ...); ``None``
@@ -303,9 +275,7 @@ def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(tensor.shape)
 
 
-def _filter_for(
-    model: nn.Module, state_dict: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def _filter_for(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's own timm ``checkpoint_filter_fn`` (old layouts to the current one), where it has one."""
     module = sys.modules.get(type(model).__module__)
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
@@ -317,21 +287,15 @@ def _filter_for(
         return state_dict
 
 
-def _fits(
-    model_state: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]
-) -> bool:
+def _fits(model_state: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> bool:
     return set(model_state) == set(state_dict) and all(
         _shape(state_dict[k]) == _shape(v) for k, v in model_state.items()
     )
 
 
-def _mismatch_hint(
-    model: nn.Module, mismatched: list[str], state_dict: Mapping[str, torch.Tensor]
-) -> str:
+def _mismatch_hint(model: nn.Module, mismatched: list[str], state_dict: Mapping[str, torch.Tensor]) -> str:
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
-    if isinstance(classifier, str) and all(
-        k.startswith(classifier + ".") for k in mismatched
-    ):
+    if isinstance(classifier, str) and all(k.startswith(classifier + ".") for k in mismatched):
         weight = state_dict.get(f"{classifier}.weight")
         if weight is not None and weight.ndim >= 1:
             return (
@@ -424,9 +388,7 @@ def load_checkpoint(
     )
 
 
-def _check_recorded_model(
-    model: nn.Module, recorded: str | None, path: Path, model_label: str
-) -> None:
+def _check_recorded_model(model: nn.Module, recorded: str | None, path: Path, model_label: str) -> None:
     """A checkpoint that records its architecture must be loaded into that architecture."""
     if recorded is None:
         return

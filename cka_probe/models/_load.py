@@ -89,10 +89,7 @@ class LoadedModel:
             "missing_keys": list(self.missing_keys),
             "unexpected_keys": list(self.unexpected_keys),
             "seed": self.seed,
-            "data_config": {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in self.data_config.items()
-            },
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
             "num_prefix_tokens": self.num_prefix_tokens,
             "timm_version": timm.__version__,
             "torch_version": torch.__version__,
@@ -161,30 +158,18 @@ def load_model(
         >>> loaded.family, loaded.data_config["input_size"], loaded.num_prefix_tokens, loaded.model.training
         ('vit', (3, 160, 160), 1, False)
     """
-    if (
-        checkpoint is None
-        and isinstance(name_or_module, (str, os.PathLike))
-        and _is_checkpoint_file(name_or_module)
-    ):
+    if checkpoint is None and isinstance(name_or_module, (str, os.PathLike)) and _is_checkpoint_file(name_or_module):
         checkpoint = name_or_module
         name_or_module = None
     if weights not in WEIGHTS:
-        raise ValueError(
-            f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)}"
-        )
+        raise ValueError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)}")
     if weights == "checkpoint" and checkpoint is None:
-        raise ValueError(
-            "weights='checkpoint' needs a checkpoint path; pass checkpoint=PATH"
-        )
+        raise ValueError("weights='checkpoint' needs a checkpoint path; pass checkpoint=PATH")
     if checkpoint_select not in CHECKPOINT_SELECT:
-        raise ValueError(
-            f"unknown checkpoint_select {checkpoint_select!r}; use one of {', '.join(CHECKPOINT_SELECT)}"
-        )
+        raise ValueError(f"unknown checkpoint_select {checkpoint_select!r}; use one of {', '.join(CHECKPOINT_SELECT)}")
     selected = None
     if checkpoint is not None and not isinstance(name_or_module, nn.Module):
-        selected = select_state_dict(
-            read_checkpoint(checkpoint), checkpoint, checkpoint_select
-        )
+        selected = select_state_dict(read_checkpoint(checkpoint), checkpoint, checkpoint_select)
         if name_or_module is None:
             if selected.model_name is None:
                 raise CheckpointError(
@@ -192,18 +177,14 @@ def load_model(
                 )
             name_or_module = selected.model_name
         if num_classes is None:
-            num_classes = checkpoint_num_classes(
-                selected.state_dict, resolve_name(name_or_module).timm_name
-            )
+            num_classes = checkpoint_num_classes(selected.state_dict, resolve_name(name_or_module).timm_name)
     model_kwargs = {} if num_classes is None else {"num_classes": num_classes}
 
     pretrained_tag = None
     given_checkpoint = None
     if isinstance(name_or_module, nn.Module):
         if num_classes is not None:
-            raise ValueError(
-                "num_classes applies to models built by name; reset the module's classifier yourself"
-            )
+            raise ValueError("num_classes applies to models built by name; reset the module's classifier yourself")
         model = name_or_module
         name = type(model).__name__
         cfg = getattr(model, "pretrained_cfg", None)
@@ -211,20 +192,14 @@ def load_model(
         is_timm = type(model).__module__.startswith("timm.models.")
         family = family_of(timm_name) if (timm_name and is_timm) else "unknown"
         given_checkpoint = getattr(model, CHECKPOINT_ATTRIBUTE, None)
-        used = (
-            "checkpoint" if isinstance(given_checkpoint, LoadedCheckpoint) else "given"
-        )
+        used = "checkpoint" if isinstance(given_checkpoint, LoadedCheckpoint) else "given"
     else:
         spec = resolve_name(name_or_module)
         name, timm_name, family = name_or_module, spec.timm_name, spec.family
         if weights == "pretrained" and checkpoint is None:
             model = _seeded(seed, lambda: create_pretrained(timm_name, **model_kwargs))
             cfg = model.pretrained_cfg
-            pretrained_tag = (
-                f"{cfg['architecture']}.{cfg['tag']}"
-                if cfg.get("tag")
-                else cfg["architecture"]
-            )
+            pretrained_tag = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
             used = "pretrained"
         else:
             model = _seeded(
@@ -233,9 +208,7 @@ def load_model(
             )
             used = "random"
 
-    loaded_checkpoint = (
-        given_checkpoint if isinstance(given_checkpoint, LoadedCheckpoint) else None
-    )
+    loaded_checkpoint = given_checkpoint if isinstance(given_checkpoint, LoadedCheckpoint) else None
     if checkpoint is not None:
         loaded_checkpoint = load_checkpoint(
             model,
@@ -289,29 +262,20 @@ def model_from_checkpoint(
     selected = select_state_dict(read_checkpoint(path), path, checkpoint_select)
     name = name or selected.model_name
     if name is None:
-        raise CheckpointError(
-            f"checkpoint {path} does not record its model; give the model name with it"
-        )
+        raise CheckpointError(f"checkpoint {path} does not record its model; give the model name with it")
     timm_name = resolve_name(name).timm_name
     if num_classes is None:
         num_classes = checkpoint_num_classes(selected.state_dict, timm_name)
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    model = _seeded(
-        seed, lambda: timm.create_model(timm_name, pretrained=False, **kwargs)
-    )
-    loaded = load_checkpoint(
-        model, path, model_label=timm_name, strict=strict, selected=selected
-    )
+    model = _seeded(seed, lambda: timm.create_model(timm_name, pretrained=False, **kwargs))
+    loaded = load_checkpoint(model, path, model_label=timm_name, strict=strict, selected=selected)
     setattr(model, CHECKPOINT_ATTRIBUTE, loaded)
     return model
 
 
 def _is_checkpoint_file(value: str | os.PathLike) -> bool:
     path = Path(value).expanduser()
-    return (
-        path.name.endswith((".pth", ".pt", ".bin", ".pth.tar", ".safetensors"))
-        and path.is_file()
-    )
+    return path.name.endswith((".pth", ".pt", ".bin", ".pth.tar", ".safetensors")) and path.is_file()
 
 
 def transform_for(loaded: LoadedModel) -> Any:

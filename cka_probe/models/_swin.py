@@ -69,9 +69,7 @@ default_cfgs = generate_default_cfgs({name: _cfg() for name in SWIN_VARIANTS})
 
 def _create(variant: str, pretrained: bool, **kwargs) -> SwinTransformer:
     if pretrained:
-        raise ConfigError(
-            f"{variant} has no pretrained weights; create it with pretrained=False"
-        )
+        raise ConfigError(f"{variant} has no pretrained weights; create it with pretrained=False")
     model_args = dict(SWIN_VARIANTS[variant], **kwargs)
     out_indices = model_args.pop("out_indices", tuple(range(len(model_args["depths"]))))
     return build_model_with_cfg(

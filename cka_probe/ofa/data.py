@@ -31,6 +31,7 @@ __all__ = [
     "build_datasets",
     "build_transforms",
     "fixed_subset",
+    "student_eval_options",
 ]
 
 FASHION_MNIST_DIR = str(DEBIAN_FASHION_MNIST)
@@ -44,6 +45,7 @@ DATASET_STATS = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
 }
+
 
 class FashionMNIST(Dataset):
     """Fashion-MNIST from its IDX files (gzipped or not), as 3-channel PIL images.
@@ -75,11 +77,19 @@ class FashionMNIST(Dataset):
 
 
 def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:
-    """timm's training and evaluation transforms for ``config`` (Table 8's augmentations)."""
+    """timm's training and evaluation transforms for ``config`` (Table 8's augmentations).
+
+    Random erasing is left out of the per-image transform when ``erase_after_mixup`` is set (the trainer
+    then erases the mixed batch). With ``eval_preprocessing: student`` the evaluation crop fraction, crop
+    mode and interpolation are the student's own timm pretrained config's.
+    """
     from timm.data import create_transform
 
     mean, std = DATASET_STATS[config.dataset]
     crop_pct = config.crop_pct if config.crop_pct is not None else (0.875 if config.dataset == "imagenet" else 1.0)
+    eval_options = {"crop_pct": crop_pct, "interpolation": config.interpolation}
+    if config.eval_preprocessing == "student":
+        eval_options = student_eval_options(config.student)
     train_transform = create_transform(
         input_size=config.img_size,
         is_training=True,
@@ -87,22 +97,37 @@ def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:
         hflip=config.hflip,
         color_jitter=config.color_jitter,
         auto_augment=config.rand_augment,
-        interpolation=config.interpolation,
+        interpolation=config.train_interpolation or config.interpolation,
         mean=mean,
         std=std,
-        re_prob=config.reprob,
+        re_prob=0.0 if config.erase_after_mixup else config.reprob,
         re_mode="pixel",
         re_count=1,
     )
     eval_transform = create_transform(
         input_size=config.img_size,
         is_training=False,
-        interpolation=config.interpolation,
         mean=mean,
         std=std,
-        crop_pct=crop_pct,
+        **eval_options,
     )
     return train_transform, eval_transform
+
+
+def student_eval_options(student: str) -> dict:
+    """Crop fraction, crop mode and interpolation of a timm model's pretrained config (its evaluation recipe)."""
+    import timm.models
+
+    from ..models import resolve_name
+
+    cfg = timm.models.get_pretrained_cfg(resolve_name(student).timm_name)
+    if cfg is None:
+        return {"crop_pct": 0.875, "interpolation": "bicubic"}
+    return {
+        "crop_pct": cfg.crop_pct,
+        "crop_mode": cfg.crop_mode,
+        "interpolation": cfg.interpolation,
+    }
 
 
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
@@ -121,7 +146,9 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
             train_set = CIFAR100(str(root), train=True, transform=train_transform, download=False)
             val_set = CIFAR100(str(root), train=False, transform=eval_transform, download=False)
         except RuntimeError as exc:
-            raise DataNotFoundError(f"no CIFAR-100 under {root} ({exc}); point data_dir at the folder holding cifar-100-python/") from None
+            raise DataNotFoundError(
+                f"no CIFAR-100 under {root} ({exc}); point data_dir at the folder holding cifar-100-python/"
+            ) from None
     else:
         from torchvision.datasets import ImageFolder
 

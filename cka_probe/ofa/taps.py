@@ -70,11 +70,7 @@ def model_kind(model: nn.Module) -> str:
     """
     from timm.layers import PatchEmbed
 
-    return (
-        "vit"
-        if any(isinstance(module, PatchEmbed) for module in model.modules())
-        else "cnn"
-    )
+    return "vit" if any(isinstance(module, PatchEmbed) for module in model.modules()) else "cnn"
 
 
 def pre_logit_width(model: nn.Module) -> int:
@@ -82,13 +78,9 @@ def pre_logit_width(model: nn.Module) -> int:
 
     timm's ``head_hidden_size`` where the model has a hidden pre-logits layer, else ``num_features``.
     """
-    width = getattr(model, "head_hidden_size", None) or getattr(
-        model, "num_features", None
-    )
+    width = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
     if not isinstance(width, int):
-        raise StageError(
-            f"{type(model).__name__} has no num_features; stage taps need a timm model"
-        )
+        raise StageError(f"{type(model).__name__} has no num_features; stage taps need a timm model")
     return width
 
 
@@ -104,9 +96,7 @@ def isotropic_blocks(depth: int) -> dict[int, int]:
         ({1: 1, 2: 3, 3: 9, 4: 11}, {1: 0, 2: 1, 3: 2, 4: 3})
     """
     if depth < len(STAGES):
-        raise StageError(
-            f"an isotropic model with {depth} blocks has no four stages; it needs at least 4 blocks"
-        )
+        raise StageError(f"an isotropic model with {depth} blocks has no four stages; it needs at least 4 blocks")
     blocks: dict[int, int] = {}
     previous = -1
     for stage, fraction in zip(STAGES, ISOTROPIC_FRACTIONS):
@@ -136,9 +126,7 @@ class StageTaps:
     """
 
     def __init__(self, model: nn.Module, input_size: Sequence[int]) -> None:
-        if not hasattr(model, "forward_intermediates") or not hasattr(
-            model, "forward_head"
-        ):
+        if not hasattr(model, "forward_intermediates") or not hasattr(model, "forward_head"):
             raise StageError(
                 f"{type(model).__name__} has no forward_intermediates/forward_head; use a timm model that offers them"
             )
@@ -146,9 +134,7 @@ class StageTaps:
         self.kind = model_kind(model)
         self.input_size = tuple(int(v) for v in input_size)
         shapes, reductions = self._dry_run()
-        self.indices = _stage_indices(
-            [shapes[i] for i in range(len(shapes) - (FINAL in shapes))], reductions
-        )
+        self.indices = _stage_indices([shapes[i] for i in range(len(shapes) - (FINAL in shapes))], reductions)
         if FINAL in shapes:
             self.indices[max(STAGES)] = FINAL
         self.shapes = {stage: shapes[index] for stage, index in self.indices.items()}
@@ -157,11 +143,7 @@ class StageTaps:
         """Return ``stages`` as a sorted list of ints, or raise :class:`StageError` naming the valid ones."""
         checked = []
         for stage in stages:
-            if (
-                isinstance(stage, bool)
-                or not isinstance(stage, int)
-                or stage not in self.indices
-            ):
+            if isinstance(stage, bool) or not isinstance(stage, int) or stage not in self.indices:
                 raise StageError(
                     f"stage {stage!r} does not exist in {type(self.model).__name__}: valid stages are "
                     f"{sorted(self.indices)}"
@@ -169,18 +151,14 @@ class StageTaps:
             checked.append(stage)
         return sorted(set(checked))
 
-    def __call__(
-        self, images: torch.Tensor, stages: Iterable[int]
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    def __call__(self, images: torch.Tensor, stages: Iterable[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Run the model once; return its logits and ``{stage: (B, C, H, W) features}`` for ``stages``."""
         stages = self.check_stages(stages)
         if not stages:
             return self.model(images), {}
         indices = sorted({self.indices[stage] for stage in stages} - {FINAL})
         if indices:
-            final, intermediates = self.model.forward_intermediates(
-                images, indices=indices
-            )
+            final, intermediates = self.model.forward_intermediates(images, indices=indices)
         else:
             final, intermediates = self.model.forward_features(images), []
         by_index = dict(zip(indices, intermediates))
@@ -212,8 +190,7 @@ class StageTaps:
         if info is not None and len(info) == len(shapes):
             entries = list(info)
             if all(
-                isinstance(e, dict) and "reduction" in e and e.get("num_chs") == s[0]
-                for e, s in zip(entries, shapes)
+                isinstance(e, dict) and "reduction" in e and e.get("num_chs") == s[0] for e, s in zip(entries, shapes)
             ):
                 reductions = [int(e["reduction"]) for e in entries]
         by_index = dict(enumerate(shapes))
@@ -222,20 +199,12 @@ class StageTaps:
         return by_index, reductions
 
 
-def _is_head_conv_output(
-    final_shape: tuple[int, ...], last_shape: tuple[int, ...]
-) -> bool:
+def _is_head_conv_output(final_shape: tuple[int, ...], last_shape: tuple[int, ...]) -> bool:
     """A ``final`` map at the last intermediate's resolution but of another shape: a head conv ran between them."""
-    return (
-        len(final_shape) == 3
-        and final_shape[1:] == last_shape[1:]
-        and final_shape != last_shape
-    )
+    return len(final_shape) == 3 and final_shape[1:] == last_shape[1:] and final_shape != last_shape
 
 
-def _stage_indices(
-    shapes: list[tuple[int, ...]], reductions: list[int] | None
-) -> dict[int, int]:
+def _stage_indices(shapes: list[tuple[int, ...]], reductions: list[int] | None) -> dict[int, int]:
     """Stage -> intermediate index, from the reductions (or spatial sizes) of all intermediates."""
     keys = reductions if reductions is not None else [(-s[1], -s[2]) for s in shapes]
     if len(set(keys)) == 1:

@@ -73,9 +73,7 @@ def _prefixed(state, prefix="module."):
         ("model_ema.pth", lambda sd: {"model_ema": _prefixed(sd)}, "model_ema"),
     ],
 )
-def test_torch_checkpoints_load_in_every_common_wrapping(
-    tmp_path, source_state, filename, wrap, key
-):
+def test_torch_checkpoints_load_in_every_common_wrapping(tmp_path, source_state, filename, wrap, key):
     path = tmp_path / filename
     torch.save(wrap(source_state), path)
     loaded = load_model("test_vit", checkpoint=path)
@@ -93,10 +91,7 @@ def test_safetensors_checkpoint_loads_with_ddp_prefix(tmp_path, source_state):
     safetensors.torch.save_file(_prefixed(source_state), str(path))
     loaded = load_model("test_vit", checkpoint=path, weights="random")
     assert _equal_to(loaded.model, source_state)
-    assert (
-        loaded.provenance()["checkpoint_sha256"]
-        == hashlib.sha256(path.read_bytes()).hexdigest()
-    )
+    assert loaded.provenance()["checkpoint_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert loaded.provenance()["weights"] == "checkpoint"
 
 
@@ -109,16 +104,12 @@ def test_plain_weights_win_over_ema_weights(tmp_path, source_state):
     assert _equal_to(loaded.model, source_state)
 
 
-def test_missing_and_unexpected_keys_are_reported_and_missing_ones_keep_the_seeded_init(
-    tmp_path, source_state
-):
+def test_missing_and_unexpected_keys_are_reported_and_missing_ones_keep_the_seeded_init(tmp_path, source_state):
     partial = {k: v for k, v in source_state.items() if not k.startswith("head.")}
     partial["aux_head.weight"] = torch.zeros(3, 3)
     path = tmp_path / "partial.pth"
     torch.save(partial, path)
-    with pytest.warns(
-        CheckpointKeysWarning, match=r"2 missing key\(s\).*1 unexpected key\(s\)"
-    ):
+    with pytest.warns(CheckpointKeysWarning, match=r"2 missing key\(s\).*1 unexpected key\(s\)"):
         loaded = load_model("test_vit", checkpoint=path, seed=5)
     assert set(loaded.missing_keys) == {"head.weight", "head.bias"}
     assert loaded.unexpected_keys == ("aux_head.weight",)
@@ -131,18 +122,14 @@ def test_missing_and_unexpected_keys_are_reported_and_missing_ones_keep_the_seed
 def test_checkpoint_of_another_architecture_with_no_common_key_is_refused(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), path)
-    with pytest.raises(
-        CheckpointMismatchError, match="shares no parameter name with test_vit"
-    ) as info:
+    with pytest.raises(CheckpointMismatchError, match="shares no parameter name with test_vit") as info:
         load_model("test_vit", checkpoint=path)
     assert "\n" not in str(info.value)
 
 
 def test_checkpoint_with_other_shapes_is_refused_naming_a_tensor(tmp_path):
     path = tmp_path / "wide.safetensors"
-    safetensors.torch.save_file(
-        timm.create_model("test_vit", embed_dim=48).state_dict(), str(path)
-    )
+    safetensors.torch.save_file(timm.create_model("test_vit", embed_dim=48).state_dict(), str(path))
     expected = r"\d+ tensor\(s\) differ in shape, e\.g\. cls_token \(1, 1, 48\) in the checkpoint vs \(1, 1, 64\)"
     with pytest.raises(CheckpointMismatchError, match=expected) as info:
         load_model("test_vit", checkpoint=path)
@@ -158,10 +145,7 @@ def test_classifier_size_is_read_from_the_checkpoint_and_a_contrary_one_is_refus
     torch.save({"model": state}, path)
     loaded = load_model("test_vit", checkpoint=path)
     assert loaded.model.num_classes == 100 and _equal_to(loaded.model, state)
-    assert (
-        load_model("test_vit", checkpoint=path, num_classes=100).model.num_classes
-        == 100
-    )
+    assert load_model("test_vit", checkpoint=path, num_classes=100).model.num_classes == 100
     with pytest.raises(
         CheckpointMismatchError,
         match="only the classifier differs: the checkpoint has 100 classes",
@@ -182,9 +166,7 @@ def test_classifier_size_is_read_from_the_checkpoint_and_a_contrary_one_is_refus
         ),
     ],
 )
-def test_unreadable_checkpoints_are_one_line_errors(
-    tmp_path, filename, content, message
-):
+def test_unreadable_checkpoints_are_one_line_errors(tmp_path, filename, content, message):
     path = tmp_path / filename
     if content is not None:
         path.write_bytes(content)
@@ -193,9 +175,7 @@ def test_unreadable_checkpoints_are_one_line_errors(
     assert "\n" not in str(info.value) and filename in str(info.value)
 
 
-def test_checkpoint_holding_python_objects_is_refused_with_the_fix(
-    tmp_path, source_state
-):
+def test_checkpoint_holding_python_objects_is_refused_with_the_fix(tmp_path, source_state):
     path = tmp_path / "pickled.pth"
     torch.save({"state_dict": source_state, "config": TrainingConfig()}, path)
     with pytest.raises(
@@ -209,9 +189,7 @@ def test_checkpoint_holding_python_objects_is_refused_with_the_fix(
 def test_checkpoint_without_a_state_dict_is_refused(tmp_path):
     path = tmp_path / "meta.pth"
     torch.save({"epoch": 3, "metric": 0.5}, path)
-    with pytest.raises(
-        CheckpointError, match=r"holds no state dict \(found: epoch, metric\)"
-    ):
+    with pytest.raises(CheckpointError, match=r"holds no state dict \(found: epoch, metric\)"):
         load_model("test_vit", checkpoint=path)
 
 
@@ -289,19 +267,13 @@ def test_official_train_checkpoints_load_student_or_ema_with_their_classes(
 ):
     path, student, ema = official_checkpoint
     raw = read_checkpoint(path)
-    assert (
-        isinstance(raw["args"], argparse.Namespace)
-        and raw["args"].ofa_eps == [1.5]
-        and raw["arch"] == "test_resnet"
-    )
+    assert isinstance(raw["args"], argparse.Namespace) and raw["args"].ofa_eps == [1.5] and raw["arch"] == "test_resnet"
     assert checkpoint_model_name(path) == "test_resnet"
     loaded = load_model("test_resnet", checkpoint=path)
     assert loaded.checkpoint_key == "state_dict" and loaded.model.num_classes == 100
     assert _equal_to(loaded.model, student)
     loaded_ema = load_model("test_resnet", checkpoint=path, checkpoint_select="ema")
-    assert loaded_ema.checkpoint_key == "state_dict_ema" and _equal_to(
-        loaded_ema.model, ema
-    )
+    assert loaded_ema.checkpoint_key == "state_dict_ema" and _equal_to(loaded_ema.model, ema)
     assert not _equal_to(loaded_ema.model, student)
     by_path = load_model(str(path))  # the checkpoint records its model
     assert by_path.timm_name == "test_resnet" and _equal_to(by_path.model, student)
@@ -320,9 +292,7 @@ def test_official_checkpoint_of_another_architecture_is_refused(official_checkpo
 def test_ema_selection_without_ema_weights_is_refused(tmp_path, source_state):
     path = tmp_path / "plain.pth"
     torch.save({"state_dict": source_state}, path)
-    with pytest.raises(
-        CheckpointError, match=r"holds no EMA weights \(found: state_dict\)"
-    ):
+    with pytest.raises(CheckpointError, match=r"holds no EMA weights \(found: state_dict\)"):
         load_model("test_vit", checkpoint=path, checkpoint_select="ema")
 
 
@@ -332,9 +302,7 @@ def test_old_timm_swin_checkpoints_are_converted_by_timms_filter():
     reference = torch.load(DATA / "swin_timm06_tiny_logits.pt", weights_only=True)
     assert reference["timm"].startswith("0.6")
     raw = read_checkpoint(DATA / "swin_timm06_tiny.pth")["model"]
-    assert (
-        "layers.0.downsample.reduction.weight" in raw and "head.weight" in raw
-    )  # the old layout
+    assert "layers.0.downsample.reduction.weight" in raw and "head.weight" in raw  # the old layout
     model = timm.create_model(
         "swin_tiny_patch4_window7_224", num_classes=10, img_size=32, window_size=2, embed_dim=8,
         depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
@@ -342,9 +310,7 @@ def test_old_timm_swin_checkpoints_are_converted_by_timms_filter():
     assert not set(raw) <= set(model.state_dict())
     load_checkpoint(model, DATA / "swin_timm06_tiny.pth", "swin", strict=True)
     with torch.no_grad():
-        assert torch.allclose(
-            model(reference["images"]), reference["logits"], atol=1e-5
-        )
+        assert torch.allclose(model(reference["images"]), reference["logits"], atol=1e-5)
 
 
 def test_a_module_built_from_a_file_keeps_the_file_in_its_provenance(
@@ -355,9 +321,6 @@ def test_a_module_built_from_a_file_keeps_the_file_in_its_provenance(
     assert module.num_classes == 100 and _equal_to(module, ema)
     loaded = load_model(module)
     record = loaded.provenance()
-    assert (
-        record["weights"] == "checkpoint"
-        and record["checkpoint_key"] == "state_dict_ema"
-    )
+    assert record["weights"] == "checkpoint" and record["checkpoint_key"] == "state_dict_ema"
     assert record["checkpoint_path"] == str(path.resolve())
     assert record["checkpoint_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

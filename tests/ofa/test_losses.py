@@ -30,9 +30,7 @@ def _ofa_reference(z_s, z_t, y, gamma, temperature):
 @pytest.fixture
 def logits():
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(5, 7, generator=generator) * 3, torch.randn(
-        5, 7, generator=generator
-    ) * 3
+    return torch.randn(5, 7, generator=generator) * 3, torch.randn(5, 7, generator=generator) * 3
 
 
 @pytest.mark.parametrize("gamma", [1.0, 1.3, 2.0])
@@ -40,9 +38,7 @@ def logits():
 def test_ofa_matches_hand_computed_reference(logits, gamma, temperature):
     z_s, z_t = logits
     y = torch.tensor([0, 6, 3, 3, 1])
-    expected = _ofa_reference(
-        z_s.double().numpy(), z_t.double().numpy(), y.numpy(), gamma, temperature
-    )
+    expected = _ofa_reference(z_s.double().numpy(), z_t.double().numpy(), y.numpy(), gamma, temperature)
     got = ofa_loss(z_s, z_t, y, gamma=gamma, temperature=temperature)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -81,16 +77,10 @@ def test_gamma_above_one_enhances_only_the_target_class(logits, temperature):
     )
     onehot = np.eye(7)[y]
     weight = (p_t + onehot) ** gamma - onehot
-    expected = (weight.sum(axis=1, keepdims=True) * p_s - weight) / (
-        len(y) * temperature
-    )
+    expected = (weight.sum(axis=1, keepdims=True) * p_s - weight) / (len(y) * temperature)
     student = z_s.double().clone().requires_grad_(True)
-    ofa_loss(
-        student, z_t.double(), torch.from_numpy(y), gamma=gamma, temperature=temperature
-    ).backward()
-    np.testing.assert_allclose(
-        student.grad.numpy(), expected, rtol=1e-4, atol=1e-6
-    )  # the loss runs in float32
+    ofa_loss(student, z_t.double(), torch.from_numpy(y), gamma=gamma, temperature=temperature).backward()
+    np.testing.assert_allclose(student.grad.numpy(), expected, rtol=1e-4, atol=1e-6)  # the loss runs in float32
     # what "enhances the target" means: its weight exceeds p_t, every other weight p_t**gamma is below p_t
     assert np.all(weight[onehot == 1] > p_t[onehot == 1])
     assert np.all(weight[onehot == 0] < p_t[onehot == 0])
@@ -100,9 +90,7 @@ def test_soft_targets_use_their_argmax(logits):
     z_s, z_t = logits
     y = torch.tensor([4, 0, 1, 6, 2])
     soft = 0.7 * F.one_hot(y, 7).float() + 0.3 / 7
-    assert torch.allclose(
-        ofa_loss(z_s, z_t, soft, gamma=1.7), ofa_loss(z_s, z_t, y, gamma=1.7)
-    )
+    assert torch.allclose(ofa_loss(z_s, z_t, soft, gamma=1.7), ofa_loss(z_s, z_t, y, gamma=1.7))
     assert torch.equal(target_mask(soft, 7), F.one_hot(y, 7).float())
 
 

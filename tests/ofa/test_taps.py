@@ -18,17 +18,13 @@ ALL_KINDS = ["resnet", "convnext", "efficientnet", "vit", "test_vit", "mixer", "
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_taps_equal_forward_intermediates_and_logits_equal_forward(
-    model_factory, images, kind
-):
+def test_taps_equal_forward_intermediates_and_logits_equal_forward(model_factory, images, kind):
     model = model_factory(kind).eval()
     taps = StageTaps(model, images.shape[1:])
     with torch.no_grad():
         logits, features = taps(images, [1, 2, 3, 4])
         indices = sorted({taps.indices[s] for s in (1, 2, 3, 4)} - {FINAL})
-        reference = model.forward_intermediates(
-            images, indices=indices, intermediates_only=True
-        )
+        reference = model.forward_intermediates(images, indices=indices, intermediates_only=True)
         by_index = dict(zip(indices, reference))
         by_index[FINAL] = model.forward_features(images)
         assert torch.allclose(logits, model(images), atol=1e-5)
@@ -69,9 +65,7 @@ def test_isotropic_stages_follow_the_official_rule_at_other_depths(model_factory
     assert isotropic_blocks(8) == {1: 0, 2: 2, 3: 6, 4: 7}
     for depth in range(4, 40):
         blocks = list(isotropic_blocks(depth).values())
-        assert (
-            blocks == sorted(set(blocks)) and blocks[-1] == depth - 1 and blocks[0] >= 0
-        )
+        assert blocks == sorted(set(blocks)) and blocks[-1] == depth - 1 and blocks[0] >= 0
 
 
 def _twelve_block_students():
@@ -83,9 +77,7 @@ def _twelve_block_students():
     return {
         "deit": timm.create_model("deit_tiny_patch16_224", num_heads=2, **small),
         "mixer": MlpMixer(num_blocks=12, **small),
-        "resmlp": MlpMixer(
-            num_blocks=12, mlp_ratio=4, block_layer=ResBlock, norm_layer=Affine, **small
-        ),
+        "resmlp": MlpMixer(num_blocks=12, mlp_ratio=4, block_layer=ResBlock, norm_layer=Affine, **small),
     }
 
 
@@ -99,9 +91,7 @@ def test_isotropic_12_block_students_tap_the_official_blocks(kind, images):
     assert taps.indices == {1: 1, 2: 3, 3: 9, 4: 11}
     recorded = {}
     handles = [
-        model.blocks[i].register_forward_hook(
-            lambda m, a, out, i=i: recorded.__setitem__(i, out)
-        )
+        model.blocks[i].register_forward_hook(lambda m, a, out, i=i: recorded.__setitem__(i, out))
         for i in (1, 3, 9, 11)
     ]
     try:
@@ -162,21 +152,15 @@ def test_kinds_and_widths(model_factory):
         "vit",
     ]
     assert pre_logit_width(model_factory("resnet")) == 96
-    assert (
-        pre_logit_width(model_factory("efficientnet")) == 256
-    )  # conv_head width, not the last stage's 64
-    assert (
-        StageTaps(model_factory("efficientnet"), (3, 32, 32)).shapes[4][0] == 256
-    )  # stage 4 is the head conv
+    assert pre_logit_width(model_factory("efficientnet")) == 256  # conv_head width, not the last stage's 64
+    assert StageTaps(model_factory("efficientnet"), (3, 32, 32)).shapes[4][0] == 256  # stage 4 is the head conv
     assert pre_logit_width(model_factory("vit")) == 32
 
 
 @pytest.mark.parametrize("bad", [0, 5, -1, "2", 2.0])
 def test_unknown_stage_is_refused(model_factory, images, bad):
     taps = StageTaps(model_factory("resnet"), images.shape[1:])
-    with pytest.raises(
-        StageError, match=r"does not exist .* valid stages are \[1, 2, 3, 4\]"
-    ):
+    with pytest.raises(StageError, match=r"does not exist .* valid stages are \[1, 2, 3, 4\]"):
         taps(images, [bad])
 
 
