@@ -7,7 +7,9 @@ from .figure import figure
 from .layers import layers
 from .models import models
 from .train import train
+from .validate import validate
 from .zoo import zoo
 
 ALL: list = [compare, figure, layers, models, zoo]
 ALL.append(train)
+ALL.append(validate)

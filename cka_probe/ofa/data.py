@@ -28,6 +28,7 @@ __all__ = [
     "DATASET_STATS",
     "FASHION_MNIST_DIR",
     "FashionMNIST",
+    "build_dataset",
     "build_datasets",
     "build_transforms",
     "fixed_subset",
@@ -133,18 +134,27 @@ def student_eval_options(student: str) -> dict:
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     """The training and validation sets of ``config``, with timm transforms and optional fixed subsets."""
     train_transform, eval_transform = build_transforms(config)
+    return (
+        build_dataset(config, train=True, transform=train_transform),
+        build_dataset(config, train=False, transform=eval_transform),
+    )
+
+
+def build_dataset(config: TrainConfig, train: bool, transform: Callable | None = None) -> Dataset:
+    """One split of ``config``'s data set (``train_samples`` / ``val_samples`` applied); ``transform`` defaults
+    to the split's transform of :func:`build_transforms`."""
+    if transform is None:
+        transform = build_transforms(config)[0 if train else 1]
     if config.dataset == "fashion_mnist":
         root = Path(config.data_dir or FASHION_MNIST_DIR)
         _require_dir(root, "Fashion-MNIST")
-        train_set = FashionMNIST(root, train=True, transform=train_transform)
-        val_set = FashionMNIST(root, train=False, transform=eval_transform)
+        dataset = FashionMNIST(root, train=train, transform=transform)
     elif config.dataset == "cifar100":
         from torchvision.datasets import CIFAR100
 
         root = _require_data_dir(config, "CIFAR-100")
         try:
-            train_set = CIFAR100(str(root), train=True, transform=train_transform, download=False)
-            val_set = CIFAR100(str(root), train=False, transform=eval_transform, download=False)
+            dataset = CIFAR100(str(root), train=train, transform=transform, download=False)
         except RuntimeError as exc:
             raise DataNotFoundError(
                 f"no CIFAR-100 under {root} ({exc}); point data_dir at the folder holding cifar-100-python/"
@@ -153,15 +163,11 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
         from torchvision.datasets import ImageFolder
 
         root = _require_data_dir(config, "ImageNet")
-        for split in ("train", "val"):
-            _require_dir(root / split, f"ImageNet {split} split")
-        train_set = ImageFolder(str(root / "train"), transform=train_transform)
-        val_set = ImageFolder(str(root / "val"), transform=eval_transform)
-    if config.train_samples is not None:
-        train_set = fixed_subset(train_set, config.train_samples)
-    if config.val_samples is not None:
-        val_set = fixed_subset(val_set, config.val_samples)
-    return train_set, val_set
+        split = "train" if train else "val"
+        _require_dir(root / split, f"ImageNet {split} split")
+        dataset = ImageFolder(str(root / split), transform=transform)
+    samples = config.train_samples if train else config.val_samples
+    return fixed_subset(dataset, samples) if samples is not None else dataset
 
 
 def fixed_subset(dataset: Dataset, size: int, seed: int = 0) -> Dataset:

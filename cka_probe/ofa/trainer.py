@@ -52,6 +52,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "epoch_line",
+    "evaluate_model",
     "train",
 ]
 
@@ -361,59 +362,20 @@ class Trainer:
         result = {n: float(v) for n, v in zip(names, means.tolist())} if means is not None else {}
         return result | {"steps": steps}
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
-        """Cross-entropy, top-1 and top-5 accuracy (percent; timm's ``accuracy``) on the validation set.
+        """Cross-entropy, top-1 and top-5 accuracy (percent) of ``model`` (default: the student) on the validation set.
 
-        ``model`` defaults to the student. In a distributed run every process evaluates its shard and
-        the sums are reduced, so each image counts once.
+        In a distributed run every process evaluates its shard and the sums are reduced, so each image counts once.
         """
-        from timm.utils import accuracy
-
-        model = model if model is not None else self.task.student
-        was_training = model.training
-        model.eval()
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1 hits, top-5 hits, images
-        k5 = min(5, self.num_classes)
-        try:
-            for batch_index, (images, target) in enumerate(self._val_loader()):
-                if self.config.limit_val_batches is not None and batch_index >= self.config.limit_val_batches:
-                    break
-                images = images.to(self.device, non_blocking=True)
-                target = target.to(self.device, non_blocking=True)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                    logits = model(images)
-                logits = logits.float()
-                top1, top5 = accuracy(logits, target, topk=(1, k5))  # percent of the batch
-                n = len(target)
-                sums += torch.tensor(
-                    [
-                        float(nn.functional.cross_entropy(logits, target, reduction="sum")),
-                        round(float(top1) * n / 100.0),
-                        round(float(top5) * n / 100.0),
-                        n,
-                    ],
-                    dtype=torch.float64,
-                    device=self.device,
-                )
-        finally:
-            model.train(was_training)
-        if self.dist.distributed:
-            dist.all_reduce(sums)
-        loss, hits1, hits5, count = sums.tolist()
-        if count == 0:
-            return {
-                "loss": float("nan"),
-                "top1": float("nan"),
-                "top5": float("nan"),
-                "n": 0,
-            }
-        return {
-            "loss": loss / count,
-            "top1": 100.0 * hits1 / count,
-            "top5": 100.0 * hits5 / count,
-            "n": int(count),
-        }
+        return evaluate_model(
+            model if model is not None else self.task.student,
+            self._val_loader(),
+            self.device,
+            num_classes=self.num_classes,
+            amp=self.use_amp,
+            limit_batches=self.config.limit_val_batches,
+            reduce=self.dist.distributed,
+        )
 
     def _distribute_bn(self) -> None:
         """Average (or broadcast) per-device BatchNorm statistics before evaluation, as timm's train.py."""
@@ -598,6 +560,60 @@ class Trainer:
                 path.unlink(missing_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    num_classes: int,
+    amp: bool = False,
+    limit_batches: int | None = None,
+    reduce: bool = False,
+) -> dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 accuracy (percent, timm's ``accuracy``) of ``model`` over ``loader``.
+
+    Args:
+        model: classifier; put in eval mode for the pass, then back.
+        loader: ``(images, class index)`` batches.
+        device: where the model runs.
+        num_classes: classes (top-5 becomes top-``num_classes`` below 5 classes).
+        amp: float16 autocast (CUDA).
+        limit_batches: stop after this many batches.
+        reduce: sum the counts over the processes of a distributed run.
+
+    Returns:
+        ``{"loss", "top1", "top5", "n"}``; NaN metrics and ``n = 0`` for an empty loader.
+    """
+    from timm.utils import accuracy
+
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits, images
+    k5 = min(5, num_classes)
+    try:
+        for batch_index, (images, target) in enumerate(loader):
+            if limit_batches is not None and batch_index >= limit_batches:
+                break
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = model(images)
+            logits = logits.float()
+            top1, top5 = accuracy(logits, target, topk=(1, k5))  # percent of the batch
+            n = len(target)
+            loss = float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+            hits = [round(float(top1) * n / 100.0), round(float(top5) * n / 100.0)]
+            sums += torch.tensor([loss, *hits, n], dtype=torch.float64, device=device)
+    finally:
+        model.train(was_training)
+    if reduce:
+        dist.all_reduce(sums)
+    loss, hits1, hits5, count = sums.tolist()
+    if count == 0:
+        return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
+    return {"loss": loss / count, "top1": 100.0 * hits1 / count, "top5": 100.0 * hits5 / count, "n": int(count)}
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
