@@ -49,11 +49,12 @@ from ._common import report_errors
 def train(config_path, overrides, resume, overwrite, nproc, progress, verbose) -> None:
     """Train the student of a recipe; last/best checkpoints, metrics.jsonl and summary.csv go to its output_dir."""
     from ..ofa.config import load_config
-    from ..ofa.distributed import dist_info, launch, local_batch_size
+    from ..ofa.distributed import check_nproc, dist_info, launch, local_batch_size
 
     config = load_config(config_path, overrides)
     if nproc != 1 and "WORLD_SIZE" not in os.environ:
-        local_batch_size(config.batch_size, nproc, config.grad_accum_steps)  # refuse before starting anything
+        check_nproc(nproc, config.device)  # refuse before starting anything
+        local_batch_size(config.batch_size, nproc, config.grad_accum_steps)
         argv = ["train", "--config", config_path, *[arg for item in overrides for arg in ("--set", item)]]
         argv += (["--resume", resume] if resume else []) + (["--overwrite"] if overwrite else [])
         argv += ["--progress" if progress else "--no-progress"] + (["--verbose"] if verbose else [])

@@ -155,6 +155,17 @@ def available_devices(device: str) -> tuple[str, int]:
     return "CPU core", os.cpu_count() or 1
 
 
+def check_nproc(nproc: int, device: str = "auto") -> None:
+    """Refuse ``--nproc`` below 1 or beyond the GPUs (CPU cores for a CPU run) of this machine."""
+    kind, count = available_devices(device)
+    if nproc < 1:
+        raise DeviceError(f"--nproc must be at least 1, got {nproc}")
+    if nproc > count:
+        raise DeviceError(
+            f"--nproc {nproc} exceeds the {count} {kind}(s) of this machine; use --nproc {count} or fewer"
+        )
+
+
 def launch(nproc: int, argv: Sequence[str], device: str = "auto") -> int:
     """Run ``python -m cka_probe <argv>`` in ``nproc`` processes on this machine through ``torchrun``.
 
