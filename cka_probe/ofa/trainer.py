@@ -51,6 +51,8 @@ __all__ = [
     "SUMMARY_NAME",
     "TrainResult",
     "Trainer",
+    "build_optimizer",
+    "build_scheduler",
     "epoch_line",
     "evaluate_model",
     "train",
@@ -178,35 +180,10 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.task, device_ids=device_ids)
 
-        from timm.optim import create_optimizer_v2, param_groups_weight_decay
-        from timm.scheduler import create_scheduler_v2
         from timm.utils import ModelEmaV3
 
-        exempt = self.task.trainable.no_weight_decay() if config.weight_decay_exempt_embeddings else ()
-        groups = param_groups_weight_decay(self.task.trainable, config.weight_decay, no_weight_decay_list=exempt)
-        try:
-            self.optimizer = create_optimizer_v2(
-                groups,
-                opt=config.opt,
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-                momentum=config.momentum,
-            )
-        except (ValueError, AssertionError) as exc:
-            raise ConfigError(f"optimizer {config.opt!r}: {' '.join(str(exc).split())}") from None
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer,
-            sched=config.sched,
-            num_epochs=config.epochs,
-            decay_epochs=config.decay_epochs,
-            decay_milestones=list(config.decay_milestones),
-            decay_rate=config.decay_rate,
-            min_lr=config.min_lr,
-            warmup_lr=config.warmup_lr,
-            warmup_epochs=config.warmup_epochs,
-        )
-        if self.scheduler is None and config.sched != "none":
-            raise ConfigError(f"unknown sched {config.sched!r}; use cosine, step, multistep or none")
+        self.optimizer = build_optimizer(self.task.trainable, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
         self.ema = ModelEmaV3(self.task.student, decay=config.ema_decay) if config.ema_decay else None
         self.eraser = self._create_eraser()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
@@ -560,6 +537,47 @@ class Trainer:
                 path.unlink(missing_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+
+def build_optimizer(trainable: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """timm's optimiser over ``trainable`` with the recipe's weight-decay groups.
+
+    Biases and norm weights (1-D) are never decayed (timm's rule). Position embeddings, class tokens and
+    relative-position bias tables are decayed unless ``weight_decay_exempt_embeddings`` (the official
+    OFA-KD runs decay them: their optimiser sees the distiller, which has no ``no_weight_decay()``).
+    """
+    from timm.optim import create_optimizer_v2, param_groups_weight_decay
+
+    exempt = ()
+    if config.weight_decay_exempt_embeddings and hasattr(trainable, "no_weight_decay"):
+        exempt = trainable.no_weight_decay()
+    groups = param_groups_weight_decay(trainable, config.weight_decay, no_weight_decay_list=exempt)
+    try:
+        return create_optimizer_v2(
+            groups, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum
+        )
+    except (ValueError, AssertionError) as exc:
+        raise ConfigError(f"optimizer {config.opt!r}: {' '.join(str(exc).split())}") from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """timm's per-epoch learning-rate scheduler of the recipe (``None`` for ``sched: none``)."""
+    from timm.scheduler import create_scheduler_v2
+
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=config.sched,
+        num_epochs=config.epochs,
+        decay_epochs=config.decay_epochs,
+        decay_milestones=list(config.decay_milestones),
+        decay_rate=config.decay_rate,
+        min_lr=config.min_lr,
+        warmup_lr=config.warmup_lr,
+        warmup_epochs=config.warmup_epochs,
+    )
+    if scheduler is None and config.sched != "none":
+        raise ConfigError(f"unknown sched {config.sched!r}; use cosine, step, multistep or none")
+    return scheduler
 
 
 @torch.no_grad()
