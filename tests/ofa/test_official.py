@@ -162,3 +162,13 @@ def test_erasing_after_mixup_erases_the_mixed_batch(tmp_path):
     erased = trainer.eraser(torch.zeros(4, 3, 16, 16))
     assert all((image != 0).any() for image in erased)  # probability 1: every image of the batch gets a noise patch
     assert all((image == 0).any() for image in erased)  # ... of part of the image only
+
+
+def test_analysis_config_is_a_valid_figure_job_of_students_against_their_teacher():
+    from cka_probe.analysis.config import load_job_config
+
+    job = load_job_config(CONFIGS / "analysis.yaml", "figure")
+    labels = [request.display for request in job.models]
+    assert labels == ["teacher", "scratch", "KD", "FitNet", "OFA"]
+    assert all(request.checkpoint for request in job.models)
+    assert [pair[1] for pair in job.panels[0]] == ["teacher"] * 4
