@@ -5,10 +5,14 @@ Public API (imported lazily; Swin-Nano/Pico are registered by :mod:`cka_probe.mo
     from cka_probe.ofa import (
         ofa_loss, kd_loss, hint_loss,            # losses
         StageTaps, model_kind, pre_logit_width,  # stage features through forward_intermediates
+        isotropic_blocks,                        # the official block map of isotropic students
         build_branch, FitNetAdapter,             # Table 9 branches, B.4 FitNet alignment
         DistillationTask, METHODS,               # one forward pass -> dict of named losses
         TrainConfig, load_config,                # Table 8 recipes (configs/ofa/*.yaml)
-        Trainer, train, TrainResult,             # the training loop, checkpoints, resume
+        Trainer, train, TrainResult,             # the training loop, checkpoints, resume, DDP
+        build_optimizer, build_scheduler,        # timm's optimiser and scheduler of a recipe
+        evaluate_model, validate_checkpoint,     # top-1 / top-5 of a model or a checkpoint
+        launch, local_batch_size,                # torchrun launch, global batch split
         build_datasets, FashionMNIST,            # data
     )
 """
@@ -26,6 +30,7 @@ _PUBLIC = {
     "StageTaps": "taps",
     "model_kind": "taps",
     "pre_logit_width": "taps",
+    "isotropic_blocks": "taps",
     "build_branch": "branches",
     "cnn_branch": "branches",
     "token_branch": "branches",
@@ -40,8 +45,16 @@ _PUBLIC = {
     "Trainer": "trainer",
     "TrainResult": "trainer",
     "train": "trainer",
+    "build_optimizer": "trainer",
+    "build_scheduler": "trainer",
+    "evaluate_model": "trainer",
+    "epoch_line": "trainer",
+    "validate_checkpoint": "validate",
+    "launch": "distributed",
+    "local_batch_size": "distributed",
     "FashionMNIST": "data",
     "build_datasets": "data",
+    "build_dataset": "data",
     "build_transforms": "data",
 }
 
@@ -58,12 +71,20 @@ __all__ = [
     "TrainableModules",
     "Trainer",
     "build_branch",
+    "build_dataset",
     "build_datasets",
+    "build_optimizer",
+    "build_scheduler",
     "build_transforms",
     "cnn_branch",
+    "epoch_line",
+    "evaluate_model",
     "hint_loss",
+    "isotropic_blocks",
     "kd_loss",
+    "launch",
     "load_config",
+    "local_batch_size",
     "model_kind",
     "ofa_loss",
     "parse_override",
@@ -71,6 +92,7 @@ __all__ = [
     "target_mask",
     "token_branch",
     "train",
+    "validate_checkpoint",
 ]
 
 
