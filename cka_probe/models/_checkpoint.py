@@ -396,7 +396,13 @@ def _check_recorded_model(model: nn.Module, recorded: str | None, path: Path, mo
     architecture = cfg.get("architecture") if isinstance(cfg, Mapping) else None
     if architecture is None:
         return
-    if recorded.split(".")[0] != str(architecture).split(".")[0]:
+    from ._registry import resolve_name
+
+    try:
+        recorded_architecture = resolve_name(recorded).timm_name
+    except ValueError:  # a name this timm does not know: compare as written
+        recorded_architecture = recorded
+    if recorded_architecture.split(".")[0] != str(architecture).split(".")[0]:
         raise CheckpointMismatchError(
             f"checkpoint {path} was trained as {recorded}, not {model_label}; pass {recorded} as the model name"
         )

@@ -150,6 +150,7 @@ class Trainer:
         if config.drop_path is not None:
             student_kwargs["drop_path_rate"] = config.drop_path
         student = _create_model(config.student, self.num_classes, student_kwargs, pretrained=False)
+        self.student_timm_name = student.pretrained_cfg.get("architecture", config.student)
         teacher = self._create_teacher() if config.method != "scratch" else None
         self.mixup = self._create_mixup()
         self.task = DistillationTask(
@@ -371,7 +372,7 @@ class Trainer:
         """Everything needed to continue: tensors and plain types only (loadable with ``weights_only=True``)."""
         return {
             "format": CHECKPOINT_FORMAT,
-            "model": self.config.student,
+            "model": self.student_timm_name,
             "num_classes": int(self.num_classes),
             "epoch": self.epoch,
             "step": self.step,

@@ -324,3 +324,17 @@ def test_a_module_built_from_a_file_keeps_the_file_in_its_provenance(
     assert record["weights"] == "checkpoint" and record["checkpoint_key"] == "state_dict_ema"
     assert record["checkpoint_path"] == str(path.resolve())
     assert record["checkpoint_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_recorded_alias_matches_the_model_it_stands_for(tmp_path):
+    from cka_probe.models._checkpoint import TRAINING_CHECKPOINT_FORMAT
+
+    torch.manual_seed(3)
+    state = timm.create_model("deit_tiny_patch16_224", num_classes=10).state_dict()
+    path = tmp_path / "run.pth"
+    torch.save({"format": TRAINING_CHECKPOINT_FORMAT, "model": "deit_t", "student": state}, path)
+    for name in ("deit_tiny_patch16_224", "deit_t"):
+        loaded = load_model(name, checkpoint=path)
+        assert loaded.model.num_classes == 10 and _equal_to(loaded.model, state)
+    with pytest.raises(CheckpointMismatchError, match="was trained as deit_t, not deit_small_patch16_224"):
+        load_model("deit_s", checkpoint=path)
