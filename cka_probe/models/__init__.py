@@ -31,6 +31,7 @@ from ._load import (
     LoadedModel,
     load_model,
     model_from_checkpoint,
+    name_and_checkpoint,
     transform_for,
 )
 from ._pretrained import create_pretrained
@@ -68,6 +69,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "model_from_checkpoint",
+    "name_and_checkpoint",
     "read_checkpoint",
     "register_alias",
     "resolve_name",

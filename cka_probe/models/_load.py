@@ -273,6 +273,22 @@ def model_from_checkpoint(
     return model
 
 
+def name_and_checkpoint(name_or_path: str, checkpoint: str | os.PathLike | None = None) -> tuple[str, str | None]:
+    """Split a model argument that may be a checkpoint file: ``("run/best.pth", None)`` -> ``("deit_tiny_...", "run/best.pth")``.
+
+    A name that is not an existing checkpoint file, or one given with its own checkpoint, comes back as it is.
+    The CLI calls this so that ``cka-probe compare run/best.pth teacher`` builds the model the run records.
+
+    Raises:
+        CheckpointError: The file records no model name (give the name, and the file as its checkpoint).
+    """
+    if checkpoint is not None or not _is_checkpoint_file(name_or_path):
+        return name_or_path, None if checkpoint is None else str(checkpoint)
+    from ._checkpoint import checkpoint_model_name
+
+    return checkpoint_model_name(name_or_path), str(name_or_path)
+
+
 def _is_checkpoint_file(value: str | os.PathLike) -> bool:
     path = Path(value).expanduser()
     return path.name.endswith((".pth", ".pt", ".bin", ".pth.tar", ".safetensors")) and path.is_file()

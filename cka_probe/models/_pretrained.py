@@ -39,26 +39,20 @@ def _hub_files(pretrained_cfg) -> tuple[str, str | None, tuple[str, ...]]:
 def _hub_cached(repo_id: str, revision: str | None, filenames: tuple[str, ...]) -> bool:
     return any(
         isinstance(
-            huggingface_hub.try_to_load_from_cache(
-                repo_id, filename, revision=revision
-            ),
+            huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision),
             str,
         )
         for filename in filenames
     )
 
 
-def _hub_unreachable_reason(
-    repo_id: str, revision: str | None, filename: str
-) -> str | None:
+def _hub_unreachable_reason(repo_id: str, revision: str | None, filename: str) -> str | None:
     """``None`` if the hub answers a single HEAD request for the file, else why it did not."""
     url = huggingface_hub.hf_hub_url(repo_id, filename, revision=revision)
     timeout = huggingface_hub.constants.HF_HUB_ETAG_TIMEOUT
     try:
         huggingface_hub.get_hf_file_metadata(url, timeout=timeout)
-    except (
-        HfHubHTTPError
-    ):  # the hub answered (missing file, gated repo...): timm reports those itself
+    except HfHubHTTPError:  # the hub answered (missing file, gated repo...): timm reports those itself
         return None
     except Exception as exc:  # any transport failure of the hub's HTTP client: DNS, refused, timeout, proxy
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
@@ -106,6 +100,4 @@ def create_pretrained(timm_name: str, **model_kwargs) -> nn.Module:
         return timm.create_model(timm_name, pretrained=True, **model_kwargs)
     except OSError as exc:  # hub errors (offline, missing, gated) and URL download errors are all OSError
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsUnavailableError(
-            f"{where} could not be loaded ({detail}); {_ALTERNATIVES}"
-        ) from exc
+        raise WeightsUnavailableError(f"{where} could not be loaded ({detail}); {_ALTERNATIVES}") from exc

@@ -181,9 +181,7 @@ def _check_family(family: str) -> None:
         raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
 
 
-def register_alias(
-    alias: str, timm_name: str, family: str, *, overwrite: bool = False
-) -> None:
+def register_alias(alias: str, timm_name: str, family: str, *, overwrite: bool = False) -> None:
     """Add a short name for a timm model, with its family.
 
     The timm name is checked when the alias is used, so an alias may be registered before the module
@@ -205,9 +203,7 @@ def register_alias(
     """
     _check_family(family)
     if not alias or alias != alias.strip():
-        raise ValueError(
-            f"alias {alias!r} must be a non-empty name without surrounding spaces"
-        )
+        raise ValueError(f"alias {alias!r} must be a non-empty name without surrounding spaces")
     previous = ALIASES.get(alias)
     if previous is not None and previous != (timm_name, family) and not overwrite:
         raise ValueError(
@@ -255,17 +251,13 @@ def list_models(pattern: str | None = None) -> list[str]:
         >>> list_models("resmlp_*")[:3]
         ['resmlp_s12', 'resmlp_12_224', 'resmlp_24_224']
     """
-    aliases = sorted(
-        a for a in ALIASES if pattern is None or fnmatch.fnmatchcase(a, pattern)
-    )
+    aliases = sorted(a for a in ALIASES if pattern is None or fnmatch.fnmatchcase(a, pattern))
     seen = set(aliases)
     names = [m for m in timm.list_models(pattern or "") if m not in seen]
     return aliases + names
 
 
-def _unknown(
-    name: str, candidates: list[str], what: str = "model"
-) -> UnknownModelError:
+def _unknown(name: str, candidates: list[str], what: str = "model") -> UnknownModelError:
     close = difflib.get_close_matches(name.lower(), candidates, n=4, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "no close name found;"
     return UnknownModelError(
@@ -306,7 +298,5 @@ def resolve_name(name: str) -> ModelSpec:
     if not timm.models.is_model(arch):
         raise _unknown(key, list(ALIASES) + timm.list_models())
     if tag and key not in timm.models.get_arch_pretrained_cfgs(arch):
-        raise _unknown(
-            key, list(timm.models.get_arch_pretrained_cfgs(arch)), what="pretrained tag"
-        )
+        raise _unknown(key, list(timm.models.get_arch_pretrained_cfgs(arch)), what="pretrained tag")
     return ModelSpec(name=name, timm_name=key, family=family_of(key))

@@ -158,3 +158,16 @@ def test_compare_reads_a_run_checkpoint(run_checkpoint):
     record = result.metadata["models"]["a"]
     assert record["weights"] == "checkpoint" and record["checkpoint_key"] == "student"
     assert record["checkpoint_path"] == str(run_checkpoint.resolve())
+
+
+def test_a_model_argument_that_is_a_run_checkpoint_splits_into_name_and_file(run_checkpoint, tmp_path):
+    from cka_probe.errors import CheckpointError
+    from cka_probe.models import name_and_checkpoint
+
+    assert name_and_checkpoint(str(run_checkpoint)) == ("test_resnet", str(run_checkpoint))
+    assert name_and_checkpoint("test_resnet") == ("test_resnet", None)
+    assert name_and_checkpoint("test_vit", run_checkpoint) == ("test_vit", str(run_checkpoint))
+    bare = tmp_path / "bare.pth"
+    torch.save(timm.create_model("test_resnet").state_dict(), bare)
+    with pytest.raises(CheckpointError, match="does not record its model"):
+        name_and_checkpoint(str(bare))
