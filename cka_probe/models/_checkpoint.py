@@ -178,7 +178,7 @@ def _unsafe_globals(path: Path) -> list[str]:
     except (ValueError, RuntimeError, OSError):
         return []
     allowed = {_global_name(g) for g in SAFE_GLOBALS}
-    return [name for name in found if name not in allowed]
+    return sorted(name for name in found if name not in allowed)
 
 
 def _is_state_dict(obj: object) -> bool:
