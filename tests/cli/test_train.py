@@ -199,3 +199,16 @@ def test_python_dash_m_cka_probe_runs_the_cli():
 
     done = subprocess.run([sys.executable, "-m", "cka_probe", "validate", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "Usage: cka-probe validate [OPTIONS] CHECKPOINT" in done.stdout
+
+
+class _Pickled:
+    """Any object outside the allowlist."""
+
+
+def test_validate_refuses_a_checkpoint_pickling_an_object_outside_the_allowlist(tmp_path, assert_one_line_error):
+    import timm
+
+    path = tmp_path / "pickled.pth"
+    torch.save({"state_dict": timm.create_model("test_resnet").state_dict(), "extra": _Pickled()}, path)
+    result = run("validate", str(path), "--model", "test_resnet", "--dataset", "fashion_mnist")
+    assert_one_line_error(result, "_Pickled, outside the allowlist of harmless globals (argparse.Namespace)")
