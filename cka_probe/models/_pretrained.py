@@ -38,10 +38,7 @@ def _hub_files(pretrained_cfg) -> tuple[str, str | None, tuple[str, ...]]:
 
 def _hub_cached(repo_id: str, revision: str | None, filenames: tuple[str, ...]) -> bool:
     return any(
-        isinstance(
-            huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision),
-            str,
-        )
+        isinstance(huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision), str)
         for filename in filenames
     )
 

@@ -124,6 +124,10 @@ class Trainer:
         self.summary_path = self.output_dir / SUMMARY_NAME
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self.progress = progress and self.dist.is_main
+        if config.sync_bn and self.dist.distributed and self.device.type != "cuda":
+            raise ConfigError(
+                "sync_bn needs CUDA devices (SyncBatchNorm); on CPUs keep sync_bn=false and dist_bn=reduce"
+            )
         self.local_batch = local_batch_size(config.batch_size, self.dist.world_size, config.grad_accum_steps)
         if (config.mixup > 0 or config.cutmix > 0) and self.local_batch % 2:
             raise ConfigError(

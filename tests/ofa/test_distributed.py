@@ -162,3 +162,15 @@ def test_a_global_batch_that_does_not_split_is_refused(batch, world, accum, mess
     with pytest.raises(ConfigError, match=message):
         local_batch_size(batch, world, accum)
     assert local_batch_size(1024, 8, 2) == 64
+
+
+def test_sync_bn_on_cpu_processes_is_refused_before_any_collective(tmp_path, monkeypatch):
+    from cka_probe.ofa import trainer as trainer_module
+    from cka_probe.ofa.distributed import DistInfo
+
+    monkeypatch.setattr(
+        trainer_module, "init_distributed", lambda device: (DistInfo(rank=0, world_size=2, local_world_size=2), device)
+    )
+    config = load_config(None, _values(tmp_path, tmp_path / "unused.pth", method="scratch", sync_bn=True))
+    with pytest.raises(ConfigError, match="sync_bn needs CUDA devices"):
+        Trainer(config, datasets=_datasets())
