@@ -37,8 +37,8 @@ def _datasets():
 def _values(output_dir, teacher, **changes):
     values = {
         "method": "ofa", **STUDENT, "teacher": "test_resnet", "teacher_checkpoint": str(teacher), "num_classes": 10,
-        "img_size": 16, "dataset": "fashion_mnist", "epochs": 2, "batch_size": 8, "lr": 1e-3, "opt": "adamw",
-        "warmup_epochs": 1, "ema_decay": 0.9, "smoothing": 0.1, "workers": 0, "output_dir": str(output_dir),
+        "img_size": 16, "dataset": "fashion_mnist", "epochs": 2, "batch_size": 8, "lr": 0.05, "opt": "sgd",
+        "warmup_epochs": 0, "ema_decay": 0.9, "smoothing": 0.1, "workers": 0, "output_dir": str(output_dir),
         "device": "cpu", "ofa_gamma": 1.5, "amp": False,
     }  # fmt: skip
     values.update(changes)
@@ -115,23 +115,25 @@ def _assert_close(a, b, rtol, atol):
     for part in ("student", "branches", "ema"):
         assert a[part].keys() == b[part].keys()
         for key in a[part]:
-            torch.testing.assert_close(a[part][key], b[part][key], rtol=rtol, atol=atol, msg=f"{part}.{key}")
+            difference = float((a[part][key].double() - b[part][key].double()).abs().max())
+            assert torch.allclose(a[part][key], b[part][key], rtol=rtol, atol=atol), f"{part}.{key}: {difference}"
     assert a["step"] == b["step"]
 
 
 def test_ddp_equals_single_process_training_with_the_same_global_batch(runs, one_thread):
-    # 2 epochs x 4 steps of AdamW; float32 sums in another order: agreement to 1e-5 (the weights move by ~1e-2)
-    _assert_close(runs["ddp"]["full"], runs["single"], rtol=1e-4, atol=1e-5)
+    # 2 epochs x 4 steps of SGD (Nesterov, lr 0.05): the weights move by up to 0.25; float32 sums in another order
+    # leave differences of about 1e-7 (SGD is linear in the gradient; Adam would amplify them where v is tiny)
+    _assert_close(runs["ddp"]["full"], runs["single"], rtol=1e-5, atol=1e-6)
     assert runs["single"]["step"] == 8
     # the epoch metrics are reduced over both processes: the loss and the validation over all 12 images
     for ddp_record, single_record in zip(runs["ddp"]["history"], runs["single_history"]):
         assert ddp_record["val"]["n"] == single_record["val"]["n"] == 12
         assert ddp_record["val"]["top1"] == pytest.approx(single_record["val"]["top1"])
-        assert ddp_record["train"]["loss"] == pytest.approx(single_record["train"]["loss"], rel=1e-4)
+        assert ddp_record["train"]["loss"] == pytest.approx(single_record["train"]["loss"], rel=1e-5)
 
 
 def test_gradient_accumulation_equals_the_full_batch(runs, one_thread):
-    _assert_close(runs["accumulated"], runs["single"], rtol=1e-4, atol=1e-5)
+    _assert_close(runs["accumulated"], runs["single"], rtol=1e-5, atol=1e-6)
 
 
 def test_ddp_ranks_stay_identical_and_resume_is_exact(runs, one_thread):
