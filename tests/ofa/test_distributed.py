@@ -176,3 +176,25 @@ def test_sync_bn_on_cpu_processes_is_refused_before_any_collective(tmp_path, mon
     config = load_config(None, _values(tmp_path, tmp_path / "unused.pth", method="scratch", sync_bn=True))
     with pytest.raises(ConfigError, match="sync_bn needs CUDA devices"):
         Trainer(config, datasets=_datasets())
+
+
+def test_place_in_the_run_from_torchrun_or_slurm_variables(monkeypatch):
+    from cka_probe.ofa.distributed import DistInfo, dist_info
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+                 "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    assert dist_info() == DistInfo(0, 1, 0, 1)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
+    assert dist_info() == DistInfo(rank=5, world_size=16, local_rank=1, local_world_size=8)
+    monkeypatch.setenv("RANK", "3")  # torchrun's variables win over SLURM's
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert dist_info() == DistInfo(rank=3, world_size=4, local_rank=3, local_world_size=4)
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ConfigError, match="RANK='x' is not an integer"):
+        dist_info()
