@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 __all__ = [
+    "CHECKPOINT_SELECT",
+    "CheckpointSelect",
     "ESTIMATORS",
     "KERNELS",
     "LABELS",
@@ -39,6 +41,10 @@ Pool = Literal["mean", "max", "flatten"]
 Weights = Literal["pretrained", "random"]
 """timm hub weights, or seeded random initialisation (a checkpoint overrides either)."""
 
+CheckpointSelect = Literal["auto", "student", "ema"]
+"""Which weights of a checkpoint: ``auto`` (a training run's student, else the file's state dict), the
+student, or its EMA."""
+
 Labels = Literal["auto", "names", "index"]
 """Heatmap tick labels: layer names, 1-based layer numbers, or names when they fit."""
 
@@ -48,3 +54,4 @@ TOKENS: tuple[str, ...] = get_args(Tokens)
 POOLS: tuple[str, ...] = get_args(Pool)
 WEIGHTS: tuple[str, ...] = get_args(Weights)
 LABELS: tuple[str, ...] = get_args(Labels)
+CHECKPOINT_SELECT: tuple[str, ...] = get_args(CheckpointSelect)

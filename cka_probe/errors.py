@@ -26,6 +26,8 @@ __all__ = [
     "OutputNameError",
     "KernelError",
     "PrecisionError",
+    "DeviceError",
+    "UnsafeCheckpointError",
 ]
 
 
@@ -115,3 +117,14 @@ class KernelError(CKAProbeError):
 
 class PrecisionError(CKAProbeError):
     """A precision that the all-pairs engine does not offer (it computes in float64 or float32)."""
+
+
+# Devices, distributed training and training checkpoints (cka_probe._device, cka_probe.ofa).
+
+
+class DeviceError(CKAProbeError):
+    """A device string torch does not know, or a device (or number of devices) this machine does not have."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickled Python objects are outside the allowlist of harmless globals."""

@@ -7,9 +7,10 @@ Pairs (tiny timm configurations, 32 x 32 inputs, sized for a 2-core CPU):
 
 Every student is trained with each method and each seed on the same fixed training subset; teachers are
 trained from scratch first (longer). Afterwards the script evaluates every model on the full test split
-(10,000 images), computes CKA heatmaps of each seed-0 student against its teacher with cka-probe's
-own engine (:class:`cka_probe.FeatureRecorder` on the activation layers, mean-pooled, then
-:func:`cka_probe.cka_matrix`), and writes the top-1 table (mean +- std over seeds) into ``docs/ofa.md``
+(10,000 images), computes CKA of every student against its teacher with cka-probe's own engine
+(:class:`cka_probe.FeatureRecorder` on the activation layers, mean-pooled, then :func:`cka_probe.cka_matrix`;
+the last-layer CKA of every seed, the heatmaps of seed 0), and writes the top-1 and CKA tables (mean +- std
+over seeds, and CKA per seed) into ``docs/ofa.md``
 between the ``ofa-study`` markers, the heatmaps beside it, and everything with its provenance
 to ``OUT/results.json``.
 
@@ -17,7 +18,7 @@ Runs are resumable: a finished run is skipped, an interrupted one resumes from i
 
 Usage::
 
-    python scripts/ofa_study.py                  # the full study (about 25 minutes on 2 idle cores)
+    python scripts/ofa_study.py                  # the full study (3 seeds; about 35 minutes on 2 idle cores)
     python scripts/ofa_study.py --smoke          # 1 epoch of a few batches per run; projects the full run's time
 """
 
@@ -39,7 +40,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("scratch", "kd", "fitnet", "ofa")
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2)
 
 MODELS = {
     "resnet18": ("resnet18", {}),
@@ -176,7 +177,7 @@ def evaluate_and_probe(out: Path, teachers: dict, students: dict, scale: dict) -
     from torch.utils.data import DataLoader
 
     import cka_probe
-    from cka_probe.ofa.checkpoint import load_model_weights
+    from cka_probe.models import load_checkpoint
     from cka_probe.ofa.config import load_config
     from cka_probe.ofa.data import FASHION_MNIST_DIR, FashionMNIST, build_transforms, fixed_subset
 
@@ -191,7 +192,7 @@ def evaluate_and_probe(out: Path, teachers: dict, students: dict, scale: dict) -
     def load(job):
         config = load_config(None, job["config"])
         model = timm.create_model(config.student, num_classes=config.num_classes, **config.student_kwargs)
-        load_model_weights(model, Path(config.output_dir) / "last.pth")
+        load_checkpoint(model, Path(config.output_dir) / "last.pth", config.student, strict=True)
         return model.eval()
 
     @torch.no_grad()
@@ -216,12 +217,12 @@ def evaluate_and_probe(out: Path, teachers: dict, students: dict, scale: dict) -
         for job in students[pair]:
             student = load(job)
             accuracy[job["name"]] = top1(student)
+            matrix = cka_probe.cka_matrix(features(student), teacher_features)
+            last_layer_cka[job["name"]] = float(matrix.values[-1, -1])
             if job["config"]["seed"] == SEEDS[0]:
-                matrix = cka_probe.cka_matrix(features(student), teacher_features)
                 heatmaps[job["name"]] = {
                     "rows": list(matrix.rows), "cols": list(matrix.cols), "values": matrix.values.tolist(),
                 }  # fmt: skip
-                last_layer_cka[job["name"]] = float(matrix.values[-1, -1])
             print(f"  {job['name']}: test top-1 {accuracy[job['name']]:.2f}%", flush=True)
     return {"test_top1": accuracy, "cka": heatmaps, "last_layer_cka": last_layer_cka, "test_images": len(test_set),
             "probe_images": len(probe_images)}  # fmt: skip
@@ -251,13 +252,17 @@ def summary_table(evaluation: dict[str, Any], teachers: dict, students: dict) ->
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
         rows.append(f"| {PAIRS[pair]['title']} | {accuracy[teachers[pair]['name']]:.2f} | " + " | ".join(cells) + " |")
+    cka = evaluation["last_layer_cka"]
     cka_header = "\n\n| pair | " + " | ".join(METHODS) + " |\n|---|" + "---:|" * len(METHODS) + "\n"
-    cka_rows = [
-        f"| {PAIRS[pair]['title']} | "
-        + " | ".join(f"{evaluation['last_layer_cka'][f'{pair}/{method}_seed{SEEDS[0]}']:.3f}" for method in METHODS)
-        + " |"
-        for pair in PAIRS
-    ]
+    cka_rows = []
+    for pair in PAIRS:
+        cells = []
+        for method in METHODS:
+            values = [cka[f"{pair}/{method}_seed{seed}"] for seed in SEEDS]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            per_seed = ", ".join(f"{v:.3f}" for v in values)
+            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f} ({per_seed})")
+        cka_rows.append(f"| {PAIRS[pair]['title']} | " + " | ".join(cells) + " |")
     return header + "\n".join(rows) + cka_header + "\n".join(cka_rows)
 
 
@@ -301,7 +306,8 @@ def update_docs(doc: Path, table: str, figure: Path, provenance: dict[str, Any],
         raise SystemExit(f"{doc} has no {MARK_BEGIN} ... {MARK_END} section to fill")
     body = (
         f"{MARK_BEGIN}\nTest top-1 (%) on {test_images:,} Fashion-MNIST test images, mean ± std over seeds {list(SEEDS)}; "
-        f"second table: linear CKA between the last activation layers of the seed-0 student and its teacher.\n\n"
+        f"second table: linear CKA between the last activation layers of each student and its teacher, mean ± std "
+        f"over seeds (per seed in brackets); heatmaps of the seed-0 students.\n\n"
         f"{table}\n\n![CKA of each student (rows) against its teacher (columns)]({figure.relative_to(doc.parent)})\n\n"
         f"Provenance: {json.dumps(provenance)}\n{MARK_END}"
     )

@@ -86,7 +86,7 @@ def feature_key(model: dict[str, Any], data: dict[str, Any], settings: dict[str,
         "format": FORMAT_VERSION,
         "cka_probe": __version__,
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
-        "model": {k: model.get(k) for k in ("name", "timm_name", "weights", "checkpoint_sha256", "pretrained", "seed")},
+        "model": dict(model),  # all of key_record: what identifies the weights is defined there, once
         "data": {k: data.get(k) for k in ("kind", "source", "image_list_sha256", "content_sha256", "n", "seed")},
         "settings": settings,
     }

@@ -53,6 +53,10 @@ def compare(
     pool: str = "mean",
     seed_a: int | None = None,
     seed_b: int | None = None,
+    checkpoint_key_a: str = "auto",
+    checkpoint_key_b: str = "auto",
+    num_classes_a: int | None = None,
+    num_classes_b: int | None = None,
     kernel: str = "linear",
     unbiased: bool = False,
     sigma_frac: float = 1.0,
@@ -76,7 +80,12 @@ def compare(
         batch_size: images per forward pass; ``None`` is all n in one batch, as in the paper.
         seed: subset choice, and the initialisation of ``weights="random"``.
         weights: ``"pretrained"`` (timm hub weights) or ``"random"``; a checkpoint overrides it per side.
-        checkpoint_a, checkpoint_b: local weights (.pth, .pt, .safetensors).
+        checkpoint_a, checkpoint_b: local weights (.pth, .pt, .safetensors): a state dict, a timm or
+            official OFA-KD checkpoint, or a ``cka-probe train`` checkpoint. A model name may itself be
+            such a file when it records its model (``compare("run/best.pth", "resnet18")``).
+        checkpoint_key_a, checkpoint_key_b: which weights of a training checkpoint: ``"auto"``,
+            ``"student"`` or ``"ema"``.
+        num_classes_a, num_classes_b: classifier size (default: ImageNet's, or the checkpoint's own).
         layers_a, layers_b: ``"activations"``, glob patterns or module names.
         tokens: ``"patch"``, ``"all"`` or ``"cls"`` for token layers of models with prefix tokens;
             ``tokens_a`` / ``tokens_b`` set one side's own (e.g. a CNN against a ViT's class token).
@@ -101,9 +110,9 @@ def compare(
     started = time.perf_counter()
     settings = _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator)
     sides = {
-        "a": _Side(a, checkpoint_a, seed if seed_a is None else seed_a,
+        "a": _Side(*_named(a, checkpoint_a), seed if seed_a is None else seed_a, checkpoint_key_a, num_classes_a,
                    FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size)),
-        "b": _Side(b, checkpoint_b, seed if seed_b is None else seed_b,
+        "b": _Side(*_named(b, checkpoint_b), seed if seed_b is None else seed_b, checkpoint_key_b, num_classes_b,
                    FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size)),
     }
     device = resolve_device(device)
@@ -116,15 +125,16 @@ def compare(
         for key, side in sides.items():
             if key == "b" and same_model:
                 break
-            extracted[key] = model_features(ModelRequest(side.model, weights, side.checkpoint, side.seed),
+            request = ModelRequest(side.model, weights, side.checkpoint, side.seed,
+                                   checkpoint_select=side.checkpoint_key, num_classes=side.num_classes)
+            extracted[key] = model_features(request,
                                             inputs.probe, side.settings, device=device, cache=store,
                                             progress=progress)
     else:
         for key, side in sides.items():
             if key == "b" and same_model:
                 break
-            extracted[key] = _extract_direct(side.model, inputs, weights=weights, checkpoint=side.checkpoint,
-                                             seed=side.seed, settings=side.settings, device=device, progress=progress)
+            extracted[key] = _extract_direct(side, inputs, weights=weights, device=device, progress=progress)
     extracted_a = extracted["a"]
     extracted_b = extracted.get("b", extracted_a)
     model_a, model_b = extracted_a.extra["model"], extracted_b.extra["model"]
@@ -195,15 +205,27 @@ class _Side:
     model: Any
     checkpoint: str | None
     seed: int
+    checkpoint_key: str
+    num_classes: int | None
     settings: FeatureSettings
 
 
-def _extract_direct(model, inputs: _Inputs, *, weights, checkpoint, seed, settings: FeatureSettings, device,
-                    progress):
+def _named(model: Any, checkpoint: str | None) -> tuple[Any, str | None]:
+    """A model argument that is a training checkpoint becomes the model it records and that file."""
+    if not isinstance(model, str):
+        return model, checkpoint
+    from ..models import name_and_checkpoint
+
+    return name_and_checkpoint(model, checkpoint)
+
+
+def _extract_direct(side: _Side, inputs: _Inputs, *, weights, device, progress):
     """Features of a module (or a named model on caller-given tensors), without the cache."""
     from ..models import load_model, transform_for
 
-    loaded = load_model(model, weights=weights, checkpoint=checkpoint, seed=seed, device=device)
+    loaded = load_model(side.model, weights=weights, checkpoint=side.checkpoint, seed=side.seed, device=device,
+                        checkpoint_select=side.checkpoint_key, num_classes=side.num_classes)
+    settings = side.settings
     extracted = extract_features(loaded.model, inputs.batches(transform_for(loaded)), layers=settings.layers,
                                  tokens=settings.tokens, layouts=dict(settings.layouts) or None, pool=settings.pool,
                                  device=device, total=inputs.n, desc=loaded.name, progress=progress)

@@ -8,8 +8,8 @@ Both kinds share these sections::
                 layers: activations, layouts: {}, sigma_frac: 1.0, device: auto,
                 permutations: 0, bootstrap: 0, confidence: 0.95, stats_seed: 0}
     cache:     null                  # feature cache directory (null: the default one; false: no cache)
-    models:                          # names, or mappings with name/label/weights/checkpoint/family/seed/
-      - mobilenetv2                  # layers/tokens/layouts
+    models:                          # names (or training checkpoints), or mappings with name/label/weights/
+      - mobilenetv2                  # checkpoint/checkpoint_key/num_classes/family/seed/layers/tokens/layouts
       - {name: vit_s, label: ViT-S, family: vit}
 
 A figure adds ``title``, ``panels`` (rows of ``[row model, column model]`` label pairs, ``null`` for an
@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._choices import Estimator, Kernel, Labels, Pool, Tokens, Weights
+from .._choices import CheckpointSelect, Estimator, Kernel, Labels, Pool, Tokens, Weights
 from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
 from .estimation import CKASettings
@@ -120,6 +120,8 @@ class ModelEntry(Section):
     layers: str | list[str] | None = None
     tokens: Tokens | None = None
     layouts: dict[str, str] | list[str] | None = None
+    checkpoint_key: CheckpointSelect = "auto"
+    num_classes: int | None = Field(None, ge=1)
 
     _check_layouts = field_validator("layouts")(lambda value: _layouts(value))
 
@@ -289,9 +291,10 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
     checked = job.model_dump()
     models, model_layers, model_tokens, model_layouts = [], {}, {}, {}
     for entry in job.models:
-        request = ModelRequest(name=entry.name, weights=entry.weights or job.weights, checkpoint=entry.checkpoint,
-                               seed=job.data.seed if entry.seed is None else entry.seed, label=entry.label,
-                               family=entry.family)
+        request = ModelRequest.from_argument(
+            entry.name, entry.checkpoint, weights=entry.weights or job.weights, label=entry.label,
+            seed=job.data.seed if entry.seed is None else entry.seed, family=entry.family,
+            checkpoint_select=entry.checkpoint_key, num_classes=entry.num_classes)
         models.append(request)
         if entry.layers is not None:
             model_layers[request.display] = entry.layers

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._device import resolve_device
 from ..capture import FeatureRecorder, LayerInfo
-from ..errors import CKAProbeError
 
 __all__ = ["ExtractedFeatures", "extract_features", "resolve_device"]
 
@@ -33,16 +33,6 @@ class ExtractedFeatures:
              "raw_shape": list(info.raw_shape[1:]), "pooled_dim": info.pooled_dim}
             for info in self.layers
         ]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when there is a GPU, else the CPU; ``"cuda"`` without one is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CKAProbeError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return device
 
 
 def extract_features(

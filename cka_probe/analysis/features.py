@@ -27,6 +27,8 @@ class ModelRequest:
         seed: initialisation seed of random weights.
         label: how tables and figures call it (default: ``name``).
         family: family label overriding the registry's (``cnn``, ``vit``, ``mlp``, ``hybrid``).
+        checkpoint_select: which weights of a training checkpoint: ``auto``, ``student`` or ``ema``.
+        num_classes: classifier size (``None``: ImageNet's, or the checkpoint's own).
     """
 
     name: str
@@ -35,6 +37,16 @@ class ModelRequest:
     seed: int = 0
     label: str | None = None
     family: str | None = None
+    checkpoint_select: str = "auto"
+    num_classes: int | None = None
+
+    @classmethod
+    def from_argument(cls, name_or_path: str, checkpoint: str | None = None, **kwargs: Any) -> ModelRequest:
+        """A request from what a user typed: a model name, or a training checkpoint that records its model."""
+        from ..models import name_and_checkpoint
+
+        name, checkpoint = name_and_checkpoint(name_or_path, checkpoint)
+        return cls(name, checkpoint=checkpoint, label=kwargs.pop("label", None) or name_or_path, **kwargs)
 
     @property
     def display(self) -> str:
@@ -57,6 +69,8 @@ class ModelRequest:
             "timm_name": spec.timm_name,
             "weights": weights,
             "checkpoint_sha256": checkpoint_sha,
+            "checkpoint_select": self.checkpoint_select if self.checkpoint else None,
+            "num_classes": self.num_classes,
             "pretrained": pretrained_record(spec.timm_name) if weights == "pretrained" else None,
             "seed": self.seed if weights == "random" else None,
         }
@@ -118,7 +132,8 @@ def model_features(
             hit.features = {name: t.to(device) for name, t in hit.features.items()}
             return hit
     loaded = load_model(
-        request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed, device=device
+        request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed, device=device,
+        checkpoint_select=request.checkpoint_select, num_classes=request.num_classes,
     )
     extracted = extract_features(
         loaded.model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import _options as opt
+from .._choices import CHECKPOINT_SELECT
 from ._options import report_errors
 
 
@@ -22,6 +23,13 @@ from ._options import report_errors
 @click.option("--checkpoint-a", type=click.Path(dir_okay=False), default=None,
               help="Local weights for A (.pth, .pt, .safetensors).")
 @click.option("--checkpoint-b", type=click.Path(dir_okay=False), default=None, help="Local weights for B.")
+@click.option("--checkpoint-key-a", type=click.Choice(CHECKPOINT_SELECT), default="auto", show_default=True,
+              help="Weights of A's training checkpoint: its student or its EMA (auto: the student).")
+@click.option("--checkpoint-key-b", type=click.Choice(CHECKPOINT_SELECT), default="auto", show_default=True,
+              help="Same for B.")
+@click.option("--num-classes-a", type=click.IntRange(min=1), default=None,
+              help="Classifier size of A [default: the checkpoint's, else ImageNet's 1000].")
+@click.option("--num-classes-b", type=click.IntRange(min=1), default=None, help="Same for B.")
 @click.option("--layers-a", default="activations", show_default=True,
               help="activations, or comma-separated module names / glob patterns.")
 @click.option("--layers-b", default="activations", show_default=True, help="Same for B.")
@@ -49,11 +57,12 @@ from ._options import report_errors
 @opt.VERBOSE
 @report_errors
 def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b, weights, checkpoint_a, checkpoint_b,
-            layers_a, layers_b, tokens, tokens_a, tokens_b, layouts_a, layouts_b, pool, kernel, unbiased, estimator,
+            checkpoint_key_a, checkpoint_key_b, num_classes_a, num_classes_b, layers_a, layers_b, tokens, tokens_a, tokens_b, layouts_a, layouts_b, pool, kernel, unbiased, estimator,
             device, out, name, formats, labels, overwrite, skip_bad, cache_dir, no_cache, no_progress, verbose):
     """CKA of every layer of MODEL_A (rows) against every layer of MODEL_B (columns).
 
-    Writes A_vs_B.csv, A_vs_B.json (provenance) and the heatmap under --out.
+    A model is a name (alias or timm name) or a training checkpoint that records its model
+    (cka-probe train's last.pth / best.pth). Writes A_vs_B.csv, A_vs_B.json (provenance) and the heatmap under --out.
     """
     from ..analysis import output_paths, output_stem
     from ..analysis import compare as run_compare
@@ -67,7 +76,8 @@ def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b
         check_outputs(output_paths(directory, stem, fmt).values(), overwrite)
         result = run_compare(
             model_a, model_b, data, n=num_images, batch_size=batch_size, seed=seed, seed_a=seed_a, seed_b=seed_b,
-            weights=weights, checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b,
+            weights=weights, checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b, checkpoint_key_a=checkpoint_key_a,
+            checkpoint_key_b=checkpoint_key_b, num_classes_a=num_classes_a, num_classes_b=num_classes_b,
             layers_a=opt.split_layers(layers_a), layers_b=opt.split_layers(layers_b), tokens=tokens,
             tokens_a=tokens_a, tokens_b=tokens_b, layouts_a=layouts["a"], layouts_b=layouts["b"], pool=pool,
             kernel=kernel, unbiased=unbiased, estimator=estimator, device=device, skip_bad=skip_bad,

@@ -42,9 +42,10 @@ def _register() -> None:
     from .layers import layers
     from .models import models
     from .train import train
+    from .validate import validate
     from .zoo import zoo
 
-    for command in (compare, figure, layers, models, zoo, train):
+    for command in (compare, figure, layers, models, zoo, train, validate):
         main.add_command(command)
 
 

@@ -1,6 +1,11 @@
-"""``cka-probe train``: train a student from scratch or distil it (KD, FitNet, One-for-All) from a recipe."""
+"""``cka-probe train``: train a student from scratch or distil it (KD, FitNet, One-for-All) from a recipe.
+
+On many GPUs: ``torchrun --nproc_per_node=N -m cka_probe train --config ...`` or ``cka-probe train --nproc N``.
+"""
 
 from __future__ import annotations
+
+import os
 
 import click
 
@@ -13,7 +18,7 @@ from ._options import report_errors
     "config_path",
     required=True,
     type=click.Path(dir_okay=False),
-    help="YAML recipe, e.g. configs/ofa/cifar100_cnn.yaml.",
+    help="YAML recipe, e.g. configs/ofa/cifar100_cnn.yaml or configs/ofa/official/imagenet_cnn.yaml.",
 )
 @click.option(
     "--set",
@@ -31,16 +36,38 @@ from ._options import report_errors
     help="Continue a run: from CHECKPOINT, or from OUTPUT_DIR/last.pth when given alone.",
 )
 @click.option("--overwrite", is_flag=True, help="Allow writing into an output folder that already holds a run.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes on this machine (one per GPU), started through torchrun; batch_size stays the global batch.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @report_errors
-def train(config_path, overrides, resume, overwrite, progress, verbose) -> None:
-    """Train the student of a recipe; checkpoints and metrics.jsonl go to its output_dir."""
+def train(config_path, overrides, resume, overwrite, nproc, progress, verbose) -> None:
+    """Train the student of a recipe; last/best checkpoints, metrics.jsonl and summary.csv go to its output_dir."""
     from ..ofa.config import load_config
-    from ..ofa.trainer import train as run_training
+    from ..ofa.distributed import check_nproc, dist_info, launch, local_batch_size
 
     config = load_config(config_path, overrides)
-    result = run_training(config, resume=resume, overwrite=overwrite, progress=progress)
+    if nproc != 1 and "WORLD_SIZE" not in os.environ:
+        check_nproc(nproc, config.device)  # refuse before starting anything
+        local_batch_size(config.batch_size, nproc, config.grad_accum_steps)
+        argv = ["train", "--config", config_path, *[arg for item in overrides for arg in ("--set", item)]]
+        argv += (["--resume", resume] if resume else []) + (["--overwrite"] if overwrite else [])
+        argv += ["--progress" if progress else "--no-progress"] + (["--verbose"] if verbose else [])
+        raise SystemExit(launch(nproc, argv, device=config.device))
+
+    from ..ofa.trainer import train as run_training
+
+    is_main = dist_info().is_main
+    result = run_training(
+        config, resume=resume, overwrite=overwrite, progress=progress, echo=click.echo if is_main else None
+    )
+    if not is_main:
+        return
     final = result.final
     if final:
         val = final["val"]

@@ -12,8 +12,28 @@ Public API::
 * :data:`ALIASES` is the one alias table; :func:`register_alias` adds to it.
 """
 
-from ._checkpoint import CHECKPOINT_KEYS, CheckpointKeysWarning, LoadedCheckpoint, load_checkpoint
-from ._load import WEIGHTS, LoadedModel, load_model, transform_for
+from . import _swin  # noqa: F401  (registers Swin-Nano/Pico, sec. B.2 of OFA-KD, with timm and the alias table)
+from ._checkpoint import (
+    CHECKPOINT_KEYS,
+    CHECKPOINT_SELECT,
+    SAFE_GLOBALS,
+    CheckpointKeysWarning,
+    LoadedCheckpoint,
+    SelectedState,
+    checkpoint_model_name,
+    checkpoint_num_classes,
+    load_checkpoint,
+    read_checkpoint,
+    select_state_dict,
+)
+from ._load import (
+    WEIGHTS,
+    LoadedModel,
+    load_model,
+    model_from_checkpoint,
+    name_and_checkpoint,
+    transform_for,
+)
 from ._pretrained import create_pretrained, pretrained_record
 from ._registry import (
     ALIASES,
@@ -25,24 +45,35 @@ from ._registry import (
     register_alias,
     resolve_name,
 )
+from ._swin import SWIN_VARIANTS
 
 __all__ = [
     "ALIASES",
     "CHECKPOINT_KEYS",
+    "CHECKPOINT_SELECT",
     "FAMILIES",
     "MODULE_FAMILIES",
+    "SAFE_GLOBALS",
+    "SWIN_VARIANTS",
     "WEIGHTS",
     "CheckpointKeysWarning",
     "LoadedCheckpoint",
     "LoadedModel",
     "ModelSpec",
+    "SelectedState",
+    "checkpoint_model_name",
+    "checkpoint_num_classes",
     "create_pretrained",
     "family_of",
     "pretrained_record",
     "list_models",
     "load_checkpoint",
     "load_model",
+    "model_from_checkpoint",
+    "name_and_checkpoint",
+    "read_checkpoint",
     "register_alias",
     "resolve_name",
+    "select_state_dict",
     "transform_for",
 ]

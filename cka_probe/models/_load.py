@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -11,11 +12,29 @@ import timm.data
 import torch
 from torch import nn
 
-from ._checkpoint import load_checkpoint
+from ..errors import CheckpointError
+from ._checkpoint import (
+    CHECKPOINT_SELECT,
+    LoadedCheckpoint,
+    checkpoint_num_classes,
+    load_checkpoint,
+    read_checkpoint,
+    select_state_dict,
+)
 from ._pretrained import create_pretrained
 from ._registry import family_of, resolve_name
 
-__all__ = ["WEIGHTS", "LoadedModel", "load_model", "transform_for"]
+__all__ = [
+    "CHECKPOINT_ATTRIBUTE",
+    "WEIGHTS",
+    "LoadedModel",
+    "load_model",
+    "model_from_checkpoint",
+    "transform_for",
+]
+
+#: Attribute :func:`model_from_checkpoint` sets on the module it builds: the :class:`LoadedCheckpoint` it read.
+CHECKPOINT_ATTRIBUTE = "cka_probe_checkpoint"
 
 WEIGHTS = ("pretrained", "random", "checkpoint")
 
@@ -91,6 +110,7 @@ def load_model(
     seed: int = 0,
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
+    checkpoint_select: str = "auto",
 ) -> LoadedModel:
     """Build a model by alias or timm name, or take a module, and ready it for probing.
 
@@ -101,18 +121,26 @@ def load_model(
         * a ``checkpoint`` path: the model is built as for ``"random"`` and the checkpoint loaded over it
           (``weights`` is then ignored and recorded as ``"checkpoint"``); entries it lacks keep the seeded values.
 
-    A module passed in keeps its own weights (recorded as ``"given"`` unless a checkpoint is loaded into it);
-    its family is derived from its class when it is a timm model, else ``"unknown"``.
+    A module passed in keeps its own weights (recorded as ``"given"`` unless a checkpoint is loaded into it,
+    or it was built by :func:`model_from_checkpoint`, whose file and hash are then recorded); its family is
+    derived from its class when it is a timm model, else ``"unknown"``.
+
+    Training checkpoints: a file written by ``cka-probe train`` (or the official OFA-KD / timm ``train.py``)
+    holds the student and, with EMA on, its EMA; ``checkpoint_select`` picks one. The classifier size is
+    read from the checkpoint when ``num_classes`` is not given. ``name_or_module`` may also be such a
+    checkpoint file itself: the model name it records is built and the file loaded into it.
 
     Args:
         name_or_module: An alias (see :func:`~cka_probe.models.list_models`), a timm name, or an ``nn.Module``.
         weights: ``"pretrained"`` or ``"random"``.
         checkpoint: A ``.pth`` / ``.pt`` / ``.bin`` / ``.pth.tar`` / ``.safetensors`` file to load.
+        checkpoint_select: ``"auto"``, ``"student"`` or ``"ema"``: which weights of a training checkpoint
+            (``"auto"``: a cka-probe run's student, else the first state dict found).
         seed: Seed set before the model is built (it also decides a pretrained model's re-initialised classifier
             when ``num_classes`` differs from the published one).
         device: Where the model is moved.
         num_classes: Classifier size, when it differs from the model's default (e.g. 100 for CIFAR-100);
-            models built by name only.
+            models built by name only. ``None`` with a checkpoint: the checkpoint's classifier size.
 
     Returns:
         The :class:`LoadedModel`.
@@ -130,13 +158,30 @@ def load_model(
         >>> loaded.family, loaded.data_config["input_size"], loaded.num_prefix_tokens, loaded.model.training
         ('vit', (3, 160, 160), 1, False)
     """
+    if checkpoint is None and isinstance(name_or_module, (str, os.PathLike)) and _is_checkpoint_file(name_or_module):
+        checkpoint = name_or_module
+        name_or_module = None
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)}")
     if weights == "checkpoint" and checkpoint is None:
         raise ValueError("weights='checkpoint' needs a checkpoint path; pass checkpoint=PATH")
+    if checkpoint_select not in CHECKPOINT_SELECT:
+        raise ValueError(f"unknown checkpoint_select {checkpoint_select!r}; use one of {', '.join(CHECKPOINT_SELECT)}")
+    selected = None
+    if checkpoint is not None and not isinstance(name_or_module, nn.Module):
+        selected = select_state_dict(read_checkpoint(checkpoint), checkpoint, checkpoint_select)
+        if name_or_module is None:
+            if selected.model_name is None:
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} does not record its model; give the model name and the file as its checkpoint"
+                )
+            name_or_module = selected.model_name
+        if num_classes is None:
+            num_classes = checkpoint_num_classes(selected.state_dict, resolve_name(name_or_module).timm_name)
     model_kwargs = {} if num_classes is None else {"num_classes": num_classes}
 
     pretrained_tag = None
+    given_checkpoint = None
     if isinstance(name_or_module, nn.Module):
         if num_classes is not None:
             raise ValueError("num_classes applies to models built by name; reset the module's classifier yourself")
@@ -146,7 +191,8 @@ def load_model(
         timm_name = cfg.get("architecture") if isinstance(cfg, dict) else None
         is_timm = type(model).__module__.startswith("timm.models.")
         family = family_of(timm_name) if (timm_name and is_timm) else "unknown"
-        used = "given"
+        given_checkpoint = getattr(model, CHECKPOINT_ATTRIBUTE, None)
+        used = "checkpoint" if isinstance(given_checkpoint, LoadedCheckpoint) else "given"
     else:
         spec = resolve_name(name_or_module)
         name, timm_name, family = name_or_module, spec.timm_name, spec.family
@@ -156,12 +202,21 @@ def load_model(
             pretrained_tag = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
             used = "pretrained"
         else:
-            model = _seeded(seed, lambda: timm.create_model(timm_name, pretrained=False, **model_kwargs))
+            model = _seeded(
+                seed,
+                lambda: timm.create_model(timm_name, pretrained=False, **model_kwargs),
+            )
             used = "random"
 
-    loaded_checkpoint = None
+    loaded_checkpoint = given_checkpoint if isinstance(given_checkpoint, LoadedCheckpoint) else None
     if checkpoint is not None:
-        loaded_checkpoint = load_checkpoint(model, checkpoint, model_label=timm_name or name)
+        loaded_checkpoint = load_checkpoint(
+            model,
+            checkpoint,
+            model_label=timm_name or name,
+            select=checkpoint_select,
+            selected=selected,
+        )
         used = "checkpoint"
 
     model = model.to(device).eval()
@@ -181,6 +236,62 @@ def load_model(
         missing_keys=loaded_checkpoint.missing_keys if loaded_checkpoint else (),
         unexpected_keys=loaded_checkpoint.unexpected_keys if loaded_checkpoint else (),
     )
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike,
+    name: str | None = None,
+    checkpoint_select: str = "auto",
+    num_classes: int | None = None,
+    seed: int = 0,
+    strict: bool = False,
+) -> nn.Module:
+    """A model built from a checkpoint file, remembering the file: :func:`load_model` records its path and hash.
+
+    Args:
+        path: The checkpoint (a ``cka-probe train`` run's, an official OFA-KD / timm one, or a state dict).
+        name: Alias or timm name; ``None`` takes the name the checkpoint records.
+        checkpoint_select: ``"auto"``, ``"student"`` or ``"ema"``.
+        num_classes: Classifier size; ``None`` reads it from the checkpoint.
+        seed: Seed of the initialisation of entries the checkpoint lacks.
+        strict: Refuse missing or unexpected keys (see :func:`~cka_probe.models.load_checkpoint`).
+
+    Returns:
+        The model in train mode on the CPU, with its :class:`LoadedCheckpoint` as ``model.cka_probe_checkpoint``.
+    """
+    selected = select_state_dict(read_checkpoint(path), path, checkpoint_select)
+    name = name or selected.model_name
+    if name is None:
+        raise CheckpointError(f"checkpoint {path} does not record its model; give the model name with it")
+    timm_name = resolve_name(name).timm_name
+    if num_classes is None:
+        num_classes = checkpoint_num_classes(selected.state_dict, timm_name)
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    model = _seeded(seed, lambda: timm.create_model(timm_name, pretrained=False, **kwargs))
+    loaded = load_checkpoint(model, path, model_label=timm_name, strict=strict, selected=selected)
+    setattr(model, CHECKPOINT_ATTRIBUTE, loaded)
+    return model
+
+
+def name_and_checkpoint(name_or_path: str, checkpoint: str | os.PathLike | None = None) -> tuple[str, str | None]:
+    """Split a model argument that may be a checkpoint file: ``("run/best.pth", None)`` -> ``("deit_tiny_...", "run/best.pth")``.
+
+    A name that is not an existing checkpoint file, or one given with its own checkpoint, comes back as it is.
+    The CLI calls this so that ``cka-probe compare run/best.pth teacher`` builds the model the run records.
+
+    Raises:
+        CheckpointError: The file records no model name (give the name, and the file as its checkpoint).
+    """
+    if checkpoint is not None or not _is_checkpoint_file(name_or_path):
+        return name_or_path, None if checkpoint is None else str(checkpoint)
+    from ._checkpoint import checkpoint_model_name
+
+    return checkpoint_model_name(name_or_path), str(name_or_path)
+
+
+def _is_checkpoint_file(value: str | os.PathLike) -> bool:
+    path = Path(value).expanduser()
+    return path.name.endswith((".pth", ".pt", ".bin", ".pth.tar", ".safetensors")) and path.is_file()
 
 
 def transform_for(loaded: LoadedModel) -> Any:

@@ -21,9 +21,18 @@ import yaml
 from ..errors import ConfigError
 from .task import METHODS
 
-__all__ = ["DATASETS", "TrainConfig", "load_config", "parse_override"]
+__all__ = [
+    "DATASETS",
+    "DIST_BN",
+    "EVAL_PREPROCESSING",
+    "TrainConfig",
+    "load_config",
+    "parse_override",
+]
 
 DATASETS = ("imagenet", "cifar100", "fashion_mnist")
+EVAL_PREPROCESSING = ("recipe", "student")
+DIST_BN = ("reduce", "broadcast", "none")
 
 
 @dataclasses.dataclass
@@ -46,10 +55,34 @@ class TrainConfig:
         data_dir: ``None`` means the data set's default location (Fashion-MNIST only).
         train_samples / val_samples: a fixed subset of that many images (``None``: all).
         crop_pct: evaluation centre-crop fraction (``None``: 0.875 for ImageNet, 1.0 otherwise).
+        interpolation: evaluation (and, unless ``train_interpolation`` is set, training) resize interpolation.
+        train_interpolation: training interpolation (``random``: bilinear or bicubic per image, as the
+            official OFA-KD runs); ``None``: ``interpolation``.
+        eval_preprocessing: ``recipe`` (crop_pct and interpolation above) or ``student`` (crop fraction,
+            crop mode and interpolation of the student's own timm pretrained config, as the official
+            OFA-KD runs evaluate, on CIFAR-100 too).
+        erase_after_mixup: apply random erasing to the batch after mixup / cutmix (as timm's prefetching
+            loader in the official runs does) instead of to each image before it.
+        workers: data-loading processes per device; ``None``: the CPU cores this process may use, shared
+            among the processes of a distributed run.
 
-    Optimisation (Table 8): epochs, batch_size, lr, min_lr, opt (timm name: ``sgd`` is SGD with
-    Nesterov momentum, ``momentum`` plain momentum, ``adamw``), weight_decay, sched (``multistep`` with
-    decay_milestones and decay_rate, or ``cosine``), warmup_epochs, ema_decay (``None``: no EMA).
+    Optimisation (Table 8): epochs, batch_size (the global batch: over all processes and accumulation
+    steps), lr, min_lr, opt (timm name: ``sgd`` is SGD with Nesterov momentum, ``momentum`` plain
+    momentum, ``adamw``), weight_decay, sched (``step``: times decay_rate every decay_epochs, dropping at
+    epochs 30, 60, 90 for 30; ``multistep``: timm's, which drops one epoch before each of
+    decay_milestones; ``cosine``), warmup_epochs from warmup_lr, ema_decay (``None``: no EMA).
+    weight_decay_exempt_embeddings: ``false`` (default) decays every weight of two or more dimensions,
+    position embeddings, class token and Swin's relative-position bias tables included, as the official
+    OFA-KD code does (its optimiser sees the distiller, which has no ``no_weight_decay()``); ``true``
+    exempts the student's ``no_weight_decay()`` names, timm's rule for a bare model. Biases and norm
+    weights are never decayed (timm's ``filter_bias_and_bn``).
+    drop_path: the student's stochastic-depth rate (``None``: the timm model's default, 0.1 for Swin).
+    grad_accum_steps: optimiser steps take this many micro-batches per process, so that a smaller
+    number of devices reaches ``batch_size`` with the same learning rate and per-step semantics.
+
+    Distributed (``torchrun``): dist_bn (``reduce``: average BatchNorm statistics over processes before
+    each evaluation, as the official runs; ``broadcast``: take rank 0's; ``none``), sync_bn
+    (SyncBatchNorm instead of per-device statistics).
 
     Augmentation (Table 8): rand_augment (timm ``auto_augment`` string, e.g. ``rand-m9-mstd0.5`` for
     Table 8's "9/0.5"), mixup, cutmix (alphas; 0 disables), reprob (random-erasing probability).
@@ -64,23 +97,26 @@ class TrainConfig:
     method: str = "scratch"
     student: str = "resnet18"
     student_kwargs: dict = dataclasses.field(default_factory=dict)
-    teacher: Union[str, None] = None
+    teacher: str | None = None
     teacher_kwargs: dict = dataclasses.field(default_factory=dict)
-    teacher_checkpoint: Union[str, None] = None
+    teacher_checkpoint: str | None = None
     teacher_pretrained: bool = False
-    num_classes: Union[int, None] = None
+    num_classes: int | None = None
     img_size: int = 224
     # data
     dataset: str = "imagenet"
-    data_dir: Union[str, None] = None
-    train_samples: Union[int, None] = None
-    val_samples: Union[int, None] = None
-    workers: int = 4
-    crop_pct: Union[float, None] = None
+    data_dir: str | None = None
+    train_samples: int | None = None
+    val_samples: int | None = None
+    workers: int | None = None
+    crop_pct: float | None = None
     crop_scale: list[float] = dataclasses.field(default_factory=lambda: [0.08, 1.0])
     hflip: float = 0.5
     color_jitter: float = 0.4
     interpolation: str = "bilinear"
+    train_interpolation: str | None = None
+    eval_preprocessing: str = "recipe"
+    erase_after_mixup: bool = False
     # optimisation (Table 8)
     epochs: int = 300
     batch_size: int = 1024
@@ -91,13 +127,17 @@ class TrainConfig:
     weight_decay: float = 0.05
     sched: str = "cosine"
     decay_milestones: list[int] = dataclasses.field(default_factory=lambda: [30, 60, 90])
+    decay_epochs: float = 30.0
     decay_rate: float = 0.1
     warmup_epochs: int = 20
     warmup_lr: float = 1e-5
-    ema_decay: Union[float, None] = None
-    clip_grad: Union[float, None] = None
+    ema_decay: float | None = None
+    clip_grad: float | None = None
+    weight_decay_exempt_embeddings: bool = False
+    drop_path: float | None = None
+    grad_accum_steps: int = 1
     # augmentation (Table 8)
-    rand_augment: Union[str, None] = None
+    rand_augment: str | None = None
     mixup: float = 0.0
     cutmix: float = 0.0
     reprob: float = 0.0
@@ -107,8 +147,8 @@ class TrainConfig:
     kd_loss_weight: float = 1.0
     kd_temperature: float = 1.0
     ofa_stages: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
-    ofa_gamma: Union[float, list[float]] = 1.0
-    ofa_loss_weight: Union[float, list[float]] = 1.0
+    ofa_gamma: float | list[float] = 1.0
+    ofa_loss_weight: float | list[float] = 1.0
     ofa_temperature: float = 1.0
     fitnet_stages: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
     fitnet_loss_weight: float = 1.0
@@ -117,8 +157,10 @@ class TrainConfig:
     output_dir: str = "runs/ofa"
     device: str = "auto"
     amp: bool = True
-    limit_train_batches: Union[int, None] = None
-    limit_val_batches: Union[int, None] = None
+    dist_bn: str = "reduce"
+    sync_bn: bool = False
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -155,14 +197,35 @@ class TrainConfig:
             raise ConfigError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
         if self.method != "scratch" and not self.teacher:
             raise ConfigError(f"method {self.method!r} needs a teacher: set teacher=<timm model name>")
-        for key in ("epochs", "batch_size", "img_size"):
+        if self.eval_preprocessing not in EVAL_PREPROCESSING:
+            raise ConfigError(
+                f"unknown eval_preprocessing {self.eval_preprocessing!r}; use one of {', '.join(EVAL_PREPROCESSING)}"
+            )
+        if self.dist_bn not in DIST_BN:
+            raise ConfigError(f"unknown dist_bn {self.dist_bn!r}; use one of {', '.join(DIST_BN)}")
+        if self.drop_path is not None and not 0.0 <= self.drop_path < 1.0:
+            raise ConfigError(f"drop_path must lie in [0, 1) or be null, got {self.drop_path}")
+        for key in (
+            "epochs",
+            "batch_size",
+            "img_size",
+            "grad_accum_steps",
+            "decay_epochs",
+        ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
         for key in ("lr", "kd_temperature", "ofa_temperature"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix", "workers"):
-            if getattr(self, key) < 0:
+        for key in (
+            "min_lr",
+            "weight_decay",
+            "warmup_epochs",
+            "mixup",
+            "cutmix",
+            "workers",
+        ):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
         for key in ("reprob", "smoothing", "hflip"):
             if not 0.0 <= getattr(self, key) <= 1.0:
@@ -173,7 +236,13 @@ class TrainConfig:
             raise ConfigError(f"mixup/cutmix need an even batch_size, got {self.batch_size}")
         if len(self.crop_scale) != 2:
             raise ConfigError(f"crop_scale must be [min, max], got {self.crop_scale}")
-        for key in ("train_samples", "val_samples", "limit_train_batches", "limit_val_batches", "num_classes"):
+        for key in (
+            "train_samples",
+            "val_samples",
+            "limit_train_batches",
+            "limit_val_batches",
+            "num_classes",
+        ):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ConfigError(f"{key} must be positive or null, got {value}")
@@ -255,8 +324,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return _coerce(key, value, option)
             except ConfigError as exc:
                 errors.append(exc)
-        raise errors[-1] if len(errors) == 1 else ConfigError(
-            f"{key} must be one of {_type_names(args)}, got {value!r}"
+        raise (
+            errors[-1] if len(errors) == 1 else ConfigError(f"{key} must be one of {_type_names(args)}, got {value!r}")
         )
     if hint is bool:
         if isinstance(value, bool):

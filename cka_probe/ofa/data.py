@@ -28,9 +28,11 @@ __all__ = [
     "DATASET_STATS",
     "FASHION_MNIST_DIR",
     "FashionMNIST",
+    "build_dataset",
     "build_datasets",
     "build_transforms",
     "fixed_subset",
+    "student_eval_options",
 ]
 
 FASHION_MNIST_DIR = str(DEBIAN_FASHION_MNIST)
@@ -44,6 +46,7 @@ DATASET_STATS = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
 }
+
 
 class FashionMNIST(Dataset):
     """Fashion-MNIST from its IDX files (gzipped or not), as 3-channel PIL images.
@@ -75,11 +78,19 @@ class FashionMNIST(Dataset):
 
 
 def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:
-    """timm's training and evaluation transforms for ``config`` (Table 8's augmentations)."""
+    """timm's training and evaluation transforms for ``config`` (Table 8's augmentations).
+
+    Random erasing is left out of the per-image transform when ``erase_after_mixup`` is set (the trainer
+    then erases the mixed batch). With ``eval_preprocessing: student`` the evaluation crop fraction, crop
+    mode and interpolation are the student's own timm pretrained config's.
+    """
     from timm.data import create_transform
 
     mean, std = DATASET_STATS[config.dataset]
     crop_pct = config.crop_pct if config.crop_pct is not None else (0.875 if config.dataset == "imagenet" else 1.0)
+    eval_options = {"crop_pct": crop_pct, "interpolation": config.interpolation}
+    if config.eval_preprocessing == "student":
+        eval_options = student_eval_options(config.student)
     train_transform = create_transform(
         input_size=config.img_size,
         is_training=True,
@@ -87,54 +98,76 @@ def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:
         hflip=config.hflip,
         color_jitter=config.color_jitter,
         auto_augment=config.rand_augment,
-        interpolation=config.interpolation,
+        interpolation=config.train_interpolation or config.interpolation,
         mean=mean,
         std=std,
-        re_prob=config.reprob,
+        re_prob=0.0 if config.erase_after_mixup else config.reprob,
         re_mode="pixel",
         re_count=1,
     )
     eval_transform = create_transform(
         input_size=config.img_size,
         is_training=False,
-        interpolation=config.interpolation,
         mean=mean,
         std=std,
-        crop_pct=crop_pct,
+        **eval_options,
     )
     return train_transform, eval_transform
+
+
+def student_eval_options(student: str) -> dict:
+    """Crop fraction, crop mode and interpolation of a timm model's pretrained config (its evaluation recipe)."""
+    import timm.models
+
+    from ..models import resolve_name
+
+    cfg = timm.models.get_pretrained_cfg(resolve_name(student).timm_name)
+    if cfg is None:
+        return {"crop_pct": 0.875, "interpolation": "bicubic"}
+    return {
+        "crop_pct": cfg.crop_pct,
+        "crop_mode": cfg.crop_mode,
+        "interpolation": cfg.interpolation,
+    }
 
 
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     """The training and validation sets of ``config``, with timm transforms and optional fixed subsets."""
     train_transform, eval_transform = build_transforms(config)
+    return (
+        build_dataset(config, train=True, transform=train_transform),
+        build_dataset(config, train=False, transform=eval_transform),
+    )
+
+
+def build_dataset(config: TrainConfig, train: bool, transform: Callable | None = None) -> Dataset:
+    """One split of ``config``'s data set (``train_samples`` / ``val_samples`` applied); ``transform`` defaults
+    to the split's transform of :func:`build_transforms`."""
+    if transform is None:
+        transform = build_transforms(config)[0 if train else 1]
     if config.dataset == "fashion_mnist":
         root = Path(config.data_dir or FASHION_MNIST_DIR)
         _require_dir(root, "Fashion-MNIST")
-        train_set = FashionMNIST(root, train=True, transform=train_transform)
-        val_set = FashionMNIST(root, train=False, transform=eval_transform)
+        dataset = FashionMNIST(root, train=train, transform=transform)
     elif config.dataset == "cifar100":
         from torchvision.datasets import CIFAR100
 
         root = _require_data_dir(config, "CIFAR-100")
         try:
-            train_set = CIFAR100(str(root), train=True, transform=train_transform, download=False)
-            val_set = CIFAR100(str(root), train=False, transform=eval_transform, download=False)
+            dataset = CIFAR100(str(root), train=train, transform=transform, download=False)
         except RuntimeError as exc:
-            raise DataNotFoundError(f"no CIFAR-100 under {root} ({exc}); point data_dir at the folder holding cifar-100-python/") from None
+            raise DataNotFoundError(
+                f"no CIFAR-100 under {root} ({exc}); point data_dir at the folder holding cifar-100-python/"
+            ) from None
     else:
         from torchvision.datasets import ImageFolder
 
         root = _require_data_dir(config, "ImageNet")
-        for split in ("train", "val"):
-            _require_dir(root / split, f"ImageNet {split} split")
-        train_set = ImageFolder(str(root / "train"), transform=train_transform)
-        val_set = ImageFolder(str(root / "val"), transform=eval_transform)
-    if config.train_samples is not None:
-        train_set = fixed_subset(train_set, config.train_samples)
-    if config.val_samples is not None:
-        val_set = fixed_subset(val_set, config.val_samples)
-    return train_set, val_set
+        split = "train" if train else "val"
+        _require_dir(root / split, f"ImageNet {split} split")
+        dataset = ImageFolder(str(root / split), transform=transform)
+    samples = config.train_samples if train else config.val_samples
+    return fixed_subset(dataset, samples) if samples is not None else dataset
 
 
 def fixed_subset(dataset: Dataset, size: int, seed: int = 0) -> Dataset:

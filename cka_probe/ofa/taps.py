@@ -9,9 +9,17 @@ image of the training size.
   does not line up with the intermediates). Stage ``s`` is the deepest intermediate of the
   ``s``-th of the four coarsest resolutions: for a ResNet, ``layer1`` to ``layer4``; the stem
   (reduction 2) is not a stage.
-* **Isotropic models** (ViT, MLP-Mixer: every intermediate at one resolution): of ``L`` blocks,
-  stage ``s`` taps block ``L * s // 4 - 1`` (0-based), i.e. blocks 2, 5, 8, 11 of a 12-block ViT,
-  the last block being stage 4.
+* **CNNs with a head convolution** (MobileNetV2, EfficientNet, MnasNet, GhostNet, ReXNet, FBNet,
+  MixNet, FastViT, ...: timm's ``forward_intermediates`` ends at the last block, and ``conv_head`` +
+  ``bn2`` then widen it, e.g. 320 -> 1,280 channels): stage 4 is that head output (the ``final``
+  tensor ``forward_intermediates`` returns, before pooling), as the official OFA-KD code taps it.
+  The rule: when the final map has the last intermediate's resolution but another shape, it is stage 4.
+* **Isotropic models** (ViT/DeiT, MLP-Mixer, ResMLP: every intermediate at one resolution): the
+  official code taps blocks 1, 3, 9, 11 (0-based) of its 12-block students, i.e. the blocks ending
+  1/6, 1/3, 5/6 and all of the depth. For ``L`` blocks, stage ``s`` taps block
+  ``floor(L * f_s + 1/2) - 1`` with ``f = (1/6, 1/3, 5/6, 1)``, moved one block deeper where it would
+  repeat the previous stage: 12 blocks -> 1, 3, 9, 11; 24 -> 3, 7, 19, 23; 6 -> 0, 1, 4, 5;
+  4 -> 0, 1, 2, 3 (see :func:`isotropic_blocks`).
 
 Intermediates come back as ``forward_intermediates`` gives them by default: ``(B, C, H, W)`` maps,
 with a ViT's prefix (class / register) tokens split off and dropped.
@@ -19,6 +27,7 @@ with a ViT's prefix (class / register) tokens split off and dropped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -26,10 +35,23 @@ from torch import nn
 
 from ..errors import StageError
 
-__all__ = ["STAGES", "StageTaps", "model_kind", "pre_logit_width"]
+__all__ = [
+    "ISOTROPIC_FRACTIONS",
+    "STAGES",
+    "StageTaps",
+    "isotropic_blocks",
+    "model_kind",
+    "pre_logit_width",
+]
 
 STAGES = (1, 2, 3, 4)
 """The stage numbers of the paper (Table 9): four per model, 1 the shallowest."""
+
+ISOTROPIC_FRACTIONS = (1 / 6, 1 / 3, 5 / 6, 1.0)
+"""Depth fractions of the four stages of an isotropic model: blocks 1, 3, 9, 11 of 12 (official OFA-KD code)."""
+
+FINAL = -1
+"""Index standing for the ``final`` output of ``forward_intermediates`` (a CNN's head convolution)."""
 
 MODEL_KINDS = ("cnn", "vit")
 """``"cnn"`` for convolutional students; ``"vit"`` for patch-token models, ViT and MLP alike (Table 9)."""
@@ -62,6 +84,27 @@ def pre_logit_width(model: nn.Module) -> int:
     return width
 
 
+def isotropic_blocks(depth: int) -> dict[int, int]:
+    """Stage -> 0-based block index of an isotropic model with ``depth`` blocks.
+
+    Block ``floor(depth * f_s + 1/2) - 1`` for ``f = (1/6, 1/3, 5/6, 1)`` (:data:`ISOTROPIC_FRACTIONS`),
+    moved one block deeper where it would not be deeper than the previous stage's block. For the
+    12-block students of the official OFA-KD code this gives its blocks 1, 3, 9, 11.
+
+    Example:
+        >>> isotropic_blocks(12), isotropic_blocks(4)
+        ({1: 1, 2: 3, 3: 9, 4: 11}, {1: 0, 2: 1, 3: 2, 4: 3})
+    """
+    if depth < len(STAGES):
+        raise StageError(f"an isotropic model with {depth} blocks has no four stages; it needs at least 4 blocks")
+    blocks: dict[int, int] = {}
+    previous = -1
+    for stage, fraction in zip(STAGES, ISOTROPIC_FRACTIONS):
+        block = max(math.floor(depth * fraction + 0.5) - 1, previous + 1)
+        blocks[stage] = previous = block
+    return blocks
+
+
 class StageTaps:
     """Logits and stage features of a timm model in one forward pass.
 
@@ -71,7 +114,8 @@ class StageTaps:
 
     Attributes:
         kind: ``"cnn"`` or ``"vit"`` (see :func:`model_kind`).
-        indices: stage -> index into ``forward_intermediates``' outputs.
+        indices: stage -> index into ``forward_intermediates``' outputs, or :data:`FINAL` (-1) for its
+            ``final`` output (the head convolution of MobileNetV2-like CNNs).
         shapes: stage -> ``(C, H, W)`` of that stage's feature map at ``input_size``.
 
     Example:
@@ -90,7 +134,9 @@ class StageTaps:
         self.kind = model_kind(model)
         self.input_size = tuple(int(v) for v in input_size)
         shapes, reductions = self._dry_run()
-        self.indices = _stage_indices(shapes, reductions)
+        self.indices = _stage_indices([shapes[i] for i in range(len(shapes) - (FINAL in shapes))], reductions)
+        if FINAL in shapes:
+            self.indices[max(STAGES)] = FINAL
         self.shapes = {stage: shapes[index] for stage, index in self.indices.items()}
 
     def check_stages(self, stages: Iterable[int]) -> list[int]:
@@ -110,13 +156,17 @@ class StageTaps:
         stages = self.check_stages(stages)
         if not stages:
             return self.model(images), {}
-        indices = sorted({self.indices[stage] for stage in stages})
-        final, intermediates = self.model.forward_intermediates(images, indices=indices)
+        indices = sorted({self.indices[stage] for stage in stages} - {FINAL})
+        if indices:
+            final, intermediates = self.model.forward_intermediates(images, indices=indices)
+        else:
+            final, intermediates = self.model.forward_features(images), []
         by_index = dict(zip(indices, intermediates))
+        by_index[FINAL] = final
         logits = self.model.forward_head(final)
         return logits, {stage: by_index[self.indices[stage]] for stage in stages}
 
-    def _dry_run(self) -> tuple[list[tuple[int, ...]], list[int] | None]:
+    def _dry_run(self) -> tuple[dict[int, tuple[int, ...]], list[int] | None]:
         was_training = self.model.training
         try:
             parameter = next(self.model.parameters(), None)
@@ -125,10 +175,11 @@ class StageTaps:
             blank = torch.zeros((1, *self.input_size), device=device, dtype=dtype)
             self.model.eval()
             with torch.no_grad():
-                intermediates = self.model.forward_intermediates(blank, intermediates_only=True)
+                final, intermediates = self.model.forward_intermediates(blank)
         finally:
             self.model.train(was_training)
         shapes = [tuple(t.shape[1:]) for t in intermediates]
+        final_shape = tuple(final.shape[1:])
         if any(len(shape) != 3 for shape in shapes):
             raise StageError(
                 f"{type(self.model).__name__}.forward_intermediates returned shapes {shapes}; stage taps need "
@@ -138,19 +189,26 @@ class StageTaps:
         reductions = None
         if info is not None and len(info) == len(shapes):
             entries = list(info)
-            if all(isinstance(e, dict) and "reduction" in e and e.get("num_chs") == s[0] for e, s in zip(entries, shapes)):
+            if all(
+                isinstance(e, dict) and "reduction" in e and e.get("num_chs") == s[0] for e, s in zip(entries, shapes)
+            ):
                 reductions = [int(e["reduction"]) for e in entries]
-        return shapes, reductions
+        by_index = dict(enumerate(shapes))
+        if self.kind == "cnn" and _is_head_conv_output(final_shape, shapes[-1]):
+            by_index[FINAL] = final_shape
+        return by_index, reductions
+
+
+def _is_head_conv_output(final_shape: tuple[int, ...], last_shape: tuple[int, ...]) -> bool:
+    """A ``final`` map at the last intermediate's resolution but of another shape: a head conv ran between them."""
+    return len(final_shape) == 3 and final_shape[1:] == last_shape[1:] and final_shape != last_shape
 
 
 def _stage_indices(shapes: list[tuple[int, ...]], reductions: list[int] | None) -> dict[int, int]:
     """Stage -> intermediate index, from the reductions (or spatial sizes) of all intermediates."""
     keys = reductions if reductions is not None else [(-s[1], -s[2]) for s in shapes]
     if len(set(keys)) == 1:
-        depth = len(shapes)
-        if depth < len(STAGES):
-            raise StageError(f"an isotropic model with {depth} blocks has no four stages; it needs at least 4 blocks")
-        return {stage: depth * stage // 4 - 1 for stage in STAGES}
+        return isotropic_blocks(len(shapes))
     # Deepest intermediate of each resolution, in order of depth.
     last_of_group: dict[object, int] = {}
     for index, key in enumerate(keys):

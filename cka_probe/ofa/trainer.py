@@ -1,19 +1,28 @@
 """The training loop: timm's optimiser, scheduler, EMA, mixup and transforms around a DistillationTask.
 
 Per epoch: train (teacher frozen, in eval mode, under ``no_grad``; student, branches and adapters
-updated together), evaluate top-1 / top-5 of the student (and of its EMA), write a checkpoint
-atomically, append one JSON line to ``metrics.jsonl``.
+updated together), evaluate top-1 / top-5 of the student (and of its EMA), write ``last.pth`` and,
+when a validation top-1 is the best so far, ``best.pth`` (``best_ema.pth`` for the EMA's), append one
+JSON line to ``metrics.jsonl`` and one row to ``summary.csv``, and print one line.
+
+Distributed runs (``torchrun``, see :mod:`cka_probe.ofa.distributed`) wrap the task in
+DistributedDataParallel: each process reads its share of every global batch through a
+``DistributedSampler``, BatchNorm statistics stay per device and are averaged (``dist_bn: reduce``)
+before evaluation unless ``sync_bn`` is on, every process keeps the EMA, and only rank 0 writes.
 
 Resuming from a checkpoint continues exactly: model, branch, optimiser, scheduler, EMA and
-grad-scaler states and the Python / NumPy / torch RNG states are restored, and each epoch's data
-order comes from a generator seeded with ``(seed, epoch)``, so the resumed run takes the same next
-step as an uninterrupted one.
+grad-scaler states are restored, and every epoch starts by seeding the Python, NumPy and torch
+generators from ``(seed, epoch, rank)`` and draws its data order from ``(seed, epoch)``, so the
+resumed run takes the same next step as an uninterrupted one, on any number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,31 +31,43 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from .._device import resolve_device
 from ..errors import CheckpointError, ConfigError, OutputExistsError
-from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    capture_rng_state,
-    check_state_dict,
-    load_checkpoint,
-    load_model_weights,
-    restore_rng_state,
-    save_checkpoint,
-)
+from ..models import load_checkpoint as load_weights
+from ..models import read_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, check_state_dict, save_checkpoint
 from .config import TrainConfig
+from .distributed import default_workers, init_distributed, local_batch_size
 from .task import DistillationTask
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = [
+    "BEST_EMA_NAME",
+    "BEST_NAME",
+    "CHECKPOINT_NAME",
+    "SUMMARY_NAME",
+    "TrainResult",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "epoch_line",
+    "evaluate_model",
+    "train",
+]
 
 CHECKPOINT_NAME = "last.pth"
+BEST_NAME = "best.pth"
+BEST_EMA_NAME = "best_ema.pth"
 METRICS_NAME = "metrics.jsonl"
+SUMMARY_NAME = "summary.csv"
 
 # Settings that define what is trained; a checkpoint must agree on them to be resumed.
 _IDENTITY_KEYS = (
     "method", "student", "student_kwargs", "teacher", "teacher_kwargs", "num_classes", "img_size",
-    "ofa_stages", "fitnet_stages", "ema_decay",
+    "ofa_stages", "fitnet_stages", "ema_decay", "batch_size",
 )  # fmt: skip
 
 
@@ -55,14 +76,18 @@ class TrainResult:
     """What a run leaves behind.
 
     Attributes:
-        output_dir: folder of the checkpoint and the metrics log.
+        output_dir: folder of the checkpoints, the metrics log and the summary.
         checkpoint: path of the last checkpoint.
         history: one dict per epoch run in this call, as written to ``metrics.jsonl``.
+        best: path of the checkpoint of the best validation top-1 (``None`` before any epoch).
+        best_ema: the same for the EMA (``None`` without EMA).
     """
 
     output_dir: Path
     checkpoint: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    best: Path | None = None
+    best_ema: Path | None = None
 
     @property
     def final(self) -> dict[str, Any]:
@@ -71,14 +96,15 @@ class TrainResult:
 
 
 class Trainer:
-    """One training run of ``config``.
+    """One training run of ``config``, on one process or as one rank of a distributed run.
 
     Args:
         config: the run's settings.
         datasets: ``(train, val)`` data sets yielding ``(image tensor, class index)``; by default
             :func:`~cka_probe.ofa.data.build_datasets`.
-        progress: show tqdm progress bars.
+        progress: show tqdm progress bars (rank 0 only).
         overwrite: allow writing into an output folder that already holds a run.
+        echo: called with the one-line summary of each epoch (rank 0 only), e.g. ``print``.
     """
 
     def __init__(
@@ -87,14 +113,29 @@ class Trainer:
         datasets: tuple[Dataset, Dataset] | None = None,
         progress: bool = False,
         overwrite: bool = False,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self.progress = progress
+        self.overwrite = overwrite
+        self.echo = echo
         self.output_dir = Path(config.output_dir)
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
         self.metrics_path = self.output_dir / METRICS_NAME
-        self.overwrite = overwrite
-        self.device = _resolve_device(config.device)
+        self.summary_path = self.output_dir / SUMMARY_NAME
+        self.dist, self.device = init_distributed(resolve_device(config.device))
+        self.progress = progress and self.dist.is_main
+        if config.sync_bn and self.dist.distributed and self.device.type != "cuda":
+            raise ConfigError(
+                "sync_bn needs CUDA devices (SyncBatchNorm); on CPUs keep sync_bn=false and dist_bn=reduce"
+            )
+        self.local_batch = local_batch_size(config.batch_size, self.dist.world_size, config.grad_accum_steps)
+        if (config.mixup > 0 or config.cutmix > 0) and self.local_batch % 2:
+            raise ConfigError(
+                f"mixup/cutmix need an even batch per device and step, got {self.local_batch} "
+                f"(batch_size {config.batch_size} / {self.dist.world_size} process(es) / {config.grad_accum_steps} "
+                "accumulation step(s)); change batch_size or grad_accum_steps"
+            )
+        self.workers = config.workers if config.workers is not None else default_workers(self.dist.local_world_size)
         self.use_amp = bool(config.amp) and self.device.type == "cuda"
         _seed_everything(config.seed)
 
@@ -109,7 +150,11 @@ class Trainer:
             )
         self.num_classes = config.num_classes or _dataset_classes(self.train_set, config)
 
-        student = _create_model(config.student, self.num_classes, config.student_kwargs, pretrained=False)
+        student_kwargs = dict(config.student_kwargs)
+        if config.drop_path is not None:
+            student_kwargs["drop_path_rate"] = config.drop_path
+        student = _create_model(config.student, self.num_classes, student_kwargs, pretrained=False)
+        self.student_timm_name = student.pretrained_cfg.get("architecture", config.student)
         teacher = self._create_teacher() if config.method != "scratch" else None
         self.mixup = self._create_mixup()
         self.task = DistillationTask(
@@ -127,38 +172,29 @@ class Trainer:
             ofa_temperature=config.ofa_temperature,
             fitnet_stages=config.fitnet_stages,
             fitnet_loss_weight=config.fitnet_loss_weight,
-        ).to(self.device)
+        )
+        if config.sync_bn and self.dist.distributed:
+            from timm.layers import convert_sync_batchnorm
 
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
+            self.task = convert_sync_batchnorm(self.task)
+        self.task = self.task.to(self.device)
+        self.model: nn.Module = self.task
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.task, device_ids=device_ids)
+
         from timm.utils import ModelEmaV3
 
-        try:
-            self.optimizer = create_optimizer_v2(
-                self.task.trainable,
-                opt=config.opt,
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-                momentum=config.momentum,
-            )
-        except (ValueError, AssertionError) as exc:
-            raise ConfigError(f"optimizer {config.opt!r}: {' '.join(str(exc).split())}") from None
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer,
-            sched=config.sched,
-            num_epochs=config.epochs,
-            decay_milestones=list(config.decay_milestones),
-            decay_rate=config.decay_rate,
-            min_lr=config.min_lr,
-            warmup_lr=config.warmup_lr,
-            warmup_epochs=config.warmup_epochs,
-        )
-        if self.scheduler is None and config.sched != "none":
-            raise ConfigError(f"unknown sched {config.sched!r}; use cosine, multistep, step or none")
+        self.optimizer = build_optimizer(self.task.trainable, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
         self.ema = ModelEmaV3(self.task.student, decay=config.ema_decay) if config.ema_decay else None
+        self.eraser = self._create_eraser()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
+        self.best: dict[str, dict[str, float]] = {}  # "student" / "ema" -> {"top1", "epoch"}
 
     # ------------------------------------------------------------------ building blocks
 
@@ -168,9 +204,19 @@ class Trainer:
             raise ConfigError(
                 f"method {config.method!r} needs a trained teacher: set teacher_checkpoint=<path> (or teacher_pretrained=true)"
             )
-        teacher = _create_model(config.teacher, self.num_classes, config.teacher_kwargs, config.teacher_pretrained)
+        teacher = _create_model(
+            config.teacher,
+            self.num_classes,
+            config.teacher_kwargs,
+            config.teacher_pretrained,
+        )
         if config.teacher_checkpoint:
-            load_model_weights(teacher, config.teacher_checkpoint)
+            load_weights(
+                teacher,
+                config.teacher_checkpoint,
+                model_label=config.teacher,
+                strict=True,
+            )
         return teacher
 
     def _create_mixup(self) -> Callable | None:
@@ -185,6 +231,14 @@ class Trainer:
             num_classes=self.num_classes,
         )
 
+    def _create_eraser(self) -> Callable | None:
+        """timm's RandomErasing on whole batches, for ``erase_after_mixup`` (as timm's prefetching loader)."""
+        if not self.config.erase_after_mixup or self.config.reprob <= 0:
+            return None
+        from timm.data.random_erasing import RandomErasing
+
+        return RandomErasing(self.config.reprob, mode="pixel", max_count=1, device=str(self.device))
+
     def _create_criterion(self) -> nn.Module:
         from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
@@ -194,97 +248,127 @@ class Trainer:
             return LabelSmoothingCrossEntropy(smoothing=self.config.smoothing)
         return nn.CrossEntropyLoss()
 
-    def _loader(self, dataset: Dataset, train: bool, epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+    def _train_loader(self) -> DataLoader:
+        """This process's micro-batches of the epoch: a share of each global batch, the same order on any world size."""
+        sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=self.config.seed,
+            drop_last=True,
+        )
+        sampler.set_epoch(self.epoch)
         return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.config.workers,
+            self.train_set,
+            batch_size=self.local_batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
-            generator=generator,
+        )
+
+    def _val_loader(self) -> DataLoader:
+        """Every ``world_size``-th validation image from this rank on: the shards cover the set exactly once."""
+        indices = list(range(self.dist.rank, len(self.val_set), self.dist.world_size))
+        shard = self.val_set if self.dist.world_size == 1 else Subset(self.val_set, indices)
+        return DataLoader(
+            shard,
+            batch_size=self.local_batch,
+            shuffle=False,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
         )
 
     # ------------------------------------------------------------------ one epoch
 
     def train_epoch(self) -> dict[str, float]:
-        """Run one training epoch; return the mean of each loss component over its steps."""
+        """Run one training epoch; return the mean of each loss component over its micro-batches (all processes)."""
         from tqdm.auto import tqdm
 
         config = self.config
+        accum = config.grad_accum_steps
         self.task.train()
-        loader = self._loader(self.train_set, train=True, epoch=self.epoch)
+        loader = self._train_loader()
+        steps_in_epoch = len(loader) // accum
+        if config.limit_train_batches is not None:
+            steps_in_epoch = min(steps_in_epoch, config.limit_train_batches)
         totals: dict[str, torch.Tensor] = {}
-        steps = 0
+        micro_batches = steps = 0
         bar = tqdm(
-            loader,
-            total=_limited_len(loader, config.limit_train_batches),
+            total=steps_in_epoch,
             desc=f"epoch {self.epoch + 1}/{config.epochs}",
             disable=not self.progress,
-            leave=False,
         )
-        for batch_index, (images, target) in enumerate(bar):
-            if config.limit_train_batches is not None and batch_index >= config.limit_train_batches:
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, (images, target) in enumerate(loader):
+            if steps >= steps_in_epoch:
                 break
             images = images.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
             if self.mixup is not None:
                 images, target = self.mixup(images, target)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                losses = self.task(images, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(losses["loss"]).backward()
+            if self.eraser is not None:
+                images = self.eraser(images)
+            completes_step = index % accum == accum - 1
+            sync = completes_step or not self.dist.distributed
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                    losses = self.model(images, target)
+                self.scaler.scale(losses["loss"] / accum).backward()
+            for name, value in losses.items():
+                if name != "output":
+                    totals[name] = totals.get(name, 0.0) + value.detach().float()
+            micro_batches += 1
+            if not completes_step:
+                continue
             if config.clip_grad is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.task.trainable.parameters(), config.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
+            steps += 1
             if self.ema is not None:
                 self.ema.update(self.task.student, step=self.step)
-            for name, value in losses.items():
-                if name != "output":
-                    totals[name] = totals.get(name, 0.0) + value.detach().float()
-            steps += 1
-            if self.progress and batch_index % 10 == 0:
+            bar.update(1)
+            if self.progress and steps % 10 == 0:
                 bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
-        return {name: float(total) / max(steps, 1) for name, total in totals.items()} | {"steps": steps}
+        bar.close()
+        names = sorted(totals)
+        means = torch.stack([totals[n] for n in names]).double() / max(micro_batches, 1) if names else None
+        if means is not None and self.dist.distributed:
+            dist.all_reduce(means)
+            means /= self.dist.world_size
+        result = {n: float(v) for n, v in zip(names, means.tolist())} if means is not None else {}
+        return result | {"steps": steps}
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
-        """Cross-entropy, top-1 and top-5 accuracy (percent) of ``model`` (default: the student) on the validation set."""
-        model = model if model is not None else self.task.student
-        was_training = model.training
-        model.eval()
-        loader = self._loader(self.val_set, train=False, epoch=0)
-        total_loss = correct1 = correct5 = count = 0.0
-        k5 = min(5, self.num_classes)
-        try:
-            for batch_index, (images, target) in enumerate(loader):
-                if self.config.limit_val_batches is not None and batch_index >= self.config.limit_val_batches:
-                    break
-                images = images.to(self.device, non_blocking=True)
-                target = target.to(self.device, non_blocking=True)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                    logits = model(images)
-                logits = logits.float()
-                total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
-                top = logits.topk(k5, dim=1).indices
-                hits = top.eq(target[:, None])
-                correct1 += float(hits[:, 0].sum())
-                correct5 += float(hits.any(dim=1).sum())
-                count += len(target)
-        finally:
-            model.train(was_training)
-        if count == 0:
-            return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
-        return {
-            "loss": total_loss / count,
-            "top1": 100.0 * correct1 / count,
-            "top5": 100.0 * correct5 / count,
-            "n": int(count),
-        }
+        """Cross-entropy, top-1 and top-5 accuracy (percent) of ``model`` (default: the student) on the validation set.
+
+        In a distributed run every process evaluates its shard and the sums are reduced, so each image counts once.
+        """
+        return evaluate_model(
+            model if model is not None else self.task.student,
+            self._val_loader(),
+            self.device,
+            num_classes=self.num_classes,
+            amp=self.use_amp,
+            limit_batches=self.config.limit_val_batches,
+            reduce=self.dist.distributed,
+        )
+
+    def _distribute_bn(self) -> None:
+        """Average (or broadcast) per-device BatchNorm statistics before evaluation, as timm's train.py."""
+        if not self.dist.distributed or self.config.sync_bn or self.config.dist_bn == "none":
+            return
+        from timm.utils import distribute_bn
+
+        reduce = self.config.dist_bn == "reduce"
+        distribute_bn(self.task.student, self.dist.world_size, reduce)
+        if self.ema is not None:
+            distribute_bn(self.ema.module, self.dist.world_size, reduce)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -292,6 +376,8 @@ class Trainer:
         """Everything needed to continue: tensors and plain types only (loadable with ``weights_only=True``)."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "model": self.student_timm_name,
+            "num_classes": int(self.num_classes),
             "epoch": self.epoch,
             "step": self.step,
             "config": self.config.to_dict(),
@@ -302,7 +388,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict(),
-            "rng": capture_rng_state(),
+            "best": {key: dict(value) for key, value in self.best.items()},
             "versions": _versions(),
         }
 
@@ -311,8 +397,8 @@ class Trainer:
         return save_checkpoint(self.state_dict(), path or self.checkpoint_path)
 
     def resume(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save` for the same models and method."""
-        state = load_checkpoint(path, map_location=self.device)
+        """Restore a checkpoint written by :meth:`save` for the same models and method (any number of processes)."""
+        state = read_checkpoint(path, map_location=self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a cka-probe training checkpoint (format {state.get('format')!r})")
         saved = state["config"]
@@ -324,9 +410,17 @@ class Trainer:
                 )
         check_state_dict(self.task.student, state["student"], f"checkpoint {path}")
         self.task.student.load_state_dict(state["student"])
-        check_state_dict(self.task.trainable.branches, state["branches"], f"checkpoint {path} (branches)")
+        check_state_dict(
+            self.task.trainable.branches,
+            state["branches"],
+            f"checkpoint {path} (branches)",
+        )
         self.task.trainable.branches.load_state_dict(state["branches"])
-        check_state_dict(self.task.trainable.adapters, state["adapters"], f"checkpoint {path} (adapters)")
+        check_state_dict(
+            self.task.trainable.adapters,
+            state["adapters"],
+            f"checkpoint {path} (adapters)",
+        )
         self.task.trainable.adapters.load_state_dict(state["adapters"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -336,7 +430,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
-        restore_rng_state(state["rng"])
+        self.best = {key: dict(value) for key, value in state.get("best", {}).items()}
 
     # ------------------------------------------------------------------ the run
 
@@ -349,17 +443,27 @@ class Trainer:
         """
         if resume is not None:
             self.resume(self.checkpoint_path if str(resume) == "last" else resume)
-            _truncate_metrics(self.metrics_path, self.epoch)
-        else:
+            if self.dist.is_main:
+                _truncate_metrics(self.metrics_path, self.epoch)
+                _truncate_summary(self.summary_path, self.epoch)
+        elif self.dist.is_main:
             self._claim_output_dir()
+        self._barrier()
         result = TrainResult(self.output_dir, self.checkpoint_path)
         last_epoch = self.config.epochs if stop_after is None else min(self.config.epochs, self.epoch + stop_after)
         while self.epoch < last_epoch:
             started = time.perf_counter()
+            _seed_everything(_epoch_seed(self.config.seed, self.epoch, self.dist.rank))
             lr = self.optimizer.param_groups[0]["lr"]
             train_metrics = self.train_epoch()
             trained = time.perf_counter()
-            record: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step, "lr": lr, "train": train_metrics}
+            self._distribute_bn()
+            record: dict[str, Any] = {
+                "epoch": self.epoch + 1,
+                "step": self.step,
+                "lr": lr,
+                "train": train_metrics,
+            }
             record["val"] = self.evaluate()
             if self.ema is not None:
                 record["val_ema"] = self.evaluate(self.ema.module)
@@ -368,20 +472,190 @@ class Trainer:
                 self.scheduler.step(self.epoch)
             record["train_seconds"] = round(trained - started, 3)
             record["seconds"] = round(time.perf_counter() - started, 3)
-            self.save()
-            _append_jsonl(self.metrics_path, record)
+            improved = self._update_best(record)
+            if self.dist.is_main:
+                self._write_epoch(record, improved)
+            self._barrier()
             result.history.append(record)
+        if (self.output_dir / BEST_NAME).exists():
+            result.best = self.output_dir / BEST_NAME
+        if (self.output_dir / BEST_EMA_NAME).exists():
+            result.best_ema = self.output_dir / BEST_EMA_NAME
         return result
 
+    def _update_best(self, record: dict[str, Any]) -> list[str]:
+        improved = []
+        for key, metrics in (
+            ("student", record["val"]),
+            ("ema", record.get("val_ema")),
+        ):
+            if metrics is None or metrics["n"] == 0:
+                continue
+            if key not in self.best or metrics["top1"] > self.best[key]["top1"]:
+                self.best[key] = {
+                    "top1": float(metrics["top1"]),
+                    "epoch": int(record["epoch"]),
+                }
+                improved.append(key)
+        return improved
+
+    def _write_epoch(self, record: dict[str, Any], improved: list[str]) -> None:
+        from timm.utils import update_summary
+
+        last = self.save()
+        for key in improved:
+            target = self.output_dir / (BEST_NAME if key == "student" else BEST_EMA_NAME)
+            _atomic_copy(last, target)
+        _append_jsonl(self.metrics_path, record)
+        train_metrics = {"loss": record["train"].get("loss", float("nan"))}
+        eval_metrics = {k: record["val"][k] for k in ("loss", "top1", "top5")}
+        if "val_ema" in record:
+            eval_metrics["ema_top1"] = record["val_ema"]["top1"]
+        eval_metrics["seconds"] = record["seconds"]
+        update_summary(
+            record["epoch"],
+            train_metrics,
+            eval_metrics,
+            str(self.summary_path),
+            lr=record["lr"],
+        )
+        if self.echo is not None:
+            self.echo(epoch_line(record, self.config.epochs))
+
+    def _barrier(self) -> None:
+        if self.dist.distributed:
+            dist.barrier()
+
     def _claim_output_dir(self) -> None:
-        if self.checkpoint_path.exists() or self.metrics_path.exists():
+        existing = [self.checkpoint_path, self.metrics_path, self.summary_path]
+        if any(path.exists() for path in existing):
             if not self.overwrite:
                 raise OutputExistsError(
                     f"{self.output_dir} already holds a run; resume it (--resume) or allow overwriting (--overwrite)"
                 )
-            self.metrics_path.unlink(missing_ok=True)
+            for path in (
+                self.metrics_path,
+                self.summary_path,
+                self.output_dir / BEST_NAME,
+                self.output_dir / BEST_EMA_NAME,
+            ):
+                path.unlink(missing_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+
+def build_optimizer(trainable: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """timm's optimiser over ``trainable`` with the recipe's weight-decay groups.
+
+    Biases and norm weights (1-D) are never decayed (timm's rule). Position embeddings, class tokens and
+    relative-position bias tables are decayed unless ``weight_decay_exempt_embeddings`` (the official
+    OFA-KD runs decay them: their optimiser sees the distiller, which has no ``no_weight_decay()``).
+    """
+    from timm.optim import create_optimizer_v2, param_groups_weight_decay
+
+    exempt = ()
+    if config.weight_decay_exempt_embeddings and hasattr(trainable, "no_weight_decay"):
+        exempt = trainable.no_weight_decay()
+    groups = param_groups_weight_decay(trainable, config.weight_decay, no_weight_decay_list=exempt)
+    try:
+        return create_optimizer_v2(
+            groups, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum
+        )
+    except (ValueError, AssertionError) as exc:
+        raise ConfigError(f"optimizer {config.opt!r}: {' '.join(str(exc).split())}") from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """timm's per-epoch learning-rate scheduler of the recipe (``None`` for ``sched: none``)."""
+    from timm.scheduler import create_scheduler_v2
+
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=config.sched,
+        num_epochs=config.epochs,
+        decay_epochs=config.decay_epochs,
+        decay_milestones=list(config.decay_milestones),
+        decay_rate=config.decay_rate,
+        min_lr=config.min_lr,
+        warmup_lr=config.warmup_lr,
+        warmup_epochs=config.warmup_epochs,
+    )
+    if scheduler is None and config.sched != "none":
+        raise ConfigError(f"unknown sched {config.sched!r}; use cosine, step, multistep or none")
+    return scheduler
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    num_classes: int,
+    amp: bool = False,
+    limit_batches: int | None = None,
+    reduce: bool = False,
+) -> dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 accuracy (percent, timm's ``accuracy``) of ``model`` over ``loader``.
+
+    Args:
+        model: classifier; put in eval mode for the pass, then back.
+        loader: ``(images, class index)`` batches.
+        device: where the model runs.
+        num_classes: classes (top-5 becomes top-``num_classes`` below 5 classes).
+        amp: float16 autocast (CUDA).
+        limit_batches: stop after this many batches.
+        reduce: sum the counts over the processes of a distributed run.
+
+    Returns:
+        ``{"loss", "top1", "top5", "n"}``; NaN metrics and ``n = 0`` for an empty loader.
+    """
+    from timm.utils import accuracy
+
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits, images
+    k5 = min(5, num_classes)
+    try:
+        for batch_index, (images, target) in enumerate(loader):
+            if limit_batches is not None and batch_index >= limit_batches:
+                break
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = model(images)
+            logits = logits.float()
+            top1, top5 = accuracy(logits, target, topk=(1, k5))  # percent of the batch
+            n = len(target)
+            loss = float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+            hits = [round(float(top1) * n / 100.0), round(float(top5) * n / 100.0)]
+            sums += torch.tensor([loss, *hits, n], dtype=torch.float64, device=device)
+    finally:
+        model.train(was_training)
+    if reduce:
+        dist.all_reduce(sums)
+    loss, hits1, hits5, count = sums.tolist()
+    if count == 0:
+        return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
+    return {"loss": loss / count, "top1": 100.0 * hits1 / count, "top5": 100.0 * hits5 / count, "n": int(count)}
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One line per epoch: train loss, val top-1 / top-5, EMA top-1 and seconds.
+
+    Example:
+        >>> epoch_line({"epoch": 3, "train": {"loss": 1.5}, "val": {"top1": 71.2, "top5": 90.1}, "seconds": 12.0}, 100)
+        'epoch 3/100  train loss 1.5000  val top-1 71.20%  top-5 90.10%  12.0 s'
+    """
+    parts = [
+        f"epoch {record['epoch']}/{epochs}",
+        f"train loss {record['train'].get('loss', float('nan')):.4f}",
+        f"val top-1 {record['val']['top1']:.2f}%",
+        f"top-5 {record['val']['top5']:.2f}%",
+    ]
+    if "val_ema" in record:
+        parts.append(f"EMA top-1 {record['val_ema']['top1']:.2f}%")
+    parts.append(f"{record['seconds']:.1f} s")
+    return "  ".join(parts)
 
 
 def train(
@@ -390,17 +664,25 @@ def train(
     overwrite: bool = False,
     progress: bool = False,
     datasets: tuple[Dataset, Dataset] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Run :class:`Trainer` for ``config``; ``resume`` is a checkpoint path or ``"last"`` (``output_dir/last.pth``)."""
-    trainer = Trainer(config, datasets=datasets, progress=progress, overwrite=overwrite)
+    trainer = Trainer(config, datasets=datasets, progress=progress, overwrite=overwrite, echo=echo)
     return trainer.fit(resume=resume)
 
 
 def _create_model(name: str, num_classes: int, kwargs: dict, pretrained: bool) -> nn.Module:
     import timm
 
+    from ..errors import UnknownModelError
+    from ..models import resolve_name
+
     try:
-        return timm.create_model(name, pretrained=pretrained, **{"num_classes": num_classes, **kwargs})
+        timm_name = resolve_name(name).timm_name
+    except UnknownModelError:
+        raise ConfigError(f"unknown timm model {name!r}; see timm.list_models()") from None
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, **{"num_classes": num_classes, **kwargs})
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ConfigError(f"unknown timm model {name!r}; see timm.list_models()") from None
@@ -419,16 +701,9 @@ def _dataset_classes(dataset: Dataset, config: TrainConfig) -> int:
     return DATASET_CLASSES[config.dataset]
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use device=cpu or auto")
-    return device
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """One seed per (run seed, epoch, rank): the generators' state at an epoch's start depends on nothing else."""
+    return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**32)
 
 
 def _seed_everything(seed: int) -> None:
@@ -437,8 +712,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _limited_len(loader: DataLoader, limit: int | None) -> int:
-    return len(loader) if limit is None else min(len(loader), limit)
+def _atomic_copy(source: Path, target: Path) -> None:
+    from .._files import atomic_path
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -454,9 +732,26 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def _truncate_summary(path: Path, epochs_done: int) -> None:
+    """The same for ``summary.csv`` (header kept)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as file:
+        rows = list(csv.reader(file))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(float(row[0])) <= epochs_done]
+    with open(path, "w", newline="") as file:
+        csv.writer(file).writerows(kept)
+
+
 def _versions() -> dict[str, str]:
     import timm
 
     from .._version import __version__
 
-    return {"cka_probe": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}
+    return {
+        "cka_probe": str(__version__),
+        "torch": str(torch.__version__),
+        "timm": str(timm.__version__),
+    }

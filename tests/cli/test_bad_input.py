@@ -31,6 +31,10 @@ COMPARE = {
     "--weights": ("imagenet", "--weights"),
     "--checkpoint-a": (NOT_A_FILE, NOT_A_FILE),
     "--checkpoint-b": (NOT_A_FILE, NOT_A_FILE),
+    "--checkpoint-key-a": ("teacher", "--checkpoint-key-a"),
+    "--checkpoint-key-b": ("best", "--checkpoint-key-b"),
+    "--num-classes-a": ("0", "--num-classes-a"),
+    "--num-classes-b": ("ten", "--num-classes-b"),
     "--layers-a": ("no_such_layer*", "no_such_layer*"),
     "--layers-b": ("no_such_layer*", "no_such_layer*"),
     "--tokens": ("first", "--tokens"),
@@ -65,8 +69,21 @@ TRAIN = {
     "--config": (NOT_A_FILE, NOT_A_FILE),
     "--set": ("epochs=[1", "epochs"),
     "--resume": (NOT_A_FILE, NOT_A_FILE),
+    "--nproc": ("0", "--nproc"),
 }
-CASES = {"compare": COMPARE, "layers": LAYERS, "figure": FIGURE, "zoo": ZOO, "train": TRAIN}
+VALIDATE = {
+    "--data": ("/nonexistent/cka-probe/images", "/nonexistent/cka-probe/images"),
+    "--dataset": ("mnist", "--dataset"),
+    "--model": ("no_such_net_zz", "no_such_net_zz"),
+    "--checkpoint-key": ("teacher", "--checkpoint-key"),
+    "--num-classes": ("0", "--num-classes"),
+    "--batch-size": ("-1", "--batch-size"),
+    "--num-images": ("x", "--num-images"),
+    "--img-size": ("0", "--img-size"),
+    "--workers": ("-1", "--workers"),
+    "--device": ("gpu", "--device"),
+}
+CASES = {"compare": COMPARE, "layers": LAYERS, "figure": FIGURE, "zoo": ZOO, "train": TRAIN, "validate": VALIDATE}
 FLAGS_AND_FREE = {"--help", "--verbose", "--overwrite", "--no-progress", "--no-cache", "--unbiased", "--skip-bad",
                   "--progress", "--overwrite"}
 
@@ -100,6 +117,13 @@ def _base_args(command, tmp_path):
         return ["layers", "test_vit"]
     if command in ("figure", "zoo"):
         return [command, _job_file(tmp_path, command), "--out", out, "--no-progress"]
+    if command == "validate":
+        import timm
+        import torch
+
+        checkpoint = tmp_path / "student.pth"
+        torch.save({"state_dict": timm.create_model("test_resnet", num_classes=10).state_dict()}, checkpoint)
+        return ["validate", checkpoint, "--model", "test_resnet", "--dataset", "fashion_mnist"]
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"dataset": "fashion_mnist", "epochs": 1}))
     return ["train", "--config", recipe]

@@ -115,3 +115,100 @@ def test_teacher_with_other_classes(tmp_path, data_dir, recipe, assert_one_line_
         "--set", f"teacher_checkpoint={teacher}", "--set", f"output_dir={tmp_path / 'run'}",
     )  # fmt: skip
     assert_one_line_error(result, "has 100 classes, student", "has 10")
+
+
+def test_a_run_writes_best_and_summary_and_prints_one_line_per_epoch(tmp_path, data_dir, recipe):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}", "--set", f"output_dir={out}"]
+    result = run(*args, "--set", "epochs=2", "--set", "ema_decay=0.5")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2
+    assert all(" train loss " in line and " val top-1 " in line and " top-5 " in line for line in lines)
+    assert all(" EMA top-1 " in line and line.endswith(" s") for line in lines)
+    assert {"last.pth", "best.pth", "best_ema.pth", "summary.csv", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    header, *rows = (out / "summary.csv").read_text().splitlines()
+    assert header.split(",")[:3] == ["epoch", "train_loss", "eval_loss"] and "eval_ema_top1" in header
+    assert [row.split(",")[0] for row in rows] == ["1", "2"]
+
+
+def test_validate_a_run_checkpoint_against_an_independent_evaluation(tmp_path, data_dir, recipe):
+    import timm
+    from timm.data import create_transform
+
+    from cka_probe.ofa.data import FashionMNIST
+
+    out = tmp_path / "run"
+    args = ["train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}", "--set", f"output_dir={out}"]
+    assert run(*args).exit_code == 0
+    result = run("validate", str(out / "last.pth"), "--workers", "0", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    # reference: the student's weights into a fresh timm model, the eval transform written out, argmax per image
+    model = timm.create_model("test_resnet", num_classes=10).eval()
+    model.load_state_dict(torch.load(out / "last.pth", weights_only=True)["student"])
+    transform = create_transform(16, is_training=False, crop_pct=1.0, interpolation="bilinear",
+                                 mean=(0.2860,) * 3, std=(0.3530,) * 3)  # fmt: skip
+    images = FashionMNIST(data_dir, train=False, transform=transform)
+    with torch.no_grad():
+        hits = sum(int(model(x[None]).argmax(1).item() == y) for x, y in images)
+    assert f"test_resnet [student] on fashion_mnist (8 images): top-1 {100.0 * hits / 8:.2f}%" in result.output
+
+
+def test_validate_an_official_checkpoint_and_refuse_one_of_another_architecture(
+    tmp_path, data_dir, assert_one_line_error
+):
+    import argparse
+
+    import timm
+    from timm.utils import CheckpointSaver
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    args = argparse.Namespace(model="test_resnet", ofa_eps=[1.5], aa="rand-m9-mstd0.5-inc1")
+    CheckpointSaver(
+        model, optimizer, args=args, checkpoint_dir=str(tmp_path), recovery_dir=str(tmp_path)
+    ).save_checkpoint(epoch=0, metric=1.0)
+    official = tmp_path / "model_best.pth.tar"
+    common = ["--data", str(data_dir), "--dataset", "fashion_mnist", "--img-size", "16", "--workers", "0"]
+    result = run("validate", str(official), *common, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "test_resnet [state_dict] on fashion_mnist (8 images): top-1" in result.output
+    assert_one_line_error(
+        run("validate", str(official), *common, "--model", "test_convnext"),
+        "was trained as test_resnet, not test_convnext",
+    )
+    assert_one_line_error(run("validate", str(official), *common, "--checkpoint-key", "ema"), "holds no EMA weights")
+
+
+def test_nproc_beyond_the_devices_and_a_batch_that_does_not_split(tmp_path, recipe, assert_one_line_error):
+    import os
+
+    cores = os.cpu_count()
+    result = run("train", "--config", str(recipe), *TINY, "--nproc", str(cores + 1))
+    assert_one_line_error(result, f"--nproc {cores + 1} exceeds the {cores} CPU core(s)", f"use --nproc {cores}")
+    result = run("train", "--config", str(recipe), *TINY, "--set", "batch_size=7", "--nproc", "2")
+    assert_one_line_error(result, "batch_size 7 (the global batch) does not split over 2 process(es)")
+    result = run("train", "--config", str(recipe), *TINY, "--set", "device=cuda:99", "--nproc", "2")
+    assert_one_line_error(result, "GPU")
+
+
+def test_python_dash_m_cka_probe_runs_the_cli():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cka_probe", "validate", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "Usage: cka-probe validate [OPTIONS] CHECKPOINT" in done.stdout
+
+
+class _Pickled:
+    """Any object outside the allowlist."""
+
+
+def test_validate_refuses_a_checkpoint_pickling_an_object_outside_the_allowlist(tmp_path, assert_one_line_error):
+    import timm
+
+    path = tmp_path / "pickled.pth"
+    torch.save({"state_dict": timm.create_model("test_resnet").state_dict(), "extra": _Pickled()}, path)
+    result = run("validate", str(path), "--model", "test_resnet", "--dataset", "fashion_mnist")
+    assert_one_line_error(result, "_Pickled, outside the allowlist of harmless globals (argparse.Namespace)")

@@ -113,3 +113,90 @@ def test_transform_matches_timm_create_transform_for_the_data_config():
     reference = timm.data.create_transform(**timm.data.resolve_model_data_config(loaded.model), is_training=False)
     image = Image.effect_mandelbrot((50, 70), (-2, -1.2, 1, 1.2), 40).convert("RGB")
     assert torch.equal(ours(image), reference(image))
+
+
+@pytest.fixture(scope="module")
+def run_checkpoint(tmp_path_factory):
+    """A checkpoint written by cka-probe's own trainer: test_resnet, 10 classes, EMA on, one epoch."""
+    from torch.utils.data import TensorDataset
+
+    from cka_probe.ofa.config import load_config
+    from cka_probe.ofa.trainer import train
+
+    out = tmp_path_factory.mktemp("run")
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(16, 3, 16, 16, generator=generator), torch.arange(16) % 10)
+    values = {
+        "method": "scratch", "student": "test_resnet", "num_classes": 10, "img_size": 16, "dataset": "fashion_mnist",
+        "epochs": 1, "batch_size": 8, "workers": 0, "device": "cpu", "output_dir": str(out), "ema_decay": 0.5,
+        "warmup_epochs": 0, "lr": 0.5, "opt": "sgd",
+    }  # fmt: skip
+    result = train(load_config(None, values), datasets=(data, data))
+    return result.checkpoint
+
+
+def test_a_training_checkpoint_gives_its_student_or_ema_with_its_classes(run_checkpoint):
+    saved = torch.load(run_checkpoint, weights_only=True)
+    student = load_model("test_resnet", checkpoint=run_checkpoint)
+    assert student.model.num_classes == 10 and student.checkpoint_key == "student"
+    assert all(torch.equal(student.model.state_dict()[k], v) for k, v in saved["student"].items())
+    ema = load_model("test_resnet", checkpoint=run_checkpoint, checkpoint_select="ema")
+    assert ema.checkpoint_key == "ema"
+    assert all(torch.equal(ema.model.state_dict()[k], v) for k, v in saved["ema"].items())
+    assert any(not torch.equal(saved["ema"][k], saved["student"][k]) for k in saved["student"])
+    by_file = load_model(str(run_checkpoint))  # the run records its student's name
+    assert by_file.timm_name == "test_resnet" and by_file.weights == "checkpoint"
+
+
+def test_compare_reads_a_run_checkpoint(run_checkpoint):
+    import cka_probe
+
+    result = cka_probe.compare(
+        "test_resnet", "test_resnet", data="synthetic", n=8, weights="random", checkpoint_a=str(run_checkpoint),
+        progress=False, cache=False,
+    )  # fmt: skip
+    record = result.metadata["models"]["a"]
+    assert record["weights"] == "checkpoint" and record["checkpoint_key"] == "student"
+    assert record["checkpoint_path"] == str(run_checkpoint.resolve())
+
+
+def test_a_model_argument_that_is_a_run_checkpoint_splits_into_name_and_file(run_checkpoint, tmp_path):
+    from cka_probe.errors import CheckpointError
+    from cka_probe.models import name_and_checkpoint
+
+    assert name_and_checkpoint(str(run_checkpoint)) == ("test_resnet", str(run_checkpoint))
+    assert name_and_checkpoint("test_resnet") == ("test_resnet", None)
+    assert name_and_checkpoint("test_vit", run_checkpoint) == ("test_vit", str(run_checkpoint))
+    bare = tmp_path / "bare.pth"
+    torch.save(timm.create_model("test_resnet").state_dict(), bare)
+    with pytest.raises(CheckpointError, match="does not record its model"):
+        name_and_checkpoint(str(bare))
+
+
+def test_the_cli_compares_a_runs_student_with_its_ema(run_checkpoint, tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from cka_probe.analysis import parse_job_config
+    from cka_probe.cli.main import main
+
+    run = str(run_checkpoint)
+    result = CliRunner().invoke(main, ["compare", run, run, "--checkpoint-key-b", "ema", "--data", "synthetic", "-n",
+                                       "8", "--out", str(tmp_path / "out"), "--name", "student_vs_ema",
+                                       "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "out" / "student_vs_ema.json").read_text())
+    assert meta["models"]["a"]["checkpoint_key"] == "student" and meta["models"]["b"]["checkpoint_key"] == "ema"
+    assert meta["models"]["a"]["timm_name"] == "test_resnet"
+    matrix = pd.read_csv(tmp_path / "out" / "student_vs_ema.csv", index_col=0).to_numpy()
+    # two sets of weights, so two cache entries: the diagonal is not the self-similarity 1 everywhere
+    assert not np.allclose(np.diag(matrix), 1.0, atol=1e-6)
+    job = parse_job_config({"models": [{"name": run, "label": "S"}, {"name": run, "label": "E",
+                                                                      "checkpoint_key": "ema"}]}, "zoo")
+    student, ema = job.models
+    assert (student.name, student.checkpoint, student.checkpoint_select) == ("test_resnet", run, "auto")
+    assert (ema.checkpoint, ema.checkpoint_select) == (run, "ema")
+    assert student.key_record() != ema.key_record()

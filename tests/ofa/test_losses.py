@@ -56,19 +56,34 @@ def test_gamma_one_is_soft_cross_entropy_against_teacher(logits):
     soft_ce = -(F.softmax(z_t, dim=1) * F.log_softmax(z_s, dim=1)).sum(dim=1).mean()
     assert torch.allclose(ofa_loss(z_s, z_t, y, gamma=1.0), soft_ce, atol=1e-6)
     # and it does not depend on the target at all
-    assert torch.allclose(ofa_loss(z_s, z_t, torch.zeros(5, dtype=torch.long), gamma=1.0), soft_ce, atol=1e-6)
+    assert torch.allclose(
+        ofa_loss(z_s, z_t, torch.zeros(5, dtype=torch.long), gamma=1.0),
+        soft_ce,
+        atol=1e-6,
+    )
 
 
-def test_gamma_above_one_enhances_only_the_target_class(logits):
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_gamma_above_one_enhances_only_the_target_class(logits, temperature):
+    # The loss -1/B sum_b sum_c w_bc log p_s,bc with w = (p_t + y)^gamma - y has, per sample, the gradient
+    # dL/dz_s,k = (sum_c w_c * p_s,k - w_k) / (B T). Reference: that gradient in float64 NumPy from the formula;
+    # the code's gradient comes from autograd through ofa_loss.
     z_s, z_t = logits
-    y = torch.tensor([1, 2, 3, 4, 5])
-    # d loss / d log p_s,c = -weight_c: compare the weights via the gradient w.r.t. log-probabilities
-    p_t = F.softmax(z_t, dim=1)
-    mask = F.one_hot(y, 7).float()
-    weight = (p_t + mask) ** 1.5 - mask
-    assert torch.all(weight[mask.bool()] > p_t[mask.bool()])
-    assert torch.all(weight[~mask.bool()] <= p_t[~mask.bool()])
-    assert ofa_loss(z_s, z_t, y, gamma=1.5) != ofa_loss(z_s, z_t, y, gamma=1.0)
+    y = np.array([1, 2, 3, 4, 5])
+    gamma = 1.5
+    p_s, p_t = (
+        _softmax(z_s.double().numpy() / temperature),
+        _softmax(z_t.double().numpy() / temperature),
+    )
+    onehot = np.eye(7)[y]
+    weight = (p_t + onehot) ** gamma - onehot
+    expected = (weight.sum(axis=1, keepdims=True) * p_s - weight) / (len(y) * temperature)
+    student = z_s.double().clone().requires_grad_(True)
+    ofa_loss(student, z_t.double(), torch.from_numpy(y), gamma=gamma, temperature=temperature).backward()
+    np.testing.assert_allclose(student.grad.numpy(), expected, rtol=1e-4, atol=1e-6)  # the loss runs in float32
+    # what "enhances the target" means: its weight exceeds p_t, every other weight p_t**gamma is below p_t
+    assert np.all(weight[onehot == 1] > p_t[onehot == 1])
+    assert np.all(weight[onehot == 0] < p_t[onehot == 0])
 
 
 def test_soft_targets_use_their_argmax(logits):

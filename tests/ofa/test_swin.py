@@ -1,12 +1,13 @@
-"""Swin-Nano and Swin-Pico (sec. B.2) are registered with timm when cka_probe is imported."""
+"""Swin-Nano and Swin-Pico (sec. B.2) are registered with timm when cka_probe.models is imported."""
 
 from __future__ import annotations
 
 import pytest
 import timm
 
-import cka_probe  # noqa: F401  (registers the models)
+import cka_probe.models  # noqa: F401  (registers the models)
 from cka_probe.errors import ConfigError
+from cka_probe.models import resolve_name
 
 
 @pytest.mark.parametrize(
@@ -30,8 +31,10 @@ def test_no_pretrained_weights():
         timm.create_model("swin_nano_patch4_window7_224", pretrained=True)
 
 
-def test_aliases_when_the_model_table_exists():
-    models = pytest.importorskip("cka_probe.models")
-    for alias, name in (("swin_n", "swin_nano_patch4_window7_224"), ("swin_p", "swin_pico_patch4_window7_224")):
-        spec = models.resolve_name(alias)
+def test_aliases_resolve_to_the_variants():
+    for alias, name in (
+        ("swin_n", "swin_nano_patch4_window7_224"),
+        ("swin_p", "swin_pico_patch4_window7_224"),
+    ):
+        spec = resolve_name(alias)
         assert (spec.timm_name, spec.family) == (name, "vit")

@@ -4,8 +4,9 @@ Two smaller Swin-Tiny variants the paper introduces so that teachers outperform 
 patch 4, window 7, depths ``(2, 2, 2, 2)`` and heads ``(2, 4, 8, 16)``, with embedding width 64
 (Nano) or 48 (Pico), against Swin-Tiny's 96, ``(2, 2, 6, 2)`` and ``(3, 6, 12, 24)``.
 
-Importing :mod:`cka_probe` imports this module, so ``timm.create_model("swin_nano_patch4_window7_224")``
-works afterwards. There are no pretrained weights.
+Importing :mod:`cka_probe.models` (hence :mod:`cka_probe`) imports this module, so
+``timm.create_model("swin_nano_patch4_window7_224")`` works afterwards, and the aliases ``swin_n`` /
+``swin_p`` resolve. There are no pretrained weights.
 
 Example:
     >>> import timm
@@ -15,24 +16,34 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
 
 from ..errors import ConfigError
+from ._registry import register_alias
 
-__all__ = ["SWIN_VARIANTS", "swin_nano_patch4_window7_224", "swin_pico_patch4_window7_224"]
+__all__ = [
+    "SWIN_VARIANTS",
+    "swin_nano_patch4_window7_224",
+    "swin_pico_patch4_window7_224",
+]
 
 SWIN_VARIANTS = {
-    "swin_nano_patch4_window7_224": dict(
-        patch_size=4, window_size=7, embed_dim=64, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16)
-    ),
-    "swin_pico_patch4_window7_224": dict(
-        patch_size=4, window_size=7, embed_dim=48, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16)
-    ),
+    "swin_nano_patch4_window7_224": {
+        "patch_size": 4,
+        "window_size": 7,
+        "embed_dim": 64,
+        "depths": (2, 2, 2, 2),
+        "num_heads": (2, 4, 8, 16),
+    },
+    "swin_pico_patch4_window7_224": {
+        "patch_size": 4,
+        "window_size": 7,
+        "embed_dim": 48,
+        "depths": (2, 2, 2, 2),
+        "num_heads": (2, 4, 8, 16),
+    },
 }
 """Architecture arguments of each variant (sec. B.2)."""
 
@@ -66,7 +77,7 @@ def _create(variant: str, pretrained: bool, **kwargs) -> SwinTransformer:
         variant,
         pretrained=False,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        feature_cfg={"flatten_sequential": True, "out_indices": out_indices},
         **model_args,
     )
 
@@ -83,16 +94,5 @@ def swin_pico_patch4_window7_224(pretrained: bool = False, **kwargs) -> SwinTran
     return _create("swin_pico_patch4_window7_224", pretrained, **kwargs)
 
 
-def _register_aliases() -> None:
-    """Short names ``swin_n`` / ``swin_p`` in cka-probe's model table, where that table exists."""
-    models_name = f"{__package__.rpartition('.')[0]}.models"
-    if importlib.util.find_spec(models_name) is None:
-        return
-    register_alias = getattr(importlib.import_module(models_name), "register_alias", None)
-    if register_alias is None:
-        return
-    register_alias("swin_n", "swin_nano_patch4_window7_224", "vit")
-    register_alias("swin_p", "swin_pico_patch4_window7_224", "vit")
-
-
-_register_aliases()
+register_alias("swin_n", "swin_nano_patch4_window7_224", "vit")
+register_alias("swin_p", "swin_pico_patch4_window7_224", "vit")

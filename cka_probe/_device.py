@@ -1,0 +1,37 @@
+"""One device rule for every command: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (and any other torch device string)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DeviceError
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The ``torch.device`` for a ``--device`` value.
+
+    ``"auto"`` is the first CUDA GPU when there is one, else the CPU. A string torch does not know, or a
+    CUDA device that this machine does not have, raises :class:`~cka_probe.errors.DeviceError` (one line
+    naming ``--device``).
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {str(device)!r}; use --device auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(
+                f"--device {resolved} was asked for but no CUDA GPU is available; use --device cpu or auto"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f"--device {resolved} does not exist: this machine has {count} CUDA GPU(s); use cuda:0")
+    return resolved
