@@ -22,7 +22,8 @@ Left out of the default set:
   its relatives): their outputs are multiplicative weights (squeeze-excite gates, attention
   probabilities), not features of the image;
 * activations inside input-independent position-bias generators (timm's ``RelPosMlp``, the
-  ``cpb_mlp`` of Swin V2's window attention): they see relative coordinates, not images;
+  ``cpb_mlp`` of Swin V2's and the ``meta_mlp`` of Swin V2 CR's window attention): they see
+  relative coordinates, not images;
 * the kernel function of EfficientViT's linear attention (``LiteMLA.kernel_func``, a ReLU on the
   per-head queries and keys, ``(N, heads, tokens, head_dim)``): like a softmax, it makes attention
   weights, and its output is not a map of channels.
@@ -108,6 +109,7 @@ def _position_bias_modules(model: nn.Module) -> list[nn.Module]:
     from timm.layers.pos_embed_rel import RelPosMlp
     from timm.models.efficientvit_mit import LiteMLA
     from timm.models.swin_transformer_v2 import WindowAttention as SwinV2WindowAttention
+    from timm.models.swin_transformer_v2_cr import WindowMultiHeadAttention as SwinV2CrWindowAttention
 
     found = []
     for module in model.modules():
@@ -115,6 +117,8 @@ def _position_bias_modules(model: nn.Module) -> list[nn.Module]:
             found.append(module)
         elif isinstance(module, SwinV2WindowAttention):
             found.append(module.cpb_mlp)
+        elif isinstance(module, SwinV2CrWindowAttention):
+            found.append(module.meta_mlp)
         elif isinstance(module, LiteMLA):
             found.append(module.kernel_func)
     return found
