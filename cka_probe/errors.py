@@ -23,6 +23,8 @@ __all__ = [
     "NotEnoughImagesError",
     "UnreadableImageError",
     "CaptureError",
+    "FlattenWidthError",
+    "IdentifyError",
 ]
 
 
@@ -94,3 +96,14 @@ class UnreadableImageError(CKAProbeError):
 
 class CaptureError(CKAProbeError):
     """A forward that cannot be recorded: a hooked layer run outside the model's own forward, or batches that run different layers."""
+
+
+# Flattened features and the layer-identification check (cka_probe.capture pool="flatten", cka_probe.analysis.identify).
+
+
+class FlattenWidthError(CaptureError):
+    """A layer whose flattened width changes between batches (the input size changed) under ``pool="flatten"``."""
+
+
+class IdentifyError(CKAProbeError):
+    """Networks that the layer-identification check cannot pair: fewer than two, different architectures or layers."""
