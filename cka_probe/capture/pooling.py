@@ -69,7 +69,9 @@ def pool_activation(
         [[0.0, 1.0, 2.0, 3.0]]
     """
     if pool == FLATTEN:
-        raise ValueError('pool_activation pools over positions; for pool="flatten" use flattened_gram or flatten_activation')
+        raise ValueError(
+            'pool_activation pools over positions; for pool="flatten" use flattened_gram or flatten_activation'
+        )
     _check_choice("pool", pool, POOLS)
     activation = _select_tokens(activation, layout, prefix_tokens, tokens)
     spatial_dims = LAYOUTS[layout][1]
@@ -148,7 +150,7 @@ def flattened_gram(
     with torch.autocast(rows.device.type, enabled=False):
         gram = torch.zeros(n, n, dtype=torch.float64, device=rows.device)
         for start in range(0, width, block):
-            gram += gram_linear(center_features(rows[:, start:start + block]))
+            gram += gram_linear(center_features(rows[:, start : start + block]))
     return gram, width
 
 
