@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .compare import compare
 from .figure import figure
+from .identify import identify
 from .layers import layers
 from .models import models
 from .train import train
 from .zoo import zoo
 
-ALL: list = [compare, figure, layers, models, zoo]
+ALL: list = [compare, figure, identify, layers, models, zoo]
 ALL.append(train)
