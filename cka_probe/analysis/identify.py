@@ -56,9 +56,9 @@ __all__ = [
     "DEFAULT_POOLS",
     "IdentifyResult",
     "Network",
+    "identification_scores",
     "identify",
     "identify_outputs",
-    "identification_scores",
     "load_identify_config",
     "resolve_networks",
 ]
@@ -176,8 +176,18 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"an identify config must be a mapping of sections, got {type(raw).__name__}")
     _check_keys(raw, {"model", "checkpoints", "data", "analysis"}, "identify config")
     data = _section(raw, "data", {"source": "embedded", "n": 128, "seed": 0, "batch_size": None, "skip_bad": False})
-    analysis = _section(raw, "analysis", {"layers": "activations", "tokens": "patch", "pools": list(DEFAULT_POOLS),
-                                          "estimator": "auto", "unbiased": False, "device": "auto"})
+    analysis = _section(
+        raw,
+        "analysis",
+        {
+            "layers": "activations",
+            "tokens": "patch",
+            "pools": list(DEFAULT_POOLS),
+            "estimator": "auto",
+            "unbiased": False,
+            "device": "auto",
+        },
+    )
     checkpoints = raw.get("checkpoints")
     if not isinstance(checkpoints, list):
         raise ConfigError("checkpoints: give a list of paths, globs or {checkpoint, model, label, layers} mappings")
@@ -185,10 +195,19 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
         if isinstance(entry, Mapping):
             _check_keys(entry, {"checkpoint", "model", "label", "layers"}, f"checkpoints[{i}]")
     return {
-        "model": raw.get("model"), "checkpoints": checkpoints, "data": data["source"], "n": data["n"],
-        "seed": data["seed"], "batch_size": data["batch_size"], "skip_bad": data["skip_bad"],
-        "layers": analysis["layers"], "tokens": analysis["tokens"], "pools": tuple(analysis["pools"]),
-        "estimator": analysis["estimator"], "unbiased": analysis["unbiased"], "device": analysis["device"],
+        "model": raw.get("model"),
+        "checkpoints": checkpoints,
+        "data": data["source"],
+        "n": data["n"],
+        "seed": data["seed"],
+        "batch_size": data["batch_size"],
+        "skip_bad": data["skip_bad"],
+        "layers": analysis["layers"],
+        "tokens": analysis["tokens"],
+        "pools": tuple(analysis["pools"]),
+        "estimator": analysis["estimator"],
+        "unbiased": analysis["unbiased"],
+        "device": analysis["device"],
     }
 
 
@@ -209,8 +228,9 @@ class _Recorded:
     seconds: float
 
 
-def _record_network(network: Network, probe, pools: Sequence[str], tokens: str, batch_size: int,
-                    device: torch.device, progress: bool) -> _Recorded:
+def _record_network(
+    network: Network, probe, pools: Sequence[str], tokens: str, batch_size: int, device: torch.device, progress: bool
+) -> _Recorded:
     """One forward pass over the probe images, every pooling recorded at once (one recorder per pooling)."""
     from tqdm.auto import tqdm
 
@@ -235,8 +255,10 @@ def _record_network(network: Network, probe, pools: Sequence[str], tokens: str, 
     try:
         for recorder in recorders.values():
             recorder.attach()
-        with torch.inference_mode(), tqdm(total=probe.n, desc=network.label, unit="img", disable=not progress,
-                                          leave=False) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=probe.n, desc=network.label, unit="img", disable=not progress, leave=False) as bar,
+        ):
             for images, _ in batches(probe, transform_for(loaded), batch_size):
                 loaded.model(images.to(device))
                 bar.update(len(images))
@@ -249,12 +271,30 @@ def _record_network(network: Network, probe, pools: Sequence[str], tokens: str, 
         if pool == FLATTEN:
             per_pool[pool] = recorder.grams
         else:
-            per_pool[pool] = {label: list(feats.split(list(recorder.batch_sizes))) for label, feats in
-                              recorder.features.items()}
-    facts = [{"name": i.name, "module": i.module_name, "type": i.module_type, "layout": i.layout,
-              "prefix_tokens": i.prefix_tokens, "raw_shape": list(i.raw_shape[1:])} for i in first.describe()]
-    return _Recorded(network, loaded.provenance(), first.layers, facts, first.batch_sizes, per_pool,
-                     {pool: rec.widths for pool, rec in recorders.items()}, time.perf_counter() - start)
+            per_pool[pool] = {
+                label: list(feats.split(list(recorder.batch_sizes))) for label, feats in recorder.features.items()
+            }
+    facts = [
+        {
+            "name": i.name,
+            "module": i.module_name,
+            "type": i.module_type,
+            "layout": i.layout,
+            "prefix_tokens": i.prefix_tokens,
+            "raw_shape": list(i.raw_shape[1:]),
+        }
+        for i in first.describe()
+    ]
+    return _Recorded(
+        network,
+        loaded.provenance(),
+        first.layers,
+        facts,
+        first.batch_sizes,
+        per_pool,
+        {pool: rec.widths for pool, rec in recorders.items()},
+        time.perf_counter() - start,
+    )
 
 
 def _check_same_layers(recorded: Sequence[_Recorded]) -> None:
@@ -291,8 +331,9 @@ def _gram_cka_matrix(grams_a: Sequence[torch.Tensor], grams_b: Sequence[torch.Te
     return torch.where(torch.isfinite(values), values, torch.nan)
 
 
-def _minibatch_gram_cka_matrix(batches_a: Sequence[Sequence[torch.Tensor]],
-                               batches_b: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+def _minibatch_gram_cka_matrix(
+    batches_a: Sequence[Sequence[torch.Tensor]], batches_b: Sequence[Sequence[torch.Tensor]]
+) -> torch.Tensor:
     """Nguyen et al. (2021): per batch ``k`` the unbiased HSICs of the layers' Grams, summed, then normalised.
 
     ``batches_a[l][k]`` is layer ``l``'s Gram of batch ``k``. ``HSIC_1(K, L) = <U(K), U(L)>_F / (n (n-3))``
@@ -314,16 +355,18 @@ def _minibatch_gram_cka_matrix(batches_a: Sequence[Sequence[torch.Tensor]],
     return torch.where(torch.isfinite(values), values, torch.nan)
 
 
-def _pooled_cka_matrix(feats_a: Mapping[str, list[torch.Tensor]], feats_b: Mapping[str, list[torch.Tensor]],
-                       estimator: str, unbiased: bool) -> torch.Tensor:
+def _pooled_cka_matrix(
+    feats_a: Mapping[str, list[torch.Tensor]], feats_b: Mapping[str, list[torch.Tensor]], estimator: str, unbiased: bool
+) -> torch.Tensor:
     if estimator == "full":
         whole_a = {k: torch.cat(v) for k, v in feats_a.items()}
         whole_b = {k: torch.cat(v) for k, v in feats_b.items()}
         return cka_matrix(whole_a, whole_b, unbiased=unbiased).values
     metric = MinibatchCKA()
     for k in range(len(next(iter(feats_a.values())))):
-        metric.update({name: parts[k] for name, parts in feats_a.items()},
-                      {name: parts[k] for name, parts in feats_b.items()})
+        metric.update(
+            {name: parts[k] for name, parts in feats_a.items()}, {name: parts[k] for name, parts in feats_b.items()}
+        )
     return metric.compute().values
 
 
@@ -389,12 +432,20 @@ class IdentifyResult:
         from ..plots import plot_identification
 
         networks = self.metadata.get("networks", [])
-        title = (f"layer identification: {len(networks)} × {self.metadata.get('model', '?')}, "
-                 f"n={self.metadata.get('n', '?')}")
+        title = (
+            f"layer identification: {len(networks)} × {self.metadata.get('model', '?')}, "
+            f"n={self.metadata.get('n', '?')}"
+        )
         return plot_identification(self.table, self.overall, title=title)
 
-    def save(self, directory: str | Path, formats: Sequence[str] = ("png",), stem: str = "identify",
-             overwrite: bool = False, dpi: int = 200) -> dict[str, Path]:
+    def save(
+        self,
+        directory: str | Path,
+        formats: Sequence[str] = ("png",),
+        stem: str = "identify",
+        overwrite: bool = False,
+        dpi: int = 200,
+    ) -> dict[str, Path]:
         """Write ``stem.csv`` (the table), ``stem.json`` (overall shares, best matches, provenance) and the figure.
 
         Each file is written atomically; nothing is written when any exists and ``overwrite`` is false.
@@ -404,8 +455,12 @@ class IdentifyResult:
         check_outputs(paths.values(), overwrite)
         with atomic_path(paths["csv"]) as tmp:
             self.table.to_csv(tmp, index=False, float_format="%.10g")
-        record = {**self.metadata, "overall": self.overall, "per_layer": self.table.to_dict(orient="records"),
-                  "best_matches": self._best_matches()}
+        record = {
+            **self.metadata,
+            "overall": self.overall,
+            "per_layer": self.table.to_dict(orient="records"),
+            "best_matches": self._best_matches(),
+        }
         with atomic_path(paths["json"]) as tmp:
             tmp.write_text(json.dumps(_jsonable(record), indent=2) + "\n")
         if list(formats):
@@ -429,7 +484,9 @@ class IdentifyResult:
         return out
 
 
-def identify_outputs(directory: str | Path, stem: str = "identify", formats: Sequence[str] = ("png",)) -> dict[str, Path]:
+def identify_outputs(
+    directory: str | Path, stem: str = "identify", formats: Sequence[str] = ("png",)
+) -> dict[str, Path]:
     """Where :meth:`IdentifyResult.save` writes: ``csv``, ``json`` and one entry per figure format."""
     from ..errors import CKAProbeError
 
@@ -538,15 +595,27 @@ def identify(
         comparisons = k * (k - 1)
         widths = recorded[0].widths[pool]
         for position, (label, count) in enumerate(zip(labels, counts), 1):
-            rows.append({"pooling": pool, "position": position, "layer": label, "width": widths[label],
-                         "identified": int(count), "comparisons": comparisons, "share": count / comparisons})
-        overall[pool] = {"identified": int(counts.sum()), "comparisons": comparisons * len(labels),
-                         "share": float(counts.sum()) / (comparisons * len(labels))}
+            rows.append(
+                {
+                    "pooling": pool,
+                    "position": position,
+                    "layer": label,
+                    "width": widths[label],
+                    "identified": int(count),
+                    "comparisons": comparisons,
+                    "share": count / comparisons,
+                }
+            )
+        overall[pool] = {
+            "identified": int(counts.sum()),
+            "comparisons": comparisons * len(labels),
+            "share": float(counts.sum()) / (comparisons * len(labels)),
+        }
     metadata = {
         "cka_probe": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "check": "layer identification (Kornblith et al. 2019, section 6.1): is the most similar layer of every "
-                 "other network the corresponding one (strict maximum of linear CKA)",
+        "other network the corresponding one (strict maximum of linear CKA)",
         "model": networks[0].model,
         "networks": [{"label": r.network.label, **r.provenance, "seconds": round(r.seconds, 3)} for r in recorded],
         "data": probe.provenance(),

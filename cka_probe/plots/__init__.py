@@ -6,4 +6,4 @@ from .grid import Panel, plot_panel_grid
 from .heatmap import new_figure, plot_cka_heatmap, thinned_ticks
 from .identify import plot_identification
 
-__all__ = ["FAMILY_COLOURS", "Panel", "plot_pair_scores", "new_figure", "plot_cka_heatmap", "plot_identification", "plot_panel_grid", "thinned_ticks"]
+__all__ = ["FAMILY_COLOURS", "Panel", "new_figure", "plot_cka_heatmap", "plot_identification", "plot_pair_scores", "plot_panel_grid", "thinned_ticks"]

@@ -14,8 +14,9 @@ __all__ = ["plot_identification"]
 _POOL_STYLE = {"flatten": ("#d95f02", "o"), "mean": ("#1b9e77", "s"), "max": ("#7570b3", "^")}
 
 
-def plot_identification(table: pd.DataFrame, overall: Mapping[str, Mapping[str, float]] | None = None, *,
-                        title: str | None = None) -> Figure:
+def plot_identification(
+    table: pd.DataFrame, overall: Mapping[str, Mapping[str, float]] | None = None, *, title: str | None = None
+) -> Figure:
     """Draw the share of ordered network pairs that identify each layer, per pooling, against layer depth.
 
     Args:
