@@ -25,6 +25,8 @@ __all__ = [
     "CaptureError",
     "FlattenWidthError",
     "IdentifyError",
+    "KernelError",
+    "PrecisionError",
 ]
 
 
@@ -107,3 +109,12 @@ class FlattenWidthError(CaptureError):
 
 class IdentifyError(CKAProbeError):
     """Networks that the layer-identification check cannot pair: fewer than two, different architectures or layers."""
+# Math (cka_probe.math).
+
+
+class KernelError(CKAProbeError):
+    """An unknown kernel, a non-positive RBF bandwidth, or a kernel choice that the given input cannot serve."""
+
+
+class PrecisionError(CKAProbeError):
+    """A precision that the all-pairs engine does not offer (it computes in float64 or float32)."""

@@ -3,10 +3,14 @@
 Relative depth of layer ``i`` of a model with ``L`` recorded layers: ``d(i) = (i + 1/2) / L``,
 the centre of the layer's share of the network's depth, in (0, 1).
 
-*Diagonal-band CKA*: the mean CKA over the cells whose two layers sit at about the same relative
-depth, ``|d_a(i) - d_b(j)| <= w`` (``w = 0.1`` by default); NaN cells are left out. High when
-layers at matching depths learn similar representations, as homogeneous pairs do in the OFA-KD
-supplementary's Figure 6 and heterogeneous pairs do not.
+*Diagonal-band CKA*: the mean CKA over the band of cells whose two layers sit at about the same
+relative depth, ``|d_a(i) - d_b(j)| <= w`` (``w = 0.1`` by default). A row (layer of A) with no
+cell in the band gets its nearest cells instead, those with the smallest ``|d_a(i) - d_b(j)|``
+(all of them on a tie), and so does a column (layer of B) with no cell in the band. The band is
+a set of cells, each counted once, and NaN cells are left out. The definition treats rows and
+columns alike, so a matrix and its transpose (``compare A B`` and ``compare B A``) get the same
+score. High when layers at matching depths learn similar representations, as homogeneous pairs
+do in the OFA-KD supplementary's Figure 6 and heterogeneous pairs do not.
 
 *Depth correspondence*: whether each layer's best match in the other model sits at the same relative
 depth, whatever the CKA values are. With ``j*(i) = argmax_j C_ij`` and ``i*(j) = argmax_i C_ij``::
@@ -22,10 +26,12 @@ are all NaN are left out; ties go to the shallowest layer.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["relative_depths", "diagonal_band_mask", "diagonal_band_mean", "depth_correspondence"]
+__all__ = ["depth_correspondence", "diagonal_band_mask", "diagonal_band_mean", "relative_depths"]
 
 DEFAULT_BAND = 0.1
 
@@ -40,24 +46,37 @@ def relative_depths(num_layers: int) -> np.ndarray:
 
 
 def diagonal_band_mask(rows: int, cols: int, width: float = DEFAULT_BAND) -> np.ndarray:
-    """Boolean ``(rows, cols)`` mask of the cells within ``width`` of equal relative depth.
+    """Boolean ``(rows, cols)`` mask of the diagonal band (see the module docstring).
 
-    Every row has at least its nearest column in the band, so the mask is never empty.
+    The cells with ``|d_a(i) - d_b(j)| <= width``, plus, for every row and every column with none of
+    them, its nearest cells. Every row and every column has a cell in the mask, and
+    ``diagonal_band_mask(cols, rows)`` is the transpose of ``diagonal_band_mask(rows, cols)``.
+
+    >>> diagonal_band_mask(4, 2, width=0.1).astype(int).tolist()
+    [[1, 0], [1, 0], [0, 1], [0, 1]]
     """
     da, db = relative_depths(rows), relative_depths(cols)
     gap = np.abs(da[:, None] - db[None, :])
-    return (gap <= width) | (gap == gap.min(axis=1, keepdims=True))
+    band = gap <= width
+    nearest_in_row = gap == gap.min(axis=1, keepdims=True)
+    nearest_in_col = gap == gap.min(axis=0, keepdims=True)
+    empty_row = ~band.any(axis=1, keepdims=True)
+    empty_col = ~band.any(axis=0, keepdims=True)
+    return band | (nearest_in_row & empty_row) | (nearest_in_col & empty_col)
 
 
 def diagonal_band_mean(matrix: pd.DataFrame | np.ndarray, width: float = DEFAULT_BAND) -> float:
-    """Mean CKA inside the diagonal band (see the module docstring); NaN cells are skipped.
+    """Mean CKA over the cells of :func:`diagonal_band_mask` (see the module docstring); NaN cells are skipped.
+
+    The same for a matrix and its transpose.
 
     >>> diagonal_band_mean(np.eye(3))
     1.0
     """
     values = np.asarray(matrix, dtype=float)
     band = diagonal_band_mask(*values.shape, width=width) & ~np.isnan(values)
-    return float(values[band].mean()) if band.any() else float("nan")
+    # fsum is exactly rounded, so the cells' order (a matrix or its transpose) cannot change the last bit.
+    return math.fsum(values[band].tolist()) / int(band.sum()) if band.any() else float("nan")
 
 
 def depth_correspondence(matrix: pd.DataFrame | np.ndarray) -> float:

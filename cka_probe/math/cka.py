@@ -14,10 +14,20 @@ with kernel matrices ``K = k(X)``, ``L = l(Y)``. Two HSIC estimators are offered
 For the linear kernel the biased CKA has the feature-space form
 ``||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019, eq. 5).
 
+Every layer may be given as ``(n, d)`` features or as a :class:`~cka_probe.math.kernels.Gram`
+(its ``(n, n)`` linear Gram ``X X^T``, e.g. of a flattened activation): linear CKA needs only
+``K``, and the RBF kernel's squared distances are ``K_ii + K_jj - 2 K_ij``.
+
 Results are float64 and never clamped: the biased estimator lies in [0, 1] by Cauchy-Schwarz,
-the unbiased one can leave that interval by sampling noise, and callers see it as it is. A layer
-whose features do not vary over the examples has no defined CKA: its row or column is NaN and a
-:class:`ZeroVarianceWarning` names it.
+the unbiased one can leave that interval by sampling noise, and callers see it as it is.
+
+Constant layers: a layer whose features do not vary over the examples has no defined CKA. One
+test serves every estimator (:func:`constant_layers`): with ``V = ||X_c||_F^2 = tr(H K H)``,
+the spread of the features around their mean, and ``S = ||X||_F^2 = tr(K)``, their raw size,
+a layer is constant when ``V <= 1e-24 S``, i.e. ``||X_c||_F <= 1e-12 ||X||_F``. For a Gram,
+``V = sum_ij D_ij / (2n)`` from the squared distances with exact zeros between identical rows, so
+a layer of identical rows gives ``V = 0`` whatever rounding the Gram carries. Such a layer's row
+or column is NaN and one :class:`ZeroVarianceWarning` names every constant layer.
 """
 
 from __future__ import annotations
@@ -28,27 +38,48 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import NonFiniteFeatureError, ShapeError
-from .kernels import center_features, center_gram, center_gram_unbiased, gram_linear, gram_rbf
+from ..errors import KernelError, NonFiniteFeatureError, PrecisionError, ShapeError
+from .kernels import (
+    Gram,
+    center_features,
+    center_gram,
+    center_gram_unbiased,
+    check_sigma_frac,
+    gram_linear,
+    identical_rows,
+    rbf_from_squared_distances,
+    squared_distances_from_gram,
+    symmetric_gram,
+)
 
 __all__ = [
     "KERNELS",
+    "PRECISIONS",
     "LabeledMatrix",
     "ZeroVarianceWarning",
+    "centered_grams",
+    "cka_matrix",
+    "constant_layers",
     "hsic_biased",
     "hsic_unbiased",
     "linear_cka",
     "rbf_cka",
-    "cka_matrix",
-    "centered_grams",
 ]
 
 KERNELS = ("linear", "rbf")
+PRECISIONS = ("float64", "float32")
 
-# A layer counts as constant when its centred features are this small relative to the raw ones.
-# Features come from float32 (or narrower) activations, whose relative resolution is ~6e-8, so any
-# variation they can represent is far above this threshold.
+Layer = torch.Tensor | Gram
+
+# A layer counts as constant when its centred features are this small relative to the raw ones
+# (see the module docstring). Features come from float32 (or narrower) activations, whose relative
+# resolution is ~6e-8, so any variation they can represent is far above this threshold.
 _ZERO_VARIANCE_RTOL = 1e-12
+
+# float32 products are summed in float32 over blocks of this many terms, and the blocks in float64,
+# so the rounding error does not grow with n^2.
+_FLOAT32_BLOCK = 4096
+
 
 class ZeroVarianceWarning(UserWarning):
     """A layer's features are constant over the examples; its CKA is NaN."""
@@ -85,26 +116,44 @@ class LabeledMatrix:
         return float(self.values[self.rows.index(row), self.cols.index(col)])
 
 
-def hsic_biased(gram_x: torch.Tensor, gram_y: torch.Tensor) -> torch.Tensor:
+def constant_layers(variance: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The one constant-layer test of every estimator: ``V <= rtol^2 S`` with ``rtol = 1e-12``.
+
+    Args:
+        variance: ``V = ||X_c||_F^2 = tr(H K H)`` per layer (summed over batches for the
+            minibatch estimator).
+        scale: ``S = ||X||_F^2 = tr(K)`` per layer (summed likewise).
+
+    Returns:
+        Boolean tensor, True for constant layers.
+    """
+    return variance <= _ZERO_VARIANCE_RTOL**2 * scale
+
+
+def hsic_biased(gram_x: torch.Tensor | Gram, gram_y: torch.Tensor | Gram) -> torch.Tensor:
     """Biased HSIC of Gretton et al. (2005): ``tr(K H L H) / (n - 1)^2``.
 
     Args:
-        gram_x: ``(n, n)`` kernel matrix K (not centred).
-        gram_y: ``(n, n)`` kernel matrix L (not centred).
+        gram_x: ``(n, n)`` kernel matrix K (not centred), or a :class:`Gram`.
+        gram_y: ``(n, n)`` kernel matrix L (not centred), or a :class:`Gram`.
 
     Returns:
         0-d float64 tensor.
     """
+    gram_x, gram_y = (
+        gram_linear(gram_x) if isinstance(gram_x, Gram) else gram_x,
+        gram_linear(gram_y) if isinstance(gram_y, Gram) else gram_y,
+    )
     n = _check_gram_pair(gram_x, gram_y, min_n=2)
     return (center_gram(gram_x) * center_gram(gram_y)).sum() / (n - 1) ** 2
 
 
-def hsic_unbiased(gram_x: torch.Tensor, gram_y: torch.Tensor) -> torch.Tensor:
+def hsic_unbiased(gram_x: torch.Tensor | Gram, gram_y: torch.Tensor | Gram) -> torch.Tensor:
     """Unbiased HSIC of Song et al. (2012, eq. 5), computed as ``<U(K), U(L)>_F / (n (n-3))``.
 
     Args:
-        gram_x: ``(n, n)`` kernel matrix K.
-        gram_y: ``(n, n)`` kernel matrix L.
+        gram_x: ``(n, n)`` kernel matrix K, or a :class:`Gram`.
+        gram_y: ``(n, n)`` kernel matrix L, or a :class:`Gram`.
 
     Returns:
         0-d float64 tensor.
@@ -112,28 +161,34 @@ def hsic_unbiased(gram_x: torch.Tensor, gram_y: torch.Tensor) -> torch.Tensor:
     Raises:
         ShapeError: fewer than 4 examples.
     """
+    gram_x, gram_y = (
+        gram_linear(gram_x) if isinstance(gram_x, Gram) else gram_x,
+        gram_linear(gram_y) if isinstance(gram_y, Gram) else gram_y,
+    )
     n = _check_gram_pair(gram_x, gram_y, min_n=4)
     return (center_gram_unbiased(gram_x) * center_gram_unbiased(gram_y)).sum() / (n * (n - 3))
 
 
-def linear_cka(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+def linear_cka(x: torch.Tensor | Gram, y: torch.Tensor | Gram, unbiased: bool = False) -> torch.Tensor:
     """Linear CKA of Kornblith et al. (2019).
 
     Biased (default)::
 
         CKA = ||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F * ||Y_c^T Y_c||_F)
 
-    where ``X_c``, ``Y_c`` are the column-centred features; this equals the Gram-space form with
-    ``HSIC_0``. With ``unbiased=True`` the HSICs are Song et al.'s unbiased estimator (the
-    "debiased" linear CKA; needs n >= 4).
+    where ``X_c``, ``Y_c`` are the column-centred features; this equals the Gram-space form
+    ``<H K H, H L H>_F / (||H K H||_F ||H L H||_F)`` with ``K = X_c X_c^T``, used when a side is a
+    :class:`Gram` or ``max(p, q) >= n``. With ``unbiased=True`` the HSICs are Song et al.'s unbiased
+    estimator (the "debiased" linear CKA; needs n >= 4), on the Grams of the centred features.
 
     Args:
-        x: ``(n, p)`` features of the first representation.
-        y: ``(n, q)`` features of the second representation, same n examples.
+        x: ``(n, p)`` features of the first representation, or its :class:`Gram`.
+        y: ``(n, q)`` features of the second representation (same n examples), or its :class:`Gram`.
         unbiased: use the unbiased HSIC estimator.
 
     Returns:
-        0-d float64 tensor; NaN with a :class:`ZeroVarianceWarning` when either side is constant.
+        0-d float64 tensor; NaN with a :class:`ZeroVarianceWarning` naming ``x``, ``y`` or both
+        when they are constant.
 
     Example:
         >>> import torch
@@ -142,87 +197,101 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torc
         1.0
     """
     x, y = _prepare_pair(x, y, unbiased)
-    if unbiased:
-        return _cka_from_grams(gram_linear(x), gram_linear(y), unbiased=True)
-    p, q, n = x.shape[1], y.shape[1], x.shape[0]
-    if max(p, q) < n:
+    features = not isinstance(x, Gram) and not isinstance(y, Gram)
+    if features and not unbiased and max(x.shape[1], y.shape[1]) < x.shape[0]:
         return _linear_cka_features(x, y)
-    return _cka_from_grams(gram_linear(x), gram_linear(y), unbiased=False)
+    return _pair_cka(x, y, "linear", unbiased, 1.0)
 
 
-def rbf_cka(x: torch.Tensor, y: torch.Tensor, sigma_frac: float = 1.0, unbiased: bool = False) -> torch.Tensor:
+def rbf_cka(
+    x: torch.Tensor | Gram, y: torch.Tensor | Gram, sigma_frac: float = 1.0, unbiased: bool = False
+) -> torch.Tensor:
     """CKA with RBF kernels whose bandwidth is ``sigma_frac`` times the median distance.
 
     ``sigma = sigma_frac * sqrt(median ||x_i - x_j||^2)``, the median over the full distance
-    matrix, as in Kornblith et al.'s reference code (see :func:`~cka_probe.math.kernels.gram_rbf`).
+    matrix, as in Kornblith et al.'s reference code (see :func:`~cka_probe.math.kernels.gram_rbf`);
+    identical rows are exactly 0 apart, so the result does not depend on the order of the examples.
+    A side given as a :class:`Gram` gets its distances as ``K_ii + K_jj - 2 K_ij``.
 
     Args:
-        x: ``(n, p)`` features.
-        y: ``(n, q)`` features.
+        x: ``(n, p)`` features, or a :class:`Gram`.
+        y: ``(n, q)`` features, or a :class:`Gram`.
         sigma_frac: bandwidth fraction of the median distance.
         unbiased: use the unbiased HSIC estimator.
 
     Returns:
         0-d float64 tensor; NaN with a warning when either side is constant.
     """
+    check_sigma_frac(sigma_frac)
     x, y = _prepare_pair(x, y, unbiased)
-    return _cka_from_grams(gram_rbf(x, sigma_frac), gram_rbf(y, sigma_frac), unbiased=unbiased)
+    return _pair_cka(x, y, "rbf", unbiased, sigma_frac)
 
 
 def centered_grams(
-    features: Sequence[torch.Tensor],
+    features: Sequence[torch.Tensor | Gram],
     kernel: str = "linear",
     unbiased: bool = False,
     sigma_frac: float = 1.0,
+    *,
+    dtype: torch.dtype | str = torch.float64,
 ) -> torch.Tensor:
-    """Stack the centred Gram matrices of several layers, flattened: ``(L, n*n)`` float64.
+    """Stack the centred Gram matrices of several layers, flattened: ``(L, n*n)``.
 
     The biased estimator centres with ``H K H``, the unbiased one U-centres. Each row's squared
     norm is ``n``-scaled HSIC(K, K), and the product of two rows the scaled HSIC(K, L), so the
-    CKA of all layer pairs is one matrix product of these stacks.
+    CKA of all layer pairs is one matrix product of these stacks. Layers of equal width are
+    stacked and their Grams formed in one batched product.
 
     Args:
-        features: ``(n, d_i)`` tensors, already validated (finite, same n).
+        features: ``(n, d_i)`` tensors or :class:`Gram` of the same n.
         kernel: ``"linear"`` or ``"rbf"``.
         unbiased: U-centre instead of double-centre.
         sigma_frac: RBF bandwidth fraction.
+        dtype: ``torch.float64`` (default) or ``torch.float32`` (also ``"float64"``/``"float32"``):
+            the precision of the returned stack. Features are centred in float64 first either way.
     """
     _check_kernel(kernel)
-    rows = []
-    for feats in features:
-        centered = center_features(feats)
-        gram = gram_linear(centered) if kernel == "linear" else gram_rbf(centered, sigma_frac)
-        if unbiased:
-            gram = center_gram_unbiased(gram)
-        elif kernel != "linear":
-            gram = center_gram(gram)  # the linear Gram of centred features is already H K H
-        rows.append(gram.reshape(-1))
-    return torch.stack(rows)
+    names, layers = _layer_list(list(features), "features")
+    _check_examples(layers, names, [], [], unbiased)
+    stack = _centered_stack(layers, names, kernel, unbiased, sigma_frac, _resolve_dtype(dtype))
+    return stack.grams.reshape(len(layers), -1)
 
 
 def cka_matrix(
-    feats_a: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
-    feats_b: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None = None,
+    feats_a: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram],
+    feats_b: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram] | None = None,
     kernel: str = "linear",
     unbiased: bool = False,
     sigma_frac: float = 1.0,
+    *,
+    dtype: torch.dtype | str = torch.float64,
 ) -> torch.Tensor | LabeledMatrix:
     """CKA of every layer of ``feats_a`` against every layer of ``feats_b``, vectorized.
 
-    The centred Grams of each side are stacked as ``(L, n^2)`` matrices ``G_a`` and ``G_b``; then
-    ``CKA = (G_a G_b^T) / (||G_a||_rows ||G_b||_rows^T)``: one matrix product for all pairs,
-    accumulated in float64. Equal to calling :func:`linear_cka` / :func:`rbf_cka` on each pair.
+    The centred Grams of each side are stacked as ``(L, n, n)`` tensors ``G_a`` and ``G_b``; then
+    ``CKA_ij = <G_a[i], G_b[j]>_F / (||G_a[i]||_F ||G_b[j]||_F)``: one matrix product for all pairs.
+    The Grams are symmetric, so the product runs over their strict upper triangles (half the
+    work), doubled, plus the diagonals' product for the biased estimator (the U-centred Grams are
+    hollow). Equal to calling :func:`linear_cka` / :func:`rbf_cka` on each pair.
+
+    Precision: with ``dtype=torch.float64`` (default) everything is float64. With
+    ``dtype=torch.float32`` the Grams are formed, centred and multiplied in float32 (about twice
+    as fast), features being centred in float64 first; the products are summed in float32 over
+    blocks of 4096 terms and the blocks in float64, and the norms accumulated in float64. On CUDA
+    this assumes full-precision float32 matrix products (``torch.get_float32_matmul_precision()``
+    equal to ``"highest"``, PyTorch's default), not TF32.
 
     Args:
-        feats_a: ``(n, d_i)`` tensors, as a sequence or a name -> tensor mapping.
+        feats_a: ``(n, d_i)`` tensors or :class:`Gram`, as a sequence or a name -> layer mapping.
         feats_b: the same for the second model; ``None`` compares ``feats_a`` with itself.
         kernel: ``"linear"`` or ``"rbf"``.
         unbiased: use the unbiased HSIC estimator (Song et al. 2012).
         sigma_frac: RBF bandwidth fraction of the median distance.
+        dtype: ``torch.float64`` or ``torch.float32`` (or ``"float64"`` / ``"float32"``).
 
     Returns:
         ``(L_a, L_b)`` float64 tensor, or a :class:`LabeledMatrix` carrying the names when both
-        inputs are mappings. Rows or columns of constant layers are NaN (with a warning).
+        inputs are mappings. Rows or columns of constant layers are NaN (with one warning).
 
     Example:
         >>> import torch
@@ -233,19 +302,20 @@ def cka_matrix(
         (('conv1', 'conv2'), [1.0, 1.0])
     """
     _check_kernel(kernel)
-    names_a, tensors_a = _layer_list(feats_a, "feats_a")
+    check_sigma_frac(sigma_frac)
+    precision = _resolve_dtype(dtype)
+    names_a, layers_a = _layer_list(feats_a, "feats_a")
     self_compare = feats_b is None
-    names_b, tensors_b = (names_a, tensors_a) if self_compare else _layer_list(feats_b, "feats_b")
-    _check_examples(tensors_a, names_a, tensors_b, names_b, unbiased)
-    device = tensors_a[0].device
-    tensors_b = [t.to(device) for t in tensors_b]
+    names_b, layers_b = (names_a, layers_a) if self_compare else _layer_list(feats_b, "feats_b")
+    _check_examples(layers_a, names_a, layers_b, names_b, unbiased)
+    device = layers_a[0].device
+    layers_b = [t.to(device) for t in layers_b]
 
-    grams_a = centered_grams(tensors_a, kernel, unbiased, sigma_frac)
-    grams_b = grams_a if self_compare else centered_grams(tensors_b, kernel, unbiased, sigma_frac)
-    cross = grams_a @ grams_b.T
-    norms_a = _layer_norms(grams_a, tensors_a, names_a, kernel)
-    norms_b = norms_a if self_compare else _layer_norms(grams_b, tensors_b, names_b, kernel)
-    values = cross / (norms_a[:, None] * norms_b[None, :])
+    stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision)
+    stack_b = stack_a if self_compare else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision)
+    _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
+    cross = _frobenius_products(stack_a, stack_b, hollow=unbiased)
+    values = cross / (stack_a.norms[:, None] * stack_b.norms[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
         return LabeledMatrix(values, tuple(names_a), tuple(names_b))
     return values
@@ -254,44 +324,200 @@ def cka_matrix(
 # --------------------------------------------------------------------------- internals
 
 
+@dataclass(frozen=True)
+class _Stack:
+    """The centred kernels of a list of layers and what the estimators need from them.
+
+    Attributes:
+        grams: ``(L, n, n)`` centred (``H K H``) or U-centred kernels, float64 or float32.
+        norms: ``(L,)`` float64 Frobenius norms of ``grams``; NaN for constant layers.
+        variance: ``(L,)`` float64 ``V = ||X_c||_F^2`` of each layer's features.
+        scale: ``(L,)`` float64 ``S = ||X||_F^2``.
+        constant: ``(L,)`` bool: the layer is constant (:func:`constant_layers`).
+        undefined: ``(L,)`` bool: constant, or its centred kernel vanishes or is not finite (an
+            RBF bandwidth of 0 when more than half of the example pairs coincide).
+    """
+
+    grams: torch.Tensor
+    norms: torch.Tensor
+    variance: torch.Tensor
+    scale: torch.Tensor
+    constant: torch.Tensor
+    undefined: torch.Tensor
+
+
+def _centered_stack(
+    layers: Sequence[Layer], names: Sequence[str], kernel: str, unbiased: bool, sigma_frac: float, dtype: torch.dtype
+) -> _Stack:
+    """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
+
+    Linear kernel on features: each layer is centred in float64 (into a reused buffer), and its Gram
+    ``X_c X_c^T`` formed block row by block row, upper triangle only (:func:`_upper_gram`), then the
+    stack is mirrored at once. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for free.
+    Grams are symmetrised and double-centred; the RBF kernel is built from exact squared distances.
+    """
+    num_layers, n = len(layers), layers[0].shape[0]
+    device = layers[0].device
+    linear = kernel == "linear"
+    work = dtype if linear else torch.float64
+    grams = torch.empty(num_layers, n, n, dtype=work, device=device)
+    variance = torch.empty(num_layers, dtype=torch.float64, device=device)
+    mean_squares = torch.zeros(num_layers, dtype=torch.float64, device=device)
+    is_gram = [isinstance(layer, Gram) for layer in layers]
+
+    feature_index = [i for i, gram in enumerate(is_gram) if not gram]
+    if feature_index:
+        widest = max(layers[i].shape[1] for i in feature_index)
+        buffer = torch.empty(n * widest, dtype=work, device=device)
+        for i in feature_index:
+            x = layers[i].to(device)
+            mean = x.mean(dim=0, keepdim=True, dtype=torch.float64)
+            mean_squares[i] = mean.square().sum() * n
+            centred = buffer[: x.numel()].view(x.shape)
+            if linear and x.dtype == work:
+                torch.sub(x, mean.to(work), out=centred)
+            else:
+                centred.copy_(x.to(torch.float64) - mean)
+            if linear:
+                _upper_gram(centred, grams[i])
+            else:
+                gram = centred @ centred.T
+                sq_dist = squared_distances_from_gram(symmetric_gram(gram), _same_rows(x))
+                grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+                variance[i] = gram.diagonal().sum()
+        if linear:
+            if len(feature_index) == num_layers:
+                grams.triu_()
+                grams += grams.triu(1).transpose(1, 2)
+            else:
+                index = torch.tensor(feature_index, device=device)
+                upper = grams[index].triu_()
+                grams[index] = upper + upper.triu(1).transpose(1, 2)
+            diagonals = grams.diagonal(dim1=1, dim2=2)[feature_index]
+            variance[feature_index] = diagonals.sum(dim=1, dtype=torch.float64)
+
+    gram_index = [i for i, gram in enumerate(is_gram) if gram]
+    for i in gram_index:
+        raw = symmetric_gram(layers[i].matrix.to(device))
+        _check_finite(torch.isfinite(raw).all()[None], [i], names, "Gram matrix")
+        sq_dist = squared_distances_from_gram(raw, identical_rows(raw))
+        variance[i] = sq_dist.sum() / (2 * n)
+        mean_squares[i] = raw.diagonal().sum() - variance[i]  # so that S = tr(K)
+        if linear:  # U-centring ignores the symmetric offsets that H . H removes: skip it in float64
+            grams[i] = raw if unbiased and work == torch.float64 else center_gram(raw)
+        else:
+            grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+
+    scale = variance + mean_squares
+    _check_finite(torch.isfinite(scale), range(num_layers), names, "features")
+    if unbiased:
+        _u_center_(grams)
+    elif not linear:
+        grams = center_gram(grams)
+    if grams.dtype != dtype:
+        grams = grams.to(dtype)
+    norms = torch.linalg.vector_norm(grams, dim=(1, 2), dtype=torch.float64)
+    constant = constant_layers(variance, scale)
+    undefined = constant | ~torch.isfinite(norms) | (norms == 0)
+    norms = torch.where(undefined, torch.nan, norms)
+    return _Stack(grams, norms, variance, scale, constant, undefined)
+
+
+def _upper_gram(x: torch.Tensor, out: torch.Tensor) -> None:
+    """The upper triangle (and diagonal blocks) of ``x x^T`` into ``out``, one block row at a time.
+
+    Block row ``k`` is ``x[rows_k] @ x[rows_k.start:].T``: about ``(B + 1) / 2B`` of the full
+    product's work for ``B`` block rows (a symmetric rank-k update, which torch does not expose).
+    Entries below the diagonal blocks are left as they were.
+    """
+    n = x.shape[0]
+    step = max(32, n // 8)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        torch.mm(x[start:stop], x[start:].T, out=out[start:stop, start:])
+
+
+def _u_center_(grams: torch.Tensor) -> None:
+    """In-place U-centring of a stack ``(L, n, n)`` (see :func:`~cka_probe.math.kernels.center_gram_unbiased`)."""
+    n = grams.shape[-1]
+    if n < 4:
+        raise ShapeError(f"the unbiased estimator needs at least 4 examples, got n={n}; use more images")
+    diagonal = grams.diagonal(dim1=-2, dim2=-1)
+    diagonal.zero_()
+    means = grams.sum(dim=-1) / (n - 2)
+    means -= means.sum(dim=-1, keepdim=True) / (2 * (n - 1))
+    grams.sub_(means[:, :, None]).sub_(means[:, None, :])
+    diagonal.zero_()
+
+
+def _same_rows(x: torch.Tensor) -> torch.Tensor:
+    """``(n, n)`` mask of rows of ``x`` that are exactly equal."""
+    ids = torch.unique(x, dim=0, return_inverse=True)[1]
+    return ids[:, None] == ids[None, :]
+
+
+def _frobenius_products(stack_a: _Stack, stack_b: _Stack, hollow: bool) -> torch.Tensor:
+    """``<A_i, B_j>_F`` of two stacks of symmetric ``(n, n)`` matrices, ``(L_a, L_b)`` float64.
+
+    ``<A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii``: one product over the strict upper
+    triangles (the diagonal term only when the matrices are not hollow).
+    """
+    a, n = stack_a.grams, stack_a.grams.shape[-1]
+    upper = torch.triu_indices(n, n, offset=1, device=a.device)
+    flat = upper[0] * n + upper[1]
+    packed_a = a.reshape(len(a), n * n).index_select(1, flat)
+    if stack_b is stack_a:
+        packed_b, b = packed_a, a
+    else:
+        b = stack_b.grams
+        packed_b = b.reshape(len(b), n * n).index_select(1, flat)
+    cross = 2.0 * _accumulated_products(packed_a, packed_b)
+    if not hollow:
+        cross += _accumulated_products(a.diagonal(dim1=1, dim2=2), b.diagonal(dim1=1, dim2=2))
+    return cross
+
+
+def _accumulated_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` in float64; float32 inputs are multiplied in float32 blocks summed in float64."""
+    if a.dtype == torch.float64:
+        return a @ b.T
+    total = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+    for start in range(0, a.shape[1], _FLOAT32_BLOCK):
+        block = slice(start, start + _FLOAT32_BLOCK)
+        total += a[:, block] @ b[:, block].T
+    return total
+
+
+def _pair_cka(x: Layer, y: Layer, kernel: str, unbiased: bool, sigma_frac: float) -> torch.Tensor:
+    stack_x = _centered_stack([x], ["x"], kernel, unbiased, sigma_frac, torch.float64)
+    stack_y = _centered_stack([y], ["y"], kernel, unbiased, sigma_frac, torch.float64)
+    if bool(stack_x.undefined[0] | stack_y.undefined[0]):
+        _warn_undefined([(stack_x, ["x"]), (stack_y, ["y"])])
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    cross = (stack_x.grams * stack_y.grams).sum()
+    return cross / (stack_x.norms[0] * stack_y.norms[0])
+
+
 def _linear_cka_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Biased linear CKA in feature space (Kornblith et al. 2019, eq. 5)."""
     xc, yc = center_features(x), center_features(y)
-    if _is_constant(x, xc) or _is_constant(y, yc):
-        return _nan_with_warning(["x" if _is_constant(x, xc) else "y"])
+    scale_x, scale_y = x.to(torch.float64).square().sum(), y.to(torch.float64).square().sum()
+    _check_finite(torch.isfinite(torch.stack([scale_x, scale_y])), [0, 1], ["x", "y"], "features")
+    constant = constant_layers(torch.stack([xc.square().sum(), yc.square().sum()]), torch.stack([scale_x, scale_y]))
+    if bool(constant.any()):
+        return _nan_with_warning([name for name, c in zip(("x", "y"), constant.tolist()) if c])
     cross = torch.linalg.matrix_norm(yc.T @ xc) ** 2
     return cross / (torch.linalg.matrix_norm(xc.T @ xc) * torch.linalg.matrix_norm(yc.T @ yc))
 
 
-def _cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor, unbiased: bool) -> torch.Tensor:
-    center = center_gram_unbiased if unbiased else center_gram
-    kx, ky = center(gram_x), center(gram_y)
-    norm_x, norm_y = torch.linalg.vector_norm(kx), torch.linalg.vector_norm(ky)
-    constant = [name for name, norm, gram in (("x", norm_x, gram_x), ("y", norm_y, gram_y))
-                if not torch.isfinite(norm) or norm <= _ZERO_VARIANCE_RTOL * torch.linalg.vector_norm(gram)]
-    if constant:
-        return _nan_with_warning(constant)
-    return (kx * ky).sum() / (norm_x * norm_y)
-
-
-def _layer_norms(grams: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str], kernel: str) -> torch.Tensor:
-    """Row norms of the stacked centred Grams, NaN for constant layers (with one warning)."""
-    norms = torch.linalg.vector_norm(grams, dim=1)
-    constant = []
-    for i, feats in enumerate(tensors):
-        x = feats.to(torch.float64)
-        if _is_constant(x, x - x.mean(dim=0, keepdim=True)) or not torch.isfinite(norms[i]) or norms[i] == 0:
-            constant.append(i)
-    if constant:
-        norms = norms.clone()
-        norms[constant] = float("nan")
-        _warn_constant([names[i] for i in constant])
-    return norms
-
-
-def _is_constant(x: torch.Tensor, centered: torch.Tensor) -> bool:
-    scale = torch.linalg.vector_norm(x.to(torch.float64))
-    return bool(torch.linalg.vector_norm(centered) <= _ZERO_VARIANCE_RTOL * scale)
+def _warn_undefined(stacks: Sequence[tuple[_Stack, Sequence[str]]]) -> None:
+    """One warning naming every constant layer, one naming every other layer without a defined CKA."""
+    constant, degenerate = [], []
+    for stack, names in stacks:
+        constant += [names[i] for i in torch.nonzero(stack.constant).flatten().tolist()]
+        degenerate += [names[i] for i in torch.nonzero(stack.undefined & ~stack.constant).flatten().tolist()]
+    _warn_constant(constant)
+    _warn_degenerate(degenerate)
 
 
 def _nan_with_warning(names: Sequence[str]) -> torch.Tensor:
@@ -300,9 +526,25 @@ def _nan_with_warning(names: Sequence[str]) -> torch.Tensor:
 
 
 def _warn_constant(names: Sequence[str]) -> None:
+    if not names:
+        return
+    names = list(dict.fromkeys(map(str, names)))
     warnings.warn(
-        f"features of layer(s) {', '.join(map(str, names))} are constant over the examples; "
+        f"features of layer(s) {', '.join(names)} are constant over the examples; "
         "their CKA is undefined and set to NaN (check the layer choice or use more varied images)",
+        ZeroVarianceWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_degenerate(names: Sequence[str]) -> None:
+    if not names:
+        return
+    names = list(dict.fromkeys(map(str, names)))
+    warnings.warn(
+        f"the centred kernel of layer(s) {', '.join(names)} vanishes (for the RBF kernel: more than half of "
+        "the example pairs coincide, so the median bandwidth is 0); their CKA is undefined and set to NaN "
+        "(use more varied images or --kernel linear)",
         ZeroVarianceWarning,
         stacklevel=3,
     )
@@ -310,12 +552,38 @@ def _warn_constant(names: Sequence[str]) -> None:
 
 def _check_kernel(kernel: str) -> None:
     if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+        raise KernelError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)} (--kernel)")
 
 
-def _layer_list(feats, argname: str) -> tuple[list[str], list[torch.Tensor]]:
-    if isinstance(feats, torch.Tensor):
-        raise ShapeError(f"{argname} must be a sequence or mapping of (n, d) tensors, got one tensor; wrap it in a list")
+def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch.float64`` / ``torch.float32`` from a dtype or its name."""
+    by_name = {
+        "float64": torch.float64,
+        "float32": torch.float32,
+        torch.float64: torch.float64,
+        torch.float32: torch.float32,
+    }
+    try:
+        return by_name[dtype]
+    except (KeyError, TypeError):
+        raise PrecisionError(f"unknown precision {dtype!r}; choose one of {', '.join(PRECISIONS)}") from None
+
+
+def _check_finite(finite: torch.Tensor, members: Sequence[int], names: Sequence[str], what: str) -> None:
+    if bool(finite.all()):
+        return
+    name = names[members[int(torch.nonzero(~finite)[0])]]
+    raise NonFiniteFeatureError(
+        f"layer {name}: {what} contain NaN or infinity; check the model's numerics "
+        "(e.g. run without fp16 autocast) or exclude the layer"
+    )
+
+
+def _layer_list(feats, argname: str) -> tuple[list[str], list[Layer]]:
+    if isinstance(feats, (torch.Tensor, Gram)):
+        raise ShapeError(
+            f"{argname} must be a sequence or mapping of (n, d) tensors, got one tensor; wrap it in a list"
+        )
     if isinstance(feats, Mapping):
         names, tensors = [str(k) for k in feats], list(feats.values())
     else:
@@ -328,21 +596,22 @@ def _layer_list(feats, argname: str) -> tuple[list[str], list[torch.Tensor]]:
     return names, tensors
 
 
-def _check_features(t: torch.Tensor, name: str) -> None:
+def _check_features(t: Layer, name: str) -> None:
+    """Type and rank of one layer (finiteness is checked where the layer is read, in one pass)."""
+    if isinstance(t, Gram):
+        return
     if not isinstance(t, torch.Tensor) or t.ndim != 2:
         shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         raise ShapeError(f"layer {name}: features must be a 2-D (n, d) tensor, got {shape}; pool or flatten them first")
-    if not torch.isfinite(t).all():
-        raise NonFiniteFeatureError(
-            f"layer {name}: features contain NaN or infinity; check the model's numerics "
-            "(e.g. run without fp16 autocast) or exclude the layer"
-        )
 
 
 def _check_examples(tensors_a, names_a, tensors_b, names_b, unbiased: bool) -> int:
     sizes = {t.shape[0] for t in tensors_a} | {t.shape[0] for t in tensors_b}
     if len(sizes) > 1:
-        by_layer = {**{n: t.shape[0] for n, t in zip(names_a, tensors_a)}, **{n: t.shape[0] for n, t in zip(names_b, tensors_b)}}
+        by_layer = {
+            **{n: t.shape[0] for n, t in zip(names_a, tensors_a)},
+            **{n: t.shape[0] for n, t in zip(names_b, tensors_b)},
+        }
         raise ShapeError(
             f"layers have different numbers of examples {sorted(sizes)} ({_first_mismatch(by_layer)}); "
             "both sides must see the same n images"
@@ -364,11 +633,11 @@ def _first_mismatch(by_layer: dict[str, int]) -> str:
     return ""
 
 
-def _prepare_pair(x: torch.Tensor, y: torch.Tensor, unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare_pair(x: Layer, y: Layer, unbiased: bool) -> tuple[Layer, Layer]:
     _check_features(x, "x")
     _check_features(y, "y")
     _check_examples([x], ["x"], [y], ["y"], unbiased)
-    return x.to(torch.float64), y.to(device=x.device, dtype=torch.float64)
+    return x, y.to(x.device)
 
 
 def _check_gram_pair(gram_x: torch.Tensor, gram_y: torch.Tensor, min_n: int) -> int:

@@ -1,8 +1,10 @@
-"""Gram matrices and their centering.
+"""Gram matrices, squared distances and centring.
 
 Every function here takes and returns float64 tensors on the input's device and works on a
 single ``(n, n)`` matrix or a stack ``(..., n, n)``. Feature matrices are ``(n, d)``: one row
-per example.
+per example. A layer can also arrive as its linear Gram matrix ``K = X X^T`` (for flattened
+activations, whose ``(n, C*H*W)`` features are never held), wrapped in :class:`Gram`; every
+estimator accepts either form.
 
 References:
     Kornblith, Norouzi, Lee, Hinton. "Similarity of Neural Network Representations Revisited."
@@ -18,31 +20,95 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..errors import KernelError, ShapeError
+
 __all__ = [
+    "Gram",
     "center_features",
-    "gram_linear",
-    "gram_rbf",
     "center_gram",
     "center_gram_unbiased",
+    "gram_linear",
+    "gram_rbf",
+    "squared_distances",
 ]
+
+
+@dataclass(frozen=True)
+class Gram:
+    """One layer given as its ``(n, n)`` linear Gram matrix ``K = X X^T`` instead of its features.
+
+    ``X`` is the layer's ``(n, d)`` feature matrix (for un-pooled activations, each example's
+    activation flattened), which need not be held: every estimator needs only ``K``. The Gram may
+    be of raw or of centred features (``X_c = X - 1 mean(X)^T``, i.e. ``H K H``): every estimator
+    centres it again, which changes nothing for a centred one. Forming it from centred features
+    is the more precise choice, since centring an uncentred Gram cancels ``||mean||^2``-sized terms.
+
+    Constant layers: a Gram of centred features has lost the features' raw scale, so only rows
+    that are exactly identical (equal Gram rows) make its layer count as constant.
+
+    Attributes:
+        matrix: ``(n, n)`` symmetric positive semi-definite tensor, any float dtype.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(16, 300, dtype=torch.float64)
+        >>> gram = Gram(x @ x.T)
+        >>> gram.n
+        16
+    """
+
+    matrix: torch.Tensor
+
+    def __post_init__(self) -> None:
+        matrix = self.matrix
+        if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
+            raise ShapeError(f"a Gram matrix must be a square (n, n) tensor, got {shape}; form it as X @ X.T")
+        if not matrix.is_floating_point():
+            object.__setattr__(self, "matrix", matrix.to(torch.float64))
+
+    @property
+    def n(self) -> int:
+        """Number of examples."""
+        return self.matrix.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    def to(self, device) -> Gram:
+        """The same Gram on another device."""
+        return Gram(self.matrix.to(device))
+
+    @classmethod
+    def from_features(cls, x: torch.Tensor) -> Gram:
+        """The float64 Gram ``X_c X_c^T`` of the centred features ``x`` ``(n, d)``."""
+        xc = center_features(x)
+        return cls(xc @ xc.T)
 
 
 def center_features(x: torch.Tensor) -> torch.Tensor:
     """Subtract each feature's mean over the examples: ``x - 1 mean(x)^T`` in float64.
 
     Args:
-        x: features, shape ``(n, d)``.
+        x: features, shape ``(..., n, d)``.
 
     Returns:
-        The centred features, float64, shape ``(n, d)``.
+        The centred features, float64, same shape.
     """
     x = x.to(torch.float64)
-    return x - x.mean(dim=0, keepdim=True)
+    return x - x.mean(dim=-2, keepdim=True)
 
 
-def gram_linear(x: torch.Tensor) -> torch.Tensor:
+def gram_linear(x: torch.Tensor | Gram) -> torch.Tensor:
     """Linear kernel ``K = X X^T``.
 
     Centring the features first leaves every centred Gram below unchanged (for ``center_gram``
@@ -51,7 +117,7 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
     :func:`center_features` of their data.
 
     Args:
-        x: features, shape ``(n, d)``.
+        x: features, shape ``(n, d)``, or a :class:`Gram` (returned as float64).
 
     Returns:
         ``(n, n)`` float64 Gram matrix.
@@ -62,47 +128,112 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
         tensor([[1., 0.],
                 [0., 4.]], dtype=torch.float64)
     """
+    if isinstance(x, Gram):
+        return x.matrix.to(torch.float64)
     x = x.to(torch.float64)
     return x @ x.T
 
 
-def gram_rbf(x: torch.Tensor, sigma_frac: float = 1.0) -> torch.Tensor:
+def symmetric_gram(gram: torch.Tensor) -> torch.Tensor:
+    """``(K + K^T) / 2`` in float64: a Gram formed by a matrix product may be asymmetric in its last bits."""
+    gram = gram.to(torch.float64)
+    return 0.5 * (gram + gram.transpose(-2, -1))
+
+
+def identical_rows(gram: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(..., n, n)`` mask of example pairs with identical features, read off a symmetric Gram.
+
+    For a positive semi-definite ``K = X X^T``, ``x_i = x_j`` exactly when
+    ``K_ii = K_ij = K_jj`` (then ``||x_i - x_j||^2 = K_ii + K_jj - 2 K_ij = 0``). Identical rows
+    give bit-identical dot products, so the test is exact on a Gram formed from the features.
+    """
+    diag = gram.diagonal(dim1=-2, dim2=-1)
+    return (gram == diag[..., :, None]) & (gram == diag[..., None, :])
+
+
+def squared_distances(x: torch.Tensor | Gram) -> torch.Tensor:
+    """Squared Euclidean distances ``D_ij = ||x_i - x_j||^2`` in float64, exactly 0 between identical rows.
+
+    Computed as ``K_ii + K_jj - 2 K_ij`` from the linear Gram (of the centred features, for
+    conditioning; of the given matrix for a :class:`Gram`). Rounding leaves residues of about
+    ``1e-16 ||x||^2`` where the true distance is 0; those pairs are set to exactly 0 (for
+    features, rows that compare equal; for a Gram, pairs with ``K_ii = K_ij = K_jj``), so the
+    result, and the median bandwidth taken from it, does not depend on the order of the rows.
+    Negative rounding residues are clamped to 0 and the diagonal is 0.
+
+    Args:
+        x: ``(n, d)`` features or a :class:`Gram`.
+
+    Returns:
+        ``(n, n)`` float64 matrix.
+    """
+    if isinstance(x, Gram):
+        gram = symmetric_gram(x.matrix)
+        same = identical_rows(gram)
+    else:
+        xc = center_features(x)
+        gram = xc @ xc.T
+        ids = torch.unique(x, dim=0, return_inverse=True)[1]
+        same = ids[:, None] == ids[None, :]
+    return squared_distances_from_gram(gram, same)
+
+
+def squared_distances_from_gram(gram: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """``K_ii + K_jj - 2 K_ij`` of a stack of symmetric Grams ``(..., n, n)``, clamped at 0 and 0 where ``same``."""
+    diag = gram.diagonal(dim1=-2, dim2=-1)
+    sq_dist = diag[..., :, None] + diag[..., None, :] - 2.0 * gram
+    return sq_dist.clamp_min_(0.0).masked_fill_(same, 0.0)
+
+
+def check_sigma_frac(sigma_frac: float) -> None:
+    """Refuse a non-positive RBF bandwidth fraction."""
+    if not sigma_frac > 0:
+        raise KernelError(
+            f"the RBF bandwidth fraction must be > 0, got {sigma_frac}; set analysis.sigma_frac to e.g. 1.0"
+        )
+
+
+def rbf_from_squared_distances(sq_dist: torch.Tensor, sigma_frac: float = 1.0) -> torch.Tensor:
+    """``exp(-D / (2 sigma^2))`` with ``sigma^2 = sigma_frac^2 median(D)`` for a stack ``(..., n, n)``.
+
+    The median is taken over each full ``n x n`` matrix, zeros of the diagonal included; a matrix
+    whose median is 0 (more than half of the pairs coincide) has no bandwidth and gives all NaN.
+    """
+    check_sigma_frac(sigma_frac)
+    median = _median_numpy_style(sq_dist.flatten(-2))
+    median = torch.where(median > 0, median, torch.nan)
+    return torch.exp(-sq_dist / (2.0 * sigma_frac**2 * median[..., None, None]))
+
+
+def gram_rbf(x: torch.Tensor | Gram, sigma_frac: float = 1.0) -> torch.Tensor:
     """RBF kernel with the median-distance bandwidth of Kornblith et al. (2019).
 
     ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` with
     ``sigma^2 = sigma_frac^2 * median_{i,j} ||x_i - x_j||^2``, the median taken over the full
     ``n x n`` matrix of squared distances, zeros of the diagonal included, as in the authors'
-    reference code.
+    reference code. The distances come from :func:`squared_distances`, so a layer given as a
+    :class:`Gram` gets the same kernel as its features.
 
     Args:
-        x: features, shape ``(n, d)``.
+        x: features, shape ``(n, d)``, or a :class:`Gram`.
         sigma_frac: bandwidth as a fraction of the median distance (must be > 0).
 
     Returns:
         ``(n, n)`` float64 kernel matrix. If the median squared distance is 0 (more than half
         of the pairs coincide) the bandwidth is undefined and the result is all NaN.
     """
-    if not sigma_frac > 0:
-        raise ValueError(f"sigma_frac must be > 0, got {sigma_frac}; pass a positive bandwidth fraction")
-    x = center_features(x)
-    sq_norms = (x * x).sum(dim=1)
-    sq_dist = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (x @ x.T)
-    sq_dist = sq_dist.clamp_min(0.0)  # rounding can make tiny distances negative
-    sq_dist.fill_diagonal_(0.0)
-    median = _median_numpy_style(sq_dist.flatten())
-    if median <= 0:
-        return torch.full_like(sq_dist, float("nan"))
-    return torch.exp(-sq_dist / (2.0 * sigma_frac**2 * median))
+    check_sigma_frac(sigma_frac)
+    return rbf_from_squared_distances(squared_distances(x), sigma_frac)
 
 
 def _median_numpy_style(values: torch.Tensor) -> torch.Tensor:
-    """Median that averages the two middle values of an even count, as NumPy's (and so Kornblith's
-    reference code) does; ``torch.median`` would return the lower one."""
-    sorted_values, _ = torch.sort(values)
-    k = sorted_values.numel()
+    """Median over the last dimension that averages the two middle values of an even count, as NumPy's
+    (and so Kornblith's reference code) does; ``torch.median`` would return the lower one."""
+    sorted_values, _ = torch.sort(values, dim=-1)
+    k = sorted_values.shape[-1]
     if k % 2:
-        return sorted_values[k // 2]
-    return 0.5 * (sorted_values[k // 2 - 1] + sorted_values[k // 2])
+        return sorted_values[..., k // 2]
+    return 0.5 * (sorted_values[..., k // 2 - 1] + sorted_values[..., k // 2])
 
 
 def center_gram(gram: torch.Tensor) -> torch.Tensor:
@@ -112,9 +243,10 @@ def center_gram(gram: torch.Tensor) -> torch.Tensor:
         gram: ``(..., n, n)`` symmetric kernel matrices.
 
     Returns:
-        ``(..., n, n)`` float64 centred matrices.
+        ``(..., n, n)`` centred matrices, float64 (or the input's dtype if it is float32).
     """
-    gram = gram.to(torch.float64)
+    if gram.dtype != torch.float32:
+        gram = gram.to(torch.float64)
     row_means = gram.mean(dim=-1, keepdim=True)
     col_means = gram.mean(dim=-2, keepdim=True)
     grand_mean = row_means.mean(dim=-2, keepdim=True)
@@ -137,12 +269,13 @@ def center_gram_unbiased(gram: torch.Tensor) -> torch.Tensor:
         gram: ``(..., n, n)`` symmetric kernel matrices, ``n >= 4``.
 
     Returns:
-        ``(..., n, n)`` float64 U-centred matrices.
+        ``(..., n, n)`` U-centred matrices, float64 (or the input's dtype if it is float32).
     """
-    gram = gram.to(torch.float64)
+    if gram.dtype != torch.float32:
+        gram = gram.to(torch.float64)
     n = gram.shape[-1]
     if n < 4:
-        raise ValueError(f"U-centring needs n >= 4 examples, got n={n}; use more images or the biased estimator")
+        raise ShapeError(f"U-centring needs n >= 4 examples, got n={n}; use more images or drop --unbiased")
     eye = torch.eye(n, dtype=torch.bool, device=gram.device)
     gram = gram.masked_fill(eye, 0.0)
     means = gram.sum(dim=-1) / (n - 2)

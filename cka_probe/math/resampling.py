@@ -37,15 +37,15 @@ from ..errors import CKAProbeError
 from .cka import (
     LabeledMatrix,
     ZeroVarianceWarning,
+    _centered_stack,
     _check_examples,
     _check_kernel,
     _layer_list,
-    _layer_norms,
-    centered_grams,
 )
-from .kernels import center_features
+from .cka import _warn_undefined as _warn_undefined_layers
+from .kernels import Gram, check_sigma_frac, squared_distances, symmetric_gram
 
-__all__ = ["permutation_test", "bootstrap_ci"]
+__all__ = ["bootstrap_ci", "permutation_test"]
 
 # Draws are processed in chunks whose largest temporary holds about this many float64 numbers
 # (128 MiB), whatever the number of draws.
@@ -58,8 +58,8 @@ _TIE_TOLERANCE = 1e-12
 
 
 def permutation_test(
-    feats_a: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
-    feats_b: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None = None,
+    feats_a: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram],
+    feats_b: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram] | None = None,
     num_permutations: int = 1000,
     seed: int = 0,
     kernel: str = "linear",
@@ -91,7 +91,8 @@ def permutation_test(
     per chunk of permutations (``O(K L_a L_b n^2)`` in all, memory bounded by the chunk size).
 
     Args:
-        feats_a: ``(n, d_i)`` tensors, as a sequence or a name -> tensor mapping.
+        feats_a: ``(n, d_i)`` tensors or ``(n, n)`` :class:`Gram`, as a sequence or a name -> layer
+            mapping.
         feats_b: the second representation's; ``None`` tests ``feats_a`` against itself.
         num_permutations: number of random permutations ``K`` (>= 1).
         seed: seed of the CPU generator that draws the permutations (see
@@ -116,7 +117,7 @@ def permutation_test(
         0.01
     """
     _check_count(num_permutations, "num_permutations")
-    sides = _Sides.from_inputs(feats_a, feats_b, kernel, unbiased)
+    sides = _Sides.from_inputs(feats_a, feats_b, kernel, unbiased, sigma_frac)
     grams_a, grams_b, norms_a, norms_b = _full_sample_grams(sides, kernel, unbiased, sigma_frac)
     scale = norms_a[:, None] * norms_b[None, :]
     observed = (grams_a @ grams_b.T) / scale
@@ -138,8 +139,8 @@ def permutation_test(
 
 
 def bootstrap_ci(
-    feats_a: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
-    feats_b: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None = None,
+    feats_a: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram],
+    feats_b: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram] | None = None,
     num_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
@@ -210,7 +211,9 @@ def bootstrap_ci(
     the bootstrap is known to be unreliable: test independence with :func:`permutation_test`.
 
     Args:
-        feats_a: ``(n, d_i)`` tensors, as a sequence or a name -> tensor mapping.
+        feats_a: ``(n, d_i)`` tensors or ``(n, n)`` :class:`Gram`, as a sequence or a name -> layer
+            mapping (a Gram's resamples are ``K[idx][:, idx]``, its RBF distances
+            ``K_ii + K_jj - 2 K_ij``).
         feats_b: the second representation's; ``None`` compares ``feats_a`` with itself.
         num_resamples: number of bootstrap replicates ``K`` (>= 1).
         seed: seed of the CPU generator that draws the resamples (see :func:`_resample_indices`).
@@ -239,12 +242,14 @@ def bootstrap_ci(
     _check_count(num_resamples, "num_resamples")
     if not 0.0 < level < 1.0:
         raise CKAProbeError(f"level must lie in (0, 1), got {level}; pass e.g. 0.95 for a 95% interval")
-    sides = _Sides.from_inputs(feats_a, feats_b, kernel, unbiased)
+    sides = _Sides.from_inputs(feats_a, feats_b, kernel, unbiased, sigma_frac)
     grams_a, grams_b, norms_a, norms_b = _full_sample_grams(sides, kernel, unbiased, sigma_frac)
     nan_cells = torch.isnan(norms_a)[:, None] | torch.isnan(norms_b)[None, :]
 
     layers_a = _ResampledLayers(sides.tensors_a, grams_a, kernel, unbiased, sigma_frac)
-    layers_b = layers_a if sides.self_compare else _ResampledLayers(sides.tensors_b, grams_b, kernel, unbiased, sigma_frac)
+    layers_b = (
+        layers_a if sides.self_compare else _ResampledLayers(sides.tensors_b, grams_b, kernel, unbiased, sigma_frac)
+    )
     n, num_a, num_b = sides.n, len(sides.names_a), len(sides.names_b)
     replicates = torch.empty(num_resamples, num_a, num_b, dtype=torch.float64, device=grams_a.device)
     undefined_a = torch.zeros(num_a, dtype=torch.int64, device=grams_a.device)
@@ -325,8 +330,9 @@ class _Sides:
     labeled: bool
 
     @classmethod
-    def from_inputs(cls, feats_a, feats_b, kernel: str, unbiased: bool) -> _Sides:
+    def from_inputs(cls, feats_a, feats_b, kernel: str, unbiased: bool, sigma_frac: float = 1.0) -> _Sides:
         _check_kernel(kernel)
+        check_sigma_frac(sigma_frac)
         names_a, tensors_a = _layer_list(feats_a, "feats_a")
         self_compare = feats_b is None
         names_b, tensors_b = (names_a, tensors_a) if self_compare else _layer_list(feats_b, "feats_b")
@@ -348,14 +354,18 @@ def _check_count(value: int, name: str) -> None:
 
 
 def _full_sample_grams(sides: _Sides, kernel: str, unbiased: bool, sigma_frac: float):
-    """Centred Grams ``(L, n^2)`` of both sides and their norms (NaN, with a warning, when constant)."""
-    grams_a = centered_grams(sides.tensors_a, kernel, unbiased, sigma_frac)
-    norms_a = _layer_norms(grams_a, sides.tensors_a, sides.names_a, kernel)
-    if sides.self_compare:
-        return grams_a, grams_a, norms_a, norms_a
-    grams_b = centered_grams(sides.tensors_b, kernel, unbiased, sigma_frac)
-    norms_b = _layer_norms(grams_b, sides.tensors_b, sides.names_b, kernel)
-    return grams_a, grams_b, norms_a, norms_b
+    """Centred Grams ``(L, n^2)`` of both sides and their norms (NaN, with one warning, for constant layers)."""
+    stack_a = _centered_stack(sides.tensors_a, sides.names_a, kernel, unbiased, sigma_frac, torch.float64)
+    stack_b = (
+        stack_a
+        if sides.self_compare
+        else _centered_stack(sides.tensors_b, sides.names_b, kernel, unbiased, sigma_frac, torch.float64)
+    )
+    _warn_undefined_layers([(stack_a, sides.names_a)] + ([] if sides.self_compare else [(stack_b, sides.names_b)]))
+    n = sides.n
+    grams_a = stack_a.grams.reshape(-1, n * n)
+    grams_b = grams_a if sides.self_compare else stack_b.grams.reshape(-1, n * n)
+    return grams_a, grams_b, stack_a.norms, stack_b.norms
 
 
 # --------------------------------------------------------------------------- bootstrap internals
@@ -376,12 +386,11 @@ class _ResampledLayers:
         self.unbiased = unbiased
         self.sigma_frac = sigma_frac
         # Rows with identical features get one id: a resample whose rows all share it is constant.
-        self.row_ids = torch.stack([torch.unique(t.to(torch.float64), dim=0, return_inverse=True)[1] for t in tensors])
+        # For a Gram, identical features are identical Gram rows.
+        self.row_ids = torch.stack([torch.unique(_rows(t), dim=0, return_inverse=True)[1] for t in tensors])
         self.rbf = kernel == "rbf"
         if self.rbf:
-            if not sigma_frac > 0:
-                raise ValueError(f"sigma_frac must be > 0, got {sigma_frac}; pass a positive bandwidth fraction")
-            self.sq_dists = torch.stack([_squared_distances(t) for t in tensors]).view(len(tensors), n * n)
+            self.sq_dists = torch.stack([squared_distances(t) for t in tensors]).view(len(tensors), n * n)
             self.sorted_sq_dists, self.order = torch.sort(self.sq_dists, dim=1)
         else:
             self.grams = grams[None]
@@ -402,7 +411,9 @@ class _ResampledLayers:
             return self.grams, torch.zeros(counts.shape[0], self.grams.shape[1], dtype=torch.bool, device=counts.device)
         num_layers, num_pairs = self.sq_dists.shape
         pair_counts = (counts[:, :, None] * counts[:, None, :]).view(len(counts), 1, num_pairs)
-        cumulative = pair_counts.expand(-1, num_layers, -1).gather(2, self.order.expand(len(counts), -1, -1)).cumsum(dim=2)
+        cumulative = (
+            pair_counts.expand(-1, num_layers, -1).gather(2, self.order.expand(len(counts), -1, -1)).cumsum(dim=2)
+        )
         # NumPy's median of the resample's n^2 squared distances: the mean of order statistics
         # (N+1)//2 and N//2+1 (1-based; equal when N is odd), read off the weighted cumulative sum.
         ranks = torch.tensor([(num_pairs + 1) // 2, num_pairs // 2 + 1], device=counts.device)
@@ -419,12 +430,9 @@ class _ResampledLayers:
         return kernels, undefined
 
 
-def _squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """``||x_i - x_j||^2`` of the centred features, as :func:`~cka_probe.math.kernels.gram_rbf` computes them."""
-    x = center_features(x)
-    sq_norms = (x * x).sum(dim=1)
-    sq_dist = (sq_norms[:, None] + sq_norms[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
-    return sq_dist.fill_diagonal_(0.0)
+def _rows(layer: torch.Tensor | Gram) -> torch.Tensor:
+    """What identifies an example's features: its feature row, or its row of the (symmetrised) Gram."""
+    return symmetric_gram(layer.matrix) if isinstance(layer, Gram) else layer.to(torch.float64)
 
 
 def _resample_cka(layers_a: _ResampledLayers, layers_b: _ResampledLayers, counts: torch.Tensor, unbiased: bool):
@@ -503,7 +511,9 @@ def _resample_cka(layers_a: _ResampledLayers, layers_b: _ResampledLayers, counts
         cross = (weighted_a.reshape(-1, n * n) @ kern_b[0].T).view(num_resamples, -1, kern_b.shape[1])
     else:
         cross = weighted_a @ kern_b.transpose(1, 2)
-    cross = cross + alpha * sums_a[:, :, None] * sums_b[:, None, :] + (w[:, None, :] * beta * kw_a) @ kw_b.transpose(1, 2)
+    cross = (
+        cross + alpha * sums_a[:, :, None] * sums_b[:, None, :] + (w[:, None, :] * beta * kw_a) @ kw_b.transpose(1, 2)
+    )
     if unbiased:
         weighted_kw_a = gamma * w[:, None, :] * kw_a
         cross = cross + weighted_kw_a @ ksq_b.transpose(1, 2) + (gamma * w[:, None, :] * ksq_a) @ kw_b.transpose(1, 2)
@@ -530,7 +540,9 @@ def _percentile(replicates: torch.Tensor, q: float) -> torch.Tensor:
     return ordered[below] + fraction * (ordered[above] - ordered[below])
 
 
-def _warn_undefined(sides: _Sides, undefined_a, undefined_b, too_few_distinct: int, num_resamples: int, nan_cells) -> None:
+def _warn_undefined(
+    sides: _Sides, undefined_a, undefined_b, too_few_distinct: int, num_resamples: int, nan_cells
+) -> None:
     if too_few_distinct:
         warnings.warn(
             f"{too_few_distinct} of {num_resamples} resamples hold fewer than 4 distinct examples, where the "
@@ -540,7 +552,10 @@ def _warn_undefined(sides: _Sides, undefined_a, undefined_b, too_few_distinct: i
         )
     # Layers constant on the full sample were already named by the full-sample check.
     counts = {}
-    sides_info = ((sides.names_a, undefined_a, nan_cells.all(dim=1)), (sides.names_b, undefined_b, nan_cells.all(dim=0)))
+    sides_info = (
+        (sides.names_a, undefined_a, nan_cells.all(dim=1)),
+        (sides.names_b, undefined_b, nan_cells.all(dim=0)),
+    )
     for names, undefined, full_nan in sides_info:
         for name, count, known in zip(names, undefined.tolist(), full_nan.tolist()):
             if count and not known:

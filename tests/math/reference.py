@@ -58,3 +58,13 @@ def minibatch_cka(batches_x, batches_y, kernel=gram_linear) -> float:
     xx = np.mean([hsic_unbiased(kernel(x), kernel(x)) for x in batches_x])
     yy = np.mean([hsic_unbiased(kernel(y), kernel(y)) for y in batches_y])
     return float(xy / np.sqrt(xx * yy))
+
+
+def gram_rbf_from_linear(k: np.ndarray, sigma_frac: float = 1.0) -> np.ndarray:
+    """RBF kernel from a linear Gram K = X X^T: ||x_i - x_j||^2 = K_ii + K_jj - 2 K_ij (0 where rows of K,
+    and so the examples, are identical), bandwidth from NumPy's median as in gram_rbf."""
+    diag = np.diag(k)
+    sq_dist = np.maximum(diag[:, None] + diag[None, :] - 2.0 * k, 0.0)
+    sq_dist[(k[:, None, :] == k[None, :, :]).all(-1)] = 0.0
+    sigma_sq = sigma_frac**2 * np.median(sq_dist)
+    return np.exp(-sq_dist / (2.0 * sigma_sq))

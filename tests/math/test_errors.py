@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cka_probe import LabeledMatrix, MinibatchCKA, hsic_biased, hsic_unbiased, rbf_cka
-from cka_probe.errors import ShapeError
+from cka_probe.errors import KernelError, ShapeError
 
 
 def test_labeled_matrix_names_must_fit_the_values():
@@ -23,7 +23,7 @@ def test_hsic_needs_square_matching_kernels_and_enough_examples():
 
 def test_rbf_bandwidth_must_be_positive():
     x = torch.randn(6, 2)
-    with pytest.raises(ValueError, match="sigma_frac must be > 0"):
+    with pytest.raises(KernelError, match="bandwidth fraction must be > 0"):
         rbf_cka(x, x, sigma_frac=0.0)
 
 
@@ -40,5 +40,5 @@ def test_minibatch_accumulator_errors():
     named.update({"a": torch.randn(8, 2)}, {"b": torch.randn(8, 3)})
     with pytest.raises(ShapeError, match="different layers"):
         named.merge(other)
-    with pytest.raises(ValueError, match="unknown kernel"):
+    with pytest.raises(KernelError, match="unknown kernel"):
         MinibatchCKA(kernel="poly")

@@ -10,9 +10,16 @@ import pytest
 import torch
 from scipy import stats
 
-from cka_probe.errors import CKAProbeError, ShapeError
-from cka_probe.math import LabeledMatrix, ZeroVarianceWarning, bootstrap_ci, center_gram_unbiased, cka_matrix, permutation_test
-from cka_probe.math import resampling
+from cka_probe.errors import CKAProbeError, KernelError, ShapeError
+from cka_probe.math import (
+    LabeledMatrix,
+    ZeroVarianceWarning,
+    bootstrap_ci,
+    center_gram_unbiased,
+    cka_matrix,
+    permutation_test,
+    resampling,
+)
 from cka_probe.math.resampling import _permutations, _resample_indices
 
 from . import reference
@@ -31,6 +38,7 @@ def _related_layers(seed: int, n: int, dims_a, dims_b, noise: float = 1.0):
 
     def layer(d):
         return torch.tanh(signal @ _randn(g, 3, d)) + noise * _randn(g, n, d) + _randn(g, 1, d)
+
     return [layer(d) for d in dims_a], [layer(d) for d in dims_b]
 
 
@@ -81,7 +89,9 @@ def test_permutations_are_seeded_permutations():
 def test_p_values_equal_a_loop_over_the_same_permutations(kernel, unbiased):
     feats_a, feats_b = _related_layers(0, 14, [3, 20], [4, 2], noise=2.0)
     num_permutations, seed, sigma_frac = 60, 11, 0.7
-    p = permutation_test(feats_a, feats_b, num_permutations, seed, kernel=kernel, unbiased=unbiased, sigma_frac=sigma_frac)
+    p = permutation_test(
+        feats_a, feats_b, num_permutations, seed, kernel=kernel, unbiased=unbiased, sigma_frac=sigma_frac
+    )
     perms = _permutations(14, num_permutations, seed).numpy()
     assert p.shape == (2, 2) and p.dtype == torch.float64
     for i, x in enumerate(feats_a):
@@ -185,7 +195,9 @@ def test_intervals_equal_a_loop_over_the_same_resamples(kernel, unbiased):
     assert low.shape == high.shape == (2, 2)
     for i, x in enumerate(feats_a):
         for j, y in enumerate(feats_b):
-            replicates = [_np_bootstrap_replicate(x.numpy(), y.numpy(), idx, kernel, unbiased, sigma_frac) for idx in indices]
+            replicates = [
+                _np_bootstrap_replicate(x.numpy(), y.numpy(), idx, kernel, unbiased, sigma_frac) for idx in indices
+            ]
             expected = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
             assert float(low[i, j]) == pytest.approx(expected[0], rel=RTOL, abs=1e-12)
             assert float(high[i, j]) == pytest.approx(expected[1], rel=RTOL, abs=1e-12)
@@ -201,7 +213,9 @@ def test_unbiased_replicate_without_repeats_is_the_estimate():
         layers_a = resampling._ResampledLayers(feats_a, grams_a, kernel, True, 1.0)
         layers_b = resampling._ResampledLayers(feats_b, grams_b, kernel, True, 1.0)
         cka, _, _ = resampling._resample_cka(layers_a, layers_b, torch.ones(1, 12, dtype=torch.int64), True)
-        torch.testing.assert_close(cka[0], cka_matrix(feats_a, feats_b, kernel=kernel, unbiased=True), rtol=RTOL, atol=1e-12)
+        torch.testing.assert_close(
+            cka[0], cka_matrix(feats_a, feats_b, kernel=kernel, unbiased=True), rtol=RTOL, atol=1e-12
+        )
 
 
 def test_unbiased_interval_of_wide_layers_covers_the_estimate():
@@ -314,7 +328,7 @@ def test_input_errors():
         bootstrap_ci([x], [x], unbiased=True)
     with pytest.raises(ShapeError, match="different numbers of examples"):
         permutation_test([torch.randn(8, 2)], [torch.randn(9, 2)])
-    with pytest.raises(ValueError, match="unknown kernel"):
+    with pytest.raises(KernelError, match="unknown kernel"):
         bootstrap_ci([torch.randn(8, 2)], kernel="poly")
-    with pytest.raises(ValueError, match="sigma_frac must be > 0"):
+    with pytest.raises(KernelError, match="bandwidth fraction must be > 0"):
         bootstrap_ci([torch.randn(8, 2)], kernel="rbf", sigma_frac=0.0)

@@ -14,7 +14,11 @@ from . import reference
 def _layers(seed: int, n: int, dims):
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(n, 6, generator=g, dtype=torch.float64)
-    return [torch.tanh(base @ torch.randn(6, d, generator=g, dtype=torch.float64)) + 0.2 * torch.randn(n, d, generator=g, dtype=torch.float64) for d in dims]
+    return [
+        torch.tanh(base @ torch.randn(6, d, generator=g, dtype=torch.float64))
+        + 0.2 * torch.randn(n, d, generator=g, dtype=torch.float64)
+        for d in dims
+    ]
 
 
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
@@ -29,7 +33,9 @@ def test_accumulator_equals_reference_batch_by_batch(kernel):
     ref_kernel = reference.gram_linear if kernel == "linear" else reference.gram_rbf
     for i, x in enumerate(feats_a):
         for j, y in enumerate(feats_b):
-            expected = reference.minibatch_cka([x[s].numpy() for s in batches], [y[s].numpy() for s in batches], ref_kernel)
+            expected = reference.minibatch_cka(
+                [x[s].numpy() for s in batches], [y[s].numpy() for s in batches], ref_kernel
+            )
             assert float(result[i, j]) == pytest.approx(expected, rel=1e-9)
     assert metric.num_batches == 3 and metric.num_examples == 60
 
@@ -53,8 +59,10 @@ def test_self_comparison_and_names():
     assert isinstance(result, LabeledMatrix) and result.rows == result.cols == ("stem", "block1", "head")
     torch.testing.assert_close(result.values.diagonal(), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close(result.values, result.values.T, rtol=0, atol=1e-14)
-    expected = reference.minibatch_cka([feats["stem"][s].numpy() for s in (slice(0, 16), slice(16, 32))],
-                                       [feats["head"][s].numpy() for s in (slice(0, 16), slice(16, 32))])
+    expected = reference.minibatch_cka(
+        [feats["stem"][s].numpy() for s in (slice(0, 16), slice(16, 32))],
+        [feats["head"][s].numpy() for s in (slice(0, 16), slice(16, 32))],
+    )
     assert result["stem", "head"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -69,21 +77,42 @@ def test_merge_equals_single_accumulator():
     assert merged.num_batches == 3
 
 
-def test_sync_sums_over_processes(tmp_path):
-    import torch.distributed as dist
+def test_sync_sums_over_two_processes(tmp_path):
+    """Two gloo processes, each with half of the batches, sync to the statistics of one process seeing all."""
+    import multiprocessing
 
-    feats_a, feats_b = _layers(7, 24, [4]), _layers(8, 24, [3])
-    metric = MinibatchCKA()
-    metric.update([feats_a[0]])  # self comparison: the aa and bb statistics are one tensor
-    before = metric.compute().clone()
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
-        metric.sync()
-    finally:
-        dist.destroy_process_group()
-    torch.testing.assert_close(metric.compute(), before)
-    assert metric.num_batches == 1
-    del feats_b
+    from . import _sync_worker
+
+    # fork: the workers inherit the imported package, so the test takes about a second
+    context = multiprocessing.get_context("fork")
+    outs = [tmp_path / f"rank{rank}.pt" for rank in range(2)]
+    procs = [
+        context.Process(target=_sync_worker.main, args=(rank, 2, str(tmp_path / "rendezvous"), str(outs[rank])))
+        for rank in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+
+    single = MinibatchCKA()
+    all_batches = _sync_worker.batches()
+    for feats_a, feats_b in all_batches:
+        single.update(feats_a, feats_b)
+    expected = single.statistics()
+    for out in outs:
+        synced = torch.load(out, weights_only=True)
+        for key, value in expected.items():
+            torch.testing.assert_close(synced[key], value, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(synced["cka"], single.compute().values, rtol=1e-12, atol=0)
+    assert expected["counts"].tolist() == [4.0, 42.0]
+    # and the synced CKA is the reference minibatch estimator over all four batches
+    for i, name in enumerate(("a0", "a1")):
+        ref = reference.minibatch_cka(
+            [a[name].numpy() for a, _ in all_batches], [b["b0"].numpy() for _, b in all_batches]
+        )
+        assert float(synced["cka"][i, 0]) == pytest.approx(ref, rel=1e-9)
 
 
 def test_errors():

@@ -1,0 +1,213 @@
+"""Regression tests for the edge numerics of issue 8 (section 2), each from the issue's repro.
+
+Expected values come from the float64 NumPy reference or from exact invariances of CKA.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cka_probe.errors import PrecisionError
+from cka_probe.math import (
+    Gram,
+    MinibatchCKA,
+    ZeroVarianceWarning,
+    cka_matrix,
+    linear_cka,
+    rbf_cka,
+    squared_distances,
+)
+
+from . import reference
+
+settings.register_profile("edge", max_examples=30, deadline=None)
+
+
+def _estimators(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Every estimator on one pair (the minibatch one on a single batch, where it is the unbiased one)."""
+    metric = MinibatchCKA()
+    metric.update([x], [y])
+    values = {
+        "linear": linear_cka(x, y),
+        "linear_unbiased": linear_cka(x, y, unbiased=True),
+        "rbf": rbf_cka(x, y),
+        "rbf_unbiased": rbf_cka(x, y, unbiased=True),
+        "matrix": cka_matrix([x], [y])[0, 0],
+        "matrix_unbiased": cka_matrix([x], [y], unbiased=True)[0, 0],
+        "matrix_rbf": cka_matrix([x], [y], kernel="rbf")[0, 0],
+        "minibatch": metric.compute()[0, 0],
+    }
+    return {k: float(v) for k, v in values.items()}
+
+
+def _pair(seed: int, n: int = 40, p: int = 6, q: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, p, generator=g, dtype=torch.float64)
+    y = torch.tanh(x @ torch.randn(p, q, generator=g, dtype=torch.float64)) + 0.5 * torch.randn(
+        n, q, generator=g, dtype=torch.float64
+    )
+    return x, y
+
+
+# ----------------------------------------------------------------------------- constant layers
+
+
+def test_minibatch_detects_a_nonzero_constant_layer_as_cka_matrix_does():
+    # Issue repro: MinibatchCKA returned 4e-18 and no warning.
+    x = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64).repeat(100, 1)
+    y = torch.arange(200.0, dtype=torch.float64).reshape(100, 2).sin()
+    metric = MinibatchCKA()
+    metric.update({"const": x}, {"y": y})
+    with pytest.warns(ZeroVarianceWarning, match=r"layer\(s\) const are constant"):
+        assert torch.isnan(metric.compute().values).all()
+    with pytest.warns(ZeroVarianceWarning, match=r"layer\(s\) const are constant"):
+        assert torch.isnan(cka_matrix({"const": x}, {"y": y}).values).all()
+    split = MinibatchCKA()
+    for rows in (slice(0, 50), slice(50, 100)):
+        split.update({"const": x[rows]}, {"y": y[rows]})
+    with pytest.warns(ZeroVarianceWarning, match="const"):
+        assert torch.isnan(split.compute().values).all()
+
+
+def test_both_constant_inputs_are_named_in_one_warning():
+    with pytest.warns(ZeroVarianceWarning) as record:
+        assert torch.isnan(linear_cka(torch.full((10, 3), 2.5), torch.zeros(10, 2)))
+    assert len(record) == 1 and "layer(s) x, y are constant" in str(record[0].message)
+    with pytest.warns(ZeroVarianceWarning) as record:
+        assert torch.isnan(rbf_cka(torch.full((10, 3), 2.5), torch.zeros(10, 2), unbiased=True))
+    assert len(record) == 1 and "layer(s) x, y are constant" in str(record[0].message)
+    metric = MinibatchCKA()
+    metric.update({"a": torch.full((8, 3), 1.5)}, {"b": torch.ones(8, 2)})
+    with pytest.warns(ZeroVarianceWarning, match=r"layer\(s\) a, b are constant"):
+        metric.compute()
+
+
+# ----------------------------------------------------------------------------- centring first
+
+
+def test_unbiased_linear_cka_centres_before_the_gram():
+    # Issue repro: linear_cka(1 + 1e-6 z, y, unbiased=True) was NaN ("constant"); at 1e-5 off by 9e-9.
+    z, y = _pair(1)
+    expected = reference.linear_cka(z.numpy(), y.numpy(), unbiased=True)
+    for eps in (1e-6, 1e-5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert float(linear_cka(1 + eps * z, y, unbiased=True)) == pytest.approx(expected, rel=1e-8)
+    # max(p, q) >= n: the Gram-space branch of the biased estimator
+    g = torch.Generator().manual_seed(2)
+    wide = torch.randn(12, 30, generator=g, dtype=torch.float64)
+    other = wide[:, :5] + 0.1 * torch.randn(12, 5, generator=g, dtype=torch.float64)
+    assert float(linear_cka(1 + 1e-6 * wide, other)) == pytest.approx(
+        reference.linear_cka(wide.numpy(), other.numpy()), rel=1e-8
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_translating_or_scaling_inputs_changes_no_estimator(seed):
+    x, y = _pair(10 + seed)
+    g = torch.Generator().manual_seed(seed)
+    before = _estimators(x, y)
+    shift = 3.0 * torch.randn(1, x.shape[1], generator=g, dtype=torch.float64)
+    for moved_x, moved_y in ((x + shift, y), (7.5 * x, 0.2 * y), (0.3 * x - shift, y + 1.0)):
+        after = _estimators(moved_x, moved_y)
+        for name, value in before.items():
+            assert after[name] == pytest.approx(value, abs=1e-12), name
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_linear_cka_equals_cka_matrix_pair_by_pair(unbiased):
+    g = torch.Generator().manual_seed(3)
+    feats_a = [torch.randn(20, d, generator=g, dtype=torch.float64) + 5.0 for d in (3, 19, 20, 64)]
+    feats_b = [torch.relu(feats_a[0] @ torch.randn(3, d, generator=g, dtype=torch.float64)) - 2.0 for d in (2, 40)]
+    matrix = cka_matrix(feats_a, feats_b, unbiased=unbiased)
+    for i, x in enumerate(feats_a):
+        for j, y in enumerate(feats_b):
+            assert float(matrix[i, j]) == pytest.approx(float(linear_cka(x, y, unbiased=unbiased)), abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- identical rows
+
+
+def test_rbf_cka_does_not_depend_on_row_order_with_many_identical_rows():
+    # Issue repro: with 80 of 100 rows equal, a 2e-16 residue became the median bandwidth.
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(100, 10))
+    x[:80] = x[0]
+    y = rng.normal(size=(100, 5))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    sq_dist = squared_distances(xt)
+    assert int((sq_dist == 0).sum()) == 80 * 80 + 20  # exact zeros: the identical block and the diagonal
+    assert torch.equal(squared_distances(Gram(xt @ xt.T)) == 0, sq_dist == 0)
+    with pytest.warns(ZeroVarianceWarning, match="median bandwidth is 0"):
+        forward = rbf_cka(xt, yt)
+    with pytest.warns(ZeroVarianceWarning, match="median bandwidth is 0"):
+        flipped = rbf_cka(xt.flip(0), yt.flip(0))
+    assert torch.isnan(forward) and torch.isnan(flipped)  # the median of the distances is 0 either way
+    # 40 of 100 rows equal: the bandwidth is defined and the value is the reference's in both orders
+    x[:80] = rng.normal(size=(80, 10))
+    x[:40] = x[0]
+    xt = torch.from_numpy(x)
+    expected = reference.rbf_cka(x, y)
+    assert float(rbf_cka(xt, yt)) == pytest.approx(expected, rel=1e-9)
+    assert float(rbf_cka(xt.flip(0), yt.flip(0))) == pytest.approx(expected, rel=1e-9)
+
+
+@settings(settings.get_profile("edge"))
+@given(
+    st.integers(8, 24),
+    st.integers(1, 10),
+    st.integers(1, 10),
+    st.integers(0, 2**31 - 1),
+    st.floats(0.0, 0.45),
+)
+def test_permuting_samples_changes_no_estimator(n, p, q, seed, duplicated):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, p, generator=g, dtype=torch.float64) * 2.0 + 1.0
+    y = torch.randn(n, q, generator=g, dtype=torch.float64) + x[:, :1]
+    copies = int(duplicated * n)
+    if copies > 1:
+        x[:copies] = x[0]  # identical rows, fewer than half of the pairs
+    perm = torch.randperm(n, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZeroVarianceWarning)
+        before, after = _estimators(x, y), _estimators(x[perm], y[perm])
+    for name, value in before.items():
+        assert after[name] == pytest.approx(value, abs=1e-12, nan_ok=True), name
+
+
+# ----------------------------------------------------------------------------- precision option
+
+
+def test_float32_matrix_is_within_1e_6_of_float64():
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(256, 16, generator=g)
+    feats = [
+        torch.tanh(base @ torch.randn(16, d, generator=g)) + 0.3 * torch.randn(256, d, generator=g)
+        for d in (64, 300, 1024)
+    ]
+    for unbiased in (False, True):
+        exact = cka_matrix(feats, unbiased=unbiased)
+        single = cka_matrix(feats, unbiased=unbiased, dtype=torch.float32)
+        assert single.dtype == torch.float64
+        assert float((single - exact).abs().max()) <= 1e-6
+        assert torch.equal(single, cka_matrix(feats, unbiased=unbiased, dtype="float32"))
+    with pytest.raises(PrecisionError, match="choose one of float64, float32"):
+        cka_matrix(feats, dtype=torch.float16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_matrix_equals_cpu_matrix(dtype):
+    g = torch.Generator().manual_seed(5)
+    feats = [torch.randn(64, d, generator=g) for d in (16, 128, 128, 700)]
+    grams = [Gram(f.double() @ f.double().T) for f in feats]
+    cpu = cka_matrix(feats, grams, unbiased=True, dtype=dtype)
+    gpu = cka_matrix([f.cuda() for f in feats], [k.to("cuda") for k in grams], unbiased=True, dtype=dtype)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
