@@ -109,6 +109,8 @@ class FlattenWidthError(CaptureError):
 
 class IdentifyError(CKAProbeError):
     """Networks that the layer-identification check cannot pair: fewer than two, different architectures or layers."""
+
+
 # Math (cka_probe.math).
 
 
