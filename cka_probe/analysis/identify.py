@@ -45,7 +45,7 @@ from .. import __version__
 from ..capture import FeatureRecorder
 from ..capture.pooling import FLATTEN, POOLS
 from ..errors import ConfigError, IdentifyError, ShapeError
-from ..math import MinibatchCKA, ZeroVarianceWarning, center_gram, center_gram_unbiased, cka_matrix
+from ..math import Gram, MinibatchCKA, ZeroVarianceWarning, cka_matrix
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .compare import TOKEN_RULES, _check_settings, estimator_description
 from .extract import resolve_device
@@ -316,56 +316,26 @@ def _check_same_layers(recorded: Sequence[_Recorded]) -> None:
 # --------------------------------------------------------------------------- CKA and scores
 
 
-def _gram_cka_matrix(grams_a: Sequence[torch.Tensor], grams_b: Sequence[torch.Tensor], unbiased: bool) -> torch.Tensor:
-    """Full-batch linear CKA of every layer pair from ``(n, n)`` Grams (Kornblith et al. 2019, eq. 3).
-
-    ``CKA = <C(K), C(L)>_F / (||C(K)||_F ||C(L)||_F)`` with ``C`` the double centring ``H K H`` (biased HSIC,
-    the ``(n-1)^-2`` factors cancel) or the U-centring of Song et al.'s unbiased HSIC; NaN for a constant layer.
-    """
-    center = center_gram_unbiased if unbiased else center_gram
-    stack_a = center(torch.stack(list(grams_a))).flatten(1)
-    stack_b = center(torch.stack(list(grams_b))).flatten(1)
-    norms_a = torch.linalg.vector_norm(stack_a, dim=1)
-    norms_b = torch.linalg.vector_norm(stack_b, dim=1)
-    values = (stack_a @ stack_b.T) / (norms_a[:, None] * norms_b[None, :])
-    return torch.where(torch.isfinite(values), values, torch.nan)
-
-
-def _minibatch_gram_cka_matrix(
-    batches_a: Sequence[Sequence[torch.Tensor]], batches_b: Sequence[Sequence[torch.Tensor]]
+def _cka_matrix(
+    layers_a: Mapping[str, list], layers_b: Mapping[str, list], estimator: str, unbiased: bool, pool: str
 ) -> torch.Tensor:
-    """Nguyen et al. (2021): per batch ``k`` the unbiased HSICs of the layers' Grams, summed, then normalised.
+    """Linear CKA of every layer pair of two networks, from per-batch pooled features or flattened Grams.
 
-    ``batches_a[l][k]`` is layer ``l``'s Gram of batch ``k``. ``HSIC_1(K, L) = <U(K), U(L)>_F / (n (n-3))``
-    (Song et al. 2012, via the U-centring of :func:`~cka_probe.math.center_gram_unbiased`).
+    ``full``: one batch of all n images, :func:`~cka_probe.math.cka_matrix` (Kornblith et al. 2019);
+    ``minibatch``: :class:`~cka_probe.math.MinibatchCKA` over the recorded batches (Nguyen et al. 2021).
+    Flattened layers enter as :class:`~cka_probe.math.Gram`.
     """
-    num_batches = len(batches_a[0])
-    cross = torch.zeros(len(batches_a), len(batches_b), dtype=torch.float64)
-    self_a = torch.zeros(len(batches_a), dtype=torch.float64)
-    self_b = torch.zeros(len(batches_b), dtype=torch.float64)
-    for k in range(num_batches):
-        n = batches_a[0][k].shape[0]
-        ua = center_gram_unbiased(torch.stack([layer[k] for layer in batches_a])).flatten(1).cpu()
-        ub = center_gram_unbiased(torch.stack([layer[k] for layer in batches_b])).flatten(1).cpu()
-        scale = n * (n - 3)
-        cross += ua @ ub.T / scale
-        self_a += (ua * ua).sum(1) / scale
-        self_b += (ub * ub).sum(1) / scale
-    values = cross / (self_a.clamp_min(0).sqrt()[:, None] * self_b.clamp_min(0).sqrt()[None, :])
-    return torch.where(torch.isfinite(values), values, torch.nan)
-
-
-def _pooled_cka_matrix(
-    feats_a: Mapping[str, list[torch.Tensor]], feats_b: Mapping[str, list[torch.Tensor]], estimator: str, unbiased: bool
-) -> torch.Tensor:
-    if estimator == "full":
-        whole_a = {k: torch.cat(v) for k, v in feats_a.items()}
-        whole_b = {k: torch.cat(v) for k, v in feats_b.items()}
-        return cka_matrix(whole_a, whole_b, unbiased=unbiased).values
+    wrap = Gram if pool == FLATTEN else (lambda t: t)
+    if estimator == "full":  # one batch of Grams, or the pooled features of every batch joined
+        whole = (lambda parts: Gram(parts[0])) if pool == FLATTEN else torch.cat
+        return cka_matrix(
+            {k: whole(v) for k, v in layers_a.items()}, {k: whole(v) for k, v in layers_b.items()}, unbiased=unbiased
+        ).values
     metric = MinibatchCKA()
-    for k in range(len(next(iter(feats_a.values())))):
+    for k in range(len(next(iter(layers_a.values())))):
         metric.update(
-            {name: parts[k] for name, parts in feats_a.items()}, {name: parts[k] for name, parts in feats_b.items()}
+            {name: wrap(parts[k]) for name, parts in layers_a.items()},
+            {name: wrap(parts[k]) for name, parts in layers_b.items()},
         )
     return metric.compute().values
 
@@ -580,12 +550,9 @@ def identify(
             for i in range(len(recorded)):
                 for j in range(i + 1, len(recorded)):
                     a, b = recorded[i].per_pool[pool], recorded[j].per_pool[pool]
-                    if pool == FLATTEN and estimator == "full":
-                        values = _gram_cka_matrix([a[k][0] for k in labels], [b[k][0] for k in labels], unbiased)
-                    elif pool == FLATTEN:
-                        values = _minibatch_gram_cka_matrix([a[k] for k in labels], [b[k] for k in labels])
-                    else:
-                        values = _pooled_cka_matrix(a, b, estimator, unbiased)
+                    values = _cka_matrix(
+                        {k: a[k] for k in labels}, {k: b[k] for k in labels}, estimator, unbiased, pool
+                    )
                     matrices[pool][(i, j)] = values.cpu().numpy()
 
     k = len(recorded)
