@@ -250,6 +250,28 @@ class FeatureRecorder:
             )
         return {label: list(self._chunks[label]) for label in self.layers}
 
+    def take_grams(self) -> dict[str, list[torch.Tensor]]:
+        """:attr:`grams` recorded since the last call, then forgotten: streaming over many batches in ``O(L b^2)``.
+
+        The layer order, layouts and widths stay, so later batches are still checked against the first;
+        :attr:`batch_sizes` and :attr:`num_examples` keep counting every batch.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+            >>> with FeatureRecorder(net, pool="flatten") as rec, torch.no_grad():
+            ...     for _ in range(3):
+            ...         _ = net(torch.randn(8, 3, 6, 6))
+            ...         grams = rec.take_grams()  # feed them to MinibatchCKA.update as math.Gram
+            >>> [tuple(g.shape) for g in grams["1"]], rec.num_examples, len(rec.grams["1"])
+            ([(8, 8)], 24, 0)
+        """
+        grams = self.grams
+        for label in self.layers:
+            self._chunks[label] = []
+        return grams
+
     @property
     def widths(self) -> dict[str, int]:
         """Layer label -> features per example: ``C`` pooled, or the flattened width with ``pool="flatten"``."""

@@ -292,3 +292,26 @@ def test_describe_layers_reports_flattened_width():
     model = _InPlace().eval()
     infos = describe_layers(model, torch.zeros(1, 3, 5, 5), pool="flatten")
     assert [(i.name, i.pooled_dim) for i in infos] == [("relu", 4 * 5 * 5)]
+
+
+def test_streaming_take_grams_into_minibatch_cka_matches_numpy(raw_outputs, one_thread):
+    from cka_probe.math import Gram, MinibatchCKA
+
+    model, size, _ = _build("convnext_nhwc")
+    batches = [_randn(b, 3, size, size) for b in (6, 6, 5)]
+    metric = MinibatchCKA()
+    with FeatureRecorder(model, pool="flatten") as rec, torch.no_grad():
+        for batch in batches:
+            model(batch)
+            metric.update({label: Gram(grams[0]) for label, grams in rec.take_grams().items()})
+    assert rec.num_examples == 17 and all(len(g) == 0 for g in rec.grams.values())
+    labels = rec.layers
+    raw = raw_outputs(model, labels)
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    flat = {label: [flatten_by_hand(out, rec.layouts[label].layout) for out in raw[label]] for label in labels}
+    matrix = metric.compute()
+    for a in labels:
+        for b in labels:
+            assert_rel(matrix[a, b], minibatch_cka_np(flat[a], flat[b]))
