@@ -33,9 +33,9 @@ FLATTEN = "flatten"
 POOLS = ("mean", "max", FLATTEN)
 TOKENS = ("patch", "all", "cls")
 
-# Elements of one float64 block of columns in flattened_gram: 2**21 * 8 bytes = 16 MiB, whatever
+# Elements of one float64 block of columns in flattened_gram: 2**20 * 8 bytes = 8 MiB, whatever
 # the activation's size, so the Gram costs one activation (already in memory) plus this block.
-_GRAM_BLOCK_ELEMENTS = 1 << 21
+_GRAM_BLOCK_ELEMENTS = 1 << 20
 
 
 def pool_activation(
@@ -124,7 +124,7 @@ def flattened_gram(
     kernel matrix of Kornblith et al. (ICML 2019, eq. 1), already double-centred (``H K H = K`` for
     ``K`` of centred features). Both the centring and ``X_c X_c^T`` are sums over features, so
     they are formed over blocks of columns of the activation as it lies in memory, each block
-    converted to float64 on its own (at most 16 MiB): the extra memory does not grow with ``D``.
+    converted to float64 on its own (8 MiB): the extra memory does not grow with ``D``.
     A feature order is irrelevant to ``K``, so a channels-last activation is never copied to
     channels-first order for it.
 
