@@ -6,19 +6,21 @@ Kornblith et al.'s layer-identification check (cka_probe.analysis.identify) with
 features under several evaluation protocols. Everything runs on the CPU; with the defaults it takes a few
 minutes on a 2-core machine (one thread: on a busy machine two threads train about ten times slower).
 
-Training protocols (each trains K networks):
-  base    width 8 (channels 8-8-8-16-16-16-32-32), inputs normalised with the Fashion-MNIST mean and std
-  wide    width 16 (channels 16 to 64), normalised
-  raw     width 8, inputs left in [0, 1] (no normalisation)
+Training protocols (each trains K networks; 12,000 training images, 2 epochs, Adam):
+  plain         8 conv layers, three or two per resolution (channels 8-8-8-16-16-16-32-32), stride 2 between
+                resolutions, inputs normalised with the Fashion-MNIST mean and std
+  pool          4 conv layers, one per resolution (channels 16-32-64-128), 2x2 max-pooling between them, normalised
+  pool-whiten   as pool, and each input image standardised on its own (per-image whitening) inside the network
+  pool-narrow   as pool-whiten, half the width (channels 8-16-32-64)
 
 Evaluation protocols (on the trained networks; no retraining):
-  probe images n = 32, 128 (the OFA-KD and Kornblith default), 512
-  the global-average-pool output recorded as a layer too (its mean duplicates the last ReLU's mean)
+  probe images n = 32, 128 (the OFA-KD default), 512
+  the global-average-pool output recorded as a layer too (its spatial mean duplicates the last ReLU's mean)
 
 Usage:
   PYTHONPATH=. python scripts/pooling_study.py --out study [--k 4] [--threads 1]
 
-Writes study/results.json, study/results.md (the tables of docs/pooling.md), study/identify_base_n128.png and
+Writes study/results.json, study/results.md (the tables of docs/pooling.md), study/identify_pool-whiten_n128.png and
 the checkpoints under study/checkpoints/.
 """
 
@@ -42,37 +44,59 @@ from cka_probe.data import DEBIAN_FASHION_MNIST, read_fashion_mnist
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # of the Fashion-MNIST training images, pixels in [0, 1]
 
 
+class PerImageStandardize(nn.Module):
+    """Whiten each input image on its own: subtract its mean, divide by its standard deviation (over all its pixels).
+
+    As TensorFlow's ``per_image_standardization`` of the CIFAR-10 pipelines behind Kornblith et al. (2019). Inside
+    the network, so any probe transform feeds it the same way.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        std = flat.std(dim=1, keepdim=True).clamp_min(1.0 / flat.shape[1] ** 0.5)
+        return ((flat - flat.mean(dim=1, keepdim=True)) / std).view_as(x)
+
+
 class StudyCNN(nn.Module):
     """A plain CNN in the spirit of Kornblith et al.'s Plain-10: eight 3x3 conv-BN-ReLU layers, then GAP and a linear head.
 
-    Widths ``w, w, w, 2w, 2w, 2w, 4w, 4w``; stride 2 at the 4th and 7th layer (28 -> 14 -> 7).
+    Widths ``w, w, w, 2w, 2w, 2w, 4w, 4w``; stride 2 at the 4th and 7th layer (28 -> 14 -> 7). With ``whiten``,
+    each input image is standardised first (:class:`PerImageStandardize`).
     """
 
-    def __init__(self, width: int = 16, num_classes: int = 10, in_chans: int = 3) -> None:
+    def __init__(
+        self, width: int = 16, num_classes: int = 10, in_chans: int = 3, whiten: bool = False, arch: str = "plain"
+    ) -> None:
         super().__init__()
-        widths = [width] * 3 + [2 * width] * 3 + [4 * width] * 2
-        strides = [1, 1, 1, 2, 1, 1, 2, 1]
+        if arch == "plain":
+            widths = [width] * 3 + [2 * width] * 3 + [4 * width] * 2
+            strides = [1, 1, 1, 2, 1, 1, 2, 1]
+            pools = [False] * 8
+        else:  # "pool": one conv per resolution, 2x2 max-pooling after each of the first three
+            widths = [width, 2 * width, 4 * width, 8 * width]
+            strides = [1, 1, 1, 1]
+            pools = [True, True, True, False]
         layers, channels = [], in_chans
-        for i, (out, stride) in enumerate(zip(widths, strides)):
-            layers.append(
-                nn.Sequential(nn.Conv2d(channels, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU())
-            )
+        for out, stride, pool in zip(widths, strides, pools):
+            block = [nn.Conv2d(channels, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            layers.append(nn.Sequential(*block, *([nn.MaxPool2d(2)] if pool else [])))
             channels = out
+        self.whiten = PerImageStandardize() if whiten else nn.Identity()
         self.features = nn.Sequential(*layers)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.global_pool(self.features(x)).flatten(1))
+        return self.fc(self.global_pool(self.features(self.whiten(x))).flatten(1))
 
 
-def register(width: int, normalise: bool) -> str:
+def register(width: int, normalise: bool, whiten: bool = False, arch: str = "plain") -> str:
     """Register the CNN with timm (so cka-probe loads it by name), with its preprocessing as the data config."""
-    name = f"pooling_study_cnn_w{width}" + ("" if normalise else "_raw")
+    name = f"pooling_study_{arch}_w{width}" + ("" if normalise else "_raw") + ("_whiten" if whiten else "")
     mean, std = ((FMNIST_MEAN,) * 3, (FMNIST_STD,) * 3) if normalise else ((0.0,) * 3, (1.0,) * 3)
 
     def build(pretrained: bool = False, **kwargs) -> StudyCNN:
-        model = StudyCNN(width, num_classes=kwargs.get("num_classes", 10))
+        model = StudyCNN(width, num_classes=kwargs.get("num_classes", 10), whiten=whiten, arch=arch)
         model.pretrained_cfg = {
             "architecture": name,
             "input_size": (3, 28, 28),
@@ -92,14 +116,14 @@ def register(width: int, normalise: bool) -> str:
 
 
 def train(name: str, seed: int, images: torch.Tensor, labels: torch.Tensor, epochs: int, batch: int = 128) -> nn.Module:
-    """SGD with momentum and a cosine schedule; the seed decides the initialisation and the data order."""
+    """Adam with a one-cycle schedule; the seed decides the initialisation and the data order."""
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False)
     cfg = model.pretrained_cfg
     inputs = ((images.float() / 255.0).unsqueeze(1).expand(-1, 3, -1, -1) - cfg["mean"][0]) / cfg["std"][0]
     steps = epochs * (len(images) // batch)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=0.1, total_steps=steps, pct_start=0.2)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps, pct_start=0.15)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -126,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="pooling_study", help="output folder")
     parser.add_argument("--k", type=int, default=4, help="networks per training protocol (seeds 0..K-1)")
-    parser.add_argument("--train-images", type=int, default=6000, help="training images (a seeded subset)")
+    parser.add_argument("--train-images", type=int, default=12000, help="training images (a seeded subset)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fashion-mnist", default=str(DEBIAN_FASHION_MNIST), help="folder of the IDX files")
-    parser.add_argument("--protocols", default="base,wide,raw")
+    parser.add_argument("--protocols", default="plain,pool,pool-whiten,pool-narrow")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -143,13 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     test_images, test_labels = read_fashion_mnist(args.fashion_mnist, "test")
     test_images, test_labels = torch.from_numpy(test_images), torch.from_numpy(test_labels)
 
-    protocols = {"base": (8, True), "wide": (16, True), "raw": (8, False)}
+    protocols = {  # name -> register(width, normalise, whiten, arch)
+        "plain": (8, True, False, "plain"),
+        "pool": (16, True, False, "pool"),
+        "pool-whiten": (16, True, True, "pool"),
+        "pool-narrow": (8, True, True, "pool"),
+    }
     chosen = [p for p in args.protocols.split(",") if p]
     checkpoints: dict[str, list[str]] = {}
     results: dict = {"settings": vars(args), "training": {}, "identify": []}
     for protocol in chosen:
-        width, normalise = protocols[protocol]
-        name = register(width, normalise)
+        name = register(*protocols[protocol])
         checkpoints[protocol] = []
         for seed in range(args.k):
             tic = time.perf_counter()
@@ -169,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
 
     data = f"fashion-mnist:{args.fashion_mnist}"
     runs = [(p, 128, "activations", f"{p}, n=128") for p in chosen]
-    if "base" in chosen:
+    if "pool-whiten" in chosen:
         runs += [
-            ("base", 32, "activations", "base, n=32"),
-            ("base", 512, "activations", "base, n=512"),
-            ("base", 128, ["features.*.2", "global_pool"], "base, n=128, GAP output as a layer"),
+            ("pool-whiten", 32, "activations", "pool-whiten, n=32"),
+            ("pool-whiten", 512, "activations", "pool-whiten, n=512"),
+            ("pool-whiten", 128, ["features.*.2", "global_pool"], "pool-whiten, n=128, GAP output as a layer"),
         ]
     for protocol, n, layers, title in runs:
         tic = time.perf_counter()
@@ -203,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(f"[{time.perf_counter() - started:6.0f} s] {title}: {result.summary_line()}", flush=True)
-        if title == "base, n=128":
-            result.save(out, formats=("png",), stem="identify_base_n128", overwrite=True)
+        if title == "pool-whiten, n=128":
+            result.save(out, formats=("png",), stem="identify_pool-whiten_n128", overwrite=True)
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(_markdown(results))
