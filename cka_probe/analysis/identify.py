@@ -21,7 +21,8 @@ Estimators: ``full`` is the biased (or, with ``unbiased``, Song et al.'s unbiase
 n images in one batch; ``minibatch`` is Nguyen, Raghu and Kornblith's (ICLR 2021) estimator over the
 recorded batches, ``sum_k HSIC_1(K_k, L_k) / sqrt(sum_k HSIC_1(K_k, K_k) sum_k HSIC_1(L_k, L_k))``.
 Flattened features are recorded as one Gram per layer and batch (``pool="flatten"`` of
-:class:`~cka_probe.capture.FeatureRecorder`), so memory is ``O(K L b^2)`` whatever the layers' sizes;
+:class:`~cka_probe.capture.FeatureRecorder`) and enter the math as :class:`~cka_probe.math.Gram`, so memory
+is ``O(K L n b)`` float64 numbers (K networks, L layers, n images in batches of b) whatever the layers' sizes;
 an exact full estimator over several batches would need every cross-batch product and is not offered.
 """
 
