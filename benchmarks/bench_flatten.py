@@ -15,8 +15,8 @@ subprocess so that no variant inherits another's allocator state:
   per batch), Grams taken after every batch (``FeatureRecorder.take_grams``) into ``MinibatchCKA``: memory must
   not grow with n.
 
-Wall time: the run itself (models built and first images prepared beforehand; one warm-up pass of the bare
-forwards first). Peak memory: the rise of the process's peak resident set (VmHWM, reset through
+Wall time: the run itself (models built and first images prepared beforehand; one warm-up pass of both
+models on two images first). Peak memory: the rise of the process's peak resident set (VmHWM, reset through
 /proc/self/clear_refs right before the run) over the resident set before it. Linux only.
 
 Run:  python benchmarks/bench_flatten.py [--n 128] [--minibatch 256,512,1024] [--threads 2] [--skip torch-cka]
@@ -61,7 +61,9 @@ def _child(variant: str, n: int, batch_size: int, threads: int) -> dict:
             models[0](x_a)
             models[1](x_b)
 
-    bare()  # warm-up: lazy initialisation and first-call allocations, outside every measurement
+    with torch.inference_mode():  # warm-up on two images: lazy initialisation, outside every measurement
+        models[0](x_a[:2])
+        models[1](x_b[:2])
     layers = [FeatureRecorder(m, pool="flatten").module_names for m in models]
 
     if variant == "bare":
