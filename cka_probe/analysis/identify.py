@@ -355,8 +355,9 @@ def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_ne
 
     Example:
         >>> m = np.array([[0.9, 0.2], [0.9, 0.5]])  # layer 1 of network 0 prefers layer 0 of network 1
-        >>> identification_scores({(0, 1): m}, 2).tolist()  # layer 0: both directions; layer 1: only 1 -> 0
-        [2, 1]
+        >>> # layer 0: found from network 0, a tie (0.9, 0.9) from network 1; layer 1: found only from network 1
+        >>> identification_scores({(0, 1): m}, 2).tolist()
+        [1, 1]
     """
     counts = None
     for i in range(num_networks):
