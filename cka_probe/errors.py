@@ -24,6 +24,8 @@ __all__ = [
     "UnreadableImageError",
     "CaptureError",
     "OutputNameError",
+    "FlattenWidthError",
+    "IdentifyError",
     "KernelError",
     "PrecisionError",
     "DeviceError",
@@ -106,6 +108,17 @@ class CaptureError(CKAProbeError):
 
 class OutputNameError(CKAProbeError):
     """An output name that would leave its output folder, or two outputs that would get the same file name."""
+
+
+# Flattened features and the layer-identification check (cka_probe.capture pool="flatten", cka_probe.analysis.identify).
+
+
+class FlattenWidthError(CaptureError):
+    """A layer whose flattened width changes between batches (the input size changed) under ``pool="flatten"``."""
+
+
+class IdentifyError(CKAProbeError):
+    """Networks that the layer-identification check cannot pair: fewer than two, different architectures or layers."""
 
 
 # Math (cka_probe.math).

@@ -32,30 +32,30 @@ def _cli(*args) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _via_cli_compare(tmp_path, cache, batch_size, estimator):
-    out = tmp_path / f"compare_{batch_size}_{estimator}"
+def _via_cli_compare(tmp_path, cache, batch_size, estimator, pool):
+    out = tmp_path / f"compare_{pool}_{batch_size}_{estimator}"
     _cli("compare", *MODELS, "--weights", "random", "-n", N, "--batch-size", batch_size, "--estimator", estimator,
-         "--out", out, "--cache-dir", cache, "--no-progress", "--device", "cpu")
+         "--pool", pool, "--out", out, "--cache-dir", cache, "--no-progress", "--device", "cpu")
     return pd.read_csv(out / "test_resnet_vs_test_vit.csv", index_col=0)
 
 
-def _via_python(cache, batch_size, estimator):
+def _via_python(cache, batch_size, estimator, pool):
     result = cka_probe.compare(*MODELS, "embedded", n=N, batch_size=batch_size, weights="random", estimator=estimator,
-                               cache=cache, progress=False, device="cpu")
+                               pool=pool, cache=cache, progress=False, device="cpu")
     assert result.metadata["estimator"] == estimator
     return result.matrix
 
 
-def _job(tmp_path, kind, batch_size, estimator):
+def _job(tmp_path, kind, batch_size, estimator, pool):
     config = {
         "weights": "random", "data": {"source": "embedded", "n": N, "batch_size": batch_size},
-        "analysis": {"estimator": estimator, "device": "cpu"},
+        "analysis": {"estimator": estimator, "device": "cpu", "pool": pool},
         "models": [{"name": name, "label": name} for name in MODELS],
     }
     if kind == "figure":
         config["panels"] = [[list(MODELS)]]
         config["output"] = {"name": "pair", "formats": ["png"]}
-    path = tmp_path / f"{kind}_{batch_size}_{estimator}.yaml"
+    path = tmp_path / f"{kind}_{pool}_{batch_size}_{estimator}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -66,24 +66,24 @@ def _matrix_from_long(long: pd.DataFrame) -> pd.DataFrame:
     return matrix.loc[frame["layer_a"].unique(), frame["layer_b"].unique()]
 
 
-def _via_figure(tmp_path, cache, batch_size, estimator):
-    out = tmp_path / f"figure_{batch_size}_{estimator}"
-    _cli("figure", _job(tmp_path, "figure", batch_size, estimator), "--out", out, "--cache-dir", cache, "--no-progress")
+def _via_figure(tmp_path, cache, batch_size, estimator, pool):
+    out = tmp_path / f"figure_{pool}_{batch_size}_{estimator}"
+    _cli("figure", _job(tmp_path, "figure", batch_size, estimator, pool), "--out", out, "--cache-dir", cache, "--no-progress")
     meta = json.loads((out / "pair.json").read_text())
     assert meta["estimator"] == estimator and meta["estimator_description"]
     return _matrix_from_long(pd.read_csv(out / "pair_panels.csv"))
 
 
-def _via_zoo(tmp_path, cache, batch_size, estimator):
-    out = tmp_path / f"zoo_{batch_size}_{estimator}"
-    _cli("zoo", _job(tmp_path, "zoo", batch_size, estimator), "--out", out, "--cache-dir", cache, "--no-progress")
+def _via_zoo(tmp_path, cache, batch_size, estimator, pool):
+    out = tmp_path / f"zoo_{pool}_{batch_size}_{estimator}"
+    _cli("zoo", _job(tmp_path, "zoo", batch_size, estimator, pool), "--out", out, "--cache-dir", cache, "--no-progress")
     meta = json.loads((out / "manifest.json").read_text())
     assert meta["estimator"] == estimator and meta["estimator_description"]
     return _matrix_from_long(pd.read_csv(out / "pairs_long.csv"))
 
 
-def _hooked_features(name: str) -> dict[str, np.ndarray]:
-    """Features recorded with plain hooks, pooled as the models' source lays them out."""
+def _hooked_features(name: str, pool: str = "mean") -> dict[str, np.ndarray]:
+    """Features recorded with plain hooks, pooled (or flattened) as the models' source lays them out."""
     from cka_probe.data import batches, load_probe_set
     from cka_probe.models import load_model, transform_for
 
@@ -94,10 +94,11 @@ def _hooked_features(name: str) -> dict[str, np.ndarray]:
 
     def hook(key):
         def fn(module, args, output):
-            if output.ndim == 4:  # NCHW
-                pooled = output.mean(dim=(2, 3))
-            else:  # ViT tokens: patch tokens only, the class token left out
-                pooled = output[:, model.num_prefix_tokens:].mean(dim=1)
+            if output.ndim == 3:  # ViT tokens: patch tokens only, the class token left out
+                output = output[:, model.num_prefix_tokens:]
+                output = output.transpose(1, 2)  # (n, C, T), channels first like a map
+            spatial = tuple(range(2, output.ndim))
+            pooled = output.flatten(1) if pool == "flatten" else output.mean(dim=spatial)
             records[key] = pooled.double().numpy()
         return fn
 
@@ -109,24 +110,27 @@ def _hooked_features(name: str) -> dict[str, np.ndarray]:
     return records
 
 
-@pytest.mark.parametrize("batch_size", [N, 4])
-def test_every_path_gives_one_table(tmp_path, batch_size):
+@pytest.mark.parametrize("pool, batch_size", [("mean", N), ("mean", 4), ("flatten", N), ("flatten", 4)])
+def test_every_path_gives_one_table(tmp_path, pool, batch_size):
     cache = tmp_path / "cache"
-    for estimator in ("full", "minibatch"):
+    estimators = ("full", "minibatch") if pool == "mean" or batch_size == N else ("minibatch",)
+    for estimator in estimators:
         tables = {
-            "cli compare (cold cache)": _via_cli_compare(tmp_path, cache, batch_size, estimator),
-            "python compare (warm cache)": _via_python(cache, batch_size, estimator),
-            "python compare (no cache)": _via_python(False, batch_size, estimator),
-            "figure": _via_figure(tmp_path, cache, batch_size, estimator),
-            "zoo": _via_zoo(tmp_path, cache, batch_size, estimator),
+            "cli compare (cold cache)": _via_cli_compare(tmp_path, cache, batch_size, estimator, pool),
+            "python compare (warm cache)": _via_python(cache, batch_size, estimator, pool),
+            "python compare (no cache)": _via_python(False, batch_size, estimator, pool),
+            "figure": _via_figure(tmp_path, cache, batch_size, estimator, pool),
+            "zoo": _via_zoo(tmp_path, cache, batch_size, estimator, pool),
         }
         first_name, first = next(iter(tables.items()))
+        meta = json.loads((tmp_path / f"zoo_{pool}_{batch_size}_{estimator}" / "manifest.json").read_text())
+        assert meta["pooling"].startswith("none" if pool == "flatten" else "mean")
         for name, table in tables.items():
             assert list(table.index) == list(first.index), name
             assert list(table.columns) == list(first.columns), name
             np.testing.assert_allclose(table.to_numpy(float), first.to_numpy(float), rtol=1e-9, atol=1e-12,
                                        err_msg=f"{name} differs from {first_name}")
-        features = {name: _hooked_features(name) for name in MODELS}
+        features = {name: _hooked_features(name, pool) for name in MODELS}
         a, b = features[MODELS[0]], features[MODELS[1]]
         assert list(first.index) == list(a) and list(first.columns) == list(b)
         if estimator == "full":  # batching does not change the full estimator

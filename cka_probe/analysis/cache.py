@@ -72,6 +72,11 @@ def default_cache_dir() -> Path:
     return cache_root() / "features"
 
 
+def _gram_key(layer: str, batch: int) -> str:
+    """The tensor name of one batch's Gram of a flattened layer."""
+    return f"{layer}::gram{batch}"
+
+
 def feature_key(model: dict[str, Any], data: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """The record a cache entry is keyed by (see the module docstring).
 
@@ -158,7 +163,10 @@ class FeatureCache:
                     stored_order = json.loads((handle.metadata() or {}).get("layers", "null"))
                     problem = _layer_order_problem(meta, stored_order, key)
                     if problem is None:
-                        features = {name: handle.get_tensor(name) for name in meta["layers"]}
+                        batches = meta.get("gram_batches")
+                        features = {name: handle.get_tensor(name) for name in meta["layers"]} if batches is None \
+                            else {name: [handle.get_tensor(_gram_key(name, k)) for k in range(batches)]
+                                  for name in meta["layers"]}
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:  # bad JSON or header, no tensor
             problem = f"it cannot be read ({type(exc).__name__}: {exc})"
         if problem is not None:
@@ -185,7 +193,14 @@ class FeatureCache:
         """Store ``extracted`` under ``key``; returns the data file's path."""
         self.check_writable()
         data_path, meta_path = self.paths(key)
-        tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in extracted.features.items()}
+        tensors, batches = {}, None
+        for name, value in extracted.features.items():
+            if isinstance(value, list):  # flattened: one float64 Gram per batch, kept in float64
+                batches = len(value)
+                tensors.update({_gram_key(name, k): g.detach().to("cpu", torch.float64).contiguous()
+                                for k, g in enumerate(value)})
+            else:
+                tensors[name] = value.detach().to("cpu", torch.float32).contiguous()
         with atomic_path(data_path) as tmp:
             save_file(
                 tensors,
@@ -193,12 +208,13 @@ class FeatureCache:
                 metadata={
                     "format": str(FORMAT_VERSION),
                     "key_sha256": key_digest(key),
-                    "layers": json.dumps(list(tensors)),
+                    "layers": json.dumps(list(extracted.features)),
                 },
             )
         meta = {
             "key": key,
             "layers": list(extracted.features),
+            "gram_batches": batches,
             "layer_info": [asdict(info) for info in extracted.layers],
             "n": extracted.n,
             "model": extracted.extra.get("model"),

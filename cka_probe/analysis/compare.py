@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from .._choices import TOKENS
+from .._choices import POOLS, TOKENS
 from ..errors import CKAProbeError, ConfigError, ShapeError
-from .estimation import CKASettings, pair_tables, pooling_description
+from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables, pooling_description
 from .extract import ExtractedFeatures, extract_features, resolve_device
 from .features import FeatureSettings, ModelRequest, model_features, resolve_cache
 from .provenance import environment, package_versions
@@ -109,6 +109,9 @@ def compare(
     """
     started = time.perf_counter()
     settings = _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator)
+    if pool not in POOLS:
+        raise ConfigError(f"unknown pooling {pool!r}; choose --pool {', '.join(POOLS)}")
+    check_pooling(pool, settings, n)
     sides = {
         "a": _Side(*_named(a, checkpoint_a), seed if seed_a is None else seed_a, checkpoint_key_a, num_classes_a,
                    FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size)),
@@ -277,11 +280,11 @@ class _Inputs:
         if self.probe is not None:
             from ..data import batches
 
-            for images, _ in batches(self.probe, transform, self.batch_size or self.n):
+            for images, _ in batches(self.probe, transform, bounds=minibatch_bounds(self.n, self.batch_size)):
                 yield images
             return
-        size = self.batch_size or self.n
-        yield from self.tensor.split(size)
+        for start, stop in minibatch_bounds(self.n, self.batch_size):
+            yield self.tensor[start:stop]
 
     def provenance(self) -> dict[str, Any]:
         if self.probe is not None:

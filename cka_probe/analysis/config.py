@@ -35,7 +35,7 @@ from pydantic import Field, field_validator, model_validator
 from .._choices import CheckpointSelect, Estimator, Kernel, Labels, Pool, Tokens, Weights
 from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
-from .estimation import CKASettings
+from .estimation import CKASettings, check_pooling
 from .features import FeatureSettings, ModelRequest
 from .provenance import sha256_text
 
@@ -191,6 +191,11 @@ class _Job(Section):
         if (analysis.permutations or analysis.bootstrap) and analysis.estimator != "full":
             raise ValueError("analysis.permutations and analysis.bootstrap resample the full estimator; "
                              "set analysis.estimator: full")
+        try:
+            check_pooling(analysis.pool, settings, data.n)
+        except CKAProbeError as exc:
+            raise ValueError(str(exc).replace("--pool flatten", "analysis.pool: flatten").replace(
+                "--estimator", "analysis.estimator").replace("--batch-size", "data.batch_size")) from None
         if analysis.estimator == "minibatch" and data.batch_size is not None and data.batch_size < 4:
             raise ValueError(f"data.batch_size: the minibatch estimator needs batches of 4 or more, "
                              f"got {data.batch_size}")
@@ -220,6 +225,34 @@ class FigureJob(_Job):
 
 class ZooJob(_Job):
     output: ZooOutput = Field(default_factory=ZooOutput)
+
+
+class IdentifyAnalysis(Section):
+    layers: str | list[str] = "activations"
+    tokens: Tokens = "patch"
+    pools: list[Pool] = Field(default_factory=lambda: ["mean", "flatten"], min_length=1)
+    estimator: Estimator = "full"
+    unbiased: bool = False
+    device: str = "auto"
+
+    _device = AnalysisSection._device
+
+
+class IdentifyCheckpoint(Section):
+    checkpoint: str
+    model: str | None = None
+    label: str | None = None
+    layers: str | list[str] | None = None
+
+
+class IdentifyJob(Section):
+    """``cka-probe identify CONFIG``: several checkpoints of one architecture (see
+    :func:`cka_probe.analysis.identify.load_identify_config`)."""
+
+    model: str | None = None
+    checkpoints: list[str | IdentifyCheckpoint] = Field(min_length=1)
+    data: DataSection = Field(default_factory=DataSection)
+    analysis: IdentifyAnalysis = Field(default_factory=IdentifyAnalysis)
 
 
 SCHEMAS = {"figure": FigureJob, "zoo": ZooJob}

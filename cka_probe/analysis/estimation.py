@@ -26,7 +26,8 @@ import torch
 from .._choices import ESTIMATORS, KERNELS
 from ..errors import ConfigError, ShapeError
 
-__all__ = ["CKASettings", "pair_tables", "minibatch_bounds", "pooling_description", "LAYER_SEPARATOR"]
+__all__ = ["CKASettings", "check_pooling", "math_input", "pair_tables", "minibatch_bounds", "pooling_description",
+           "LAYER_SEPARATOR"]
 
 LAYER_SEPARATOR = ": "  # joins model label and layer name in the combined stack (warnings name layers this way)
 MIN_BATCH = 4  # the unbiased HSIC needs 4 examples
@@ -110,8 +111,41 @@ class CKASettings:
         }
 
 
+def check_pooling(pool: str, settings: CKASettings, n: int | None) -> None:
+    """Refuse a pooling that the estimator cannot use, before any model runs.
+
+    Flattened features are kept as one Gram per forward batch, never as features, so the full
+    estimator needs all n images in one batch (the Gram of all n); over several batches only the
+    minibatch estimator is defined. (An exact full-n estimator across batches would need every
+    cross-batch block of the n x n Gram, i.e. every activation at once: cka-probe does not offer it.)
+    """
+    if pool != "flatten" or settings.estimator != "full":
+        return
+    if settings.batch_size is not None and n is not None and settings.batch_size < n:
+        raise ConfigError(
+            f"--pool flatten with --estimator full needs all n={n} images in one forward batch, got --batch-size "
+            f"{settings.batch_size}; drop --batch-size (memory grows with n^2 only), or use --estimator minibatch"
+        )
+
+
+def math_input(value: torch.Tensor | list[torch.Tensor], name: str = "layer"):
+    """What the math takes for one recorded layer: its pooled ``(n, d)`` features as they are, or the
+    :class:`~cka_probe.math.Gram` of a flattened layer recorded in one batch."""
+    from ..math import Gram
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if len(value) != 1:
+        raise ConfigError(
+            f"layer {name}: flattened features over {len(value)} batches give only the minibatch estimator; "
+            "use --estimator minibatch, or all n images in one batch"
+        )
+    return Gram(value[0])
+
+
 def minibatch_bounds(n: int, batch_size: int | None) -> list[tuple[int, int]]:
-    """The ``[start, stop)`` ranges of the minibatch estimator's batches over n images.
+    """The ``[start, stop)`` ranges of the batches over n images: of the forward passes and of the
+    minibatch estimator alike.
 
     Batches of ``batch_size`` in order; a last batch of fewer than 4 images joins the one before it
     (the unbiased HSIC needs 4).
@@ -145,34 +179,47 @@ def pair_tables(
     :class:`~cka_probe.math.MinibatchCKA` over the stack; each pair's table is a block of the result.
 
     Args:
-        features: per model label, its ``{layer: (n, d) tensor}`` in forward order.
+        features: per model label, its ``{layer: (n, d) tensor}`` in forward order; a flattened layer is
+            a list of per-batch ``(b, b)`` Grams (:class:`~cka_probe.analysis.extract.ExtractedFeatures`).
         pairs: ``(row model, column model)`` labels; ``(a, a)`` compares a model with itself.
         settings: how to compute.
 
     Returns:
         ``{(a, b): DataFrame}`` with index = a's layers (named ``a``), columns = b's (named ``b``).
     """
-    from ..math import MinibatchCKA, cka_matrix
+    from ..math import Gram, MinibatchCKA, cka_matrix
 
     pairs = list(dict.fromkeys(pairs))
     if not pairs:
         return {}
     labels = list(dict.fromkeys(label for pair in pairs for label in pair))
-    combined: dict[str, torch.Tensor] = {}
+    combined: dict[str, torch.Tensor | list[torch.Tensor]] = {}
     device = None
     for label in labels:
-        for layer, tensor in features[label].items():
-            device = device or tensor.device
-            combined[f"{label}{LAYER_SEPARATOR}{layer}"] = tensor.to(device)
-    n = next(iter(combined.values())).shape[0]
+        for layer, value in features[label].items():
+            first = value if isinstance(value, torch.Tensor) else value[0]
+            device = device or first.device
+            moved = value.to(device) if isinstance(value, torch.Tensor) else [g.to(device) for g in value]
+            combined[f"{label}{LAYER_SEPARATOR}{layer}"] = moved
+    n = sum(_batch_sizes(next(iter(combined.values()))))
     settings.check(n)
     if settings.estimator == "full":
-        everything = cka_matrix(combined, kernel=settings.kernel, unbiased=settings.unbiased,
-                                sigma_frac=settings.sigma_frac)
+        everything = cka_matrix({name: math_input(value, name) for name, value in combined.items()},
+                                kernel=settings.kernel, unbiased=settings.unbiased, sigma_frac=settings.sigma_frac)
     else:
+        bounds = minibatch_bounds(n, settings.batch_size)
         metric = MinibatchCKA(kernel=settings.kernel, sigma_frac=settings.sigma_frac)
-        for start, stop in minibatch_bounds(n, settings.batch_size):
-            metric.update({name: tensor[start:stop] for name, tensor in combined.items()})
+        for k, (start, stop) in enumerate(bounds):
+            batch = {}
+            for name, value in combined.items():
+                if isinstance(value, torch.Tensor):
+                    batch[name] = value[start:stop]
+                else:
+                    if _batch_sizes(value) != [b - a for a, b in bounds]:
+                        raise ShapeError(f"layer {name}: its Grams come in batches {_batch_sizes(value)}, not the "
+                                         f"estimator's {[b - a for a, b in bounds]}; record it with the same --batch-size")
+                    batch[name] = Gram(value[k])
+            metric.update(batch)
         everything = metric.compute()
     values = everything.values.cpu().numpy()
     offsets, start = {}, 0
@@ -189,3 +236,7 @@ def pair_tables(
             columns=pd.Index(list(features[b]), name=b),
         )
     return tables
+
+
+def _batch_sizes(value: torch.Tensor | list[torch.Tensor]) -> list[int]:
+    return [value.shape[0]] if isinstance(value, torch.Tensor) else [g.shape[0] for g in value]

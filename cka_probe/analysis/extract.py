@@ -18,13 +18,24 @@ __all__ = ["ExtractedFeatures", "extract_features", "resolve_device"]
 
 @dataclass
 class ExtractedFeatures:
-    """Pooled ``(n, C)`` float32 features of one model, layer names in forward order, and layer facts."""
+    """What one model's pass recorded, layer names in forward order, and layer facts.
 
-    features: dict[str, torch.Tensor]
+    ``features`` maps each layer to its pooled ``(n, C)`` float32 features, or, with ``pool="flatten"``,
+    to a list of ``(b_k, b_k)`` float64 Grams of the batches' centred, flattened activations (one per
+    forward batch, in order): the activations themselves are never held.
+    """
+
+    features: dict[str, torch.Tensor | list[torch.Tensor]]
     layers: list[LayerInfo]
     n: int
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> ExtractedFeatures:
+        """Move every recorded tensor (features or Grams) to ``device``, in place; returns ``self``."""
+        self.features = {name: value.to(device) if isinstance(value, torch.Tensor) else [g.to(device) for g in value]
+                         for name, value in self.features.items()}
+        return self
 
     def layer_provenance(self) -> list[dict[str, Any]]:
         return [
@@ -81,7 +92,7 @@ def extract_features(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return ExtractedFeatures(
-        features=recorder.features,
+        features=recorder.grams if recorder.pool == "flatten" else recorder.features,
         layers=recorder.describe(),
         n=seen,
         seconds=time.perf_counter() - start,

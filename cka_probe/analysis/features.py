@@ -11,6 +11,7 @@ import torch
 from .._files import sha256_file_checked
 from ..errors import CKAProbeError
 from .cache import FeatureCache, feature_key
+from .estimation import minibatch_bounds
 from .extract import ExtractedFeatures, extract_features
 
 __all__ = ["FeatureSettings", "ModelRequest", "model_features", "resolve_cache"]
@@ -129,15 +130,15 @@ def model_features(
     if key is not None:
         hit = cache.load(key)
         if hit is not None:
-            hit.features = {name: t.to(device) for name, t in hit.features.items()}
-            return hit
+            return hit.to(device)
     loaded = load_model(
         request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed, device=device,
         checkpoint_select=request.checkpoint_select, num_classes=request.num_classes,
     )
     extracted = extract_features(
         loaded.model,
-        (images for images, _ in batches(probe, transform_for(loaded), settings.batch_size or probe.n)),
+        (images for images, _ in batches(probe, transform_for(loaded), bounds=minibatch_bounds(probe.n,
+                                                                                               settings.batch_size))),
         layers=settings.layers,
         tokens=settings.tokens,
         pool=settings.pool,

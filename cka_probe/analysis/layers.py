@@ -11,8 +11,10 @@ from ..capture import describe_layers
 __all__ = ["describe_model_layers"]
 
 
-def describe_model_layers(model: str | torch.nn.Module, layers: Any = "activations", tokens: str = "patch") -> list[dict]:
-    """Layers of ``model`` in forward order, with type, layout, output shape (batch dim dropped) and pooled width.
+def describe_model_layers(model: str | torch.nn.Module, layers: Any = "activations", tokens: str = "patch",
+                          pool: str = "mean", layouts: Any = None) -> list[dict]:
+    """Layers of ``model`` in forward order, with type, layout, output shape (batch dim dropped) and the
+    width of the feature CKA sees: channels when pooled, the whole flattened activation with ``pool="flatten"``.
 
     The model is built with random weights (the layer set does not depend on them) and run once on a
     blank image of its own input size.
@@ -21,7 +23,7 @@ def describe_model_layers(model: str | torch.nn.Module, layers: Any = "activatio
 
     loaded = load_model(model, weights="random", seed=0, device="cpu")
     example = torch.zeros(1, *loaded.data_config["input_size"])
-    infos = describe_layers(loaded.model, example, layers=layers, tokens=tokens)
+    infos = describe_layers(loaded.model.eval(), example, layers=layers, pool=pool, tokens=tokens, layouts=layouts)
     return [
         {"name": info.name, "type": info.module_type.rsplit(".", 1)[-1], "module_type": info.module_type,
          "layout": info.layout, "layout_rule": info.layout_source, "output": list(info.raw_shape[1:]),

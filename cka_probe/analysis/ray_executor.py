@@ -68,7 +68,7 @@ def _extract_task(
         request, probe, settings, device=device, cache=FeatureCache(cache_dir) if cache_dir else None, progress=False
     )
     if isinstance(result, ExtractedFeatures):
-        result.features = {k: v.cpu() for k, v in result.features.items()}
+        result.to("cpu")
     return result
 
 

@@ -51,7 +51,7 @@ from .cache import feature_key, key_digest
 from .config import ConfigError, JobConfig
 from .extract import resolve_device
 from .features import resolve_cache
-from .estimation import CKASettings, pair_tables, pooling_description
+from .estimation import CKASettings, math_input, pair_tables, pooling_description
 from .multi import ModelFailure, features_for_models, model_provenance
 from .provenance import environment, package_versions, sha256_text
 from .result import _jsonable, output_stem, safe_name
@@ -286,17 +286,21 @@ def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: 
 
 
 def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: dict) -> None:
+    if not (analysis["permutations"] or analysis["bootstrap"]):
+        return
     kwargs = {"kernel": analysis["kernel"], "unbiased": analysis["unbiased"], "sigma_frac": analysis["sigma_frac"]}
+    feats_a = {name: math_input(value, name) for name, value in ext_a.features.items()}
+    feats_b = {name: math_input(value, name) for name, value in ext_b.features.items()}
     if analysis["permutations"]:
         from ..math import permutation_test
 
-        p_values = permutation_test(ext_a.features, ext_b.features, num_permutations=analysis["permutations"],
+        p_values = permutation_test(feats_a, feats_b, num_permutations=analysis["permutations"],
                                     seed=analysis["stats_seed"], **kwargs)
         frame["p_value"] = p_values.values.cpu().numpy().ravel()
     if analysis["bootstrap"]:
         from ..math import bootstrap_ci
 
-        low, high = bootstrap_ci(ext_a.features, ext_b.features, num_resamples=analysis["bootstrap"],
+        low, high = bootstrap_ci(feats_a, feats_b, num_resamples=analysis["bootstrap"],
                                  seed=analysis["stats_seed"], level=analysis["confidence"], **kwargs)
         frame["ci_low"] = low.values.cpu().numpy().ravel()
         frame["ci_high"] = high.values.cpu().numpy().ravel()

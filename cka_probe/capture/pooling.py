@@ -10,6 +10,13 @@ in the forward cannot change it) and carries no autograd graph.
 * Token layouts (``NLC``) with prefix tokens: ``tokens="patch"`` pools the patch tokens only,
   ``tokens="all"`` pools every token, ``tokens="cls"`` takes the first (class) token as it is.
   Layers without prefix tokens pool all their positions whatever ``tokens`` says.
+* ``pool="flatten"`` keeps every position: the feature of one example is its whole activation
+  flattened (``C*H*W`` for maps, in channels-first order whatever the layout, ``T*C`` for tokens,
+  the token rule above still applying). The recorder never holds these ``(N, D)`` features: the
+  hook reduces them at once to the ``(N, N)`` float64 linear Gram of the batch's centred features
+  (:func:`flattened_gram`), the statistic every linear-CKA estimator needs, and drops the
+  activation. :func:`flatten_activation` gives the features themselves, for small inputs and
+  references.
 """
 
 from __future__ import annotations
@@ -17,12 +24,18 @@ from __future__ import annotations
 import torch
 
 from ..errors import ShapeError
+from ..math import center_features, gram_linear
 from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
 
-__all__ = ["POOLS", "TOKENS", "pool_activation"]
+__all__ = ["FLATTEN", "POOLS", "TOKENS", "flatten_activation", "flattened_gram", "pool_activation"]
 
-POOLS = ("mean", "max")
+FLATTEN = "flatten"
+POOLS = ("mean", "max", FLATTEN)
 TOKENS = ("patch", "all", "cls")
+
+# Elements of one float64 block of columns in flattened_gram: 2**20 * 8 bytes = 8 MiB, whatever
+# the activation's size, so the Gram costs one activation (already in memory) plus this block.
+_GRAM_BLOCK_ELEMENTS = 1 << 20
 
 
 def pool_activation(
@@ -55,9 +68,96 @@ def pool_activation(
         >>> pool_activation(x, "NLC", prefix_tokens=1, tokens="cls").tolist()
         [[0.0, 1.0, 2.0, 3.0]]
     """
+    if pool == FLATTEN:
+        raise ValueError(
+            'pool_activation pools over positions; for pool="flatten" use flattened_gram or flatten_activation'
+        )
+    _check_choice("pool", pool, POOLS)
+    activation = _select_tokens(activation, layout, prefix_tokens, tokens)
+    spatial_dims = LAYOUTS[layout][1]
+    if layout == TOKEN_LAYOUT and prefix_tokens > 0 and tokens == "cls":
+        return activation.to(torch.float32, copy=True)
+    if not spatial_dims:
+        return activation.to(torch.float32, copy=True)
+    with torch.autocast(activation.device.type, enabled=False):
+        if pool == "mean":
+            return activation.mean(dim=spatial_dims, dtype=torch.float32)
+        return activation.amax(dim=spatial_dims).to(torch.float32)
+
+
+def flatten_activation(
+    activation: torch.Tensor, layout: str, prefix_tokens: int = 0, tokens: str = "patch"
+) -> torch.Tensor:
+    """The un-pooled features of ``activation``: ``(N, D)``, every position kept, in channels-first order.
+
+    ``D`` is ``C*H*W`` for ``NCHW`` and ``NHWC`` alike (a channels-last map is permuted to channels
+    first before flattening, so the feature does not depend on the layout), ``C*L`` for ``NCL`` and
+    ``T*C`` for ``NLC`` tokens after the token rule (``"patch"`` drops the prefix tokens, ``"all"``
+    keeps them, ``"cls"`` is the class token alone, ``D = C``). The dtype is the activation's; the
+    result may share its storage.
+
+    Raises:
+        ShapeError: the rank does not fit the layout, or no patch token is left after the prefix.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(8.0).reshape(1, 2, 2, 2)  # one NHWC map: H=2, W=2, C=2
+        >>> flatten_activation(x, "NHWC").tolist()  # channel 0's positions, then channel 1's
+        [[0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0]]
+    """
+    activation = _select_tokens(activation, layout, prefix_tokens, tokens)
+    if activation.ndim == 2:
+        return activation
+    channel_dim = LAYOUTS[layout][0]
+    if layout != TOKEN_LAYOUT and channel_dim != 1:
+        activation = activation.movedim(channel_dim, 1)
+    return activation.reshape(activation.shape[0], -1)
+
+
+def flattened_gram(
+    activation: torch.Tensor, layout: str, prefix_tokens: int = 0, tokens: str = "patch"
+) -> tuple[torch.Tensor, int]:
+    """Linear Gram of the batch's centred, flattened features, without forming them in float64.
+
+    With ``X`` the ``(N, D)`` features of :func:`flatten_activation` and ``X_c = X - 1 mean(X)^T``
+    (each feature centred over the batch), the result is ``K = X_c X_c^T`` in float64: the linear
+    kernel matrix of Kornblith et al. (ICML 2019, eq. 1), already double-centred (``H K H = K`` for
+    ``K`` of centred features). Both the centring and ``X_c X_c^T`` are sums over features, so
+    they are formed over blocks of columns of the activation as it lies in memory, each block
+    converted to float64 on its own (8 MiB): the extra memory does not grow with ``D``.
+    A feature order is irrelevant to ``K``, so a channels-last activation is never copied to
+    channels-first order for it.
+
+    Args:
+        activation: a batch-first tensor of the rank ``layout`` names.
+        layout: a key of :data:`~cka_probe.capture.layouts.LAYOUTS`.
+        prefix_tokens: leading non-patch tokens of an ``NLC`` activation.
+        tokens: ``"patch"``, ``"all"`` or ``"cls"``, as in :func:`flatten_activation`.
+
+    Returns:
+        ``(K, D)``: the ``(N, N)`` float64 Gram on the activation's device, and the flattened width.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 6.0]]]])  # two 1x1x2 NCHW maps
+        >>> gram, width = flattened_gram(x, "NCHW")
+        >>> gram.tolist(), width  # centred rows: [-1, -2] and [1, 2]
+        ([[5.0, -5.0], [-5.0, 5.0]], 2)
+    """
+    rows = _rows_in_memory_order(_select_tokens(activation, layout, prefix_tokens, tokens))
+    n, width = rows.shape
+    block = max(1, _GRAM_BLOCK_ELEMENTS // max(n, 1))
+    with torch.autocast(rows.device.type, enabled=False):
+        gram = torch.zeros(n, n, dtype=torch.float64, device=rows.device)
+        for start in range(0, width, block):
+            gram += gram_linear(center_features(rows[:, start : start + block]))
+    return gram, width
+
+
+def _select_tokens(activation: torch.Tensor, layout: str, prefix_tokens: int, tokens: str) -> torch.Tensor:
+    """Check the rank against the layout and apply the token rule; detached, positions kept."""
     check_layout_name(layout)
     _check_choice("tokens", tokens, TOKENS)
-    _check_choice("pool", pool, POOLS)
     spatial_dims = LAYOUTS[layout][1]
     if activation.ndim != len(spatial_dims) + 2:
         raise ShapeError(
@@ -67,7 +167,7 @@ def pool_activation(
     activation = activation.detach()
     if layout == TOKEN_LAYOUT and prefix_tokens > 0:
         if tokens == "cls":
-            return activation[:, 0].to(torch.float32, copy=True)
+            return activation[:, 0]
         if tokens == "patch":
             if activation.shape[1] <= prefix_tokens:
                 raise ShapeError(
@@ -75,12 +175,19 @@ def pool_activation(
                     'pass tokens="all" or a layouts= override for this layer'
                 )
             activation = activation[:, prefix_tokens:]
-    if not spatial_dims:
-        return activation.to(torch.float32, copy=True)
-    with torch.autocast(activation.device.type, enabled=False):
-        if pool == "mean":
-            return activation.mean(dim=spatial_dims, dtype=torch.float32)
-        return activation.amax(dim=spatial_dims).to(torch.float32)
+    return activation
+
+
+def _rows_in_memory_order(activation: torch.Tensor) -> torch.Tensor:
+    """``(N, D)`` rows of a batch-first tensor, its non-batch axes in the order they lie in memory.
+
+    A view whenever the non-batch axes are dense in some order (contiguous and channels-last
+    tensors, token slices); otherwise a copy.
+    """
+    if activation.ndim <= 2:
+        return activation.reshape(activation.shape[0], -1)
+    order = sorted(range(1, activation.ndim), key=lambda d: -activation.stride(d))
+    return activation.permute(0, *order).reshape(activation.shape[0], -1)
 
 
 def _check_choice(argname: str, value: str, choices: tuple[str, ...]) -> None:

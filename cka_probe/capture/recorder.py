@@ -13,6 +13,13 @@ where one forward begins and ends:
 * a hooked module run outside a forward of the model (a submodule or ``forward_features`` called
   directly) is a :class:`CaptureError`: the model itself must be called.
 
+With ``pool="flatten"`` the hook keeps no features: it reduces each output at once to the
+``(b, b)`` float64 linear Gram of the batch's centred, flattened features
+(:func:`~cka_probe.capture.pooling.flattened_gram`) and drops the activation. The recorder then
+holds one Gram per layer and forward, :attr:`FeatureRecorder.grams`: memory ``O(L b^2)`` for ``L``
+layers and batches of ``b``, whatever the spatial size. A layer whose flattened width changes
+between batches (the input size changed) is a :class:`~cka_probe.errors.FlattenWidthError`.
+
 Calls whose output does not have one row per image (its first axis differs from the batch size of
 the model's input) are not features: explicitly selected layers raise :class:`ShapeError`, and the
 default activation set skips them with a warning, listing them in :attr:`FeatureRecorder.skipped`.
@@ -38,9 +45,9 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from ..errors import CaptureError, LayerSelectionError, ShapeError
+from ..errors import CaptureError, FlattenWidthError, LayerSelectionError, ShapeError
 from .layouts import TOKEN_LAYOUT, LayerLayout, ancestors_of, class_token_counts, parse_layouts, resolve_layout
-from .pooling import POOLS, TOKENS, pool_activation
+from .pooling import FLATTEN, POOLS, TOKENS, flattened_gram, pool_activation
 from .selection import DEFAULT_LAYERS, LayerSpec, no_match_message, select_layers
 
 __all__ = ["FeatureRecorder", "LayerInfo", "describe_layers"]
@@ -61,7 +68,8 @@ class LayerInfo:
         prefix_tokens: prefix tokens left out by ``tokens="patch"`` (token layouts only).
         layout_source: the rule that decided the layout.
         raw_shape: shape of the output in the first batch, batch first.
-        pooled_dim: number of pooled features ``C``.
+        pooled_dim: number of features per example: ``C`` pooled, or the flattened width
+            (``C*H*W``, ``T*C``, ...) with ``pool="flatten"``.
     """
 
     name: str
@@ -75,7 +83,7 @@ class LayerInfo:
 
 
 class FeatureRecorder:
-    """Records pooled ``(n, C)`` features of a model's layers over one or more forwards.
+    """Records pooled ``(n, C)`` features (or, flattened, per-batch Grams) of a model's layers over forwards.
 
     Use it as a context manager (hooks are removed on exit, also when an exception leaves the
     block) or call :meth:`attach` and :meth:`remove` yourself. Every ``model(x)`` inside adds
@@ -86,7 +94,9 @@ class FeatureRecorder:
         layers: ``"activations"`` (every activation module, gates such as the sigmoid of a
             squeeze-excite left out), a glob pattern or module name, a list of them, or a
             predicate ``(name, module) -> bool``; see :mod:`~cka_probe.capture.selection`.
-        pool: ``"mean"`` or ``"max"`` over the spatial positions or tokens.
+        pool: ``"mean"`` or ``"max"`` over the spatial positions or tokens, or ``"flatten"``: every
+            position kept, recorded as one ``(b, b)`` float64 Gram per batch (:attr:`grams`), never as
+            features.
         tokens: for token layers of models with class tokens (:func:`~cka_probe.capture.layouts.class_token_counts`):
             ``"patch"`` pools the patch tokens, ``"all"`` every token, ``"cls"`` keeps the class token;
             the prefix tokens are decided per layer.
@@ -109,6 +119,11 @@ class FeatureRecorder:
         {'1': (5, 8), '4': (5, 4)}
         >>> rec.layouts["1"].layout, rec.layouts["4"].layout
         ('NCHW', 'NC')
+        >>> with FeatureRecorder(net, pool="flatten") as rec, torch.no_grad():
+        ...     _ = net(torch.randn(2, 3, 64, 64))
+        ...     _ = net(torch.randn(3, 3, 64, 64))
+        >>> {name: [tuple(g.shape) for g in grams] for name, grams in rec.grams.items()}, rec.widths
+        ({'1': [(2, 2), (3, 3)], '4': [(2, 2), (3, 3)]}, {'1': 30752, '4': 4})
     """
 
     def __init__(
@@ -185,7 +200,8 @@ class FeatureRecorder:
 
     def reset(self) -> None:
         """Forget every recorded batch, the layer order and the layouts; the hooks stay as they are."""
-        self._chunks: dict[str, list[torch.Tensor]] = {}
+        self._chunks: dict[str, list[torch.Tensor]] = {}  # pooled features, or Grams with pool="flatten"
+        self._batch_sizes: list[int] = []
         self._layers: tuple[str, ...] | None = None
         self._layouts: dict[str, LayerLayout] = {}
         self._info: dict[str, LayerInfo] = {}
@@ -215,7 +231,16 @@ class FeatureRecorder:
 
     @property
     def features(self) -> dict[str, torch.Tensor]:
-        """Layer label -> ``(n, C)`` float32 features, in forward order, rows in batch order."""
+        """Layer label -> ``(n, C)`` float32 features, in forward order, rows in batch order.
+
+        Raises:
+            CaptureError: the recorder flattens (``pool="flatten"`` keeps Grams, see :attr:`grams`).
+        """
+        if self.pool == FLATTEN:
+            raise CaptureError(
+                'a recorder with pool="flatten" keeps no features, only one Gram per layer and batch; '
+                "read rec.grams, or record with --pool mean or max"
+            )
         features = {}
         for label in self.layers:
             chunks = self._chunks[label]
@@ -225,6 +250,57 @@ class FeatureRecorder:
                 chunks[0] = chunks[0].clone()
             features[label] = chunks[0]
         return features
+
+    @property
+    def grams(self) -> dict[str, list[torch.Tensor]]:
+        """Layer label -> one ``(b_k, b_k)`` float64 Gram per recorded forward, in forward and batch order.
+
+        Each is ``X_c X_c^T`` for the batch's flattened features ``X`` centred over the batch (see
+        :func:`~cka_probe.capture.pooling.flattened_gram`); batch ``k`` holds ``batch_sizes[k]``
+        examples. One batch of all ``n`` images gives the full Gram of the biased CKA estimator; several
+        give what the minibatch estimator of Nguyen et al. (2021) needs.
+
+        Raises:
+            CaptureError: the recorder pools (``pool="mean"`` or ``"max"``; see :attr:`features`).
+        """
+        if self.pool != FLATTEN:
+            raise CaptureError(
+                f'a recorder with pool="{self.pool}" keeps pooled features, not Grams; read rec.features, '
+                "or record with --pool flatten"
+            )
+        return {label: list(self._chunks[label]) for label in self.layers}
+
+    def take_grams(self) -> dict[str, list[torch.Tensor]]:
+        """:attr:`grams` recorded since the last call, then forgotten: streaming over many batches in ``O(L b^2)``.
+
+        The layer order, layouts and widths stay, so later batches are still checked against the first;
+        :attr:`batch_sizes` and :attr:`num_examples` keep counting every batch.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+            >>> with FeatureRecorder(net, pool="flatten") as rec, torch.no_grad():
+            ...     for _ in range(3):
+            ...         _ = net(torch.randn(8, 3, 6, 6))
+            ...         grams = rec.take_grams()  # feed them to MinibatchCKA.update as math.Gram
+            >>> [tuple(g.shape) for g in grams["1"]], rec.num_examples, len(rec.grams["1"])
+            ([(8, 8)], 24, 0)
+        """
+        grams = self.grams
+        for label in self.layers:
+            self._chunks[label] = []
+        return grams
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Layer label -> features per example: ``C`` pooled, or the flattened width with ``pool="flatten"``."""
+        return {label: self._info[label].pooled_dim for label in self.layers}
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Examples in each recorded forward, in order (they add up to :attr:`num_examples`)."""
+        return tuple(self._batch_sizes)
 
     @property
     def layouts(self) -> dict[str, LayerLayout]:
@@ -250,7 +326,8 @@ class FeatureRecorder:
 
     def _start_forward_state(self) -> None:
         self._calls: Counter[str] = Counter()
-        self._pending: list[tuple[str, torch.Tensor, tuple[int, ...], LayerLayout]] = []
+        # (label, pooled features or flattened Gram, features per example, output shape, layout)
+        self._pending: list[tuple[str, torch.Tensor, int, tuple[int, ...], LayerLayout]] = []
         self._pending_skipped: dict[str, str] = {}
         self._batch_size: int | None = None
         self._image_size: tuple[int, int] | None = None
@@ -299,8 +376,12 @@ class FeatureRecorder:
             if reason is not None:
                 self._pending_skipped[label] = reason
                 return
-        pooled = pool_activation(output, layout.layout, layout.prefix_tokens, self.tokens, self.pool)
-        self._pending.append((label, pooled, shape, layout))
+        if self.pool == FLATTEN:
+            recorded, width = flattened_gram(output, layout.layout, layout.prefix_tokens, self.tokens)
+        else:
+            recorded = pool_activation(output, layout.layout, layout.prefix_tokens, self.tokens, self.pool)
+            width = int(recorded.shape[1])
+        self._pending.append((label, recorded, width, shape, layout))
 
     def _token_refusal(self, label: str, shape: tuple[int, ...], layout: LayerLayout) -> str | None:
         """Why a token layer cannot give what ``tokens`` asks for: a reason to skip it, or raise.
@@ -339,27 +420,34 @@ class FeatureRecorder:
                 )
         elif labels != self._layers:
             raise CaptureError(_mismatch_message(self._layers, labels, self.num_batches + 1))
-        rows = {pooled.shape[0] for _, pooled, _, _ in pending}
+        rows = {recorded.shape[0] for _, recorded, *_ in pending}
         if len(rows) > 1:
             raise ShapeError(f"layers gave different numbers of rows {sorted(rows)} in one forward; select batch-first layers")
         if self._layers is None:
             self._first_batch(pending)
         else:
-            for label, pooled, shape, _ in pending:
+            for label, _, width, shape, _ in pending:
                 expected = self._info[label].pooled_dim
-                if pooled.shape[1] != expected:
+                if width != expected and self.pool == FLATTEN:
+                    raise FlattenWidthError(
+                        f"layer {label} has {width} flattened features in batch {self.num_batches + 1} but {expected} "
+                        f"in the first (output {shape}): the input size changed; use --pool mean or a fixed input size"
+                    )
+                if width != expected:
                     raise CaptureError(
-                        f"layer {label} gave {pooled.shape[1]} features in batch {self.num_batches + 1} but {expected} "
+                        f"layer {label} gave {width} features in batch {self.num_batches + 1} but {expected} "
                         f"in the first (output {shape}); keep the model and input format the same for every batch"
                     )
-        for label, pooled, _, _ in pending:
-            self._chunks.setdefault(label, []).append(pooled)
+        for label, recorded, *_ in pending:
+            self._chunks.setdefault(label, []).append(recorded)
+        batch_rows = rows.pop()
+        self._batch_sizes.append(batch_rows)
         self.num_batches += 1
-        self.num_examples += rows.pop()
+        self.num_examples += batch_rows
 
     def _first_batch(self, pending: list) -> None:
         self._layers = tuple(label for label, *_ in pending)
-        for label, pooled, shape, layout in pending:
+        for label, _, width, shape, layout in pending:
             module_name = label.split("#", 1)[0]
             cls = type(self.model.get_submodule(module_name))
             self._layouts[label] = layout
@@ -371,7 +459,7 @@ class FeatureRecorder:
                 prefix_tokens=layout.prefix_tokens,
                 layout_source=layout.source,
                 raw_shape=shape,
-                pooled_dim=int(pooled.shape[1]),
+                pooled_dim=width,
             )
         self._skipped = dict(self._pending_skipped)
         if self._skipped:

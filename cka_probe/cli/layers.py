@@ -13,20 +13,28 @@ from ._options import report_errors
 @click.option("--layers", "layer_spec", default="activations", show_default=True,
               help="activations, or comma-separated module names / glob patterns.")
 @opt.TOKENS
+@opt.POOL
+@click.option("--layouts", "layouts", multiple=True, metavar="PATTERN=LAYOUT",
+              help="Layout of the layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); repeatable.")
 @opt.VERBOSE
 @report_errors
-def layers(model, layer_spec, tokens, verbose):
-    """List the layers of MODEL that compare would record: name, type, layout and pooled width.
+def layers(model, layer_spec, tokens, pool, layouts, verbose):
+    """List the layers of MODEL that compare would record: name, type, layout, output shape and the
+    width of the feature CKA sees (channels when pooled, the flattened activation with --pool flatten).
 
     The model is built with random weights (the layers do not depend on them) and run once on a
     blank image of its own input size.
     """
     from ..analysis import describe_model_layers
 
-    rows = describe_model_layers(model, layers=opt.split_layers(layer_spec), tokens=tokens)
-    width = max(len(r["name"]) for r in rows)
-    click.echo(f"{'#':>4}  {'layer':<{width}}  {'type':<12}  {'layout':<8}  {'output':<18}  pooled")
-    for i, row in enumerate(rows, 1):
-        click.echo(f"{i:>4}  {row['name']:<{width}}  {row['type']:<12}  {row['layout']:<8}  "
-                   f"{str(tuple(row['output'])):<18}  {row['pooled_dim']}")
+    rows = describe_model_layers(model, layers=opt.split_layers(layer_spec), tokens=tokens, pool=pool,
+                                 layouts=opt.parse_layouts(layouts, "--layouts") or None)
+    width_label = "flattened" if pool == "flatten" else "pooled"
+    table = [("#", "layer", "type", "layout", "output", width_label)]
+    table += [(str(i), row["name"], row["type"], row["layout"], str(tuple(row["output"])), str(row["pooled_dim"]))
+              for i, row in enumerate(rows, 1)]
+    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    for r in table:
+        cells = [r[0].rjust(widths[0])] + [r[c].ljust(widths[c]) for c in range(1, 5)] + [r[5].rjust(widths[5])]
+        click.echo("  ".join(cells).rstrip())
     click.echo(f"{len(rows)} layers")

@@ -39,13 +39,14 @@ def main(verbose: bool) -> None:
 def _register() -> None:
     from .compare import compare
     from .figure import figure
+    from .identify import identify
     from .layers import layers
     from .models import models
     from .train import train
     from .validate import validate
     from .zoo import zoo
 
-    for command in (compare, figure, layers, models, zoo, train, validate):
+    for command in (compare, figure, identify, layers, models, zoo, train, validate):
         main.add_command(command)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -37,6 +37,7 @@ def batches(
     transform: Callable[[Image.Image], torch.Tensor],
     batch_size: int = 32,
     num_workers: int = 0,
+    bounds: Sequence[tuple[int, int]] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images, positions)`` batches in the probe set's order (no shuffling, last batch may be short).
 
@@ -45,6 +46,8 @@ def batches(
         transform: The model's preprocessing.
         batch_size: Images per batch.
         num_workers: DataLoader worker processes (0 decodes in this process).
+        bounds: explicit ``[start, stop)`` ranges of the batches, in order, covering the probe set
+            (replaces ``batch_size``; the CKA estimators use it to keep a short last batch whole).
 
     Yields:
         ``images`` as a float tensor ``(B, C, H, W)`` and ``positions`` as an int64 tensor ``(B,)`` of
@@ -59,5 +62,9 @@ def batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    loader = DataLoader(ProbeDataset(probe, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    yield from loader
+    dataset = ProbeDataset(probe, transform)
+    if bounds is not None:
+        ranges = [list(range(start, stop)) for start, stop in bounds]
+        yield from DataLoader(dataset, batch_sampler=ranges, num_workers=num_workers)
+        return
+    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -55,6 +55,8 @@ COMPARE = {
 LAYERS = {
     "--layers": ("no_such_layer*", "no_such_layer*"),
     "--tokens": ("first", "--tokens"),
+    "--pool": ("median", "--pool"),
+    "--layouts": ("blocks.*", "--layouts"),
 }
 JOB = {
     "--set": ("data.n=[1", "data.n=[1"),

@@ -1,0 +1,586 @@
+"""Kornblith et al.'s layer-identification check on the user's own networks: ``identify``.
+
+Kornblith, Norouzi, Lee and Hinton ("Similarity of Neural Network Representations Revisited",
+ICML 2019, section 6.1) train networks of one architecture from different seeds and ask, for every
+layer of one network, whether the most similar layer of another network is the architecturally
+corresponding one. A similarity index that passes this sanity check tells layers apart; one that
+fails it cannot be trusted to find correspondences between different networks either. They report
+99.3 % for linear CKA on flattened activations of CIFAR-10 networks.
+
+Here the check runs on checkpoints the user gives, for each pooling (by default the spatial mean of
+the OFA-KD supplementary, B.1, and the flattened activations of Kornblith et al.), with linear CKA:
+
+* for every ordered pair of networks ``(i, j)``, ``i != j``, and every layer ``l`` of network ``i``,
+  the layer counts as identified when ``CKA(i_l, j_l) > CKA(i_l, j_m)`` for every other layer ``m``
+  of network ``j`` (a strict maximum: a tie, for instance with a duplicated layer, is a miss, and so
+  is a NaN from a constant layer);
+* per layer, the share of the ``K (K - 1)`` ordered pairs that identify it; overall, the share of all
+  ``L K (K - 1)`` layer matches.
+
+Estimators: ``full`` is the biased (or, with ``unbiased``, Song et al.'s unbiased) linear CKA over all
+n images in one batch; ``minibatch`` is Nguyen, Raghu and Kornblith's (ICLR 2021) estimator over the
+recorded batches, ``sum_k HSIC_1(K_k, L_k) / sqrt(sum_k HSIC_1(K_k, K_k) sum_k HSIC_1(L_k, L_k))``.
+Flattened features are recorded as one Gram per layer and batch (``pool="flatten"`` of
+:class:`~cka_probe.capture.FeatureRecorder`) and enter the math as :class:`~cka_probe.math.Gram`, so memory
+is ``O(K L n b)`` float64 numbers (K networks, L layers, n images in batches of b) whatever the layers' sizes;
+an exact full estimator over several batches would need every cross-batch product and is not offered.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import json
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._version import __version__
+from ..capture import FeatureRecorder
+from ..capture.pooling import FLATTEN, POOLS
+from .._config import read_yaml, validate
+from ..errors import ConfigError, IdentifyError, ShapeError
+from ..math import Gram, MinibatchCKA, ZeroVarianceWarning, cka_matrix
+from ._io import atomic_path, check_outputs, ensure_writable_dir
+from .compare import TOKEN_RULES, _tokens
+from .estimation import CKASettings
+from .extract import resolve_device
+from .provenance import environment, package_versions
+from .result import FIGURE_FORMATS, _jsonable
+
+__all__ = [
+    "DEFAULT_POOLS",
+    "IdentifyResult",
+    "Network",
+    "identification_scores",
+    "identify",
+    "identify_outputs",
+    "load_identify_config",
+    "resolve_networks",
+]
+
+DEFAULT_POOLS = ("mean", FLATTEN)
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of the check: a model name and the checkpoint loaded into it.
+
+    Attributes:
+        model: alias or timm name of the architecture.
+        checkpoint: the weights file.
+        label: how tables call it (default: the checkpoint's file name).
+        layers: the layer selection (``"activations"``, names or glob patterns).
+    """
+
+    model: str
+    checkpoint: str
+    label: str
+    layers: Any = "activations"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def resolve_networks(model: str | None, checkpoints: Sequence[Any], layers: Any = "activations") -> list[Network]:
+    """Expand paths, globs and config mappings into :class:`Network` entries, checked for the check's needs.
+
+    Args:
+        model: the architecture every entry uses unless it names its own (``{checkpoint, model}``).
+        checkpoints: paths, glob patterns (sorted matches), or mappings with ``checkpoint`` and optionally
+            ``model``, ``label``, ``layers``.
+        layers: the default layer selection.
+
+    Raises:
+        IdentifyError: fewer than two checkpoints, a pattern that matches nothing, a checkpoint given twice,
+            or entries of different architectures.
+    """
+    import timm.models
+
+    from ..models import resolve_name
+
+    entries: list[dict[str, Any]] = []
+    for item in checkpoints:
+        if isinstance(item, Mapping):
+            if "checkpoint" not in item:
+                raise ConfigError(f"checkpoints: entry {dict(item)!r} has no 'checkpoint' key; give its path")
+            entries.append(dict(item))
+            continue
+        text = str(item)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+        if not matches:
+            raise IdentifyError(f"checkpoint pattern {text!r} matches no file; check the path or glob")
+        entries.extend({"checkpoint": m} for m in matches)
+    paths = [str(Path(e["checkpoint"]).expanduser().resolve()) for e in entries]
+    if len(set(paths)) != len(paths):
+        twice = next(p for p in paths if paths.count(p) > 1)
+        raise IdentifyError(f"checkpoint {twice} is given twice; pass each network once")
+    if len(entries) < 2:
+        got = f"got {len(entries)}" + (f" ({entries[0]['checkpoint']})" if entries else "")
+        raise IdentifyError(
+            f"identify needs at least two checkpoints of one architecture, {got}; pass more paths or a glob"
+        )
+    networks = []
+    for entry, path in zip(entries, paths):
+        name = entry.get("model", model)
+        if not name:
+            raise IdentifyError(f"no model name for checkpoint {path}; pass --model NAME (a timm name or alias)")
+        label = str(entry.get("label") or Path(path).name)
+        networks.append(Network(str(name), path, label, entry.get("layers", layers)))
+    labels = [n.label for n in networks]
+    if len(set(labels)) != len(labels):  # same file names in different folders: label by the path instead
+        networks = [Network(n.model, n.checkpoint, n.checkpoint, n.layers) for n in networks]
+    archs = [timm.models.get_arch_name(resolve_name(n.model).timm_name) for n in networks]
+    other = next((i for i, arch in enumerate(archs) if arch != archs[0]), None)
+    if other is not None:
+        raise IdentifyError(
+            f"checkpoints of different architectures: {networks[0].label} is {archs[0]} but "
+            f"{networks[other].label} is {archs[other]}; identify compares networks of one architecture (one --model)"
+        )
+    return networks
+
+
+def load_identify_config(path: str | Path) -> dict[str, Any]:
+    """Read an ``identify`` YAML file (``yaml.safe_load``) into keyword arguments of :func:`identify`.
+
+    The file::
+
+        model: resnet18                     # default architecture of every checkpoint
+        checkpoints:                        # paths, globs, or {checkpoint, model, label, layers}
+          - runs/seed*/model.pth
+        data: {source: embedded, n: 128, seed: 0, batch_size: null, skip_bad: false}
+        analysis: {layers: activations, tokens: patch, pools: [mean, flatten], estimator: full,
+                   unbiased: false, device: auto}
+
+    Relative paths are taken from the current directory.
+
+    Raises:
+        ConfigError: unreadable YAML, an unknown key, or a value of the wrong kind.
+    """
+    from .config import IdentifyJob
+
+    job = validate(IdentifyJob, read_yaml(path, "identify config") or {}, str(path))
+    data, analysis = job.data.model_dump(), job.analysis.model_dump()
+    checkpoints = [entry if isinstance(entry, str) else entry.model_dump(exclude_none=True)
+                   for entry in job.checkpoints]
+    raw = {"model": job.model}
+    return {
+        "model": raw.get("model"),
+        "checkpoints": checkpoints,
+        "data": data["source"],
+        "n": data["n"],
+        "seed": data["seed"],
+        "batch_size": data["batch_size"],
+        "skip_bad": data["skip_bad"],
+        "layers": analysis["layers"],
+        "tokens": analysis["tokens"],
+        "pools": tuple(analysis["pools"]),
+        "estimator": analysis["estimator"],
+        "unbiased": analysis["unbiased"],
+        "device": analysis["device"],
+    }
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass
+class _Recorded:
+    """What one network left: per pooling, features (pooled) or Grams (flattened), per batch."""
+
+    network: Network
+    provenance: dict[str, Any]
+    layers: tuple[str, ...]
+    layer_facts: list[dict[str, Any]]
+    batch_sizes: tuple[int, ...]
+    per_pool: dict[str, dict[str, list[torch.Tensor]]]
+    widths: dict[str, dict[str, int]]
+    seconds: float
+
+
+def _record_network(
+    network: Network, probe, pools: Sequence[str], tokens: str, batch_size: int, device: torch.device, progress: bool
+) -> _Recorded:
+    """One forward pass over the probe images, every pooling recorded at once (one recorder per pooling)."""
+    from tqdm.auto import tqdm
+
+    from ..data import batches
+    from ..models import CheckpointKeysWarning, load_model, transform_for
+
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointKeysWarning)
+        loaded = load_model(network.model, checkpoint=network.checkpoint, device=device)
+    if loaded.missing_keys or loaded.unexpected_keys:
+        raise IdentifyError(
+            f"checkpoint {network.label} does not fit {loaded.timm_name}: {len(loaded.missing_keys)} missing and "
+            f"{len(loaded.unexpected_keys)} unexpected tensors (e.g. "
+            f"{(list(loaded.missing_keys) + list(loaded.unexpected_keys))[0]}); identify needs checkpoints of one "
+            "architecture, the one --model names"
+        )
+    for warning in caught:
+        if not issubclass(warning.category, CheckpointKeysWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    recorders = {pool: FeatureRecorder(loaded.model, layers=network.layers, pool=pool, tokens=tokens) for pool in pools}
+    try:
+        for recorder in recorders.values():
+            recorder.attach()
+        with (
+            torch.inference_mode(),
+            tqdm(total=probe.n, desc=network.label, unit="img", disable=not progress, leave=False) as bar,
+        ):
+            for images, _ in batches(probe, transform_for(loaded), batch_size):
+                loaded.model(images.to(device))
+                bar.update(len(images))
+    finally:
+        for recorder in recorders.values():
+            recorder.remove()
+    first = next(iter(recorders.values()))
+    per_pool: dict[str, dict[str, list[torch.Tensor]]] = {}
+    for pool, recorder in recorders.items():
+        if pool == FLATTEN:
+            per_pool[pool] = recorder.grams
+        else:
+            per_pool[pool] = {
+                label: list(feats.split(list(recorder.batch_sizes))) for label, feats in recorder.features.items()
+            }
+    facts = [
+        {
+            "name": i.name,
+            "module": i.module_name,
+            "type": i.module_type,
+            "layout": i.layout,
+            "prefix_tokens": i.prefix_tokens,
+            "raw_shape": list(i.raw_shape[1:]),
+        }
+        for i in first.describe()
+    ]
+    return _Recorded(
+        network,
+        loaded.provenance(),
+        first.layers,
+        facts,
+        first.batch_sizes,
+        per_pool,
+        {pool: rec.widths for pool, rec in recorders.items()},
+        time.perf_counter() - start,
+    )
+
+
+def _check_same_layers(recorded: Sequence[_Recorded]) -> None:
+    reference = recorded[0]
+    for other in recorded[1:]:
+        if other.layers == reference.layers:
+            continue
+        a, b = reference.layers, other.layers
+        position = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        saw_a = a[position] if position < len(a) else "nothing"
+        saw_b = b[position] if position < len(b) else "nothing"
+        raise IdentifyError(
+            f"layer lists differ between checkpoints: {reference.network.label} records {len(a)} layers and "
+            f"{other.network.label} {len(b)} (at position {position + 1}: {saw_a} vs {saw_b}); "
+            "use checkpoints of one architecture and one --layers selection"
+        )
+
+
+# --------------------------------------------------------------------------- CKA and scores
+
+
+def _cka_matrix(
+    layers_a: Mapping[str, list], layers_b: Mapping[str, list], estimator: str, unbiased: bool, pool: str
+) -> torch.Tensor:
+    """Linear CKA of every layer pair of two networks, from per-batch pooled features or flattened Grams.
+
+    ``full``: one batch of all n images, :func:`~cka_probe.math.cka_matrix` (Kornblith et al. 2019);
+    ``minibatch``: :class:`~cka_probe.math.MinibatchCKA` over the recorded batches (Nguyen et al. 2021).
+    Flattened layers enter as :class:`~cka_probe.math.Gram`.
+    """
+    wrap = Gram if pool == FLATTEN else (lambda t: t)
+    if estimator == "full":  # one batch of Grams, or the pooled features of every batch joined
+        whole = (lambda parts: Gram(parts[0])) if pool == FLATTEN else torch.cat
+        return cka_matrix(
+            {k: whole(v) for k, v in layers_a.items()}, {k: whole(v) for k, v in layers_b.items()}, unbiased=unbiased
+        ).values
+    metric = MinibatchCKA()
+    for k in range(len(next(iter(layers_a.values())))):
+        metric.update(
+            {name: wrap(parts[k]) for name, parts in layers_a.items()},
+            {name: wrap(parts[k]) for name, parts in layers_b.items()},
+        )
+    return metric.compute().values
+
+
+def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_networks: int) -> np.ndarray:
+    """Per layer, how many ordered network pairs identify it.
+
+    Args:
+        matrices: ``(i, j) -> (L, L)`` CKA of network ``i``'s layers (rows) against network ``j``'s, for
+            ``i < j``; the pair ``(j, i)`` reads the transpose.
+        num_networks: ``K``.
+
+    Returns:
+        ``(L,)`` integer counts out of ``K (K - 1)``: layer ``l`` of ``i`` counts when ``CKA(i_l, j_l)`` is
+        finite and strictly above every other finite ``CKA(i_l, j_m)``.
+
+    Example:
+        >>> m = np.array([[0.9, 0.2], [0.9, 0.5]])  # layer 1 of network 0 prefers layer 0 of network 1
+        >>> # layer 0: found from network 0, a tie (0.9, 0.9) from network 1; layer 1: found only from network 1
+        >>> identification_scores({(0, 1): m}, 2).tolist()
+        [1, 1]
+    """
+    counts = None
+    for i in range(num_networks):
+        for j in range(num_networks):
+            if i == j:
+                continue
+            matrix = matrices[(i, j)] if i < j else matrices[(j, i)].T
+            diagonal = np.diag(matrix)
+            others = np.where(np.eye(len(matrix), dtype=bool) | np.isnan(matrix), -np.inf, matrix).max(axis=1)
+            hit = np.isfinite(diagonal) & (diagonal > others)
+            counts = hit.astype(int) if counts is None else counts + hit
+    return counts
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class IdentifyResult:
+    """Per-layer and overall identification shares for each pooling, with the CKA matrices and provenance.
+
+    Attributes:
+        table: one row per pooling and layer: ``pooling``, ``position`` (1-based), ``layer``, ``width``
+            (features per example in the first network), ``identified``, ``comparisons``, ``share``.
+        overall: pooling -> ``{"identified", "comparisons", "share"}``.
+        matrices: pooling -> ``{(i, j): (L, L) CKA}`` for network pairs ``i < j``.
+        metadata: provenance: networks (checkpoint paths and SHA-256), data, n, seed, layers, pooling, estimator,
+            versions.
+    """
+
+    table: pd.DataFrame
+    overall: dict[str, dict[str, float]]
+    matrices: dict[str, dict[tuple[int, int], np.ndarray]] = field(repr=False)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def summary_line(self) -> str:
+        """``flatten 100.0 %, mean 85.2 % of 108 layer matches``."""
+        parts = [f"{pool} {100 * stats['share']:.1f} %" for pool, stats in self.overall.items()]
+        total = int(next(iter(self.overall.values()))["comparisons"])
+        return f"{', '.join(parts)} of {total} layer matches"
+
+    def plot(self):
+        """The per-layer shares, one line per pooling (see :func:`cka_probe.plots.plot_identification`)."""
+        from ..plots import plot_identification
+
+        networks = self.metadata.get("networks", [])
+        title = (
+            f"layer identification: {len(networks)} × {self.metadata.get('model', '?')}, "
+            f"n={self.metadata.get('n', '?')}"
+        )
+        return plot_identification(self.table, self.overall, title=title)
+
+    def save(
+        self,
+        directory: str | Path,
+        formats: Sequence[str] = ("png",),
+        stem: str = "identify",
+        overwrite: bool = False,
+        dpi: int = 200,
+    ) -> dict[str, Path]:
+        """Write ``stem.csv`` (the table), ``stem.json`` (overall shares, best matches, provenance) and the figure.
+
+        Each file is written atomically; nothing is written when any exists and ``overwrite`` is false.
+        """
+        paths = identify_outputs(directory, stem, formats)
+        ensure_writable_dir(directory)
+        check_outputs(paths.values(), overwrite)
+        with atomic_path(paths["csv"]) as tmp:
+            self.table.to_csv(tmp, index=False, float_format="%.10g")
+        record = {
+            **self.metadata,
+            "overall": self.overall,
+            "per_layer": self.table.to_dict(orient="records"),
+            "best_matches": self._best_matches(),
+        }
+        with atomic_path(paths["json"]) as tmp:
+            tmp.write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+        if list(formats):
+            fig = self.plot()
+            for fmt in formats:
+                with atomic_path(paths[fmt]) as tmp:
+                    fig.savefig(tmp, format=fmt, dpi=dpi)
+        return paths
+
+    def _best_matches(self) -> dict[str, dict[str, list[int | None]]]:
+        """pooling -> ``"i->j"`` -> for each layer of network i, the 1-based position of its most similar layer of j."""
+        out: dict[str, dict[str, list[int | None]]] = {}
+        labels = [n["label"] for n in self.metadata.get("networks", [])]
+        for pool, pairs in self.matrices.items():
+            out[pool] = {}
+            for (i, j), matrix in pairs.items():
+                for a, b, m in ((i, j, matrix), (j, i, matrix.T)):
+                    best = [None if np.isnan(row).all() else int(np.nanargmax(row)) + 1 for row in m]
+                    name = f"{labels[a]} -> {labels[b]}" if labels else f"{a} -> {b}"
+                    out[pool][name] = best
+        return out
+
+
+def identify_outputs(
+    directory: str | Path, stem: str = "identify", formats: Sequence[str] = ("png",)
+) -> dict[str, Path]:
+    """Where :meth:`IdentifyResult.save` writes: ``csv``, ``json`` and one entry per figure format."""
+    from ..errors import CKAProbeError
+
+    directory = Path(directory)
+    paths = {"csv": directory / f"{stem}.csv", "json": directory / f"{stem}.json"}
+    for fmt in formats:
+        if fmt not in FIGURE_FORMATS:
+            raise CKAProbeError(f"unknown figure format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
+        paths[fmt] = directory / f"{stem}.{fmt}"
+    return paths
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def identify(
+    model: str | None,
+    checkpoints: Sequence[Any],
+    data: Any = "embedded",
+    *,
+    n: int = 128,
+    seed: int = 0,
+    batch_size: int | None = None,
+    layers: Any = "activations",
+    tokens: str = "patch",
+    pools: Sequence[str] = DEFAULT_POOLS,
+    estimator: str = "full",
+    unbiased: bool = False,
+    device: str | torch.device = "auto",
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> IdentifyResult:
+    """Kornblith et al.'s layer-identification check over several checkpoints of one architecture.
+
+    Args:
+        model: alias or timm name of the architecture (a config entry may name its own).
+        checkpoints: paths, glob patterns, or mappings ``{checkpoint, model, label, layers}``; at least two.
+        data: a probe source, as in :func:`~cka_probe.analysis.compare`.
+        n: probe images (a class-balanced, seeded subset).
+        seed: subset choice.
+        batch_size: images per forward pass; ``None`` is all n in one batch (the full estimator).
+        layers: ``"activations"``, module names or glob patterns.
+        tokens: ``"patch"``, ``"all"`` or ``"cls"`` for token layers with prefix tokens.
+        pools: poolings to score: ``"mean"``, ``"max"``, ``"flatten"``.
+        estimator: ``"full"``, ``"minibatch"`` or ``"auto"`` (minibatch when batches are smaller than n).
+        unbiased: the unbiased HSIC for the full estimator.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        skip_bad: skip unreadable images instead of failing.
+        progress: show progress bars.
+
+    Returns:
+        An :class:`IdentifyResult`.
+
+    Raises:
+        IdentifyError: fewer than two checkpoints, checkpoints of different architectures, or layer lists
+            that differ between them.
+        ShapeError: the full estimator asked for flattened features over several batches, or a batch of fewer
+            than 4 images for the minibatch estimator.
+    """
+    from ..data import load_probe_set
+
+    started = time.perf_counter()
+    pools = tuple(dict.fromkeys(pools))
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown or not pools:
+        raise IdentifyError(f"unknown pooling {unknown[0] if unknown else 'none'}; choose from {', '.join(POOLS)}")
+    settings = CKASettings(kernel="linear", unbiased=bool(unbiased), estimator=estimator, batch_size=batch_size).check(n)
+    _tokens(tokens)
+    networks = resolve_networks(model, checkpoints, layers)
+    device = resolve_device(device)
+    probe = load_probe_set(str(data), n=n, seed=seed, skip_bad=skip_bad)
+    size = batch_size or probe.n
+    if estimator == "full" and size < probe.n and FLATTEN in pools:
+        raise ShapeError(
+            f"the full estimator of flattened features needs all n={probe.n} images in one batch, got --batch-size "
+            f"{size}; drop --batch-size or use --estimator minibatch"
+        )
+    if estimator == "minibatch" and probe.n % size and probe.n % size < 4:
+        raise ShapeError(
+            f"n={probe.n} in batches of {size} leaves a last batch of {probe.n % size} images; the minibatch "
+            "estimator needs batches of 4 or more: change -n or --batch-size"
+        )
+
+    recorded = [_record_network(net, probe, pools, tokens, size, device, progress) for net in networks]
+    _check_same_layers(recorded)
+    labels = recorded[0].layers
+    matrices: dict[str, dict[tuple[int, int], np.ndarray]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZeroVarianceWarning)  # constant layers are NaN and count as misses
+        for pool in pools:
+            matrices[pool] = {}
+            for i in range(len(recorded)):
+                for j in range(i + 1, len(recorded)):
+                    a, b = recorded[i].per_pool[pool], recorded[j].per_pool[pool]
+                    values = _cka_matrix(
+                        {k: a[k] for k in labels}, {k: b[k] for k in labels}, estimator, unbiased, pool
+                    )
+                    matrices[pool][(i, j)] = values.cpu().numpy()
+
+    k = len(recorded)
+    rows, overall = [], {}
+    for pool in pools:
+        counts = identification_scores(matrices[pool], k)
+        comparisons = k * (k - 1)
+        widths = recorded[0].widths[pool]
+        for position, (label, count) in enumerate(zip(labels, counts), 1):
+            rows.append(
+                {
+                    "pooling": pool,
+                    "position": position,
+                    "layer": label,
+                    "width": widths[label],
+                    "identified": int(count),
+                    "comparisons": comparisons,
+                    "share": count / comparisons,
+                }
+            )
+        overall[pool] = {
+            "identified": int(counts.sum()),
+            "comparisons": comparisons * len(labels),
+            "share": float(counts.sum()) / (comparisons * len(labels)),
+        }
+    metadata = {
+        "cka_probe": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "check": "layer identification (Kornblith et al. 2019, section 6.1): is the most similar layer of every "
+        "other network the corresponding one (strict maximum of linear CKA)",
+        "model": networks[0].model,
+        "networks": [{"label": r.network.label, **r.provenance, "seconds": round(r.seconds, 3)} for r in recorded],
+        "data": probe.provenance(),
+        "n": probe.n,
+        "seed": seed,
+        "batch_size": size,
+        "layer_selection": _spec_text(networks[0].layers),
+        "layers": recorded[0].layer_facts,
+        "pooling": list(pools),
+        "tokens": {"rule": tokens, "description": TOKEN_RULES[tokens]},
+        **settings.record(),
+        "dtype": "pooled features float32, flattened Grams float64, CKA float64",
+        "device": str(device),
+        "versions": package_versions(),
+        "environment": environment(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return IdentifyResult(pd.DataFrame(rows), overall, matrices, metadata)
+
+
+def _spec_text(spec: Any) -> Any:
+    return spec if isinstance(spec, str) else list(spec)

@@ -1,0 +1,142 @@
+"""``cka-probe identify``: a run end to end, the config file, and each bad input as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import timm.models
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from cka_probe.cli.main import main
+
+
+class _Net(nn.Module):
+    def __init__(self, widths):
+        super().__init__()
+        layers, channels = [], 3
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 3, 2, 1), nn.ReLU()]
+            channels = width
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.features(x).mean((2, 3))
+
+
+def _register(name, widths):
+    def build(pretrained=False, **kwargs):
+        model = _Net(widths)
+        model.pretrained_cfg = {
+            "architecture": name,
+            "input_size": (3, 12, 12),
+            "interpolation": "bilinear",
+            "mean": (0.5,) * 3,
+            "std": (0.25,) * 3,
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+        }
+        return model
+
+    build.__name__ = name
+    if not timm.models.is_model(name):
+        timm.models.register_model(build)
+    return name
+
+
+SMALL = _register("identify_cli_small", (4, 6))
+OTHER = _register("identify_cli_other", (5, 7))
+
+
+def _save(path, name, seed):
+    torch.manual_seed(seed)
+    torch.save(timm.models.create_model(name).state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture
+def nets(tmp_path):
+    return [_save(tmp_path / f"seed{s}.pth", SMALL, s) for s in range(3)]
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["identify", *args, "--data", "synthetic", "-n", "8", "--no-progress"])
+
+
+def test_identify_writes_outputs_and_prints_the_summary(nets, tmp_path, one_thread):
+    out = tmp_path / "out"
+    result = _run(str(tmp_path / "seed*.pth"), "--model", SMALL, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"3 networks x 2 layers, n=8: mean \d+\.\d %, flatten \d+\.\d % of 12 layer matches", result.output
+    )
+    record = json.loads((out / "identify.json").read_text())
+    assert [n["label"] for n in record["networks"]] == ["seed0.pth", "seed1.pth", "seed2.pth"]
+    assert (out / "identify.csv").exists() and (out / "identify.png").exists()
+    again = _run(*nets, "--model", SMALL, "--out", str(out))
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_config_file_and_command_line_override(nets, tmp_path, one_thread):
+    config = tmp_path / "identify.yaml"
+    config.write_text(f"model: {SMALL}\ncheckpoints: {nets}\nanalysis: {{pools: [mean]}}\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "identify",
+            "--config",
+            str(config),
+            "--pool",
+            "flatten",
+            "--data",
+            "synthetic",
+            "-n",
+            "8",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "o"),
+            "--format",
+            "",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "flatten" in result.output and "mean" not in result.output.split("wrote")[0]
+
+
+def test_fewer_than_two_checkpoints(nets, tmp_path, assert_one_line_error):
+    assert_one_line_error(_run(nets[0], "--model", SMALL, "--out", str(tmp_path)), "at least two checkpoints")
+
+
+def test_checkpoints_of_different_architectures(nets, tmp_path, assert_one_line_error):
+    other = _save(tmp_path / "other.pth", OTHER, 0)
+    assert_one_line_error(
+        _run(nets[0], other, "--model", SMALL, "--out", str(tmp_path / "o")), "does not fit", "identify_cli_small"
+    )
+    config = tmp_path / "mixed.yaml"
+    config.write_text(
+        f"checkpoints: [{{checkpoint: {nets[0]}, model: {SMALL}}}, {{checkpoint: {other}, model: {OTHER}}}]\n"
+    )
+    result = CliRunner().invoke(main, ["identify", "--config", str(config), "--out", str(tmp_path / "o")])
+    assert_one_line_error(result, "different architectures", "identify_cli_other")
+
+
+def test_layer_lists_that_differ(nets, tmp_path, assert_one_line_error):
+    config = tmp_path / "layers.yaml"
+    config.write_text(
+        f"model: {SMALL}\ncheckpoints: [{nets[0]}, {{checkpoint: {nets[1]}, layers: [features.1]}}]\n"
+        "data: {source: synthetic, n: 8}\n"
+    )
+    result = CliRunner().invoke(
+        main, ["identify", "--config", str(config), "--out", str(tmp_path / "o"), "--no-progress"]
+    )
+    assert_one_line_error(result, "layer lists differ between checkpoints", "--layers")
+
+
+def test_missing_model_and_unknown_pooling(nets, tmp_path, assert_one_line_error):
+    assert_one_line_error(_run(*nets, "--out", str(tmp_path)), "--model")
+    assert_one_line_error(
+        _run(*nets, "--model", SMALL, "--pool", "median", "--out", str(tmp_path)), "unknown pooling median"
+    )
