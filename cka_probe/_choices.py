@@ -13,6 +13,8 @@ __all__ = [
     "CHECKPOINT_SELECT",
     "CheckpointSelect",
     "ESTIMATORS",
+    "PRECISIONS",
+    "Precision",
     "KERNELS",
     "LABELS",
     "POOLS",
@@ -32,6 +34,10 @@ Kernel = Literal["linear", "rbf"]
 Estimator = Literal["full", "minibatch"]
 """``full``: CKA over all n images at once; ``minibatch``: Nguyen et al. (2021) over batches."""
 
+Precision = Literal["float64", "float32"]
+"""Arithmetic of the all-pairs CKA product: float64 (the default), or float32 for speed (error measured
+in the README's benchmark)."""
+
 Tokens = Literal["patch", "all", "cls"]
 """Token layers of models with prefix tokens: patch tokens only, every token, or the class token."""
 
@@ -50,6 +56,7 @@ Labels = Literal["auto", "names", "index"]
 
 KERNELS: tuple[str, ...] = get_args(Kernel)
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 TOKENS: tuple[str, ...] = get_args(Tokens)
 POOLS: tuple[str, ...] = get_args(Pool)
 WEIGHTS: tuple[str, ...] = get_args(Weights)

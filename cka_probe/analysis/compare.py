@@ -61,6 +61,7 @@ def compare(
     unbiased: bool = False,
     sigma_frac: float = 1.0,
     estimator: str = "full",
+    precision: str = "float64",
     device: str | torch.device = "auto",
     skip_bad: bool = False,
     cache: Any = True,
@@ -98,6 +99,7 @@ def compare(
         estimator: ``"full"`` (the default: CKA over all n images at once, whatever the batch size) or
             ``"minibatch"`` (Nguyen et al. 2021, over batches of ``batch_size``); see
             :mod:`cka_probe.analysis.estimation`.
+        precision: ``"float64"`` (the default) or ``"float32"`` arithmetic of the all-pairs product.
         device: ``"auto"`` (CUDA when there is a GPU), ``"cpu"`` or ``"cuda"``; the CKA runs there too.
         skip_bad: skip unreadable images (counted in the metadata) instead of failing.
         cache: feature cache for named models on a probe source: ``True`` (the default directory, see
@@ -108,7 +110,7 @@ def compare(
         A :class:`~cka_probe.analysis.result.CKAResult`.
     """
     started = time.perf_counter()
-    settings = _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator)
+    settings = _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator, precision)
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling {pool!r}; choose --pool {', '.join(POOLS)}")
     check_pooling(pool, settings, n)
@@ -186,9 +188,9 @@ def compare(
 # --------------------------------------------------------------------------- internals
 
 
-def _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator) -> CKASettings:
+def _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator, precision="float64") -> CKASettings:
     return CKASettings(kernel=kernel, unbiased=bool(unbiased), sigma_frac=sigma_frac, estimator=estimator,
-                       batch_size=batch_size).check(n)
+                       batch_size=batch_size, precision=precision).check(n)
 
 
 def _tokens(rule: str) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._choices import CheckpointSelect, Estimator, Kernel, Labels, Pool, Tokens, Weights
+from .._choices import CheckpointSelect, Estimator, Kernel, Labels, Pool, Precision, Tokens, Weights
 from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
 from .estimation import CKASettings, check_pooling
@@ -89,6 +89,7 @@ class AnalysisSection(Section):
     kernel: Kernel = "linear"
     unbiased: bool = False
     estimator: Estimator = "full"
+    precision: Precision = "float64"
     tokens: Tokens = "patch"
     pool: Pool = "mean"
     layers: str | list[str] = "activations"
@@ -185,7 +186,9 @@ class _Job(Section):
             seen.add(label)
         analysis, data = self.analysis, self.data
         settings = CKASettings(kernel=analysis.kernel, unbiased=analysis.unbiased, sigma_frac=analysis.sigma_frac,
-                               estimator=analysis.estimator, batch_size=data.batch_size)
+                               estimator=analysis.estimator, batch_size=data.batch_size, precision=analysis.precision)
+        if analysis.precision != "float64" and analysis.estimator != "full":
+            raise ValueError("analysis.precision: float32 applies to the full estimator; set analysis.estimator: full")
         if (settings.uses_unbiased or analysis.permutations or analysis.bootstrap) and data.n < 4:
             raise ValueError(f"data.n: the unbiased estimator and the statistics need n >= 4, got {data.n}")
         if (analysis.permutations or analysis.bootstrap) and analysis.estimator != "full":
@@ -288,7 +291,7 @@ class JobConfig:
         """How the job computes CKA from features (the same meaning as ``compare``'s options)."""
         a = self.analysis
         return CKASettings(kernel=a["kernel"], unbiased=a["unbiased"], sigma_frac=a["sigma_frac"],
-                           estimator=a["estimator"], batch_size=self.data["batch_size"])
+                           estimator=a["estimator"], batch_size=self.data["batch_size"], precision=a["precision"])
 
     def labels(self) -> list[str]:
         return [m.display for m in self.models]

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .._choices import ESTIMATORS, KERNELS
+from .._choices import ESTIMATORS, KERNELS, PRECISIONS
 from ..errors import ConfigError, ShapeError
 
 __all__ = ["CKASettings", "check_pooling", "math_input", "pair_tables", "minibatch_bounds", "pooling_description",
@@ -56,6 +56,7 @@ class CKASettings:
         estimator: ``"full"`` or ``"minibatch"``.
         batch_size: images per minibatch of the minibatch estimator (``None``: all n in one batch);
             the full estimator does not depend on it.
+        precision: ``"float64"`` or ``"float32"`` arithmetic of the full estimator's all-pairs product.
     """
 
     kernel: str = "linear"
@@ -63,6 +64,7 @@ class CKASettings:
     sigma_frac: float = 1.0
     estimator: str = "full"
     batch_size: int | None = None
+    precision: str = "float64"
 
     def check(self, n: int | None = None) -> CKASettings:
         """Refuse settings that cannot give a number, before any model runs; returns ``self``."""
@@ -70,6 +72,10 @@ class CKASettings:
             raise ConfigError(f"unknown kernel {self.kernel!r}; choose --kernel {' or '.join(KERNELS)}")
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator {self.estimator!r}; choose --estimator {' or '.join(ESTIMATORS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose --precision {' or '.join(PRECISIONS)}")
+        if self.precision != "float64" and self.estimator != "full":
+            raise ConfigError("--precision float32 applies to the full estimator; use --estimator full or float64")
         if not self.sigma_frac > 0:
             raise ConfigError(f"the RBF bandwidth fraction must be positive, got {self.sigma_frac}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -97,7 +103,8 @@ class CKASettings:
             return (f"minibatch {kernel} CKA (Nguyen et al. 2021): unbiased HSIC (Song et al. 2012) averaged "
                     f"over {size} images, then normalised")
         hsic = "unbiased HSIC (Song et al. 2012)" if self.unbiased else "biased HSIC (Gretton et al. 2005)"
-        return f"{kernel} CKA (Kornblith et al. 2019) over all n images at once, {hsic}"
+        arithmetic = "" if self.precision == "float64" else ", all-pairs product in float32"
+        return f"{kernel} CKA (Kornblith et al. 2019) over all n images at once, {hsic}{arithmetic}"
 
     def record(self) -> dict[str, Any]:
         """What goes into every output's provenance."""
@@ -107,6 +114,7 @@ class CKASettings:
             "unbiased": self.uses_unbiased,
             "estimator": self.estimator,
             "minibatch_size": self.batch_size if self.estimator == "minibatch" else None,
+            "precision": self.precision,
             "estimator_description": self.description(),
         }
 
@@ -205,7 +213,8 @@ def pair_tables(
     settings.check(n)
     if settings.estimator == "full":
         everything = cka_matrix({name: math_input(value, name) for name, value in combined.items()},
-                                kernel=settings.kernel, unbiased=settings.unbiased, sigma_frac=settings.sigma_frac)
+                                kernel=settings.kernel, unbiased=settings.unbiased, sigma_frac=settings.sigma_frac,
+                                dtype=settings.precision)
     else:
         bounds = minibatch_bounds(n, settings.batch_size)
         metric = MinibatchCKA(kernel=settings.kernel, sigma_frac=settings.sigma_frac)

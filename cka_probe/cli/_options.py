@@ -10,7 +10,7 @@ import traceback
 
 import click
 
-from .._choices import ESTIMATORS, KERNELS, LABELS, POOLS, TOKENS, WEIGHTS
+from .._choices import ESTIMATORS, KERNELS, LABELS, POOLS, PRECISIONS, TOKENS, WEIGHTS
 from ..errors import CKAProbeError
 
 EXIT_USAGE = 2
@@ -29,6 +29,9 @@ ESTIMATOR = click.option(
     "--estimator", type=click.Choice(ESTIMATORS), default="full", show_default=True,
     help="full: CKA over all n images at once (batching does not change it); minibatch: Nguyen et al. 2021 "
          "over --batch-size batches.")
+PRECISION = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="float64", show_default=True,
+    help="Arithmetic of the all-pairs CKA product: float64, or float32 for speed (full estimator).")
 POOL = click.option(
     "--pool", type=click.Choice(POOLS), default="mean", show_default=True,
     help="mean / max over positions (channels kept; the paper's is mean), or flatten: the whole activation.")

@@ -42,6 +42,7 @@ from ._options import report_errors
 @opt.KERNEL
 @opt.UNBIASED
 @opt.ESTIMATOR
+@opt.PRECISION
 @opt.DEVICE
 @click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True,
               help="Output directory.")
@@ -58,7 +59,7 @@ from ._options import report_errors
 @report_errors
 def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b, weights, checkpoint_a, checkpoint_b,
             checkpoint_key_a, checkpoint_key_b, num_classes_a, num_classes_b, layers_a, layers_b, tokens, tokens_a, tokens_b, layouts_a, layouts_b, pool, kernel, unbiased, estimator,
-            device, out, name, formats, labels, overwrite, skip_bad, cache_dir, no_cache, no_progress, verbose):
+            precision, device, out, name, formats, labels, overwrite, skip_bad, cache_dir, no_cache, no_progress, verbose):
     """CKA of every layer of MODEL_A (rows) against every layer of MODEL_B (columns).
 
     A model is a name (alias or timm name) or a training checkpoint that records its model
@@ -80,7 +81,7 @@ def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b
             checkpoint_key_b=checkpoint_key_b, num_classes_a=num_classes_a, num_classes_b=num_classes_b,
             layers_a=opt.split_layers(layers_a), layers_b=opt.split_layers(layers_b), tokens=tokens,
             tokens_a=tokens_a, tokens_b=tokens_b, layouts_a=layouts["a"], layouts_b=layouts["b"], pool=pool,
-            kernel=kernel, unbiased=unbiased, estimator=estimator, device=device, skip_bad=skip_bad,
+            kernel=kernel, unbiased=unbiased, estimator=estimator, precision=precision, device=device, skip_bad=skip_bad,
             cache=opt.cache_setting(cache_dir, no_cache), progress=not no_progress,
         )
         paths = result.save(directory, formats=fmt, stem=stem, overwrite=overwrite, labels=labels)

@@ -152,3 +152,13 @@ def test_bad_settings_fail_before_any_model_runs(monkeypatch):
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
         compare("test_resnet", "test_vit", "synthetic", n=8, device="cuda", weights="random", progress=False)
+
+def test_float32_precision_is_recorded_and_close_to_float64(two_cnns):
+    a, b, images = two_cnns
+    exact = compare(a, b, images, n=12, progress=False, device="cpu")
+    fast = compare(a, b, images, n=12, precision="float32", progress=False, device="cpu")
+    assert exact.metadata["precision"] == "float64" and fast.metadata["precision"] == "float32"
+    assert "float32" in fast.metadata["estimator_description"]
+    np.testing.assert_allclose(fast.matrix.to_numpy(), exact.matrix.to_numpy(), atol=1e-5)
+    with pytest.raises(CKAProbeError, match="float32 applies to the full estimator"):
+        compare(a, b, images, n=12, batch_size=6, estimator="minibatch", precision="float32", progress=False)

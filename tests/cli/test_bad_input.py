@@ -45,6 +45,7 @@ COMPARE = {
     "--pool": ("median", "--pool"),
     "--kernel": ("poly", "--kernel"),
     "--estimator": ("auto", "--estimator"),
+    "--precision": ("float16", "--precision"),
     "--device": ("gpu", "--device"),
     "--out": ("FILE", "is a file"),
     "--name": ("../escape", "--name"),
