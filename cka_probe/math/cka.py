@@ -80,6 +80,9 @@ _ZERO_VARIANCE_RTOL = 1e-12
 # so the rounding error does not grow with n^2.
 _FLOAT32_BLOCK = 4096
 
+# cka_matrix packs the centred Grams' upper triangles when L_a L_b exceeds this times the layers to pack.
+_PACK_RATIO = 64
+
 # Form the Grams of equal-width layers with batched products on the CPU too (always on CUDA); tests flip it.
 _BATCHED_GRAMS = False
 
@@ -314,8 +317,14 @@ def cka_matrix(
     device = layers_a[0].device
     layers_b = [t.to(device) for t in layers_b]
 
-    stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision)
-    stack_b = stack_a if self_compare else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision)
+    # Gathering the strict upper triangles halves the all-pairs product at the cost of one copy of each
+    # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b).
+    num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
+    pack = len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
+    stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision, pack)
+    stack_b = (
+        stack_a if self_compare else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision, pack)
+    )
     _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
     values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
@@ -341,7 +350,8 @@ class _Stack:
     the terms do not cancel catastrophically, as they do on uncentred Grams.
 
     Attributes:
-        packed: ``(L, n (n-1) / 2)`` strict upper triangles, float64 or float32.
+        packed: ``(L, n (n-1) / 2)`` strict upper triangles, or ``(L, n^2)`` matrices that hold them with
+            zeros elsewhere; float64 or float32.
         diag: ``(L, n)`` float64 diagonals.
         unbiased: whose inner product :meth:`products` gives.
         squared_norms: ``(L,)`` float64 ``||C(K)||_F^2`` (``C`` = ``H . H`` or ``U``).
@@ -380,9 +390,12 @@ class _Stack:
     def full(self) -> torch.Tensor:
         """The ``(L, n, n)`` centred (biased) or U-centred (unbiased) kernels, in the packed dtype."""
         num_layers, n = self.diag.shape
-        grams = torch.zeros(num_layers, n * n, dtype=self.packed.dtype, device=self.packed.device)
-        grams[:, _upper_index(n, grams.device)] = self.packed
-        grams = grams.view(num_layers, n, n)
+        if self.packed.shape[1] == n * n:
+            grams = self.packed.view(num_layers, n, n).clone()
+        else:
+            grams = torch.zeros(num_layers, n * n, dtype=self.packed.dtype, device=self.packed.device)
+            grams[:, _upper_index(n, grams.device)] = self.packed
+            grams = grams.view(num_layers, n, n)
         grams += grams.transpose(1, 2).clone()
         grams.diagonal(dim1=1, dim2=2).copy_(self.diag)
         if self.unbiased:
@@ -391,7 +404,13 @@ class _Stack:
 
 
 def _centered_stack(
-    layers: Sequence[Layer], names: Sequence[str], kernel: str, unbiased: bool, sigma_frac: float, dtype: torch.dtype
+    layers: Sequence[Layer],
+    names: Sequence[str],
+    kernel: str,
+    unbiased: bool,
+    sigma_frac: float,
+    dtype: torch.dtype,
+    pack: bool = True,
 ) -> _Stack:
     """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
 
@@ -472,10 +491,13 @@ def _centered_stack(
     _check_finite(torch.isfinite(scale), range(num_layers), names, "features")
     if not linear:
         grams = center_gram(grams)
-    packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
+    diag = grams.diagonal(dim1=1, dim2=2).to(torch.float64, copy=True)
+    if pack:
+        packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
+    else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
+        packed = grams.triu_(1).view(num_layers, n * n)
     if packed.dtype != dtype:
         packed = packed.to(dtype)
-    diag = grams.diagonal(dim1=1, dim2=2).to(torch.float64)
     squared = 2.0 * torch.linalg.vector_norm(packed, dim=1, dtype=torch.float64) ** 2
     if unbiased:
         squared = squared + diag.sum(dim=1) ** 2 / ((n - 1) * (n - 2)) - 2.0 * diag.square().sum(dim=1) / (n - 2)
