@@ -448,20 +448,26 @@ def _centered_stack(
     elif feature_index:
         widest = max(layers[i].shape[1] for i in feature_index)
         buffer = torch.empty(n * widest, dtype=work, device=device)
-        averaging = torch.full((1, n), 1.0 / n, dtype=torch.float64, device=device)
+        averaging = torch.full((1, n), 1.0 / n, dtype=work, device=device)
         means = []
         for i in feature_index:
             x = layers[i].to(device)
-            # the mean in float64: a matrix-vector product for float64 features, an exact sum for narrower ones
-            mean = averaging @ x if x.dtype == torch.float64 else x.mean(dim=0, keepdim=True, dtype=torch.float64)
-            means.append(mean)
             centred = buffer[: x.numel()].view(x.shape)
-            if x.dtype == work:
-                torch.sub(x, mean.to(work), out=centred)
-            elif work == torch.float64:
-                torch.sub(x, mean, out=centred)
-            else:
-                centred.copy_(x.to(torch.float64) - mean)
+            if x.dtype == torch.float64 and work == torch.float32:  # centre before rounding to float32
+                first = averaging.to(torch.float64) @ x
+                centred.copy_(x - first)
+            elif x.dtype == work:
+                first = averaging @ x
+                torch.sub(x, first, out=centred)
+            else:  # narrower features: widen exactly, then centre
+                centred.copy_(x)
+                first = averaging @ centred
+                centred.sub_(first)
+            # a second pass removes the mean that rounding left (about eps of the first); with it, a
+            # constant layer centres to ~eps^2 of its values and the constant-layer test sees it
+            second = averaging @ centred
+            centred.sub_(second)
+            means.append(first.to(torch.float64) + second.to(torch.float64))
             if linear:
                 _upper_grams(centred, grams[i])
             else:
@@ -498,7 +504,7 @@ def _centered_stack(
         packed = grams.triu_(1).view(num_layers, n * n)
     if packed.dtype != dtype:
         packed = packed.to(dtype)
-    squared = 2.0 * torch.linalg.vector_norm(packed, dim=1, dtype=torch.float64) ** 2
+    squared = 2.0 * torch.linalg.vector_norm(packed, dim=1).to(torch.float64) ** 2
     if unbiased:
         squared = squared + diag.sum(dim=1) ** 2 / ((n - 1) * (n - 2)) - 2.0 * diag.square().sum(dim=1) / (n - 2)
     else:

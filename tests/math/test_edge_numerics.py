@@ -197,6 +197,11 @@ def test_float32_matrix_is_within_1e_6_of_float64():
         assert single.dtype == torch.float64
         assert float((single - exact).abs().max()) <= 1e-6
         assert torch.equal(single, cka_matrix(feats, unbiased=unbiased, dtype="float32"))
+    constant = torch.tensor([[0.1, 0.7, 3.3]]).repeat(256, 1)  # float32, whose mean is not exact in float32
+    for dtype in (torch.float32, torch.float64):
+        with pytest.warns(ZeroVarianceWarning, match="dead"):
+            values = cka_matrix({"dead": constant, "live": feats[0]}, dtype=dtype).values
+        assert torch.isnan(values[0]).all() and torch.isfinite(values[1, 1])
     with pytest.raises(PrecisionError, match="choose one of float64, float32"):
         cka_matrix(feats, dtype=torch.float16)
 
