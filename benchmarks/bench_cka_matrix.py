@@ -29,7 +29,7 @@ import time
 import torch
 
 from cka_probe.math import cka_matrix
-from cka_probe.math.cka import _centered_stack
+from cka_probe.math.cka import _block_rows, _centered_stack
 
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024)
 
@@ -65,7 +65,7 @@ def dense_flops(feats_a, feats_b, n: int) -> float:
 
 
 def executed_flops(feats_a, feats_b, n: int) -> float:
-    step = max(64, n // 8)
+    step = _block_rows(n)
     per_width = sum(2.0 * min(step, n - start) * (n - start) for start in range(0, n, step))
     grams = sum(per_width * f.shape[1] for f in list(feats_a) + list(feats_b))
     return grams + 2.0 * len(feats_a) * len(feats_b) * n * (n - 1) / 2

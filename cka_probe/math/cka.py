@@ -463,11 +463,13 @@ def _centered_stack(
                 centred.copy_(x)
                 first = averaging @ centred
                 centred.sub_(first)
-            # a second pass removes the mean that rounding left (about eps of the first); with it, a
-            # constant layer centres to ~eps^2 of its values and the constant-layer test sees it
-            second = averaging @ centred
-            centred.sub_(second)
-            means.append(first.to(torch.float64) + second.to(torch.float64))
+            means.append(first)
+            if work == torch.float32:
+                # a second pass removes the mean that float32 rounding left (about 1e-7 of the first); with
+                # it, a constant layer centres to ~1e-14 of its values and the constant-layer test sees it
+                second = averaging @ centred
+                centred.sub_(second)
+                means.append(second)
             if linear:
                 _upper_grams(centred, grams[i])
             else:
@@ -477,9 +479,18 @@ def _centered_stack(
                 grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
         # ||mean||^2 of every layer from one concatenation, summed per layer
         widths = torch.tensor([layers[i].shape[1] for i in feature_index], device=device)
+        if work == torch.float32:  # first and second passes alternate: add them up per layer
+            flat = torch.cat(means, dim=1)[0].to(torch.float64)
+            starts = torch.cumsum(torch.cat([widths.new_zeros(1), 2 * widths[:-1]]), 0)
+            positions = torch.cat(
+                [torch.arange(w, device=device) + s for w, s in zip(widths.tolist(), starts.tolist())]
+            )
+            flat = flat[positions] + flat[positions + torch.repeat_interleave(widths, widths)]
+        else:
+            flat = torch.cat(means, dim=1)[0].to(torch.float64)
         owner = torch.repeat_interleave(torch.arange(len(feature_index), device=device), widths)
         sums = torch.zeros(len(feature_index), dtype=torch.float64, device=device)
-        mean_squares[feature_index] = sums.index_add_(0, owner, torch.cat(means, dim=1)[0].square()) * n
+        mean_squares[feature_index] = sums.index_add_(0, owner, flat.square()) * n
     if feature_index and linear:  # only the upper triangles were formed: they are all that is read
         variance[feature_index] = grams.diagonal(dim1=1, dim2=2)[feature_index].sum(dim=1, dtype=torch.float64)
 
@@ -521,6 +532,11 @@ def _upper_index(n: int, device: torch.device) -> torch.Tensor:
     return upper[0] * n + upper[1]
 
 
+def _block_rows(n: int) -> int:
+    """Rows per block of :func:`_upper_grams`: ``max(64, n // 8)`` (two blocks at n = 128, eight from n = 512)."""
+    return max(64, n // 8)
+
+
 def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
     """The upper triangle (and diagonal blocks) of ``x x^T`` into ``out``, for ``x`` ``(n, d)`` or a stack ``(g, n, d)``.
 
@@ -529,7 +545,7 @@ def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
     the diagonal blocks are left as they were.
     """
     n = x.shape[-2]
-    step = max(64, n // 8)
+    step = _block_rows(n)
     product = torch.mm if x.ndim == 2 else torch.bmm
     for start in range(0, n, step):
         stop = min(start + step, n)
