@@ -274,18 +274,26 @@ def cka_matrix(
 ) -> torch.Tensor | LabeledMatrix:
     """CKA of every layer of ``feats_a`` against every layer of ``feats_b``, vectorized.
 
-    The centred Grams of each side are stacked as ``(L, n, n)`` tensors ``G_a`` and ``G_b``; then
-    ``CKA_ij = <G_a[i], G_b[j]>_F / (||G_a[i]||_F ||G_b[j]||_F)``: one matrix product for all pairs.
-    The Grams are symmetric, so the product runs over their strict upper triangles (half the
-    work), doubled, plus the diagonals' product for the biased estimator (the U-centred Grams are
-    hollow). Equal to calling :func:`linear_cka` / :func:`rbf_cka` on each pair.
+    Each layer's centred Gram ``K_c = X_c X_c^T`` (features centred first; a :class:`Gram` is
+    double-centred) is formed over its upper triangle only, and all pairs come from one matrix
+    product of the stacked strict upper triangles::
+
+        <A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii
+
+    For the unbiased estimator the U-centring is not carried out: Song et al.'s closed form on
+    ``K_c`` (whose rows sum to 0) gives ``<U(K), U(L)>_F`` from the same product plus terms in the
+    diagonals (see :class:`_Stack`). ``CKA_ij = <C(K_i), C(L_j)> / (||C(K_i)|| ||C(L_j)||)``, equal to
+    :func:`linear_cka` / :func:`rbf_cka` on each pair. When many layers are compared the upper
+    triangles are gathered, halving the product's work.
 
     Precision: with ``dtype=torch.float64`` (default) everything is float64. With
-    ``dtype=torch.float32`` the Grams are formed, centred and multiplied in float32 (about twice
-    as fast), features being centred in float64 first; the products are summed in float32 over
-    blocks of 4096 terms and the blocks in float64, and the norms accumulated in float64. On CUDA
-    this assumes full-precision float32 matrix products (``torch.get_float32_matmul_precision()``
-    equal to ``"highest"``, PyTorch's default), not TF32.
+    ``dtype=torch.float32`` the features are centred in float32 with a second pass that removes the
+    rounding left by the first (float64 features are centred in float64 first), the Grams formed and
+    multiplied in float32, the products summed in float32 over blocks of 4096 terms and the blocks in
+    float64, and the diagonal terms and norms accumulated in float64; the error against float64 is
+    about 1e-8 in benchmarks/bench_cka_matrix.py. The products run at full float32 precision even
+    where TF32 is enabled (``torch.set_float32_matmul_precision("highest")`` for the call, restored
+    after it). The same code runs on CUDA tensors.
 
     Args:
         feats_a: ``(n, d_i)`` tensors or :class:`Gram`, as a sequence or a name -> layer mapping.
@@ -321,12 +329,15 @@ def cka_matrix(
     # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b).
     num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
     pack = len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
-    stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision, pack)
-    stack_b = (
-        stack_a if self_compare else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision, pack)
-    )
-    _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
-    values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
+    with _full_precision_matmul():
+        stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision, pack)
+        stack_b = (
+            stack_a
+            if self_compare
+            else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision, pack)
+        )
+        _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
+        values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
         return LabeledMatrix(values, tuple(names_a), tuple(names_b))
     return values
@@ -524,6 +535,17 @@ def _centered_stack(
     undefined = constant | ~torch.isfinite(squared) | ~(squared > 0)
     norms = torch.where(undefined, torch.nan, squared.clamp_min(0).sqrt())
     return _Stack(packed, diag, unbiased, squared, norms, variance, scale, constant, undefined)
+
+
+class _full_precision_matmul:
+    """Within the block, float32 matrix products are true float32 (no TF32 or bfloat16 passes)."""
+
+    def __enter__(self) -> None:
+        self.previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc) -> None:
+        torch.set_float32_matmul_precision(self.previous)
 
 
 def _upper_index(n: int, device: torch.device) -> torch.Tensor:
