@@ -254,7 +254,7 @@ def centered_grams(
         unbiased: U-centre instead of double-centre.
         sigma_frac: RBF bandwidth fraction.
         dtype: ``torch.float64`` (default) or ``torch.float32`` (also ``"float64"``/``"float32"``):
-            the precision of the returned stack. Features are centred in float64 first either way.
+            the precision of the returned stack (see :func:`cka_matrix` for how float32 is computed).
     """
     _check_kernel(kernel)
     names, layers = _layer_list(list(features), "features")

@@ -202,6 +202,13 @@ def test_float32_matrix_is_within_1e_6_of_float64():
         with pytest.warns(ZeroVarianceWarning, match="dead"):
             values = cka_matrix({"dead": constant, "live": feats[0]}, dtype=dtype).values
         assert torch.isnan(values[0]).all() and torch.isfinite(values[1, 1])
+    previous = torch.get_float32_matmul_precision()
+    try:  # TF32 allowed by the caller: cka_matrix still multiplies in float32 and restores the setting
+        torch.set_float32_matmul_precision("medium")
+        assert float((cka_matrix(feats, dtype=torch.float32) - cka_matrix(feats)).abs().max()) <= 1e-6
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous)
     with pytest.raises(PrecisionError, match="choose one of float64, float32"):
         cka_matrix(feats, dtype=torch.float16)
 
