@@ -29,7 +29,7 @@ import time
 import torch
 
 from cka_probe.math import cka_matrix
-from cka_probe.math.cka import _centered_stack
+from cka_probe.math.cka import _PACK_RATIO, _block_rows, _centered_stack
 
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024)
 
@@ -65,7 +65,7 @@ def dense_flops(feats_a, feats_b, n: int) -> float:
 
 
 def executed_flops(feats_a, feats_b, n: int) -> float:
-    step = max(64, n // 8)
+    step = _block_rows(n)
     per_width = sum(2.0 * min(step, n - start) * (n - start) for start in range(0, n, step))
     grams = sum(per_width * f.shape[1] for f in list(feats_a) + list(feats_b))
     return grams + 2.0 * len(feats_a) * len(feats_b) * n * (n - 1) / 2
@@ -78,6 +78,7 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
     feats_b = [f.to(dtype) for f in base[1]]
     names_a, names_b = [f"a{i}" for i in range(num_layers)], [f"b{i}" for i in range(num_layers)]
     m = n * (n - 1) // 2
+    pack = num_layers * num_layers > _PACK_RATIO * 2 * num_layers  # as cka_matrix decides
     left = torch.randn(num_layers, m, dtype=dtype, device=device)
     right = torch.randn(num_layers, m, dtype=dtype, device=device)
     calls = {
@@ -85,8 +86,8 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
         "theirs": lambda: cka_from_features(feats_a, feats_b),
         # the Gram stage alone: packed centred Grams of both sides (what the product then multiplies)
         "stage": lambda: (
-            _centered_stack(feats_a, names_a, "linear", True, 1.0, dtype),
-            _centered_stack(feats_b, names_b, "linear", True, 1.0, dtype),
+            _centered_stack(feats_a, names_a, "linear", True, 1.0, dtype, pack),
+            _centered_stack(feats_b, names_b, "linear", True, 1.0, dtype, pack),
         ),
         "matmul": lambda: left @ right.T,
     }

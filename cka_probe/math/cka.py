@@ -80,6 +80,9 @@ _ZERO_VARIANCE_RTOL = 1e-12
 # so the rounding error does not grow with n^2.
 _FLOAT32_BLOCK = 4096
 
+# cka_matrix packs the centred Grams' upper triangles when L_a L_b exceeds this times the layers to pack.
+_PACK_RATIO = 64
+
 # Form the Grams of equal-width layers with batched products on the CPU too (always on CUDA); tests flip it.
 _BATCHED_GRAMS = False
 
@@ -251,7 +254,7 @@ def centered_grams(
         unbiased: U-centre instead of double-centre.
         sigma_frac: RBF bandwidth fraction.
         dtype: ``torch.float64`` (default) or ``torch.float32`` (also ``"float64"``/``"float32"``):
-            the precision of the returned stack. Features are centred in float64 first either way.
+            the precision of the returned stack (see :func:`cka_matrix` for how float32 is computed).
     """
     _check_kernel(kernel)
     names, layers = _layer_list(list(features), "features")
@@ -271,18 +274,26 @@ def cka_matrix(
 ) -> torch.Tensor | LabeledMatrix:
     """CKA of every layer of ``feats_a`` against every layer of ``feats_b``, vectorized.
 
-    The centred Grams of each side are stacked as ``(L, n, n)`` tensors ``G_a`` and ``G_b``; then
-    ``CKA_ij = <G_a[i], G_b[j]>_F / (||G_a[i]||_F ||G_b[j]||_F)``: one matrix product for all pairs.
-    The Grams are symmetric, so the product runs over their strict upper triangles (half the
-    work), doubled, plus the diagonals' product for the biased estimator (the U-centred Grams are
-    hollow). Equal to calling :func:`linear_cka` / :func:`rbf_cka` on each pair.
+    Each layer's centred Gram ``K_c = X_c X_c^T`` (features centred first; a :class:`Gram` is
+    double-centred) is formed over its upper triangle only, and all pairs come from one matrix
+    product of the stacked strict upper triangles::
+
+        <A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii
+
+    For the unbiased estimator the U-centring is not carried out: Song et al.'s closed form on
+    ``K_c`` (whose rows sum to 0) gives ``<U(K), U(L)>_F`` from the same product plus terms in the
+    diagonals (see :class:`_Stack`). ``CKA_ij = <C(K_i), C(L_j)> / (||C(K_i)|| ||C(L_j)||)``, equal to
+    :func:`linear_cka` / :func:`rbf_cka` on each pair. When many layers are compared the upper
+    triangles are gathered, halving the product's work.
 
     Precision: with ``dtype=torch.float64`` (default) everything is float64. With
-    ``dtype=torch.float32`` the Grams are formed, centred and multiplied in float32 (about twice
-    as fast), features being centred in float64 first; the products are summed in float32 over
-    blocks of 4096 terms and the blocks in float64, and the norms accumulated in float64. On CUDA
-    this assumes full-precision float32 matrix products (``torch.get_float32_matmul_precision()``
-    equal to ``"highest"``, PyTorch's default), not TF32.
+    ``dtype=torch.float32`` the features are centred in float32 with a second pass that removes the
+    rounding left by the first (float64 features are centred in float64 first), the Grams formed and
+    multiplied in float32, the products summed in float32 over blocks of 4096 terms and the blocks in
+    float64, and the diagonal terms and norms accumulated in float64; the error against float64 is
+    about 1e-8 in benchmarks/bench_cka_matrix.py. The products run at full float32 precision even
+    where TF32 is enabled (``torch.set_float32_matmul_precision("highest")`` for the call, restored
+    after it). The same code runs on CUDA tensors.
 
     Args:
         feats_a: ``(n, d_i)`` tensors or :class:`Gram`, as a sequence or a name -> layer mapping.
@@ -314,10 +325,19 @@ def cka_matrix(
     device = layers_a[0].device
     layers_b = [t.to(device) for t in layers_b]
 
-    stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision)
-    stack_b = stack_a if self_compare else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision)
-    _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
-    values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
+    # Gathering the strict upper triangles halves the all-pairs product at the cost of one copy of each
+    # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b).
+    num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
+    pack = len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
+    with _full_precision_matmul():
+        stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision, pack)
+        stack_b = (
+            stack_a
+            if self_compare
+            else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision, pack)
+        )
+        _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
+        values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
         return LabeledMatrix(values, tuple(names_a), tuple(names_b))
     return values
@@ -341,7 +361,8 @@ class _Stack:
     the terms do not cancel catastrophically, as they do on uncentred Grams.
 
     Attributes:
-        packed: ``(L, n (n-1) / 2)`` strict upper triangles, float64 or float32.
+        packed: ``(L, n (n-1) / 2)`` strict upper triangles, or ``(L, n^2)`` matrices that hold them with
+            zeros elsewhere; float64 or float32.
         diag: ``(L, n)`` float64 diagonals.
         unbiased: whose inner product :meth:`products` gives.
         squared_norms: ``(L,)`` float64 ``||C(K)||_F^2`` (``C`` = ``H . H`` or ``U``).
@@ -380,9 +401,12 @@ class _Stack:
     def full(self) -> torch.Tensor:
         """The ``(L, n, n)`` centred (biased) or U-centred (unbiased) kernels, in the packed dtype."""
         num_layers, n = self.diag.shape
-        grams = torch.zeros(num_layers, n * n, dtype=self.packed.dtype, device=self.packed.device)
-        grams[:, _upper_index(n, grams.device)] = self.packed
-        grams = grams.view(num_layers, n, n)
+        if self.packed.shape[1] == n * n:
+            grams = self.packed.view(num_layers, n, n).clone()
+        else:
+            grams = torch.zeros(num_layers, n * n, dtype=self.packed.dtype, device=self.packed.device)
+            grams[:, _upper_index(n, grams.device)] = self.packed
+            grams = grams.view(num_layers, n, n)
         grams += grams.transpose(1, 2).clone()
         grams.diagonal(dim1=1, dim2=2).copy_(self.diag)
         if self.unbiased:
@@ -391,7 +415,13 @@ class _Stack:
 
 
 def _centered_stack(
-    layers: Sequence[Layer], names: Sequence[str], kernel: str, unbiased: bool, sigma_frac: float, dtype: torch.dtype
+    layers: Sequence[Layer],
+    names: Sequence[str],
+    kernel: str,
+    unbiased: bool,
+    sigma_frac: float,
+    dtype: torch.dtype,
+    pack: bool = True,
 ) -> _Stack:
     """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
 
@@ -429,20 +459,28 @@ def _centered_stack(
     elif feature_index:
         widest = max(layers[i].shape[1] for i in feature_index)
         buffer = torch.empty(n * widest, dtype=work, device=device)
-        averaging = torch.full((1, n), 1.0 / n, dtype=torch.float64, device=device)
+        averaging = torch.full((1, n), 1.0 / n, dtype=work, device=device)
         means = []
         for i in feature_index:
             x = layers[i].to(device)
-            # the mean in float64: a matrix-vector product for float64 features, an exact sum for narrower ones
-            mean = averaging @ x if x.dtype == torch.float64 else x.mean(dim=0, keepdim=True, dtype=torch.float64)
-            means.append(mean)
             centred = buffer[: x.numel()].view(x.shape)
-            if x.dtype == work:
-                torch.sub(x, mean.to(work), out=centred)
-            elif work == torch.float64:
-                torch.sub(x, mean, out=centred)
-            else:
-                centred.copy_(x.to(torch.float64) - mean)
+            if x.dtype == torch.float64 and work == torch.float32:  # centre before rounding to float32
+                first = averaging.to(torch.float64) @ x
+                centred.copy_(x - first)
+            elif x.dtype == work:
+                first = averaging @ x
+                torch.sub(x, first, out=centred)
+            else:  # narrower features: widen exactly, then centre
+                centred.copy_(x)
+                first = averaging @ centred
+                centred.sub_(first)
+            means.append(first)
+            if work == torch.float32:
+                # a second pass removes the mean that float32 rounding left (about 1e-7 of the first); with
+                # it, a constant layer centres to ~1e-14 of its values and the constant-layer test sees it
+                second = averaging @ centred
+                centred.sub_(second)
+                means.append(second)
             if linear:
                 _upper_grams(centred, grams[i])
             else:
@@ -452,9 +490,18 @@ def _centered_stack(
                 grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
         # ||mean||^2 of every layer from one concatenation, summed per layer
         widths = torch.tensor([layers[i].shape[1] for i in feature_index], device=device)
+        if work == torch.float32:  # first and second passes alternate: add them up per layer
+            flat = torch.cat(means, dim=1)[0].to(torch.float64)
+            starts = torch.cumsum(torch.cat([widths.new_zeros(1), 2 * widths[:-1]]), 0)
+            positions = torch.cat(
+                [torch.arange(w, device=device) + s for w, s in zip(widths.tolist(), starts.tolist())]
+            )
+            flat = flat[positions] + flat[positions + torch.repeat_interleave(widths, widths)]
+        else:
+            flat = torch.cat(means, dim=1)[0].to(torch.float64)
         owner = torch.repeat_interleave(torch.arange(len(feature_index), device=device), widths)
         sums = torch.zeros(len(feature_index), dtype=torch.float64, device=device)
-        mean_squares[feature_index] = sums.index_add_(0, owner, torch.cat(means, dim=1)[0].square()) * n
+        mean_squares[feature_index] = sums.index_add_(0, owner, flat.square()) * n
     if feature_index and linear:  # only the upper triangles were formed: they are all that is read
         variance[feature_index] = grams.diagonal(dim1=1, dim2=2)[feature_index].sum(dim=1, dtype=torch.float64)
 
@@ -472,11 +519,14 @@ def _centered_stack(
     _check_finite(torch.isfinite(scale), range(num_layers), names, "features")
     if not linear:
         grams = center_gram(grams)
-    packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
+    diag = grams.diagonal(dim1=1, dim2=2).to(torch.float64, copy=True)
+    if pack:
+        packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
+    else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
+        packed = grams.triu_(1).view(num_layers, n * n)
     if packed.dtype != dtype:
         packed = packed.to(dtype)
-    diag = grams.diagonal(dim1=1, dim2=2).to(torch.float64)
-    squared = 2.0 * torch.linalg.vector_norm(packed, dim=1, dtype=torch.float64) ** 2
+    squared = 2.0 * torch.linalg.vector_norm(packed, dim=1).to(torch.float64) ** 2
     if unbiased:
         squared = squared + diag.sum(dim=1) ** 2 / ((n - 1) * (n - 2)) - 2.0 * diag.square().sum(dim=1) / (n - 2)
     else:
@@ -487,10 +537,26 @@ def _centered_stack(
     return _Stack(packed, diag, unbiased, squared, norms, variance, scale, constant, undefined)
 
 
+class _full_precision_matmul:
+    """Within the block, float32 matrix products are true float32 (no TF32 or bfloat16 passes)."""
+
+    def __enter__(self) -> None:
+        self.previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc) -> None:
+        torch.set_float32_matmul_precision(self.previous)
+
+
 def _upper_index(n: int, device: torch.device) -> torch.Tensor:
     """Flat indices ``i * n + j`` of the strict upper triangle ``i < j`` of an ``(n, n)`` matrix, row by row."""
     upper = torch.triu_indices(n, n, offset=1, device=device)
     return upper[0] * n + upper[1]
+
+
+def _block_rows(n: int) -> int:
+    """Rows per block of :func:`_upper_grams`: ``max(64, n // 8)`` (two blocks at n = 128, eight from n = 512)."""
+    return max(64, n // 8)
 
 
 def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
@@ -501,7 +567,7 @@ def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
     the diagonal blocks are left as they were.
     """
     n = x.shape[-2]
-    step = max(64, n // 8)
+    step = _block_rows(n)
     product = torch.mm if x.ndim == 2 else torch.bmm
     for start in range(0, n, step):
         stop = min(start + step, n)
