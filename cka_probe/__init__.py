@@ -19,6 +19,7 @@ _PUBLIC = {
     "FeatureRecorder": "capture",
     "LayerInfo": "capture",
     "describe_layers": "capture",
+    "Gram": "math",
     "LabeledMatrix": "math",
     "MinibatchCKA": "math",
     "ZeroVarianceWarning": "math",
