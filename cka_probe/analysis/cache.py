@@ -51,7 +51,6 @@ from .._files import cache_root, sha256_file
 from .._version import __version__
 from ..capture import LayerInfo
 from ._io import atomic_path, ensure_writable_dir
-from .extract import ExtractedFeatures
 from .provenance import sha256_text
 from .result import safe_name
 
@@ -142,8 +141,10 @@ class FeatureCache:
         stem = f"{safe_name(str(key['model']['name']))}-{key_digest(key)[:24]}"
         return self.directory / f"{stem}.safetensors", self.directory / f"{stem}.json"
 
-    def load(self, key: dict[str, Any]) -> ExtractedFeatures | None:
-        """The cached features for ``key``, or ``None`` when absent or failing its checks (with a warning)."""
+    def load(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached entry for ``key`` as the fields of an :class:`~cka_probe.analysis.features.ExtractedFeatures`
+        (``features``, ``layers``, ``n``, ``seconds``, ``extra``), or ``None`` when absent or failing its checks
+        (with a warning)."""
         data_path, meta_path = self.paths(key)
         if not meta_path.exists():
             return None
@@ -176,7 +177,7 @@ class FeatureCache:
                 stacklevel=2,
             )
             return None
-        return ExtractedFeatures(
+        return dict(
             features=features,
             layers=[LayerInfo(**{**info, "raw_shape": tuple(info["raw_shape"])}) for info in meta["layer_info"]],
             n=int(meta["n"]),
@@ -189,7 +190,7 @@ class FeatureCache:
             },
         )
 
-    def save(self, key: dict[str, Any], extracted: ExtractedFeatures) -> Path:
+    def save(self, key: dict[str, Any], extracted: Any) -> Path:
         """Store ``extracted`` under ``key``; returns the data file's path."""
         self.check_writable()
         data_path, meta_path = self.paths(key)

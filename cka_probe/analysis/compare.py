@@ -16,8 +16,7 @@ from .._version import __version__
 from .._choices import POOLS, TOKENS
 from ..errors import CKAProbeError, ConfigError, ShapeError
 from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables, pooling_description
-from .extract import ExtractedFeatures, extract_features, resolve_device
-from .features import FeatureSettings, ModelRequest, model_features, resolve_cache
+from .features import ExtractedFeatures, FeatureSettings, ModelRequest, extract_features, model_features, resolve_cache, resolve_device
 from .provenance import environment, package_versions
 from .result import CKAResult
 from .summary import DEFAULT_BAND

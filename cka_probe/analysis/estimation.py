@@ -188,7 +188,7 @@ def pair_tables(
 
     Args:
         features: per model label, its ``{layer: (n, d) tensor}`` in forward order; a flattened layer is
-            a list of per-batch ``(b, b)`` Grams (:class:`~cka_probe.analysis.extract.ExtractedFeatures`).
+            a list of per-batch ``(b, b)`` Grams (:class:`~cka_probe.analysis.features.ExtractedFeatures`).
         pairs: ``(row model, column model)`` labels; ``(a, a)`` compares a model with itself.
         settings: how to compute.
 

@@ -1,20 +1,128 @@
-"""Per-model features on a probe set, through the cache: a model's forward pass runs once per key."""
+"""One model's features on the probe images: the forward pass, what was recorded, and the feature cache.
+
+* :func:`extract_features` runs a model over batches under ``torch.inference_mode`` with a
+  :class:`~cka_probe.capture.FeatureRecorder` and returns :class:`ExtractedFeatures` (pooled features,
+  or per-batch Grams of flattened ones, and the layer facts);
+* :func:`model_features` does that for a :class:`ModelRequest` on a probe set through the feature
+  cache, so that a model's forward pass runs once per key (:mod:`cka_probe.analysis.cache`);
+* :func:`safe_model_features` turns the failure of one model into a :class:`ModelFailure`, so that
+  jobs over many models go on (:mod:`cka_probe.analysis.executors` runs them here or on Ray).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from .._device import resolve_device
 from .._files import sha256_file_checked
+from ..capture import FeatureRecorder, LayerInfo
 from ..errors import CKAProbeError
 from .cache import FeatureCache, feature_key
 from .estimation import minibatch_bounds
-from .extract import ExtractedFeatures, extract_features
 
-__all__ = ["FeatureSettings", "ModelRequest", "model_features", "resolve_cache"]
+__all__ = [
+    "ExtractedFeatures",
+    "FeatureSettings",
+    "ModelFailure",
+    "ModelRequest",
+    "extract_features",
+    "model_features",
+    "model_provenance",
+    "resolve_cache",
+    "resolve_device",
+    "safe_model_features",
+]
+
+
+@dataclass
+class ExtractedFeatures:
+    """What one model's pass recorded, layer names in forward order, and layer facts.
+
+    ``features`` maps each layer to its pooled ``(n, C)`` float32 features, or, with ``pool="flatten"``,
+    to a list of ``(b_k, b_k)`` float64 Grams of the batches' centred, flattened activations (one per
+    forward batch, in order): the activations themselves are never held.
+    """
+
+    features: dict[str, torch.Tensor | list[torch.Tensor]]
+    layers: list[LayerInfo]
+    n: int
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> ExtractedFeatures:
+        """Move every recorded tensor (features or Grams) to ``device``, in place; returns ``self``."""
+        self.features = {name: value.to(device) if isinstance(value, torch.Tensor) else [g.to(device) for g in value]
+                         for name, value in self.features.items()}
+        return self
+
+    def layer_provenance(self) -> list[dict[str, Any]]:
+        return [
+            {"name": info.name, "module": info.module_name, "type": info.module_type, "layout": info.layout,
+             "layout_rule": info.layout_source, "prefix_tokens": info.prefix_tokens,
+             "raw_shape": list(info.raw_shape[1:]), "pooled_dim": info.pooled_dim}
+            for info in self.layers
+        ]
+
+
+def extract_features(
+    model: torch.nn.Module,
+    batches: Iterable[torch.Tensor],
+    *,
+    layers: Any = "activations",
+    tokens: str = "patch",
+    layouts: Mapping[str, str] | None = None,
+    pool: str = "mean",
+    device: torch.device | str = "cpu",
+    total: int | None = None,
+    desc: str | None = None,
+    progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+) -> ExtractedFeatures:
+    """Run ``model`` over ``batches`` under ``torch.inference_mode`` and record pooled features.
+
+    Args:
+        model: the network, in eval mode, on ``device``.
+        batches: input tensors ``(b, 3, H, W)`` (already prepared for this model), in the probe order.
+        layers, tokens, layouts, pool: as in :class:`~cka_probe.capture.FeatureRecorder`.
+        device: where the batches are moved; the features stay there.
+        total: number of images, for the progress bar.
+        desc: progress bar label.
+        progress: show a tqdm bar over images.
+        autocast_dtype: run the forward under autocast with this dtype (features are pooled in float32).
+
+    Returns:
+        :class:`ExtractedFeatures`.
+    """
+    device = torch.device(device)
+    start = time.perf_counter()
+    recorder = FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts)
+    seen = 0
+    with recorder, torch.inference_mode(), tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for batch in batches:
+            batch = batch.to(device, non_blocking=True)
+            if autocast_dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+                    model(batch)
+            else:
+                model(batch)
+            seen += len(batch)
+            bar.update(len(batch))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return ExtractedFeatures(
+        features=recorder.grams if recorder.pool == "flatten" else recorder.features,
+        layers=recorder.describe(),
+        n=seen,
+        seconds=time.perf_counter() - start,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,7 +238,7 @@ def model_features(
     if key is not None:
         hit = cache.load(key)
         if hit is not None:
-            return hit.to(device)
+            return ExtractedFeatures(**hit).to(device)
     loaded = load_model(
         request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed, device=device,
         checkpoint_select=request.checkpoint_select, num_classes=request.num_classes,
@@ -160,3 +268,31 @@ def model_features(
         extracted.extra["cache"] = str(cache.save(key, extracted))
     del loaded
     return extracted
+
+
+@dataclass
+class ModelFailure:
+    """A model whose features could not be computed, and why."""
+
+    label: str
+    error: str
+    kind: str
+
+    def record(self) -> dict[str, str]:
+        return {"label": self.label, "error": self.error, "error_type": self.kind}
+
+
+def safe_model_features(request: ModelRequest, probe, settings: FeatureSettings, **kwargs) -> ExtractedFeatures | ModelFailure:
+    """:func:`model_features`, with a failure of this one model caught and described."""
+    try:
+        return model_features(request, probe, settings, **kwargs)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a zoo goes on past a model that cannot be built or run
+        message = str(exc).splitlines()[0] if str(exc) else traceback.format_exception_only(exc)[-1].strip()
+        return ModelFailure(label=request.display, error=message, kind=type(exc).__name__)
+
+
+def model_provenance(extracted: ExtractedFeatures) -> dict[str, Any]:
+    """The model record stored with its features (name, timm name, family, weights, ...)."""
+    return dict(extracted.extra.get("model") or {})

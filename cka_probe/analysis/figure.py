@@ -12,10 +12,10 @@ from .._version import __version__
 from ..errors import CKAProbeError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .config import JobConfig
-from .extract import resolve_device
-from .features import resolve_cache
+from .features import resolve_cache, resolve_device
 from .estimation import pair_tables, pooling_description
-from .multi import ModelFailure, features_for_models, model_provenance
+from .executors import features_for_models
+from .features import ModelFailure, model_provenance
 from .provenance import environment, package_versions
 from .result import FIGURE_FORMATS, _jsonable, check_output_name
 from .tables import long_table

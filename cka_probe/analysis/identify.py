@@ -51,7 +51,7 @@ from ..math import Gram, MinibatchCKA, ZeroVarianceWarning, cka_matrix
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .compare import TOKEN_RULES, _tokens
 from .estimation import CKASettings
-from .extract import resolve_device
+from .features import resolve_device
 from .provenance import environment, package_versions
 from .result import FIGURE_FORMATS, _jsonable
 

@@ -22,8 +22,7 @@ from typing import Any
 
 from ..errors import CKAProbeError
 from .cache import FeatureCache
-from .extract import ExtractedFeatures
-from .features import FeatureSettings, ModelRequest
+from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, safe_model_features
 
 __all__ = ["CONNECT_TIMEOUT_S", "MAX_RETRIES", "RayUnavailableError", "ray_features_for_models", "task_name"]
 
@@ -54,7 +53,6 @@ def _extract_task(
     import torch
 
     from ..data import load_probe_set
-    from .multi import ModelFailure, safe_model_features
 
     probe = load_probe_set(**probe_spec)
     if (probe.image_list_sha256, probe.content_sha256) != probe_sha:
@@ -123,7 +121,6 @@ def ray_features_for_models(
 
 
 def _ray_failure(ray, label: str, exc: Exception):
-    from .multi import ModelFailure
 
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(

@@ -5,7 +5,7 @@ Stages, each of which survives an interruption:
 1. features: one pass per model through the feature cache (:mod:`cka_probe.analysis.cache`); a model
    whose features are cached is not run again, a model that fails is recorded and the others go on;
 2. pairs: the CKA of every unordered pair of working models from one vectorized product over all their
-   layers (:func:`~cka_probe.analysis.multi.pair_matrices`), with permutation p-values and bootstrap
+   layers (:func:`~cka_probe.analysis.estimation.pair_tables`), with permutation p-values and bootstrap
    intervals when asked; the long table is kept in ``<out>/.zoo-state/`` and reused by a rerun;
 3. outputs: written atomically; a per-pair file that exists is not redrawn when the pair table was
    reused; ``manifest.json`` is written last and marks the job complete. A process killed mid-write
@@ -49,10 +49,10 @@ from ..errors import CKAProbeError, OutputNameError
 from ._io import atomic_path, ensure_writable_dir, new_output_dir
 from .cache import feature_key, key_digest
 from .config import ConfigError, JobConfig
-from .extract import resolve_device
-from .features import resolve_cache
+from .features import resolve_cache, resolve_device
 from .estimation import CKASettings, math_input, pair_tables, pooling_description
-from .multi import ModelFailure, features_for_models, model_provenance
+from .executors import features_for_models
+from .features import ModelFailure, model_provenance
 from .provenance import environment, package_versions, sha256_text
 from .result import _jsonable, output_stem, safe_name
 from .summary import depth_correspondence, diagonal_band_mean

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cka_probe.analysis.multi as multi_module
+import cka_probe.analysis.executors as executors_module
 from cka_probe.analysis import ConfigError, compare, make_figure, parse_job_config
-from cka_probe.analysis.multi import features_for_models
+from cka_probe.analysis.executors import features_for_models
 from cka_probe.analysis.result import output_paths
 from cka_probe.errors import CKAProbeError, ShapeError
 
@@ -122,7 +122,7 @@ def test_executor_errors(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(CKAProbeError, match=r'Ray is not installed; pip install "cka-probe\[ray\]"'):
-        multi_module.features_for_models([], None, {}, executor="ray", probe_spec={}, progress=False)
+        executors_module.features_for_models([], None, {}, executor="ray", probe_spec={}, progress=False)
 
 
 def test_heatmap_tick_labels():

@@ -11,7 +11,6 @@ import timm
 import torch
 
 import cka_probe.analysis.features as features_module
-import cka_probe.analysis.multi as multi_module
 from cka_probe.analysis import ConfigError, parse_job_config, run_zoo
 from cka_probe.analysis.result import check_output_name, output_paths
 from cka_probe.analysis.summary import depth_correspondence
@@ -119,7 +118,7 @@ def test_killed_job_resumes_without_recomputing_and_matches_an_uninterrupted_run
     config = _config()
     reference = run_zoo(config, output_dir=tmp_path / "reference", cache=tmp_path / "ref-cache", progress=False)
 
-    real = multi_module.model_features
+    real = features_module.model_features
     seen = []
 
     def dies_on_third_model(request, *args, **kwargs):
@@ -128,11 +127,11 @@ def test_killed_job_resumes_without_recomputing_and_matches_an_uninterrupted_run
             raise KeyboardInterrupt  # the job is killed while the third model runs
         return real(request, *args, **kwargs)
 
-    monkeypatch.setattr(multi_module, "model_features", dies_on_third_model)
+    monkeypatch.setattr(features_module, "model_features", dies_on_third_model)
     with pytest.raises(KeyboardInterrupt):
         run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
-    monkeypatch.setattr(multi_module, "model_features", real)
+    monkeypatch.setattr(features_module, "model_features", real)
 
     calls = _count_forward_passes(monkeypatch)
     resumed = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
