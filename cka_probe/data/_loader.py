@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import ArgumentError
 from ._probe_set import ProbeSet
 
 __all__ = ["ProbeDataset", "batches"]
@@ -58,6 +59,6 @@ def batches(
         [(2, [0, 1]), (2, [2, 3]), (1, [4])]
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ArgumentError(f"batch_size must be at least 1, got {batch_size} (--batch-size on the command line)")
     loader = DataLoader(ProbeDataset(probe, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     yield from loader
