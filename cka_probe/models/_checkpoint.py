@@ -248,7 +248,8 @@ def checkpoint_model_name(path: str | os.PathLike) -> str:
     name = _recorded_model_name(read_checkpoint(path))
     if name is None:
         raise CheckpointError(
-            f"checkpoint {Path(path)} does not record its model; give the model name and pass the file as its checkpoint"
+            f"checkpoint {Path(path)} does not record its model; name the model and give the file as its checkpoint "
+            "(--checkpoint-a/-b, or checkpoint: in a config's model entry)"
         )
     return name
 

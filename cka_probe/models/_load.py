@@ -176,7 +176,8 @@ def load_model(
         if name_or_module is None:
             if selected.model_name is None:
                 raise CheckpointError(
-                    f"checkpoint {checkpoint} does not record its model; give the model name and the file as its checkpoint"
+                    f"checkpoint {checkpoint} does not record its model; name the model and give the file as its checkpoint "
+                    "(--checkpoint-a/-b, or checkpoint: in a config's model entry)"
                 )
             name_or_module = selected.model_name
         if num_classes is None:

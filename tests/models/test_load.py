@@ -172,8 +172,11 @@ def test_a_model_argument_that_is_a_run_checkpoint_splits_into_name_and_file(run
     assert name_and_checkpoint("test_vit", run_checkpoint) == ("test_vit", str(run_checkpoint))
     bare = tmp_path / "bare.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), bare)
-    with pytest.raises(CheckpointError, match="does not record its model"):
+    message = r"does not record its model; name the model and give the file as its checkpoint \(--checkpoint-a/-b"
+    with pytest.raises(CheckpointError, match=message):
         name_and_checkpoint(str(bare))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(str(bare), weights="random")
 
 
 def test_the_cli_compares_a_runs_student_with_its_ema(run_checkpoint, tmp_path):
