@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AllowInfNan, BeforeValidator, Field, field_validator, model_validator
 
@@ -37,8 +37,8 @@ Sched = Literal["cosine", "tanh", "step", "multistep", "poly", "none"]
 Interpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]
 """timm's resize interpolations (``timm.data.transforms.str_to_interp_mode``)."""
 TrainInterpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random"]
-EVAL_PREPROCESSING: tuple[str, ...] = EvalPreprocessing.__args__
-DIST_BN: tuple[str, ...] = DistBN.__args__
+EVAL_PREPROCESSING: tuple[str, ...] = get_args(EvalPreprocessing)
+DIST_BN: tuple[str, ...] = get_args(DistBN)
 Stage = Literal[1, 2, 3, 4]
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
