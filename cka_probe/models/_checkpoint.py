@@ -37,8 +37,8 @@ import timm.models
 import torch
 from torch import nn
 
-from .._files import sha256_file
 from .._choices import CHECKPOINT_SELECT
+from .._files import sha256_file
 from ..errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 
 __all__ = [
