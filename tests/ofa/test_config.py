@@ -75,12 +75,12 @@ def test_unknown_key_names_the_key_and_the_valid_ones(tmp_path):
         load_config(path)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"recipe {path}: unknown key 'lr_min' (did you mean 'min_lr'?)"), message
-    assert "valid keys are amp, batch_size," in message
+    assert message.startswith(f"recipe {path}: unknown key 'lr_min'; valid keys are amp, batch_size,"), message
+    assert message.endswith("; did you mean 'min_lr'?"), message
 
 
 def test_unknown_override_key_and_method():
-    with pytest.raises(ConfigError, match="unknown key 'epoch' .did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match="unknown key 'epoch'; valid keys are .*; did you mean 'epochs'.$"):
         load_config(None, ["epoch=3"])
     with pytest.raises(ConfigError, match="method: input should be 'scratch', 'kd', 'fitnet' or 'ofa' .got 'dkd'."):
         load_config(None, ["method=dkd"])
