@@ -17,14 +17,18 @@ __all__ = [
     "Precision",
     "KERNELS",
     "LABELS",
+    "METHODS",
     "POOLS",
     "TOKENS",
+    "TRAIN_DATASETS",
     "WEIGHTS",
     "Estimator",
     "Kernel",
     "Labels",
+    "Method",
     "Pool",
     "Tokens",
+    "TrainDataset",
     "Weights",
 ]
 
@@ -54,6 +58,12 @@ student, or its EMA."""
 Labels = Literal["auto", "names", "index"]
 """Heatmap tick labels: layer names, 1-based layer numbers, or names when they fit."""
 
+Method = Literal["scratch", "kd", "fitnet", "ofa"]
+"""Training method (``cka-probe train``): no teacher, Hinton KD, FitNet hints, or One-for-All KD."""
+
+TrainDataset = Literal["imagenet", "cifar100", "fashion_mnist"]
+"""Data set layouts of ``cka-probe train`` and ``cka-probe validate``."""
+
 KERNELS: tuple[str, ...] = get_args(Kernel)
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -62,3 +72,5 @@ POOLS: tuple[str, ...] = get_args(Pool)
 WEIGHTS: tuple[str, ...] = get_args(Weights)
 LABELS: tuple[str, ...] = get_args(Labels)
 CHECKPOINT_SELECT: tuple[str, ...] = get_args(CheckpointSelect)
+METHODS: tuple[str, ...] = get_args(Method)
+TRAIN_DATASETS: tuple[str, ...] = get_args(TrainDataset)

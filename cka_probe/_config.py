@@ -106,7 +106,7 @@ def schema_error(exc: ValidationError, source: str = "config", schema: type[Base
         valid = _fields_at(schema, loc[:-1]) if schema is not None else []
         listed = f"; valid keys{' of ' + _loc_text(loc[:-1]) if _loc_text(loc[:-1]) else ''} are " \
                  f"{', '.join(valid)}" if valid else "; check its spelling"
-        return ConfigError(f"{source}: unknown key {where!r}{listed}")
+        return ConfigError(f"{source}: unknown key {where!r}{listed}{_did_you_mean(str(loc[-1]), valid)}")
     if kind == "missing":
         return ConfigError(f"{source}: {where} is missing; add it")
     message = re.sub(r" or instance of \w+", "", error["msg"].rstrip(".").removeprefix("Value error, "))
@@ -122,6 +122,15 @@ def schema_error(exc: ValidationError, source: str = "config", schema: type[Base
     else:
         fix = "; fix it in the file"
     return ConfigError(f"{source}: {where or 'the file'}: {message}{shown}{fix}")
+
+
+def _did_you_mean(key: str, valid: list[str]) -> str:
+    """``; did you mean 'min_lr'?`` for ``lr_min`` (the same words in another order) or a close spelling."""
+    import difflib
+
+    same_words = [k for k in valid if sorted(k.split("_")) == sorted(key.split("_"))]
+    close = same_words or difflib.get_close_matches(key, valid, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _fields_at(schema: type[BaseModel], loc: tuple) -> list[str]:

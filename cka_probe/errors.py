@@ -30,6 +30,7 @@ __all__ = [
     "PrecisionError",
     "DeviceError",
     "UnsafeCheckpointError",
+    "ArgumentError",
 ]
 
 
@@ -141,3 +142,11 @@ class DeviceError(CKAProbeError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint whose pickled Python objects are outside the allowlist of harmless globals."""
+
+
+# Arguments of the Python API (cka_probe.models, cka_probe.data, cka_probe.ofa, cka_probe.plots).
+
+
+class ArgumentError(CKAProbeError):
+    """A function argument outside its choices or range that no option or config key reaches (the command line
+    and the configs check their values first); the message names the argument and the values it takes."""

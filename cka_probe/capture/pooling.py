@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..math import center_features, gram_linear
 from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
 
@@ -69,7 +69,7 @@ def pool_activation(
         [[0.0, 1.0, 2.0, 3.0]]
     """
     if pool == FLATTEN:
-        raise ValueError(
+        raise ArgumentError(
             'pool_activation pools over positions; for pool="flatten" use flattened_gram or flatten_activation'
         )
     _check_choice("pool", pool, POOLS)
@@ -192,4 +192,4 @@ def _rows_in_memory_order(activation: torch.Tensor) -> torch.Tensor:
 
 def _check_choice(argname: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {argname} {value!r}; choose one of {', '.join(choices)}")
+        raise ArgumentError(f"unknown {argname} {value!r}; choose --{argname} {', '.join(choices)}")

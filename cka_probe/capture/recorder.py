@@ -45,7 +45,7 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from ..errors import CaptureError, FlattenWidthError, LayerSelectionError, ShapeError
+from ..errors import ArgumentError, CaptureError, FlattenWidthError, LayerSelectionError, ShapeError
 from .layouts import TOKEN_LAYOUT, LayerLayout, ancestors_of, class_token_counts, parse_layouts, resolve_layout
 from .pooling import FLATTEN, POOLS, TOKENS, flattened_gram, pool_activation
 from .selection import DEFAULT_LAYERS, LayerSpec, no_match_message, select_layers
@@ -135,9 +135,9 @@ class FeatureRecorder:
         layouts: Mapping[str, str] | Sequence[str] | None = None,
     ) -> None:
         if pool not in POOLS:
-            raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+            raise ArgumentError(f"unknown pool {pool!r}; choose --pool {', '.join(POOLS)}")
         if tokens not in TOKENS:
-            raise ValueError(f"unknown tokens {tokens!r}; choose one of {', '.join(TOKENS)}")
+            raise ArgumentError(f"unknown tokens {tokens!r}; choose --tokens {', '.join(TOKENS)}")
         self.model = model
         self.pool = pool
         self.tokens = tokens

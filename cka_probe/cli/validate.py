@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .._choices import CHECKPOINT_SELECT, TRAIN_DATASETS
 from . import _options as opt
-from .._choices import CHECKPOINT_SELECT
 from ._options import report_errors
 
 
@@ -14,7 +14,7 @@ from ._options import report_errors
 @click.option("--data", "data_dir", default=None, help="Data folder [default: the run's own data_dir].")
 @click.option(
     "--dataset",
-    type=click.Choice(["imagenet", "cifar100", "fashion_mnist"]),
+    type=click.Choice(TRAIN_DATASETS),
     default=None,
     help="Data set layout [default: the run's, else imagenet].",
 )

@@ -26,7 +26,7 @@ from PIL import Image
 from torchvision.datasets import FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from ..errors import DataNotFoundError
+from ..errors import ArgumentError, DataNotFoundError
 from ._pool import Pool
 
 __all__ = [
@@ -77,7 +77,7 @@ def read_fashion_mnist(
         DataNotFoundError: Files missing or unreadable, or image and label counts that differ.
     """
     if split not in _PREFIX:
-        raise ValueError(f"unknown Fashion-MNIST split {split!r}; use 'test' or 'train'")
+        raise ArgumentError(f"unknown Fashion-MNIST split {split!r}; use 'test' or 'train'")
     directory = Path(directory).expanduser()
     prefix = _PREFIX[split]
     with tempfile.TemporaryDirectory(prefix="cka-probe-fmnist-") as scratch:

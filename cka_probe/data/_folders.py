@@ -21,7 +21,7 @@ __all__ = ["IMAGENETTE_SIZES", "folder_pool", "imagenette_pool"]
 
 IMAGENETTE_SIZES = ("full", "320px", "160px")
 
-_FALLBACK = "use the embedded probe set ('embedded') or another folder of images"
+_FALLBACK = "use the embedded probe set (--data embedded; data.source: embedded in a config) or another folder of images"
 
 
 def folder_pool(root: str | os.PathLike) -> Pool:
@@ -118,7 +118,8 @@ def imagenette_pool(root: str | os.PathLike, size: str = "320px") -> Pool:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataNotFoundError(
             f"Imagenette ({size}) is not in {root} and could not be downloaded ({detail}); "
-            f"connect to the internet once, pass root= a folder that holds it, or {_FALLBACK}"
+            f"connect to the internet once, put the extracted archive there (set CKA_PROBE_CACHE to use another "
+            f"cache folder; in Python, root=), or {_FALLBACK}"
         ) from exc
     samples = dataset._samples  # (path, class index) pairs; torchvision keeps no public list of them
     if not samples:

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import ArgumentError
 from ._probe_set import ProbeSet
 
 __all__ = ["ProbeDataset", "batches"]
@@ -61,7 +62,7 @@ def batches(
         [(2, [0, 1]), (2, [2, 3]), (1, [4])]
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ArgumentError(f"batch_size must be at least 1, got {batch_size} (--batch-size on the command line)")
     dataset = ProbeDataset(probe, transform)
     if bounds is not None:
         ranges = [list(range(start, stop)) for start, stop in bounds]

@@ -16,6 +16,8 @@ from typing import Any, overload
 
 from PIL import Image
 
+from ..errors import ArgumentError
+
 __all__ = ["LazyImages", "ProbeSet", "balanced_order", "image_content_sha256", "image_list_sha256", "pixels_sha256"]
 
 ImageId = str | int
@@ -153,7 +155,7 @@ class ProbeSet:
     def __post_init__(self) -> None:
         n = len(self.image_ids)
         if len(self.images) != n or (self.labels is not None and len(self.labels) != n):
-            raise ValueError(
+            raise ArgumentError(
                 f"probe set parts differ in length: {len(self.images)} images, {len(self.image_ids)} ids, "
                 f"{'no' if self.labels is None else len(self.labels)} labels; build it with load_probe_set"
             )

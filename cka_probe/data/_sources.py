@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .._files import cache_root
-from ..errors import DataNotFoundError
+from ..errors import ArgumentError, DataNotFoundError
 from ._fashion_mnist import DEBIAN_FASHION_MNIST, embedded_pool, fashion_mnist_pool
 from ._folders import folder_pool, imagenette_pool
 from ._pool import Pool, draw
@@ -86,7 +86,7 @@ def load_probe_set(
         DataNotFoundError: Unknown source, missing or empty directory, missing dataset files, failed download.
         NotEnoughImagesError: The source holds fewer than ``n`` (readable) images.
         UnreadableImageError: An image does not decode and ``skip_bad`` is False.
-        ValueError: ``n`` below 1 or ``seed`` negative.
+        ArgumentError: ``n`` below 1 or ``seed`` negative.
 
     Example:
         >>> probe = load_probe_set("embedded", n=20, seed=0)
@@ -94,8 +94,8 @@ def load_probe_set(
         (20, 10, 'RGB', (28, 28))
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+        raise ArgumentError(f"n must be a positive integer, got {n!r} (--num-images on the command line, data.n in a config)")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ArgumentError(f"seed must be a non-negative integer, got {seed!r} (--seed on the command line, data.seed in a config)")
     pool, ids_root = _pool(os.fspath(source), n, seed, root)
     return draw(pool, n=n, seed=seed, skip_bad=skip_bad, root=ids_root)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, CKAProbeError
 from ._fashion_mnist import CLASS_NAMES, DEBIAN_FASHION_MNIST, EMBEDDED_FILE, read_fashion_mnist
 
 __all__ = ["LICENSE_TEXT", "build_embedded", "main"]
@@ -64,14 +66,17 @@ def build_embedded(
         Path of the ``.npz`` written.
 
     Raises:
-        ValueError: ``per_class`` is below 1 or above what a class holds.
+        ArgumentError: ``per_class`` is below 1 or above what a class holds.
     """
     images, labels = read_fashion_mnist(source, "test")
     chosen: list[int] = []
     for label in range(len(CLASS_NAMES)):
         members = np.flatnonzero(labels == label)
         if not 1 <= per_class <= len(members):
-            raise ValueError(f"per_class={per_class} is outside 1..{len(members)} (images of class {label}); lower it")
+            raise ArgumentError(
+                f"per_class (--per-class) {per_class} is outside 1..{len(members)} (images of class {label}); "
+                "give a count in that range"
+            )
         chosen.extend(members[:per_class].tolist())
     chosen.sort()
     out_dir = Path(out_dir)
@@ -95,7 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", default=str(Path(__file__).parent), help="where to write the files")
     parser.add_argument("--per-class", type=int, default=50, help="images kept per class")
     args = parser.parse_args(argv)
-    target = build_embedded(args.source, args.out_dir, args.per_class)
+    try:
+        target = build_embedded(args.source, args.out_dir, args.per_class)
+    except CKAProbeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {target} ({target.stat().st_size} bytes)")
 
 

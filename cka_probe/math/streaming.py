@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from .cka import (
     LabeledMatrix,
     _centered_stack,
@@ -206,7 +206,7 @@ class MinibatchCKA:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError("torch.distributed is not initialised; call init_process_group() before sync()")
+            raise ArgumentError("torch.distributed is not initialised; call init_process_group() before sync()")
         stats = self.statistics()
         for key in ("hsic_ab", "hsic_aa", "hsic_bb", "spread_a", "spread_b", "counts"):
             dist.all_reduce(stats[key], group=group)

@@ -37,8 +37,8 @@ import timm.models
 import torch
 from torch import nn
 
-from .._files import sha256_file
 from .._choices import CHECKPOINT_SELECT
+from .._files import sha256_file
 from ..errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 
 __all__ = [
@@ -248,7 +248,8 @@ def checkpoint_model_name(path: str | os.PathLike) -> str:
     name = _recorded_model_name(read_checkpoint(path))
     if name is None:
         raise CheckpointError(
-            f"checkpoint {Path(path)} does not record its model; give the model name and pass the file as its checkpoint"
+            f"checkpoint {Path(path)} does not record its model; name the model and give the file as its checkpoint "
+            "(--checkpoint-a/-b, or checkpoint: in a config's model entry)"
         )
     return name
 

@@ -12,7 +12,7 @@ import timm.data
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import ArgumentError, CheckpointError
 from ._checkpoint import (
     CHECKPOINT_SELECT,
     LoadedCheckpoint,
@@ -162,18 +162,22 @@ def load_model(
         checkpoint = name_or_module
         name_or_module = None
     if weights not in WEIGHTS:
-        raise ValueError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)}")
+        raise ArgumentError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)} (--weights on the command line)")
     if weights == "checkpoint" and checkpoint is None:
-        raise ValueError("weights='checkpoint' needs a checkpoint path; pass checkpoint=PATH")
+        raise ArgumentError("weights 'checkpoint' needs a checkpoint file: give checkpoint=PATH (--checkpoint-a/-b on the command line)")
     if checkpoint_select not in CHECKPOINT_SELECT:
-        raise ValueError(f"unknown checkpoint_select {checkpoint_select!r}; use one of {', '.join(CHECKPOINT_SELECT)}")
+        raise ArgumentError(
+            f"unknown checkpoint_select {checkpoint_select!r}; use one of {', '.join(CHECKPOINT_SELECT)} "
+            "(--checkpoint-key-a/-b on the command line)"
+        )
     selected = None
     if checkpoint is not None and not isinstance(name_or_module, nn.Module):
         selected = select_state_dict(read_checkpoint(checkpoint), checkpoint, checkpoint_select)
         if name_or_module is None:
             if selected.model_name is None:
                 raise CheckpointError(
-                    f"checkpoint {checkpoint} does not record its model; give the model name and the file as its checkpoint"
+                    f"checkpoint {checkpoint} does not record its model; name the model and give the file as its checkpoint "
+                    "(--checkpoint-a/-b, or checkpoint: in a config's model entry)"
                 )
             name_or_module = selected.model_name
         if num_classes is None:
@@ -184,7 +188,10 @@ def load_model(
     given_checkpoint = None
     if isinstance(name_or_module, nn.Module):
         if num_classes is not None:
-            raise ValueError("num_classes applies to models built by name; reset the module's classifier yourself")
+            raise ArgumentError(
+                "num_classes applies to models built by name (--num-classes-a/-b); reset the module's classifier "
+                "yourself (model.reset_classifier(N) on a timm model)"
+            )
         model = name_or_module
         name = type(model).__name__
         cfg = getattr(model, "pretrained_cfg", None)

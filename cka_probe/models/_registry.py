@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import timm
 import timm.models
 
-from ..errors import UnknownModelError
+from ..errors import ArgumentError, UnknownModelError
 
 __all__ = [
     "ALIASES",
@@ -100,7 +100,7 @@ MODULE_FAMILIES: dict[str, str] = {
 
 def _check_family(family: str) -> None:
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
+        raise ArgumentError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
 
 
 def register_alias(alias: str, timm_name: str, family: str, *, overwrite: bool = False) -> None:
@@ -116,7 +116,7 @@ def register_alias(alias: str, timm_name: str, family: str, *, overwrite: bool =
         overwrite: Replace an alias that already points elsewhere (otherwise that is an error).
 
     Raises:
-        ValueError: The family is not one of the five, the alias is empty, or it already points elsewhere.
+        ArgumentError: The family is not one of the five, the alias is empty, or it already points elsewhere.
 
     Example:
         >>> register_alias("resnet18", "resnet18", "cnn")  # same target again: a no-op
@@ -125,10 +125,10 @@ def register_alias(alias: str, timm_name: str, family: str, *, overwrite: bool =
     """
     _check_family(family)
     if not alias or alias != alias.strip():
-        raise ValueError(f"alias {alias!r} must be a non-empty name without surrounding spaces")
+        raise ArgumentError(f"alias {alias!r} must be a non-empty name without surrounding spaces")
     previous = ALIASES.get(alias)
     if previous is not None and previous != (timm_name, family) and not overwrite:
-        raise ValueError(
+        raise ArgumentError(
             f"alias {alias!r} already points to {previous[0]} ({previous[1]}); pass overwrite=True to replace it"
         )
     ALIASES[alias] = (timm_name, family)

@@ -1,25 +1,25 @@
 """Training recipes: one flat YAML mapping per run, read with ``yaml.safe_load`` into :class:`TrainConfig`.
 
-The recipes of Table 8 (Hao et al. 2023, sec. B.3) live in ``configs/ofa/``; any key can be
-overridden with ``key=value`` strings (the value is parsed as YAML, so ``ofa_stages=[1,2]`` works).
-Unknown keys and values of the wrong type are refused with one line that names the key and the
-valid ones.
+The recipes of Table 8 (Hao et al. 2023, sec. B.3) live in ``configs/ofa/``; any key can be overridden with
+``--set key=value`` strings parsed by :func:`cka_probe._config.parse_override` (the value is read as YAML, so
+``ofa_stages=[1,2]`` works). The recipe is checked whole by one typed schema (a pydantic model on
+:class:`cka_probe._config.Section`: unknown keys refused, no type coercion, choices as ``Literal``) before any
+work starts; the first problem is one :class:`~cka_probe.errors.ConfigError` line naming the key, the value
+and the fix.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
+from pydantic import AllowInfNan, BeforeValidator, Field, field_validator, model_validator
 
+from .._choices import TRAIN_DATASETS, Method, TrainDataset
+from .._config import Section, parse_overrides, read_yaml, validate
 from ..errors import ConfigError
-from .task import METHODS
 
 __all__ = [
     "DATASETS",
@@ -27,16 +27,36 @@ __all__ = [
     "EVAL_PREPROCESSING",
     "TrainConfig",
     "load_config",
-    "parse_override",
 ]
 
-DATASETS = ("imagenet", "cifar100", "fashion_mnist")
-EVAL_PREPROCESSING = ("recipe", "student")
-DIST_BN = ("reduce", "broadcast", "none")
+DATASETS = TRAIN_DATASETS
+EvalPreprocessing = Literal["recipe", "student"]
+DistBN = Literal["reduce", "broadcast", "none"]
+Sched = Literal["cosine", "tanh", "step", "multistep", "poly", "none"]
+"""timm's per-epoch schedules (``plateau`` is left out: it steps on a metric, not an epoch)."""
+Interpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]
+"""timm's resize interpolations (``timm.data.transforms.str_to_interp_mode``)."""
+TrainInterpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random"]
+EVAL_PREPROCESSING: tuple[str, ...] = get_args(EvalPreprocessing)
+DIST_BN: tuple[str, ...] = get_args(DistBN)
+Stage = Literal[1, 2, 3, 4]
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
-@dataclasses.dataclass
-class TrainConfig:
+def _exponent_number(value: Any) -> Any:
+    """``"1e-3"`` as ``0.001``: YAML 1.1 (``yaml.safe_load``) reads a number in exponent form without a dot as a
+    string; any other value is left to the strict check."""
+    if isinstance(value, str) and NUMBER.match(value.strip()):
+        return float(value)
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_exponent_number), AllowInfNan(False)]
+"""A finite float; an int is taken as that float, and ``1e-3`` written without a dot is read as a number."""
+
+
+class TrainConfig(Section):
     """Every setting of a training run. The recipes in ``configs/ofa/`` set Table 8's values; the defaults
     here train plainly (no mixup, smoothing, EMA or erasing) and use the OFA reference code's
     distillation defaults.
@@ -94,278 +114,176 @@ class TrainConfig:
     """
 
     # model and method
-    method: str = "scratch"
+    method: Method = "scratch"
     student: str = "resnet18"
-    student_kwargs: dict = dataclasses.field(default_factory=dict)
+    student_kwargs: dict[str, Any] = Field(default_factory=dict)
     teacher: str | None = None
-    teacher_kwargs: dict = dataclasses.field(default_factory=dict)
+    teacher_kwargs: dict[str, Any] = Field(default_factory=dict)
     teacher_checkpoint: str | None = None
     teacher_pretrained: bool = False
-    num_classes: int | None = None
-    img_size: int = 224
+    num_classes: int | None = Field(None, ge=1)
+    img_size: int = Field(224, ge=1)
     # data
-    dataset: str = "imagenet"
+    dataset: TrainDataset = "imagenet"
     data_dir: str | None = None
-    train_samples: int | None = None
-    val_samples: int | None = None
-    workers: int | None = None
-    crop_pct: float | None = None
-    crop_scale: list[float] = dataclasses.field(default_factory=lambda: [0.08, 1.0])
-    hflip: float = 0.5
-    color_jitter: float = 0.4
-    interpolation: str = "bilinear"
-    train_interpolation: str | None = None
-    eval_preprocessing: str = "recipe"
+    train_samples: int | None = Field(None, ge=1)
+    val_samples: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=0)
+    crop_pct: Number | None = Field(None, gt=0, le=1)
+    crop_scale: list[Number] = Field(default_factory=lambda: [0.08, 1.0], min_length=2, max_length=2)
+    hflip: Number = Field(0.5, ge=0, le=1)
+    color_jitter: Number = Field(0.4, ge=0)
+    interpolation: Interpolation = "bilinear"
+    train_interpolation: TrainInterpolation | None = None
+    eval_preprocessing: EvalPreprocessing = "recipe"
     erase_after_mixup: bool = False
     # optimisation (Table 8)
-    epochs: int = 300
-    batch_size: int = 1024
-    lr: float = 5e-4
-    min_lr: float = 1e-5
+    epochs: int = Field(300, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: Number = Field(5e-4, gt=0)
+    min_lr: Number = Field(1e-5, ge=0)
     opt: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    sched: str = "cosine"
-    decay_milestones: list[int] = dataclasses.field(default_factory=lambda: [30, 60, 90])
-    decay_epochs: float = 30.0
-    decay_rate: float = 0.1
-    warmup_epochs: int = 20
-    warmup_lr: float = 1e-5
-    ema_decay: float | None = None
-    clip_grad: float | None = None
+    momentum: Number = Field(0.9, ge=0, le=1)
+    weight_decay: Number = Field(0.05, ge=0)
+    sched: Sched = "cosine"
+    decay_milestones: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [30, 60, 90])
+    decay_epochs: Number = Field(30.0, gt=0)
+    decay_rate: Number = Field(0.1, gt=0)
+    warmup_epochs: int = Field(20, ge=0)
+    warmup_lr: Number = Field(1e-5, ge=0)
+    ema_decay: Number | None = Field(None, gt=0, lt=1)
+    clip_grad: Number | None = Field(None, gt=0)
     weight_decay_exempt_embeddings: bool = False
-    drop_path: float | None = None
-    grad_accum_steps: int = 1
+    drop_path: Number | None = Field(None, ge=0, lt=1)
+    grad_accum_steps: int = Field(1, ge=1)
     # augmentation (Table 8)
     rand_augment: str | None = None
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    reprob: float = 0.0
-    smoothing: float = 0.0
+    mixup: Number = Field(0.0, ge=0)
+    cutmix: Number = Field(0.0, ge=0)
+    reprob: Number = Field(0.0, ge=0, le=1)
+    smoothing: Number = Field(0.0, ge=0, le=1)
     # distillation
-    gt_loss_weight: float = 1.0
-    kd_loss_weight: float = 1.0
-    kd_temperature: float = 1.0
-    ofa_stages: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
-    ofa_gamma: float | list[float] = 1.0
-    ofa_loss_weight: float | list[float] = 1.0
-    ofa_temperature: float = 1.0
-    fitnet_stages: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
-    fitnet_loss_weight: float = 1.0
+    gt_loss_weight: Number = Field(1.0, ge=0)
+    kd_loss_weight: Number = Field(1.0, ge=0)
+    kd_temperature: Number = Field(1.0, gt=0)
+    ofa_stages: list[Stage] = Field(default_factory=lambda: [1, 2, 3, 4])
+    ofa_gamma: Annotated[Number, Field(gt=0)] | list[Annotated[Number, Field(gt=0)]] = 1.0
+    ofa_loss_weight: Annotated[Number, Field(ge=0)] | list[Annotated[Number, Field(ge=0)]] = 1.0
+    ofa_temperature: Number = Field(1.0, gt=0)
+    fitnet_stages: list[Stage] = Field(default_factory=lambda: [1, 2, 3, 4])
+    fitnet_loss_weight: Number = Field(1.0, ge=0)
     # run
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     output_dir: str = "runs/ofa"
     device: str = "auto"
     amp: bool = True
-    dist_bn: str = "reduce"
+    dist_bn: DistBN = "reduce"
     sync_bn: bool = False
-    limit_train_batches: int | None = None
-    limit_val_batches: int | None = None
+    limit_train_batches: int | None = Field(None, ge=1)
+    limit_val_batches: int | None = Field(None, ge=1)
 
-    def __post_init__(self) -> None:
-        self.validate()
+    @field_validator("opt")
+    @classmethod
+    def _optimizer(cls, value: str) -> str:
+        from timm.optim import list_optimizers
+
+        if value.lower() not in list_optimizers():
+            raise ValueError("use a timm optimizer name, e.g. sgd, momentum or adamw (timm.optim.list_optimizers())")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE.match(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("ofa_stages", "fitnet_stages")
+    @classmethod
+    def _stages_once(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each stage (1 to 4) once")
+        return value
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, value: list[float]) -> list[float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("must be [min, max] area fractions with 0 < min <= max")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        """The checks that involve more than one key."""
+        if self.method != "scratch" and not self.teacher:
+            raise ValueError(
+                f"method {self.method!r} needs a teacher; set teacher in the recipe or --set teacher=MODEL"
+            )
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise ValueError(
+                f"mixup and cutmix need an even batch_size, got {self.batch_size}; fix it with --set batch_size=VALUE"
+            )
+        if self.method == "ofa":
+            stages = len(self.ofa_stages)
+            for key, length, shape in (
+                ("ofa_gamma", stages + 1, "one per stage of ofa_stages plus one for the logits"),
+                ("ofa_loss_weight", stages, "one per stage of ofa_stages"),
+            ):
+                value = getattr(self, key)
+                if isinstance(value, list) and len(value) not in (1, length):
+                    raise ValueError(
+                        f"{key} has {len(value)} values; give one, or {length} ({shape}), with --set {key}=[...]"
+                    )
+        return self
 
     @classmethod
     def keys(cls) -> list[str]:
         """The valid keys, in declaration order."""
-        return [f.name for f in dataclasses.fields(cls)]
+        return list(cls.model_fields)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> TrainConfig:
-        """Build from a mapping, refusing unknown keys and values of the wrong type."""
-        hints = typing.get_type_hints(cls)
-        coerced = {}
-        for key, value in values.items():
-            if key not in hints:
-                raise ConfigError(_unknown_key_message(key, source))
-            coerced[key] = _coerce(key, value, hints[key])
-        return cls(**coerced)
+    def from_dict(cls, values: Mapping[str, Any], source: str = "training recipe") -> TrainConfig:
+        """Check a mapping of keys to values against the schema; the first problem is one :class:`ConfigError`
+        line naming ``source``, the key, the value and the fix."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source} must hold a mapping of keys to values, not {type(values).__name__}")
+        return validate(cls, dict(values), source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain (YAML/JSON-able) copy of every setting."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some settings changed (validated like the rest)."""
+        """A copy with some settings changed (checked like the rest)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes}, source="replace()")
 
-    def validate(self) -> None:
-        """Check the values' ranges and choices; raise :class:`ConfigError` on the first bad one."""
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(METHODS)}")
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
-        if self.method != "scratch" and not self.teacher:
-            raise ConfigError(f"method {self.method!r} needs a teacher: set teacher=<timm model name>")
-        if self.eval_preprocessing not in EVAL_PREPROCESSING:
-            raise ConfigError(
-                f"unknown eval_preprocessing {self.eval_preprocessing!r}; use one of {', '.join(EVAL_PREPROCESSING)}"
-            )
-        if self.dist_bn not in DIST_BN:
-            raise ConfigError(f"unknown dist_bn {self.dist_bn!r}; use one of {', '.join(DIST_BN)}")
-        if self.drop_path is not None and not 0.0 <= self.drop_path < 1.0:
-            raise ConfigError(f"drop_path must lie in [0, 1) or be null, got {self.drop_path}")
-        for key in (
-            "epochs",
-            "batch_size",
-            "img_size",
-            "grad_accum_steps",
-            "decay_epochs",
-        ):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in ("lr", "kd_temperature", "ofa_temperature"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in (
-            "min_lr",
-            "weight_decay",
-            "warmup_epochs",
-            "mixup",
-            "cutmix",
-            "workers",
-        ):
-            if getattr(self, key) is not None and getattr(self, key) < 0:
-                raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
-        for key in ("reprob", "smoothing", "hflip"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"{key} must lie in [0, 1], got {getattr(self, key)}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
-        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
-            raise ConfigError(f"mixup/cutmix need an even batch_size, got {self.batch_size}")
-        if len(self.crop_scale) != 2:
-            raise ConfigError(f"crop_scale must be [min, max], got {self.crop_scale}")
-        for key in (
-            "train_samples",
-            "val_samples",
-            "limit_train_batches",
-            "limit_val_batches",
-            "num_classes",
-        ):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{key} must be positive or null, got {value}")
+    def validate(self) -> None:  # type: ignore[override]
+        """Check the current values again (after attributes were assigned); raise :class:`ConfigError` on the
+        first bad one."""
+        TrainConfig.from_dict(self.to_dict())
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
-    """Read a YAML recipe (``yaml.safe_load``) and apply overrides.
+    """Read a YAML recipe (``yaml.safe_load``), apply overrides and check the result.
 
     Args:
         path: YAML file holding one mapping of keys to values; ``None`` starts from the defaults.
-        overrides: ``"key=value"`` strings (value parsed as YAML) or a mapping of keys to values.
+        overrides: ``"key=value"`` strings (``--set``; the value parsed as YAML by
+            :func:`cka_probe._config.parse_override`) or a mapping of keys to values.
 
     Example:
         >>> load_config(None, ["method=scratch", "lr=1e-3"]).lr
         0.001
     """
     values: dict[str, Any] = {}
-    source = "defaults"
+    source = "training recipe"
     if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        source = f"recipe {path}"
+        loaded = read_yaml(path, "recipe")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values, not {type(loaded).__name__}")
+            raise ConfigError(f"{source} must hold a mapping of keys to values, not {type(loaded).__name__}")
         values.update(loaded)
-    if isinstance(overrides, Mapping):
-        override_values = dict(overrides)
-    else:
-        override_values = dict(parse_override(item) for item in overrides)
-    for key in override_values:
-        if key not in TrainConfig.keys():
-            raise ConfigError(_unknown_key_message(key, "overrides"))
-    values.update(override_values)
+    values.update(parse_overrides(overrides))
     return TrainConfig.from_dict(values, source=source)
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """Split ``"key=value"`` and parse the value as YAML.
-
-    Example:
-        >>> parse_override("ofa_stages=[1, 2]")
-        ('ofa_stages', [1, 2])
-    """
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {item!r} is not key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def _unknown_key_message(key: str, source: str) -> str:
-    valid = TrainConfig.keys()
-    same_words = [k for k in valid if sorted(k.split("_")) == sorted(str(key).split("_"))]
-    close = same_words or difflib.get_close_matches(str(key), valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {key!r} in {source}{hint}; valid keys: {', '.join(valid)}"
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the field's type hint, converting int->float and numeric strings."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(key, value, option)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise (
-            errors[-1] if len(errors) == 1 else ConfigError(f"{key} must be one of {_type_names(args)}, got {value!r}")
-        )
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(key, item, args[0]) for item in value]
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{key} must be a mapping with string keys, got {value!r}")
-        return dict(value)
-    return value
-
-
-def _type_names(args: tuple) -> str:
-    names = []
-    for arg in args:
-        if arg is type(None):
-            names.append("null")
-        elif typing.get_origin(arg) is list:
-            names.append(f"a list of {typing.get_args(arg)[0].__name__}")
-        else:
-            names.append(arg.__name__)
-    return ", ".join(names)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ArgumentError
 from .branches import init_weights
 from .taps import MODEL_KINDS
 
@@ -61,7 +62,7 @@ class FitNetAdapter(nn.Module):
         super().__init__()
         for kind in (student_kind, teacher_kind):
             if kind not in MODEL_KINDS:
-                raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+                raise ArgumentError(f"unknown model kind {kind!r}; use one of {', '.join(MODEL_KINDS)} (taps.model_kind of each model)")
         from timm.layers import PatchEmbed
         from timm.models.swin_transformer import PatchMerging
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 
 __all__ = ["ofa_loss", "kd_loss", "hint_loss", "target_mask"]
 
@@ -46,7 +46,7 @@ def _tempered_log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tens
     """``log_softmax(z / T)`` of the student and of the (detached) teacher, in float32, after the checks."""
     _check_logits(student_logits, teacher_logits)
     if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+        raise ArgumentError(f"temperature must be positive, got {temperature} (recipe keys kd_temperature, ofa_temperature)")
     return (F.log_softmax(student_logits.float() / temperature, dim=-1),
             F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1))
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .._choices import METHODS
 from ..errors import ConfigError, ModelMismatchError
 from .branches import build_branch
 from .fitnet import FitNetAdapter
@@ -36,7 +37,6 @@ from .taps import StageTaps, pre_logit_width
 
 __all__ = ["METHODS", "DistillationTask", "TrainableModules"]
 
-METHODS = ("scratch", "kd", "fitnet", "ofa")
 
 
 class TrainableModules(nn.Module):

@@ -126,7 +126,8 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         if config.sync_bn and self.dist.distributed and self.device.type != "cuda":
             raise ConfigError(
-                "sync_bn needs CUDA devices (SyncBatchNorm); on CPUs keep sync_bn=false and dist_bn=reduce"
+                "sync_bn needs CUDA devices (SyncBatchNorm); on CPUs use --set sync_bn=false (dist_bn: reduce averages BatchNorm "
+                "statistics instead)"
             )
         self.local_batch = local_batch_size(config.batch_size, self.dist.world_size, config.grad_accum_steps)
         if (config.mixup > 0 or config.cutmix > 0) and self.local_batch % 2:
@@ -202,7 +203,7 @@ class Trainer:
         config = self.config
         if not config.teacher_checkpoint and not config.teacher_pretrained:
             raise ConfigError(
-                f"method {config.method!r} needs a trained teacher: set teacher_checkpoint=<path> (or teacher_pretrained=true)"
+                f"method {config.method!r} needs a trained teacher: --set teacher_checkpoint=PATH (or --set teacher_pretrained=true)"
             )
         teacher = _create_model(
             config.teacher,

@@ -8,6 +8,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..errors import ArgumentError
 from ._text import keep_titles_inside, text_size, wrap_to_width
 
 __all__ = ["FAMILY_COLOURS", "FAMILY_NAMES", "plot_pair_scores", "score_colours"]
@@ -34,7 +35,7 @@ def score_colours(vmin: float, vmax: float) -> tuple[Normalize, str]:
     'magma'
     """
     if not vmin < vmax:
-        raise ValueError(f"a colour range needs vmin < vmax, got [{vmin}, {vmax}]")
+        raise ArgumentError(f"a colour range needs vmin < vmax, got [{vmin}, {vmax}]")
     if vmin < 0.0 < vmax:
         return TwoSlopeNorm(vcenter=0.0, vmin=vmin, vmax=vmax), DIVERGING_CMAP
     return Normalize(vmin=vmin, vmax=vmax), SEQUENTIAL_CMAP

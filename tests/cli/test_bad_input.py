@@ -70,7 +70,7 @@ ZOO = {**JOB, "--executor": ("slurm", "--executor"), "--permutations": ("-2", "-
        "--bootstrap": ("many", "--bootstrap"), "--address": ("127.0.0.1:1", "127.0.0.1:1")}
 TRAIN = {
     "--config": (NOT_A_FILE, NOT_A_FILE),
-    "--set": ("epochs=[1", "epochs"),
+    "--set": ("epochs=[1", "--set 'epochs=[1'"),
     "--resume": (NOT_A_FILE, NOT_A_FILE),
     "--nproc": ("0", "--nproc"),
 }
@@ -88,7 +88,7 @@ VALIDATE = {
 }
 CASES = {"compare": COMPARE, "layers": LAYERS, "figure": FIGURE, "zoo": ZOO, "train": TRAIN, "validate": VALIDATE}
 FLAGS_AND_FREE = {"--help", "--verbose", "--overwrite", "--no-progress", "--no-cache", "--unbiased", "--skip-bad",
-                  "--progress", "--overwrite"}
+                  "--progress"}
 
 
 def _run(args, tmp_path):
@@ -158,6 +158,8 @@ def _malformed(annotation) -> list:
     """Values that no type in ``annotation`` accepts."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _malformed(args[0])
     if origin is typing.Literal:
         return ["bogus"]
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -220,3 +222,22 @@ def test_every_model_entry_key_with_a_malformed_value_is_one_line(tmp_path, kind
             path = tmp_path / "entry.yaml"
             path.write_text(yaml.safe_dump(config))
             _assert_one_line(_run([kind, path, "--out", tmp_path / "out"], tmp_path), f"models[0].{key}")
+
+
+def test_every_recipe_key_with_a_malformed_value_is_one_line(tmp_path):
+    """Every key of the training recipe schema, fed values of the wrong type or range through ``--set``."""
+    from cka_probe.ofa.config import TrainConfig
+
+    out = tmp_path / "out"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"dataset": "fashion_mnist", "epochs": 1, "output_dir": str(out)}))
+    checked = set()
+    for key, annotation in _config_keys(TrainConfig):
+        for value in _malformed(annotation):
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            result = _run(["train", "--config", recipe, "--set", f"{key}={text}", "--no-progress"], tmp_path)
+            _assert_one_line(result, key)
+            assert f"--set {key}=" in result.output, result.output
+            checked.add(key)
+    assert checked == set(TrainConfig.keys())
+    assert not out.exists(), "a refused recipe left its output_dir behind"

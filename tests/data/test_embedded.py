@@ -78,3 +78,19 @@ def test_same_seed_same_images_other_seed_other_images():
     assert first == again and first.image_list_sha256 == again.image_list_sha256
     assert np.array_equal(np.asarray(first.images[10]), np.asarray(again.images[10]))
     assert first.image_ids != other.image_ids and first.image_list_sha256 != other.image_list_sha256
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("per_class", [0, 1001])
+def test_build_embedded_refuses_a_per_class_count_out_of_range(tmp_path, per_class, capsys):
+    from cka_probe.data.build_embedded import main
+    from cka_probe.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=rf"per_class \(--per-class\) {per_class} is outside 1\.\.1000"):
+        build_embedded(FASHION_MNIST_DIR, tmp_path / "a", per_class=per_class)
+    with pytest.raises(SystemExit) as info:
+        main(["--source", str(FASHION_MNIST_DIR), "--out-dir", str(tmp_path / "b"), "--per-class", str(per_class)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: per_class (--per-class)") and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -52,3 +52,11 @@ def test_corrupt_fashion_mnist_file_is_a_one_line_error(tmp_path):
     with pytest.raises(DataNotFoundError, match="cannot read the Fashion-MNIST test files") as info:
         load_probe_set(f"fashion-mnist:{tmp_path}", n=1)
     assert "\n" not in str(info.value)
+
+
+def test_unknown_split_names_the_two(tmp_path):
+    from cka_probe.data import read_fashion_mnist
+    from cka_probe.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="unknown Fashion-MNIST split 'val'; use 'test' or 'train'"):
+        read_fashion_mnist(tmp_path, "val")

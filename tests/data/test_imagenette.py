@@ -51,7 +51,8 @@ def test_imagenette_not_cached_and_not_downloadable_is_a_clear_error(tmp_path, m
     calls = _no_download(monkeypatch)
     with pytest.raises(DataNotFoundError, match=r"Imagenette \(160px\) is not in .* could not be downloaded") as info:
         load_probe_set("imagenette:160px", root=tmp_path)
-    assert "\n" not in str(info.value) and "embedded" in str(info.value)
+    assert "\n" not in str(info.value) and "--data embedded" in str(info.value)
+    assert "set CKA_PROBE_CACHE to use another cache folder" in str(info.value) and "pass root=" not in str(info.value)
     assert len(calls) == 1 and calls[0].endswith("imagenette2-160.tgz")
 
 

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from cka_probe.data import balanced_order, image_list_sha256, load_probe_set
+from cka_probe.errors import ArgumentError
 
 
 def _labels_in_order(labels, order):
@@ -86,10 +87,31 @@ def test_image_list_hash_depends_on_kind_ids_and_their_order():
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_n_must_be_a_positive_integer(bad):
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ArgumentError, match=r"n must be a positive integer, got .* \(--num-images on the command line"):
         load_probe_set("synthetic", n=bad)
 
 
 def test_seed_must_be_non_negative():
-    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+    with pytest.raises(ArgumentError, match=r"seed must be a non-negative integer, got -1 \(--seed on the command line"):
         load_probe_set("embedded", n=4, seed=-1)
+
+
+def test_batches_need_a_positive_batch_size():
+    import torchvision.transforms.functional as F
+
+    from cka_probe.data import batches
+
+    probe = load_probe_set("synthetic", n=3)
+    with pytest.raises(ArgumentError, match=r"batch_size must be at least 1, got 0 \(--batch-size on the command line\)"):
+        next(batches(probe, F.to_tensor, 0))
+
+
+def test_a_probe_set_with_parts_of_different_lengths_is_refused():
+    import dataclasses
+
+    from cka_probe.data import ProbeSet
+
+    probe = load_probe_set("synthetic", n=3)
+    values = {f.name: getattr(probe, f.name) for f in dataclasses.fields(ProbeSet) if f.init}
+    with pytest.raises(ArgumentError, match="probe set parts differ in length: 2 images, 3 ids, no labels; build it with load_probe_set"):
+        ProbeSet(**{**values, "images": list(probe.images)[:2]})

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cka_probe.errors import ArgumentError
 from cka_probe.models import LoadedModel, load_model, transform_for
 
 
@@ -83,15 +84,17 @@ def test_a_timm_module_passed_in_keeps_its_weights_and_its_data_config():
 def test_num_classes_sets_the_classifier_size():
     loaded = load_model("test_vit", weights="random", num_classes=10)
     assert loaded.model.get_classifier().out_features == 10
-    with pytest.raises(ValueError, match="num_classes applies to models built by name"):
+    with pytest.raises(ArgumentError, match=r"num_classes applies to models built by name \(--num-classes-a/-b\)"):
         load_model(timm.create_model("test_vit"), num_classes=10)
 
 
 def test_bad_weights_arguments_are_refused():
-    with pytest.raises(ValueError, match="unknown weights 'imagenet'"):
+    with pytest.raises(ArgumentError, match=r"unknown weights 'imagenet'; use one of .* \(--weights on the command line\)"):
         load_model("test_vit", weights="imagenet")
-    with pytest.raises(ValueError, match="needs a checkpoint path"):
+    with pytest.raises(ArgumentError, match=r"needs a checkpoint file: give checkpoint=PATH \(--checkpoint-a/-b"):
         load_model("test_vit", weights="checkpoint")
+    with pytest.raises(ArgumentError, match=r"unknown checkpoint_select 'teacher'; use one of auto, student, ema"):
+        load_model("test_vit", weights="random", checkpoint_select="teacher")
 
 
 def test_each_model_gets_its_own_preprocessing():
@@ -169,8 +172,11 @@ def test_a_model_argument_that_is_a_run_checkpoint_splits_into_name_and_file(run
     assert name_and_checkpoint("test_vit", run_checkpoint) == ("test_vit", str(run_checkpoint))
     bare = tmp_path / "bare.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), bare)
-    with pytest.raises(CheckpointError, match="does not record its model"):
+    message = r"does not record its model; name the model and give the file as its checkpoint \(--checkpoint-a/-b"
+    with pytest.raises(CheckpointError, match=message):
         name_and_checkpoint(str(bare))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(str(bare), weights="random")
 
 
 def test_the_cli_compares_a_runs_student_with_its_ema(run_checkpoint, tmp_path):

@@ -10,7 +10,7 @@ import timm.models
 from timm.models import build_model_with_cfg, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from cka_probe.errors import CKAProbeError, UnknownModelError
+from cka_probe.errors import ArgumentError, CKAProbeError, UnknownModelError
 from cka_probe.models import ALIASES, FAMILIES, family_of, list_models, load_model, register_alias, resolve_name
 
 PAPER_ALIASES = {
@@ -119,11 +119,13 @@ def test_unknown_model_is_refused_by_load_model_before_building_anything():
 
 
 def test_register_alias_refuses_bad_family_empty_name_and_silent_redefinition(restore_aliases):
-    with pytest.raises(ValueError, match="unknown family"):
+    with pytest.raises(ArgumentError, match="unknown family 'transformer'; use one of cnn, vit, mlp, hybrid, unknown"):
         register_alias("x", "test_vit", "transformer")
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ArgumentError, match="must be a non-empty name without surrounding spaces"):
+        register_alias(" x", "test_vit", "vit")
+    with pytest.raises(ArgumentError, match="non-empty"):
         register_alias("", "test_vit", "vit")
-    with pytest.raises(ValueError, match="already points to vit_small_patch16_224"):
+    with pytest.raises(ArgumentError, match="already points to vit_small_patch16_224 .vit.; pass overwrite=True"):
         register_alias("vit_s", "test_vit", "vit")
     register_alias("vit_s", "test_vit", "vit", overwrite=True)
     assert resolve_name("vit_s").timm_name == "test_vit"

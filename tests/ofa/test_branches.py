@@ -97,3 +97,10 @@ def test_branch_rejects_bad_stage_and_width():
         cnn_branch(5, 8, 16, 3)
     with pytest.raises(ValueError, match="divisible by the 4 heads"):
         token_branch(1, (8, 8, 8), width=30, num_classes=3)
+
+
+def test_branch_rejects_an_unknown_model_kind():
+    from cka_probe.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="unknown model kind 'rnn'; use one of cnn, vit"):
+        build_branch("rnn", 1, (8, 8, 8), 16, 16, 3)

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cka_probe._config import parse_override
 from cka_probe.errors import ConfigError
-from cka_probe.ofa.config import TrainConfig, load_config, parse_override
+from cka_probe.ofa.config import TrainConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ofa"
 
@@ -45,7 +46,9 @@ def _table_column(index: int) -> dict:
         "sched": "multistep" if schedule.startswith("x0.1") else "cosine",
         "warmup_epochs": column["Warmup"],
         "ema_decay": column["EMA"],
-        "rand_augment": None if column["RandAugment"] is None else "rand-m{}-mstd{}".format(*column["RandAugment"].split("/")),
+        "rand_augment": None
+        if column["RandAugment"] is None
+        else "rand-m{}-mstd{}".format(*column["RandAugment"].split("/")),
         "mixup": column["Mixup"] or 0.0,
         "cutmix": column["Cutmix"] or 0.0,
         "reprob": column["RE prob"] or 0.0,
@@ -72,39 +75,94 @@ def test_unknown_key_names_the_key_and_the_valid_ones(tmp_path):
         load_config(path)
     message = str(info.value)
     assert "\n" not in message
-    assert "unknown key 'lr_min'" in message and "did you mean 'min_lr'" in message
-    assert "valid keys: method, student," in message
+    assert message.startswith(f"recipe {path}: unknown key 'lr_min'; valid keys are amp, batch_size,"), message
+    assert message.endswith("; did you mean 'min_lr'?"), message
 
 
 def test_unknown_override_key_and_method():
-    with pytest.raises(ConfigError, match="unknown key 'epoch' in overrides .*'epochs'"):
+    with pytest.raises(ConfigError, match="unknown key 'epoch'; valid keys are .*; did you mean 'epochs'.$"):
         load_config(None, ["epoch=3"])
-    with pytest.raises(ConfigError, match="unknown method 'dkd'; valid methods: scratch, kd, fitnet, ofa"):
+    with pytest.raises(ConfigError, match="method: input should be 'scratch', 'kd', 'fitnet' or 'ofa' .got 'dkd'."):
         load_config(None, ["method=dkd"])
-    with pytest.raises(ConfigError, match="needs a teacher"):
+    with pytest.raises(ConfigError, match="needs a teacher; set teacher in the recipe or --set teacher=MODEL"):
         load_config(None, ["method=ofa"])
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("epochs=ten", "epochs must be an integer"),
-        ("epochs=0", "epochs must be positive"),
-        ("lr=fast", "lr must be a number"),
-        ("amp=maybe", "amp must be true or false"),
-        ("ofa_stages=2", "ofa_stages must be a list"),
-        ("reprob=1.5", r"reprob must lie in \[0, 1\]"),
-        ("dataset=mnist", "unknown dataset 'mnist'"),
-        ("nokey", "is not key=value"),
+        (
+            "epochs=ten",
+            "epochs: input should be a valid integer .got 'ten'.; fix it in the file or with --set epochs=VALUE",
+        ),
+        ("epochs=0", "epochs: input should be greater than or equal to 1 .got 0."),
+        ("epochs=1.5", "epochs: input should be a valid integer .got 1.5."),
+        ("lr=fast", "lr: input should be a valid number .got 'fast'."),
+        ("lr=.nan", r"lr: input should be greater than 0 \(got nan\)"),
+        ("mixup=.inf", r"mixup: input should be a finite number \(got inf\)"),
+        ("amp=maybe", "amp: input should be a valid boolean .got 'maybe'."),
+        ("ofa_stages=2", "ofa_stages: input should be a valid list .got 2."),
+        (
+            "ofa_stages=[1, 5]",
+            r"ofa_stages\[1\]: input should be 1, 2, 3 or 4 .got 5.; fix it in the file or with --set ofa_stages=\[...\]",
+        ),
+        ("ofa_stages=[2, 2]", "ofa_stages: list each stage .1 to 4. once"),
+        ("reprob=1.5", "reprob: input should be less than or equal to 1 .got 1.5."),
+        ("dataset=mnist", "dataset: input should be 'imagenet', 'cifar100' or 'fashion_mnist' .got 'mnist'."),
+        ("opt=adamx", "opt: use a timm optimizer name, e.g. sgd, momentum or adamw"),
+        ("sched=plateau", "sched: input should be 'cosine', 'tanh', 'step', 'multistep', 'poly' or 'none'"),
+        ("device=gpu", "device: must be auto, cpu, cuda or cuda:N .got 'gpu'."),
+        ("crop_scale=[0.5, 0.1]", "crop_scale: must be .min, max. area fractions with 0 < min <= max"),
+        ("crop_scale=[0.5]", "crop_scale: list should have at least 2 items"),
+        ("student_kwargs=[1]", "student_kwargs: input should be a valid dictionary"),
+        ("nokey", "write it as key=value"),
+        ("epochs=[1", "the value is not valid YAML"),
     ],
 )
 def test_bad_values_are_one_line_errors(override, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as info:
         load_config(None, [override])
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["mixup=0.8", "batch_size=3"],
+            "mixup and cutmix need an even batch_size, got 3; fix it with --set batch_size",
+        ),
+        (
+            ["method=ofa", "teacher=test_vit", "ofa_stages=[1, 2]", "ofa_gamma=[1.0, 1.5]"],
+            r"ofa_gamma has 2 values; give one, or 3 \(one per stage of ofa_stages plus one for the logits\)",
+        ),
+        (
+            ["method=ofa", "teacher=test_vit", "ofa_loss_weight=[1, 2, 3]"],
+            r"ofa_loss_weight has 3 values; give one, or 4 \(one per stage of ofa_stages\)",
+        ),
+    ],
+)
+def test_keys_that_must_agree(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+    load_config(None, [*overrides[:-1]])  # each alone is fine
+
+
+def test_numbers_in_exponent_form_and_ints_are_floats(tmp_path):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; the recipe reads it as the number, and an int as a float."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text("lr: 1e-3\nmin_lr: 0\nwarmup_lr: 2.5E+0\n")
+    config = load_config(path)
+    assert (config.lr, config.min_lr, config.warmup_lr) == (0.001, 0.0, 2.5)
+    assert all(type(v) is float for v in (config.lr, config.min_lr, config.warmup_lr))
+    with pytest.raises(ConfigError, match="lr: input should be a valid number .got '1e-3x'."):
+        load_config(path, ["lr=1e-3x"])
 
 
 def test_overrides_parse_as_yaml_and_numbers_coerce():
-    config = load_config(None, ["lr=1e-3", "ofa_stages=[2, 4]", "ofa_gamma=[1.2, 1.3, 1.4]", "teacher=test_vit", "method=ofa"])
+    config = load_config(
+        None, ["lr=1e-3", "ofa_stages=[2, 4]", "ofa_gamma=[1.2, 1.3, 1.4]", "teacher=test_vit", "method=ofa"]
+    )
     assert config.lr == 0.001 and config.ofa_stages == [2, 4] and config.ofa_gamma == [1.2, 1.3, 1.4]
     assert parse_override("student_kwargs={depth: 2}") == ("student_kwargs", {"depth": 2})
     assert TrainConfig.from_dict(config.to_dict()) == config
@@ -116,3 +174,14 @@ def test_missing_or_malformed_file(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(tmp_path / "list.yaml")
+    (tmp_path / "broken.yaml").write_text("epochs: [1\n")
+    with pytest.raises(ConfigError, match="is not valid YAML at line 2; fix its syntax"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_every_recipe_in_configs_loads():
+    recipes = sorted(p for p in CONFIGS.rglob("*.yaml") if p.name != "analysis.yaml")
+    assert len(recipes) == 8
+    for path in recipes:
+        config = load_config(path)
+        assert config.method == "ofa" and config.teacher, path

@@ -52,3 +52,10 @@ def test_smaller_student_grid_pools_the_teacher():
     adapter = FitNetAdapter("cnn", "vit", (16, 2, 2), (32, 8, 8))
     aligned, reference = adapter(torch.randn(3, 16, 2, 2), torch.randn(3, 32, 8, 8))
     assert aligned.shape == reference.shape == (3, 4, 32)
+
+
+def test_adapter_rejects_an_unknown_model_kind():
+    from cka_probe.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="unknown model kind 'rnn'; use one of cnn, vit"):
+        FitNetAdapter("cnn", "rnn", (8, 4, 4), (8, 4, 4))

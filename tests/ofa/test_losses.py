@@ -142,3 +142,15 @@ def test_shape_errors_are_one_line():
         hint_loss(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ShapeError, match="soft targets"):
         target_mask(torch.zeros(2, 5), 3)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_temperature_must_be_positive(temperature):
+    from cka_probe.errors import ArgumentError
+
+    z = torch.zeros(2, 3)
+    message = rf"temperature must be positive, got {temperature} \(recipe keys kd_temperature, ofa_temperature\)"
+    with pytest.raises(ArgumentError, match=message):
+        kd_loss(z, z, temperature)
+    with pytest.raises(ArgumentError, match=message):
+        ofa_loss(z, z, torch.tensor([0, 1]), 1.0, temperature)

@@ -102,7 +102,8 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, teacher_checkpoint,
 
 
 def test_missing_teacher_weights_and_unknown_model(tmp_path, teacher_checkpoint, make_datasets):
-    with pytest.raises(ConfigError, match="needs a trained teacher"):
+    message = r"needs a trained teacher: --set teacher_checkpoint=PATH \(or --set teacher_pretrained=true\)"
+    with pytest.raises(ConfigError, match=message):
         Trainer(_config(tmp_path, teacher_checkpoint, teacher_checkpoint=None), datasets=make_datasets())
     with pytest.raises(ConfigError, match="unknown timm model 'resnet_999'"):
         Trainer(_config(tmp_path, teacher_checkpoint, student="resnet_999"), datasets=make_datasets())

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import Normalize, TwoSlopeNorm
 
+from cka_probe.errors import ArgumentError
 from cka_probe.plots import FAMILY_COLOURS, plot_pair_scores, score_colours
 
 from ._render import SAVE_DPIS, inside_figure, rendered
@@ -38,7 +39,7 @@ def test_score_that_can_be_negative_gets_a_diverging_scale_centred_at_zero():
     assert cmap == "RdBu_r"
     norm, cmap = score_colours(0.0, 1.0)
     assert type(norm) is Normalize and (norm.vmin, norm.vmax) == (0.0, 1.0) and cmap == "magma"
-    with pytest.raises(ValueError, match="vmin < vmax"):
+    with pytest.raises(ArgumentError, match=r"a colour range needs vmin < vmax, got \[1.0, 1.0\]"):
         score_colours(1.0, 1.0)
 
 
