@@ -7,9 +7,11 @@ is added in one place. This module imports nothing, so the command line can read
 
 from __future__ import annotations
 
+import re
 from typing import Literal, get_args
 
 __all__ = [
+    "DEVICE_PATTERN",
     "CHECKPOINT_SELECT",
     "CheckpointSelect",
     "ESTIMATORS",
@@ -74,3 +76,7 @@ LABELS: tuple[str, ...] = get_args(Labels)
 CHECKPOINT_SELECT: tuple[str, ...] = get_args(CheckpointSelect)
 METHODS: tuple[str, ...] = get_args(Method)
 TRAIN_DATASETS: tuple[str, ...] = get_args(TrainDataset)
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+"""The device names every command and config takes: ``auto`` (CUDA when there is a GPU), ``cpu``, ``mps``,
+``cuda`` or ``cuda:N``."""

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._choices import CheckpointSelect, Estimator, Kernel, Labels, Pool, Precision, Tokens, Weights
+from .._choices import DEVICE_PATTERN, CheckpointSelect, Estimator, Kernel, Labels, Pool, Precision, Tokens, Weights
 from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
 from .estimation import CKASettings, check_pooling
@@ -44,7 +43,6 @@ __all__ = ["ConfigError", "JobConfig", "load_job_config", "parse_job_config"]
 Format = Literal["png", "pdf", "svg"]
 Family = Literal["cnn", "vit", "mlp", "hybrid", "unknown"]
 SummaryScore = Literal["diagonal_band_cka", "depth_correspondence", "mean_cka"]
-DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def _formats(value: Any) -> Any:
@@ -106,7 +104,7 @@ class AnalysisSection(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not DEVICE.match(value):
+        if not DEVICE_PATTERN.match(value):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
 

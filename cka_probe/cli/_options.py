@@ -4,17 +4,15 @@ value parsing, and the reporting of errors as one line with exit code 2."""
 from __future__ import annotations
 
 import functools
-import re
 import sys
 import traceback
 
 import click
 
-from .._choices import ESTIMATORS, KERNELS, LABELS, POOLS, PRECISIONS, TOKENS, WEIGHTS
+from .._choices import DEVICE_PATTERN, ESTIMATORS, KERNELS, LABELS, POOLS, PRECISIONS, TOKENS, WEIGHTS
 from ..errors import CKAProbeError
 
 EXIT_USAGE = 2
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def _device(ctx, param, value):

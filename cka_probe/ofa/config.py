@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AllowInfNan, BeforeValidator, Field, field_validator, model_validator
 
-from .._choices import TRAIN_DATASETS, Method, TrainDataset
+from .._choices import DEVICE_PATTERN, TRAIN_DATASETS, Method, TrainDataset
 from .._config import Section, parse_overrides, read_yaml, validate
 from ..errors import ConfigError
 
@@ -40,7 +40,6 @@ TrainInterpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming",
 EVAL_PREPROCESSING: tuple[str, ...] = get_args(EvalPreprocessing)
 DIST_BN: tuple[str, ...] = get_args(DistBN)
 Stage = Literal[1, 2, 3, 4]
-DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
@@ -194,7 +193,7 @@ class TrainConfig(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not DEVICE.match(value):
+        if not DEVICE_PATTERN.match(value):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
 
