@@ -11,6 +11,8 @@ import re
 from typing import Literal, get_args
 
 __all__ = [
+    "FORMATS",
+    "Format",
     "DEVICE_PATTERN",
     "CHECKPOINT_SELECT",
     "CheckpointSelect",
@@ -57,6 +59,9 @@ CheckpointSelect = Literal["auto", "student", "ema"]
 """Which weights of a checkpoint: ``auto`` (a training run's student, else the file's state dict), the
 student, or its EMA."""
 
+Format = Literal["png", "pdf", "svg"]
+"""Figure file formats."""
+
 Labels = Literal["auto", "names", "index"]
 """Heatmap tick labels: layer names, 1-based layer numbers, or names when they fit."""
 
@@ -73,6 +78,7 @@ TOKENS: tuple[str, ...] = get_args(Tokens)
 POOLS: tuple[str, ...] = get_args(Pool)
 WEIGHTS: tuple[str, ...] = get_args(Weights)
 LABELS: tuple[str, ...] = get_args(Labels)
+FORMATS: tuple[str, ...] = get_args(Format)
 CHECKPOINT_SELECT: tuple[str, ...] = get_args(CheckpointSelect)
 METHODS: tuple[str, ...] = get_args(Method)
 TRAIN_DATASETS: tuple[str, ...] = get_args(TrainDataset)

@@ -23,9 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import OutputNameError
+
 __all__ = [
     "STALE_AFTER_S",
     "atomic_path",
+    "check_output_name",
     "cache_root",
     "remove_stale_temp_files",
     "sha256_file",
@@ -148,3 +151,22 @@ def sha256_file_checked(path: str | os.PathLike) -> str:
     real = os.path.realpath(path)
     stat = os.stat(real)
     return _sha256_of_version(real, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def check_output_name(name: str, option: str) -> str:
+    """``name`` when it is a plain file name that stays in its output folder, else :class:`OutputNameError`.
+
+    Args:
+        name: the file stem asked for.
+        option: how the user gave it (``output.name``), for the message.
+
+    >>> check_output_name("figure_3", "output.name")
+    'figure_3'
+    """
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not name or name in (".", "..") or "\0" in name or any(sep in name for sep in separators):
+        raise OutputNameError(
+            f"{option} {name!r} is not a plain file name: outputs must stay in the output folder; "
+            "give a name without '/' or '..' and choose the folder with output.dir / --out"
+        )
+    return name

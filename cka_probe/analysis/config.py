@@ -27,20 +27,21 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._choices import DEVICE_PATTERN, CheckpointSelect, Estimator, Kernel, Labels, Pool, Precision, Tokens, Weights
+from .._choices import DEVICE_PATTERN, CheckpointSelect, Format, Estimator, Kernel, Labels, Pool, Precision, Tokens, Weights
 from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
 from .estimation import CKASettings, check_pooling
-from .features import FeatureSettings, ModelRequest
 from .provenance import sha256_text
+
+if TYPE_CHECKING:  # features load torch and timm: a config is checked without them
+    from .features import FeatureSettings, ModelRequest
 
 __all__ = ["ConfigError", "JobConfig", "load_job_config", "parse_job_config"]
 
-Format = Literal["png", "pdf", "svg"]
 Family = Literal["cnn", "vit", "mlp", "hybrid", "unknown"]
 SummaryScore = Literal["diagonal_band_cka", "depth_correspondence", "mean_cka"]
 
@@ -53,7 +54,7 @@ def _formats(value: Any) -> Any:
 
 
 def _stem(value: str | None) -> str | None:
-    from .result import check_output_name
+    from .._files import check_output_name
 
     if value is not None:
         try:
@@ -65,10 +66,10 @@ def _stem(value: str | None) -> str | None:
 
 def _layouts(value):
     """``{pattern: layout}`` or ``["PATTERN=LAYOUT", ...]`` as an ordered mapping, each layout checked."""
+    if not value:  # nothing to check (and capture, which loads timm, need not load)
+        return value if value is None else {}
     from ..capture import parse_layouts
 
-    if value is None:
-        return None
     try:
         return parse_layouts(value, "layouts")
     except CKAProbeError as exc:
@@ -280,6 +281,8 @@ class JobConfig:
     def settings_for(self, label: str) -> FeatureSettings:
         """What to record of one model: its own layers, tokens and layouts where the config gives them."""
         layouts = self.model_layouts.get(label, self.analysis["layouts"])
+        from .features import FeatureSettings
+
         return FeatureSettings(layers=self.model_layers.get(label, self.analysis["layers"]),
                                tokens=self.model_tokens.get(label, self.analysis["tokens"]),
                                pool=self.analysis["pool"], layouts=tuple(layouts.items()),
@@ -325,6 +328,8 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
     checked = job.model_dump()
     models, model_layers, model_tokens, model_layouts = [], {}, {}, {}
     for entry in job.models:
+        from .features import ModelRequest
+
         request = ModelRequest.from_argument(
             entry.name, entry.checkpoint, weights=entry.weights or job.weights, label=entry.label,
             seed=job.data.seed if entry.seed is None else entry.seed, family=entry.family,

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import torch
 
 from .._choices import ESTIMATORS, KERNELS, PRECISIONS
@@ -179,7 +178,7 @@ def pair_tables(
     features: Mapping[str, Mapping[str, torch.Tensor]],
     pairs: Iterable[tuple[str, str]],
     settings: CKASettings,
-) -> dict[tuple[str, str], pd.DataFrame]:
+) -> dict[tuple[str, str], Any]:
     """CKA tables of the given model pairs, every pair from one computation over all involved layers.
 
     All layers of all models in ``pairs`` are stacked; the full estimator takes one product of their
@@ -195,6 +194,8 @@ def pair_tables(
     Returns:
         ``{(a, b): DataFrame}`` with index = a's layers (named ``a``), columns = b's (named ``b``).
     """
+    import pandas as pd
+
     from ..math import Gram, MinibatchCKA, cka_matrix
 
     pairs = list(dict.fromkeys(pairs))

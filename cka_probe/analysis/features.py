@@ -152,9 +152,11 @@ class ModelRequest:
     @classmethod
     def from_argument(cls, name_or_path: str, checkpoint: str | None = None, **kwargs: Any) -> ModelRequest:
         """A request from what a user typed: a model name, or a training checkpoint that records its model."""
-        from ..models import name_and_checkpoint
+        name = name_or_path
+        if checkpoint is None and Path(name_or_path).expanduser().is_file():  # a run's checkpoint records its model
+            from ..models import name_and_checkpoint
 
-        name, checkpoint = name_and_checkpoint(name_or_path, checkpoint)
+            name, checkpoint = name_and_checkpoint(name_or_path, checkpoint)
         return cls(name, checkpoint=checkpoint, label=kwargs.pop("label", None) or name_or_path, **kwargs)
 
     @property

@@ -17,7 +17,8 @@ from .estimation import pair_tables, pooling_description
 from .executors import features_for_models
 from .features import ModelFailure, model_provenance
 from .provenance import environment, package_versions
-from .result import FIGURE_FORMATS, _jsonable, check_output_name
+from .._files import check_output_name
+from .result import FIGURE_FORMATS, _jsonable
 from .tables import long_table
 
 __all__ = ["FigureResult", "figure_paths", "make_figure"]

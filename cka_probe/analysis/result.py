@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import CKAProbeError, OutputNameError
+from .._choices import FORMATS
+from .._files import check_output_name
+from ..errors import CKAProbeError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .summary import DEFAULT_BAND, diagonal_band_mean
 
-__all__ = ["CKAResult", "check_formats", "check_output_name", "output_paths", "output_stem", "safe_name",
+__all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "safe_name",
            "FIGURE_FORMATS"]
 
-FIGURE_FORMATS = ("png", "pdf", "svg")
+FIGURE_FORMATS = FORMATS
 
 
 def safe_name(name: str) -> str:
@@ -47,25 +48,6 @@ def check_formats(formats, option: str = "--format") -> list[str]:
         if fmt not in FIGURE_FORMATS:
             raise CKAProbeError(f"{option}: unknown figure format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
     return formats
-
-
-def check_output_name(name: str, option: str) -> str:
-    """``name`` when it is a plain file name that stays in its output folder, else :class:`OutputNameError`.
-
-    Args:
-        name: the file stem asked for.
-        option: how the user gave it (``output.name``), for the message.
-
-    >>> check_output_name("figure_3", "output.name")
-    'figure_3'
-    """
-    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
-    if not name or name in (".", "..") or "\0" in name or any(sep in name for sep in separators):
-        raise OutputNameError(
-            f"{option} {name!r} is not a plain file name: outputs must stay in the output folder; "
-            "give a name without '/' or '..' and choose the folder with output.dir / --out"
-        )
-    return name
 
 
 def output_paths(directory: str | Path, stem: str, formats=("png",)) -> dict[str, Path]:

@@ -9,7 +9,7 @@ import traceback
 
 import click
 
-from .._choices import DEVICE_PATTERN, ESTIMATORS, KERNELS, LABELS, POOLS, PRECISIONS, TOKENS, WEIGHTS
+from .._choices import DEVICE_PATTERN, ESTIMATORS, FORMATS, KERNELS, LABELS, POOLS, PRECISIONS, TOKENS, WEIGHTS
 from ..errors import CKAProbeError
 
 EXIT_USAGE = 2
@@ -78,7 +78,13 @@ def split_layers(value: str) -> str | list[str]:
 
 
 def split_formats(value: str) -> list[str]:
-    return [part.strip().lower() for part in value.split(",") if part.strip()]
+    """``png,pdf`` as a list, each checked here, before the library (and its imports) load."""
+    formats = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown or not formats:
+        raise CKAProbeError(f"--format: unknown figure format {unknown[0] if unknown else value!r}; "
+                            f"choose from {', '.join(FORMATS)}")
+    return formats
 
 
 def parse_layouts(values, option: str) -> dict[str, str]:

@@ -65,14 +65,18 @@ def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b
     A model is a name (alias or timm name) or a training checkpoint that records its model
     (cka-probe train's last.pth / best.pth). Writes A_vs_B.csv, A_vs_B.json (provenance) and the heatmap under --out.
     """
+    from .._files import check_output_name
+
+    fmt = opt.split_formats(formats)  # the settings a user can get wrong, checked before the library loads
+    if name:
+        check_output_name(name, "--name")
+    layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
+
     from ..analysis import output_paths, output_stem
     from ..analysis import compare as run_compare
     from ..analysis._io import check_outputs, new_output_dir
-    from ..analysis.result import check_formats, check_output_name
 
-    fmt = check_formats(opt.split_formats(formats), option="--format")
-    stem = check_output_name(name, "--name") if name else output_stem(model_a, model_b)
-    layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
+    stem = name or output_stem(model_a, model_b)
     with new_output_dir(out) as directory:  # fails before any model runs; removed again if nothing is written
         check_outputs(output_paths(directory, stem, fmt).values(), overwrite)
         result = run_compare(

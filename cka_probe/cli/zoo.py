@@ -26,7 +26,7 @@ from ._options import report_errors
 def zoo(config, sets, out, executor, address, permutations, bootstrap, labels, cache_dir, no_cache, overwrite,
         no_progress, verbose):
     """Compare every pair of the models CONFIG lists (see configs/zoo/); rerun to resume after a kill."""
-    from ..analysis import load_job_config, run_zoo
+    from ..analysis.config import load_job_config
     from ..errors import ConfigError
 
     if address is not None and executor != "ray":
@@ -38,7 +38,10 @@ def zoo(config, sets, out, executor, address, permutations, bootstrap, labels, c
         overrides.append(f"analysis.bootstrap={bootstrap}")
     if labels is not None:
         overrides.append(f"output.labels={labels}")
-    job = load_job_config(config, "zoo", overrides)
+    job = load_job_config(config, "zoo", overrides)  # checked whole before the library loads
+
+    from ..analysis import run_zoo
+
     cache = opt.cache_setting(cache_dir, no_cache) if (cache_dir or no_cache) else None
     result = run_zoo(job, output_dir=out, executor=executor, ray_address=address, cache=cache, overwrite=overwrite,
                      progress=not no_progress)
