@@ -1,89 +1,182 @@
-"""Benchmark: vectorized ``cka_matrix`` against a pairwise loop of the same estimator.
+"""Benchmark: all-pairs CKA of cka-probe against pytorch-cka's vectorised ``cka_from_features``.
 
-For L x L layers at n examples (layer widths cycling through typical post-activation sizes), it
-prints the wall time of ``cka_matrix`` (all pairs in one matrix product), the time of a pairwise
-loop that centres two Gram matrices per pair (as per-pair tools do; at large n a subset of pairs
-is timed and scaled to L x L, which is said in the output), the speed-up, and the achieved
-float64 GFLOP/s next to a plain ``torch.matmul`` of the same shape on this machine.
+Side by side in one run, on the same features and in the same precision:
 
-Run:  python benchmarks/bench_cka_matrix.py [--layers 100] [--n 128 1024]
+* ``cka_matrix(feats_a, feats_b, unbiased=True, dtype=...)`` of cka-probe, and its Gram stage alone
+  (the packed centred Grams of both sides, which the all-pairs product then multiplies);
+* ``cka.cka_from_features(feats_a, feats_b)`` of pytorch-cka 1.1.3, which computes the same estimator
+  (Song et al.'s unbiased HSIC; it clamps the CKA to [0, 1], so values are compared after clamping ours);
+* a plain ``torch.matmul`` of the shape of the all-pairs product, for the machine's FLOP rate.
+
+Cases: L x L layers with widths cycling through 64-1024, at n = 128 and n = 512 (L = 50), and L = 1000 at
+n = 128; each in float64 and float32 (features drawn in float32, so that the float64 run is exact on the
+same data and the float32 error of each tool is measured against its own float64 result).
+
+FLOP counts: "dense" counts what a plain implementation does (``2 n^2 d`` per Gram plus ``2 L_a L_b n^2``
+for the product), the same count for both tools, so dense GFLOP/s compare like with like. "Executed" counts
+what cka-probe runs: the upper triangle of each Gram block row by block row, and the product over the strict
+upper triangles (``L_a L_b n (n - 1)``); that rate is compared with the plain matmul's.
+
+Run:  python benchmarks/bench_cka_matrix.py [--device cpu|cuda] [--repeats 3] [--cases 50x128 50x512 1000x128]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 import torch
 
-from cka_probe import cka_matrix
-from cka_probe.math.cka import _cka_from_grams
-from cka_probe.math.kernels import gram_linear
+from cka_probe.math import cka_matrix
+from cka_probe.math.cka import _PACK_RATIO, _block_rows, _centered_stack
 
-WIDTHS = (64, 128, 256, 384, 512, 768, 1024, 1536)
+WIDTHS = (64, 128, 256, 384, 512, 768, 1024)
 
 
-def make_layers(num_layers: int, n: int, seed: int) -> list[torch.Tensor]:
+def make_layers(num_layers: int, n: int, seed: int, device: str) -> list[torch.Tensor]:
+    """Post-ReLU-like float32 layers sharing a 32-dimensional signal (so CKA values spread over [0, 1])."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, WIDTHS[i % len(WIDTHS)], generator=g) for i in range(num_layers)]
+    signal = torch.randn(n, 32, generator=g)
+    layers = []
+    for i in range(num_layers):
+        d = WIDTHS[i % len(WIDTHS)]
+        mixed = signal @ torch.randn(32, d, generator=g) / 4 + (1 + i % 5) * torch.randn(n, d, generator=g) / 4
+        layers.append(torch.relu(mixed).to(device))
+    return layers
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
-def vectorized_flops(feats_a, feats_b, n: int) -> float:
+def timed(fn, device: str) -> tuple[float, object]:
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def dense_flops(feats_a, feats_b, n: int) -> float:
     grams = sum(2.0 * n * n * f.shape[1] for f in list(feats_a) + list(feats_b))
     return grams + 2.0 * len(feats_a) * len(feats_b) * n * n
 
 
-def pairwise_loop(feats_a, feats_b, pairs):
-    return [float(_cka_from_grams(gram_linear(feats_a[i]), gram_linear(feats_b[j]), unbiased=False)) for i, j in pairs]
+def executed_flops(feats_a, feats_b, n: int) -> float:
+    step = _block_rows(n)
+    per_width = sum(2.0 * min(step, n - start) * (n - start) for start in range(0, n, step))
+    grams = sum(per_width * f.shape[1] for f in list(feats_a) + list(feats_b))
+    return grams + 2.0 * len(feats_a) * len(feats_b) * n * (n - 1) / 2
 
 
-def run(num_layers: int, n: int, max_pairs: int) -> None:
-    feats_a, feats_b = make_layers(num_layers, n, 0), make_layers(num_layers, n, 1)
-    vec_time = best_of(lambda: cka_matrix(feats_a, feats_b), repeats=3)
-    matrix = cka_matrix(feats_a, feats_b)
+def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: int, base) -> dict:
+    from cka import cka_from_features  # pytorch-cka 1.1.3
 
-    all_pairs = [(i, j) for i in range(num_layers) for j in range(num_layers)]
-    step = max(1, len(all_pairs) // max_pairs)
-    pairs = all_pairs[::step]
-    loop_subset = best_of(lambda: pairwise_loop(feats_a, feats_b, pairs), repeats=1)
-    loop_time = loop_subset * len(all_pairs) / len(pairs)
-    values = pairwise_loop(feats_a, feats_b, pairs[:20])
-    max_diff = max(abs(v - float(matrix[i, j])) for v, (i, j) in zip(values, pairs[:20]))
+    feats_a = [f.to(dtype) for f in base[0]]
+    feats_b = [f.to(dtype) for f in base[1]]
+    names_a, names_b = [f"a{i}" for i in range(num_layers)], [f"b{i}" for i in range(num_layers)]
+    m = n * (n - 1) // 2
+    pack = num_layers * num_layers > _PACK_RATIO * 2 * num_layers  # as cka_matrix decides
+    left = torch.randn(num_layers, m, dtype=dtype, device=device)
+    right = torch.randn(num_layers, m, dtype=dtype, device=device)
+    calls = {
+        "ours": lambda: cka_matrix(feats_a, feats_b, unbiased=True, dtype=dtype),
+        "theirs": lambda: cka_from_features(feats_a, feats_b),
+        # the Gram stage alone: packed centred Grams of both sides (what the product then multiplies)
+        "stage": lambda: (
+            _centered_stack(feats_a, names_a, "linear", True, 1.0, dtype, pack),
+            _centered_stack(feats_b, names_b, "linear", True, 1.0, dtype, pack),
+        ),
+        "matmul": lambda: left @ right.T,
+    }
 
-    flops = vectorized_flops(feats_a, feats_b, n)
-    stack_a = torch.randn(num_layers, n * n, dtype=torch.float64)
-    stack_b = torch.randn(num_layers, n * n, dtype=torch.float64)
-    mm_time = best_of(lambda: stack_a @ stack_b.T, repeats=3)
-    mm_flops = 2.0 * num_layers * num_layers * n * n
-
-    scaled = "" if len(pairs) == len(all_pairs) else f" (timed on {len(pairs)} of {len(all_pairs)} pairs, scaled)"
-    print(f"{num_layers} x {num_layers} layers, n = {n}")
-    print(f"  cka_matrix (vectorized) : {vec_time:8.3f} s   {flops / vec_time / 1e9:7.1f} GFLOP/s float64")
-    print(f"  pairwise loop           : {loop_time:8.3f} s{scaled}")
-    print(f"  speed-up                : {loop_time / vec_time:8.1f} x")
-    print(f"  plain torch.matmul      : {mm_time:8.3f} s   {mm_flops / mm_time / 1e9:7.1f} GFLOP/s float64 "
-          f"({num_layers} x {n * n}) @ ({n * n} x {num_layers})")
-    print(f"  max |vectorized - loop| : {max_diff:.2e}")
+    best = {"ours": float("inf"), "stage": float("inf"), "theirs": float("inf"), "matmul": float("inf")}
+    results = {}
+    for _ in range(repeats):  # interleaved, so that a busy machine slows both tools alike
+        for name, fn in calls.items():
+            elapsed, result = timed(fn, device)
+            best[name] = min(best[name], elapsed)
+            if name in ("ours", "theirs"):
+                results[name] = result.cpu()
+            del result
+            gc.collect()
+    return {
+        "time": best,
+        "values": results,
+        "dense": dense_flops(feats_a, feats_b, n),
+        "executed": executed_flops(feats_a, feats_b, n),
+        "matmul_flops": 2.0 * num_layers * num_layers * m,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=100)
-    parser.add_argument("--n", type=int, nargs="+", default=[128, 1024])
-    parser.add_argument("--max-pairs", type=int, default=400, help="pairs timed in the loop before scaling")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", default=["50x128", "50x512", "1000x128"], help="LAYERSxN")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for n in args.n:
-        run(args.layers, n, args.max_pairs)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    import importlib.metadata
+
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, pytorch-cka {importlib.metadata.version('pytorch-cka')}, {where}")
+    rows = []
+    for case in args.cases:
+        num_layers, n = (int(v) for v in case.split("x"))
+        base = (make_layers(num_layers, n, 0, args.device), make_layers(num_layers, n, 1, args.device))
+        reports = {
+            dtype: run_case(num_layers, n, dtype, args.device, args.repeats, base)
+            for dtype in (torch.float64, torch.float32)
+        }
+        exact_ours = reports[torch.float64]["values"]["ours"]
+        exact_theirs = reports[torch.float64]["values"]["theirs"]
+        for dtype, report in reports.items():
+            t = report["time"]
+            ours, theirs = report["values"]["ours"], report["values"]["theirs"]
+            rows.append(
+                {
+                    "case": f"{num_layers}x{num_layers}, n={n}",
+                    "precision": str(dtype).removeprefix("torch."),
+                    "ours_s": t["ours"],
+                    "stage_s": t["stage"],
+                    "theirs_s": t["theirs"],
+                    "speedup": t["theirs"] / t["ours"],
+                    "dense_gflops_ours": report["dense"] / t["ours"] / 1e9,
+                    "dense_gflops_theirs": report["dense"] / t["theirs"] / 1e9,
+                    "executed_gflops": report["executed"] / t["ours"] / 1e9,
+                    "matmul_gflops": report["matmul_flops"] / t["matmul"] / 1e9,
+                    "agree": float((ours.clamp(0, 1) - theirs).abs().max()),
+                    "err_ours": float((ours - exact_ours).abs().max()),
+                    "err_theirs": float((theirs - exact_theirs).abs().max()),
+                }
+            )
+            r = rows[-1]
+            print(
+                f"{r['case']:>20} {r['precision']}: cka-probe {r['ours_s']:.3f} s (Gram stage {r['stage_s']:.3f} s), "
+                f"pytorch-cka {r['theirs_s']:.3f} s, {r['speedup']:.2f}x; executed {r['executed_gflops']:.1f} "
+                f"GFLOP/s vs matmul {r['matmul_gflops']:.1f}",
+                flush=True,
+            )
+        del base, reports
+        gc.collect()
+
+    print()
+    print(
+        "| layers, n | precision | cka-probe (s) | Gram stage (s) | pytorch-cka (s) | speed-up | dense GFLOP/s "
+        "cka-probe / pytorch-cka | executed GFLOP/s (matmul) | max abs diff to pytorch-cka | max error vs float64 "
+        "cka-probe / pytorch-cka |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['precision']} | {r['ours_s']:.3f} | {r['stage_s']:.3f} | {r['theirs_s']:.3f} | "
+            f"{r['speedup']:.2f}x | {r['dense_gflops_ours']:.1f} / {r['dense_gflops_theirs']:.1f} | "
+            f"{r['executed_gflops']:.1f} ({r['matmul_gflops']:.1f}) | {r['agree']:.1e} | "
+            f"{r['err_ours']:.1e} / {r['err_theirs']:.1e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ _ZERO_VARIANCE_RTOL = 1e-12
 # so the rounding error does not grow with n^2.
 _FLOAT32_BLOCK = 4096
 
+# cka_matrix packs the centred Grams' upper triangles when L_a L_b exceeds this times the layers to pack.
+_PACK_RATIO = 64
+
+# Form the Grams of equal-width layers with batched products on the CPU too (always on CUDA); tests flip it.
+_BATCHED_GRAMS = False
+
 
 class ZeroVarianceWarning(UserWarning):
     """A layer's features are constant over the examples; its CKA is NaN."""
@@ -248,13 +254,13 @@ def centered_grams(
         unbiased: U-centre instead of double-centre.
         sigma_frac: RBF bandwidth fraction.
         dtype: ``torch.float64`` (default) or ``torch.float32`` (also ``"float64"``/``"float32"``):
-            the precision of the returned stack. Features are centred in float64 first either way.
+            the precision of the returned stack (see :func:`cka_matrix` for how float32 is computed).
     """
     _check_kernel(kernel)
     names, layers = _layer_list(list(features), "features")
     _check_examples(layers, names, [], [], unbiased)
     stack = _centered_stack(layers, names, kernel, unbiased, sigma_frac, _resolve_dtype(dtype))
-    return stack.grams.reshape(len(layers), -1)
+    return stack.full().reshape(len(layers), -1)
 
 
 def cka_matrix(
@@ -268,18 +274,26 @@ def cka_matrix(
 ) -> torch.Tensor | LabeledMatrix:
     """CKA of every layer of ``feats_a`` against every layer of ``feats_b``, vectorized.
 
-    The centred Grams of each side are stacked as ``(L, n, n)`` tensors ``G_a`` and ``G_b``; then
-    ``CKA_ij = <G_a[i], G_b[j]>_F / (||G_a[i]||_F ||G_b[j]||_F)``: one matrix product for all pairs.
-    The Grams are symmetric, so the product runs over their strict upper triangles (half the
-    work), doubled, plus the diagonals' product for the biased estimator (the U-centred Grams are
-    hollow). Equal to calling :func:`linear_cka` / :func:`rbf_cka` on each pair.
+    Each layer's centred Gram ``K_c = X_c X_c^T`` (features centred first; a :class:`Gram` is
+    double-centred) is formed over its upper triangle only, and all pairs come from one matrix
+    product of the stacked strict upper triangles::
+
+        <A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii
+
+    For the unbiased estimator the U-centring is not carried out: Song et al.'s closed form on
+    ``K_c`` (whose rows sum to 0) gives ``<U(K), U(L)>_F`` from the same product plus terms in the
+    diagonals (see :class:`_Stack`). ``CKA_ij = <C(K_i), C(L_j)> / (||C(K_i)|| ||C(L_j)||)``, equal to
+    :func:`linear_cka` / :func:`rbf_cka` on each pair. When many layers are compared the upper
+    triangles are gathered, halving the product's work.
 
     Precision: with ``dtype=torch.float64`` (default) everything is float64. With
-    ``dtype=torch.float32`` the Grams are formed, centred and multiplied in float32 (about twice
-    as fast), features being centred in float64 first; the products are summed in float32 over
-    blocks of 4096 terms and the blocks in float64, and the norms accumulated in float64. On CUDA
-    this assumes full-precision float32 matrix products (``torch.get_float32_matmul_precision()``
-    equal to ``"highest"``, PyTorch's default), not TF32.
+    ``dtype=torch.float32`` the features are centred in float32 with a second pass that removes the
+    rounding left by the first (float64 features are centred in float64 first), the Grams formed and
+    multiplied in float32, the products summed in float32 over blocks of 4096 terms and the blocks in
+    float64, and the diagonal terms and norms accumulated in float64; the error against float64 is
+    about 1e-8 in benchmarks/bench_cka_matrix.py. The products run at full float32 precision even
+    where TF32 is enabled (``torch.set_float32_matmul_precision("highest")`` for the call, restored
+    after it). The same code runs on CUDA tensors.
 
     Args:
         feats_a: ``(n, d_i)`` tensors or :class:`Gram`, as a sequence or a name -> layer mapping.
@@ -311,11 +325,19 @@ def cka_matrix(
     device = layers_a[0].device
     layers_b = [t.to(device) for t in layers_b]
 
-    stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision)
-    stack_b = stack_a if self_compare else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision)
-    _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
-    cross = _frobenius_products(stack_a, stack_b, hollow=unbiased)
-    values = cross / (stack_a.norms[:, None] * stack_b.norms[None, :])
+    # Gathering the strict upper triangles halves the all-pairs product at the cost of one copy of each
+    # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b).
+    num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
+    pack = len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
+    with _full_precision_matmul():
+        stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision, pack)
+        stack_b = (
+            stack_a
+            if self_compare
+            else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision, pack)
+        )
+        _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
+        values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
         return LabeledMatrix(values, tuple(names_a), tuple(names_b))
     return values
@@ -326,11 +348,25 @@ def cka_matrix(
 
 @dataclass(frozen=True)
 class _Stack:
-    """The centred kernels of a list of layers and what the estimators need from them.
+    """The centred kernels ``K_c = H K H`` of a list of layers, packed, and what the estimators need.
+
+    ``K_c`` is symmetric, so it is held as its strict upper triangle ``packed`` and its ``diag``. Both
+    estimators' inner products follow from these (``<A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii``),
+    the unbiased one through Song et al.'s closed form (2012, eq. 5) applied to ``K_c``, whose rows sum
+    to 0: with ``K~`` the hollow ``K_c``, ``1^T K~ 1 = -tr K_c`` and ``K~ 1 = -diag K_c``, so::
+
+        <U(K), U(L)>_F = 2 <P_K, P_L> + tr(K_c) tr(L_c) / ((n-1)(n-2)) - 2 <diag K_c, diag L_c> / (n-2)
+
+    (``U(K) = U(H K H)``: U-centring ignores the symmetric offsets that ``H . H`` removes). Centred first,
+    the terms do not cancel catastrophically, as they do on uncentred Grams.
 
     Attributes:
-        grams: ``(L, n, n)`` centred (``H K H``) or U-centred kernels, float64 or float32.
-        norms: ``(L,)`` float64 Frobenius norms of ``grams``; NaN for constant layers.
+        packed: ``(L, n (n-1) / 2)`` strict upper triangles, or ``(L, n^2)`` matrices that hold them with
+            zeros elsewhere; float64 or float32.
+        diag: ``(L, n)`` float64 diagonals.
+        unbiased: whose inner product :meth:`products` gives.
+        squared_norms: ``(L,)`` float64 ``||C(K)||_F^2`` (``C`` = ``H . H`` or ``U``).
+        norms: ``(L,)`` float64 ``||C(K)||_F``; NaN for undefined layers.
         variance: ``(L,)`` float64 ``V = ||X_c||_F^2`` of each layer's features.
         scale: ``(L,)`` float64 ``S = ||X||_F^2``.
         constant: ``(L,)`` bool: the layer is constant (:func:`constant_layers`).
@@ -338,23 +374,64 @@ class _Stack:
             RBF bandwidth of 0 when more than half of the example pairs coincide).
     """
 
-    grams: torch.Tensor
+    packed: torch.Tensor
+    diag: torch.Tensor
+    unbiased: bool
+    squared_norms: torch.Tensor
     norms: torch.Tensor
     variance: torch.Tensor
     scale: torch.Tensor
     constant: torch.Tensor
     undefined: torch.Tensor
 
+    @property
+    def n(self) -> int:
+        return self.diag.shape[1]
+
+    def products(self, other: _Stack) -> torch.Tensor:
+        """``<C(K_i), C(L_j)>_F`` for every layer pair, ``(L_a, L_b)`` float64."""
+        n = self.n
+        cross = 2.0 * _accumulated_products(self.packed, other.packed)
+        diagonal = self.diag @ other.diag.T
+        if not self.unbiased:
+            return cross + diagonal
+        traces = self.diag.sum(dim=1)[:, None] * other.diag.sum(dim=1)[None, :]
+        return cross + traces / ((n - 1) * (n - 2)) - 2.0 * diagonal / (n - 2)
+
+    def full(self) -> torch.Tensor:
+        """The ``(L, n, n)`` centred (biased) or U-centred (unbiased) kernels, in the packed dtype."""
+        num_layers, n = self.diag.shape
+        if self.packed.shape[1] == n * n:
+            grams = self.packed.view(num_layers, n, n).clone()
+        else:
+            grams = torch.zeros(num_layers, n * n, dtype=self.packed.dtype, device=self.packed.device)
+            grams[:, _upper_index(n, grams.device)] = self.packed
+            grams = grams.view(num_layers, n, n)
+        grams += grams.transpose(1, 2).clone()
+        grams.diagonal(dim1=1, dim2=2).copy_(self.diag)
+        if self.unbiased:
+            _u_center_(grams)
+        return grams
+
 
 def _centered_stack(
-    layers: Sequence[Layer], names: Sequence[str], kernel: str, unbiased: bool, sigma_frac: float, dtype: torch.dtype
+    layers: Sequence[Layer],
+    names: Sequence[str],
+    kernel: str,
+    unbiased: bool,
+    sigma_frac: float,
+    dtype: torch.dtype,
+    pack: bool = True,
 ) -> _Stack:
     """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
 
-    Linear kernel on features: each layer is centred in float64 (into a reused buffer), and its Gram
-    ``X_c X_c^T`` formed block row by block row, upper triangle only (:func:`_upper_gram`), then the
-    stack is mirrored at once. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for free.
-    Grams are symmetrised and double-centred; the RBF kernel is built from exact squared distances.
+    Linear kernel on features: each layer is centred (mean accumulated in float64) and its Gram
+    ``X_c X_c^T`` formed over the upper triangle only, block row by block row (:func:`_upper_grams`);
+    the stack is mirrored once. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for free. On
+    CUDA, layers of equal width are stacked and share batched products (fewer kernel launches); on the
+    CPU one product per layer and block is faster (measured: batched products run below the rate of
+    single ones there). Grams are symmetrised and double-centred in one batch; the RBF kernel is built
+    from exact squared distances.
     """
     num_layers, n = len(layers), layers[0].shape[0]
     device = layers[0].device
@@ -362,79 +439,139 @@ def _centered_stack(
     work = dtype if linear else torch.float64
     grams = torch.empty(num_layers, n, n, dtype=work, device=device)
     variance = torch.empty(num_layers, dtype=torch.float64, device=device)
-    mean_squares = torch.zeros(num_layers, dtype=torch.float64, device=device)
-    is_gram = [isinstance(layer, Gram) for layer in layers]
+    mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
+    feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
+    gram_index = [i for i, layer in enumerate(layers) if isinstance(layer, Gram)]
 
-    feature_index = [i for i, gram in enumerate(is_gram) if not gram]
-    if feature_index:
+    if feature_index and linear and (device.type == "cuda" or _BATCHED_GRAMS):
+        groups: dict[int, list[int]] = {}
+        for i in feature_index:
+            groups.setdefault(layers[i].shape[1], []).append(i)
+        for members in groups.values():
+            index = torch.tensor(members, device=device)
+            x = torch.stack([layers[i].to(device) for i in members])
+            mean = x.mean(dim=1, keepdim=True, dtype=torch.float64)
+            mean_squares[index] = mean.square().sum(dim=(1, 2)) * n
+            centred = torch.sub(x, mean.to(work)) if x.dtype == work else (x.to(torch.float64) - mean).to(work)
+            upper = torch.empty(len(members), n, n, dtype=work, device=device)
+            _upper_grams(centred, upper)
+            grams.index_copy_(0, index, upper)
+    elif feature_index:
         widest = max(layers[i].shape[1] for i in feature_index)
         buffer = torch.empty(n * widest, dtype=work, device=device)
+        averaging = torch.full((1, n), 1.0 / n, dtype=work, device=device)
+        means = []
         for i in feature_index:
             x = layers[i].to(device)
-            mean = x.mean(dim=0, keepdim=True, dtype=torch.float64)
-            mean_squares[i] = mean.square().sum() * n
             centred = buffer[: x.numel()].view(x.shape)
-            if linear and x.dtype == work:
-                torch.sub(x, mean.to(work), out=centred)
-            else:
-                centred.copy_(x.to(torch.float64) - mean)
+            if x.dtype == torch.float64 and work == torch.float32:  # centre before rounding to float32
+                first = averaging.to(torch.float64) @ x
+                centred.copy_(x - first)
+            elif x.dtype == work:
+                first = averaging @ x
+                torch.sub(x, first, out=centred)
+            else:  # narrower features: widen exactly, then centre
+                centred.copy_(x)
+                first = averaging @ centred
+                centred.sub_(first)
+            means.append(first)
+            if work == torch.float32:
+                # a second pass removes the mean that float32 rounding left (about 1e-7 of the first); with
+                # it, a constant layer centres to ~1e-14 of its values and the constant-layer test sees it
+                second = averaging @ centred
+                centred.sub_(second)
+                means.append(second)
             if linear:
-                _upper_gram(centred, grams[i])
+                _upper_grams(centred, grams[i])
             else:
-                gram = centred @ centred.T
-                sq_dist = squared_distances_from_gram(symmetric_gram(gram), _same_rows(x))
-                grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+                gram = symmetric_gram(centred @ centred.T)
                 variance[i] = gram.diagonal().sum()
-        if linear:
-            if len(feature_index) == num_layers:
-                grams.triu_()
-                grams += grams.triu(1).transpose(1, 2)
-            else:
-                index = torch.tensor(feature_index, device=device)
-                upper = grams[index].triu_()
-                grams[index] = upper + upper.triu(1).transpose(1, 2)
-            diagonals = grams.diagonal(dim1=1, dim2=2)[feature_index]
-            variance[feature_index] = diagonals.sum(dim=1, dtype=torch.float64)
-
-    gram_index = [i for i, gram in enumerate(is_gram) if gram]
-    for i in gram_index:
-        raw = symmetric_gram(layers[i].matrix.to(device))
-        _check_finite(torch.isfinite(raw).all()[None], [i], names, "Gram matrix")
-        sq_dist = squared_distances_from_gram(raw, identical_rows(raw))
-        variance[i] = sq_dist.sum() / (2 * n)
-        mean_squares[i] = raw.diagonal().sum() - variance[i]  # so that S = tr(K)
-        if linear:  # U-centring ignores the symmetric offsets that H . H removes: skip it in float64
-            grams[i] = raw if unbiased and work == torch.float64 else center_gram(raw)
+                sq_dist = squared_distances_from_gram(gram, _same_rows(x))
+                grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+        # ||mean||^2 of every layer from one concatenation, summed per layer
+        widths = torch.tensor([layers[i].shape[1] for i in feature_index], device=device)
+        if work == torch.float32:  # first and second passes alternate: add them up per layer
+            flat = torch.cat(means, dim=1)[0].to(torch.float64)
+            starts = torch.cumsum(torch.cat([widths.new_zeros(1), 2 * widths[:-1]]), 0)
+            positions = torch.cat(
+                [torch.arange(w, device=device) + s for w, s in zip(widths.tolist(), starts.tolist())]
+            )
+            flat = flat[positions] + flat[positions + torch.repeat_interleave(widths, widths)]
         else:
-            grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+            flat = torch.cat(means, dim=1)[0].to(torch.float64)
+        owner = torch.repeat_interleave(torch.arange(len(feature_index), device=device), widths)
+        sums = torch.zeros(len(feature_index), dtype=torch.float64, device=device)
+        mean_squares[feature_index] = sums.index_add_(0, owner, flat.square()) * n
+    if feature_index and linear:  # only the upper triangles were formed: they are all that is read
+        variance[feature_index] = grams.diagonal(dim1=1, dim2=2)[feature_index].sum(dim=1, dtype=torch.float64)
+
+    if gram_index:
+        index = torch.tensor(gram_index, device=device)
+        raw = symmetric_gram(torch.stack([layers[i].matrix.to(device) for i in gram_index]))
+        _check_finite(torch.isfinite(raw).all(dim=(1, 2)), gram_index, names, "Gram matrix")
+        sq_dist = squared_distances_from_gram(raw, identical_rows(raw))
+        variance[index] = sq_dist.sum(dim=(1, 2)) / (2 * n)
+        mean_squares[index] = raw.diagonal(dim1=1, dim2=2).sum(dim=1) - variance[index]  # so that S = tr(K)
+        kernels = rbf_from_squared_distances(sq_dist, sigma_frac) if not linear else center_gram(raw)
+        grams.index_copy_(0, index, kernels.to(work))
 
     scale = variance + mean_squares
     _check_finite(torch.isfinite(scale), range(num_layers), names, "features")
-    if unbiased:
-        _u_center_(grams)
-    elif not linear:
+    if not linear:
         grams = center_gram(grams)
-    if grams.dtype != dtype:
-        grams = grams.to(dtype)
-    norms = torch.linalg.vector_norm(grams, dim=(1, 2), dtype=torch.float64)
+    diag = grams.diagonal(dim1=1, dim2=2).to(torch.float64, copy=True)
+    if pack:
+        packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
+    else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
+        packed = grams.triu_(1).view(num_layers, n * n)
+    if packed.dtype != dtype:
+        packed = packed.to(dtype)
+    squared = 2.0 * torch.linalg.vector_norm(packed, dim=1).to(torch.float64) ** 2
+    if unbiased:
+        squared = squared + diag.sum(dim=1) ** 2 / ((n - 1) * (n - 2)) - 2.0 * diag.square().sum(dim=1) / (n - 2)
+    else:
+        squared = squared + diag.square().sum(dim=1)
     constant = constant_layers(variance, scale)
-    undefined = constant | ~torch.isfinite(norms) | (norms == 0)
-    norms = torch.where(undefined, torch.nan, norms)
-    return _Stack(grams, norms, variance, scale, constant, undefined)
+    undefined = constant | ~torch.isfinite(squared) | ~(squared > 0)
+    norms = torch.where(undefined, torch.nan, squared.clamp_min(0).sqrt())
+    return _Stack(packed, diag, unbiased, squared, norms, variance, scale, constant, undefined)
 
 
-def _upper_gram(x: torch.Tensor, out: torch.Tensor) -> None:
-    """The upper triangle (and diagonal blocks) of ``x x^T`` into ``out``, one block row at a time.
+class _full_precision_matmul:
+    """Within the block, float32 matrix products are true float32 (no TF32 or bfloat16 passes)."""
 
-    Block row ``k`` is ``x[rows_k] @ x[rows_k.start:].T``: about ``(B + 1) / 2B`` of the full
-    product's work for ``B`` block rows (a symmetric rank-k update, which torch does not expose).
-    Entries below the diagonal blocks are left as they were.
+    def __enter__(self) -> None:
+        self.previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc) -> None:
+        torch.set_float32_matmul_precision(self.previous)
+
+
+def _upper_index(n: int, device: torch.device) -> torch.Tensor:
+    """Flat indices ``i * n + j`` of the strict upper triangle ``i < j`` of an ``(n, n)`` matrix, row by row."""
+    upper = torch.triu_indices(n, n, offset=1, device=device)
+    return upper[0] * n + upper[1]
+
+
+def _block_rows(n: int) -> int:
+    """Rows per block of :func:`_upper_grams`: ``max(64, n // 8)`` (two blocks at n = 128, eight from n = 512)."""
+    return max(64, n // 8)
+
+
+def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
+    """The upper triangle (and diagonal blocks) of ``x x^T`` into ``out``, for ``x`` ``(n, d)`` or a stack ``(g, n, d)``.
+
+    Block row ``k`` is ``x[rows_k] @ x[rows_k.start:]^T``: about ``(B + 1) / 2B`` of the full product's
+    work for ``B`` block rows (a symmetric rank-k update, which torch does not expose). Entries below
+    the diagonal blocks are left as they were.
     """
-    n = x.shape[0]
-    step = max(32, n // 8)
+    n = x.shape[-2]
+    step = _block_rows(n)
+    product = torch.mm if x.ndim == 2 else torch.bmm
     for start in range(0, n, step):
         stop = min(start + step, n)
-        torch.mm(x[start:stop], x[start:].T, out=out[start:stop, start:])
+        product(x[..., start:stop, :], x[..., start:, :].transpose(-2, -1), out=out[..., start:stop, start:])
 
 
 def _u_center_(grams: torch.Tensor) -> None:
@@ -456,27 +593,6 @@ def _same_rows(x: torch.Tensor) -> torch.Tensor:
     return ids[:, None] == ids[None, :]
 
 
-def _frobenius_products(stack_a: _Stack, stack_b: _Stack, hollow: bool) -> torch.Tensor:
-    """``<A_i, B_j>_F`` of two stacks of symmetric ``(n, n)`` matrices, ``(L_a, L_b)`` float64.
-
-    ``<A, B>_F = 2 sum_{i<j} A_ij B_ij + sum_i A_ii B_ii``: one product over the strict upper
-    triangles (the diagonal term only when the matrices are not hollow).
-    """
-    a, n = stack_a.grams, stack_a.grams.shape[-1]
-    upper = torch.triu_indices(n, n, offset=1, device=a.device)
-    flat = upper[0] * n + upper[1]
-    packed_a = a.reshape(len(a), n * n).index_select(1, flat)
-    if stack_b is stack_a:
-        packed_b, b = packed_a, a
-    else:
-        b = stack_b.grams
-        packed_b = b.reshape(len(b), n * n).index_select(1, flat)
-    cross = 2.0 * _accumulated_products(packed_a, packed_b)
-    if not hollow:
-        cross += _accumulated_products(a.diagonal(dim1=1, dim2=2), b.diagonal(dim1=1, dim2=2))
-    return cross
-
-
 def _accumulated_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b.T`` in float64; float32 inputs are multiplied in float32 blocks summed in float64."""
     if a.dtype == torch.float64:
@@ -494,8 +610,7 @@ def _pair_cka(x: Layer, y: Layer, kernel: str, unbiased: bool, sigma_frac: float
     if bool(stack_x.undefined[0] | stack_y.undefined[0]):
         _warn_undefined([(stack_x, ["x"]), (stack_y, ["y"])])
         return torch.tensor(float("nan"), dtype=torch.float64)
-    cross = (stack_x.grams * stack_y.grams).sum()
-    return cross / (stack_x.norms[0] * stack_y.norms[0])
+    return stack_x.products(stack_y)[0, 0] / (stack_x.norms[0] * stack_y.norms[0])
 
 
 def _linear_cka_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -363,8 +363,8 @@ def _full_sample_grams(sides: _Sides, kernel: str, unbiased: bool, sigma_frac: f
     )
     _warn_undefined_layers([(stack_a, sides.names_a)] + ([] if sides.self_compare else [(stack_b, sides.names_b)]))
     n = sides.n
-    grams_a = stack_a.grams.reshape(-1, n * n)
-    grams_b = grams_a if sides.self_compare else stack_b.grams.reshape(-1, n * n)
+    grams_a = stack_a.full().reshape(-1, n * n)
+    grams_b = grams_a if sides.self_compare else stack_b.full().reshape(-1, n * n)
     return grams_a, grams_b, stack_a.norms, stack_b.norms
 
 

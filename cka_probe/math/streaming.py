@@ -21,7 +21,6 @@ from .cka import (
     _centered_stack,
     _check_examples,
     _check_kernel,
-    _frobenius_products,
     _layer_list,
     _warn_constant,
     _warn_degenerate,
@@ -111,9 +110,9 @@ class MinibatchCKA:
             )
         )
         scale = float(n * (n - 3))
-        hsic_ab = _frobenius_products(stack_a, stack_b, hollow=True) / scale
-        hsic_aa = torch.linalg.vector_norm(stack_a.grams, dim=(1, 2)) ** 2 / scale
-        hsic_bb = hsic_aa if self_compare else torch.linalg.vector_norm(stack_b.grams, dim=(1, 2)) ** 2 / scale
+        hsic_ab = stack_a.products(stack_b) / scale
+        hsic_aa = stack_a.squared_norms / scale
+        hsic_bb = hsic_aa if self_compare else stack_b.squared_norms / scale
         spread_a = torch.stack([stack_a.variance, stack_a.scale])
         spread_b = spread_a if self_compare else torch.stack([stack_b.variance, stack_b.scale])
         if self.hsic_ab is None:
