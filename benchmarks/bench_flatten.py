@@ -10,7 +10,7 @@ subprocess so that no variant inherits another's allocator state:
   (``cka_matrix`` on ``math.Gram``);
 * pytorch-cka and torch-cka (``pip install -e ".[bench]"``) on the same layers: both flatten too, and hold every
   hooked activation of a batch. Their interface feeds one tensor to both models, so they are set beside
-  "bare, one tensor" (both models on ``x_a``);
+  "bare (one tensor)" (both models on ``x_a``);
 * cka-probe flatten, minibatch: n = 256, 512, 1024 images in batches of 128, streamed from the data set (decoded
   per batch), Grams taken after every batch (``FeatureRecorder.take_grams``) into ``MinibatchCKA``: memory must
   not grow with n.
@@ -41,7 +41,7 @@ from bench_compare import measure_once  # one peak-memory method for every bench
 
 DATA = "fashion-mnist"
 MODELS = ("mobilenetv2", "vit_s")
-BASE_VARIANTS = ("bare", "cka-probe flatten", "bare, one tensor", "pytorch-cka", "torch-cka")
+BASE_VARIANTS = ("bare", "cka-probe flatten", "bare (one tensor)", "pytorch-cka", "torch-cka")
 
 
 def _child(variant: str, n: int, batch_size: int, threads: int) -> dict:
@@ -69,7 +69,7 @@ def _child(variant: str, n: int, batch_size: int, threads: int) -> dict:
 
     if variant == "bare":
         run = bare
-    elif variant == "bare, one tensor":
+    elif variant == "bare (one tensor)":
 
         def run():
             with torch.inference_mode():
@@ -153,7 +153,7 @@ def main() -> None:
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     plan = [(v, args.n) for v in BASE_VARIANTS if v not in skip]
-    plan += [(f"minibatch, batches of {args.batch_size}", int(n)) for n in args.minibatch.split(",") if n.strip()]
+    plan += [(f"minibatch (batches of {args.batch_size})", int(n)) for n in args.minibatch.split(",") if n.strip()]
     print(
         f"torch {torch.__version__}, {args.threads} threads, {' vs '.join(MODELS)}, flattened, one fresh process "
         f"per variant and round, {args.rounds} interleaved round(s): best time, largest peak",
@@ -175,7 +175,7 @@ def main() -> None:
     print(f"{'variant':34} {'n':>5} {'wall s':>8} {'x bare':>7} {'peak MiB':>9} {'x bare':>7}")
     for row in rows:
         variant = row["variant"]
-        base = best.get(("bare, one tensor" if variant in ("pytorch-cka", "torch-cka") else "bare", args.n))
+        base = best.get(("bare (one tensor)" if variant in ("pytorch-cka", "torch-cka") else "bare", args.n))
         row["time_ratio"] = row["seconds"] / base["seconds"] if base else float("nan")
         row["mem_ratio"] = row["peak_mib"] / max(base["peak_mib"], 1e-9) if base else float("nan")
         if variant.startswith("minibatch"):  # not one batch: compare the minibatch rows with each other
