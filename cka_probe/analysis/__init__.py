@@ -10,8 +10,8 @@ import importlib
 
 _PUBLIC = {
     "FeatureCache": "cache",
-    "TOKEN_RULES": "compare",
-    "compare": "compare",
+    "TOKEN_RULES": "comparison",
+    "compare": "comparison",
     "CKASettings": "estimation",
     "pair_tables": "estimation",
     "ConfigError": "config",

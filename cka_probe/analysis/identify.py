@@ -46,11 +46,11 @@ from .._version import __version__
 from ..capture import FeatureRecorder
 from ..capture.pooling import FLATTEN, POOLS
 from .._config import read_yaml, validate
-from ..errors import ConfigError, IdentifyError, ShapeError
-from ..math import Gram, MinibatchCKA, ZeroVarianceWarning, cka_matrix
+from ..errors import ConfigError, IdentifyError
+from ..math import ZeroVarianceWarning
 from ._io import atomic_path, check_outputs, ensure_writable_dir
-from .compare import TOKEN_RULES, _tokens
-from .estimation import CKASettings
+from .comparison import TOKEN_RULES, _tokens
+from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables
 from .features import resolve_device
 from .provenance import environment, package_versions
 from .result import FIGURE_FORMATS, _jsonable
@@ -206,7 +206,7 @@ class _Recorded:
 
 
 def _record_network(
-    network: Network, probe, pools: Sequence[str], tokens: str, batch_size: int, device: torch.device, progress: bool
+    network: Network, probe, pools: Sequence[str], tokens: str, batch_size: int | None, device: torch.device, progress: bool
 ) -> _Recorded:
     """One forward pass over the probe images, every pooling recorded at once (one recorder per pooling)."""
     from tqdm.auto import tqdm
@@ -236,21 +236,15 @@ def _record_network(
             torch.inference_mode(),
             tqdm(total=probe.n, desc=network.label, unit="img", disable=not progress, leave=False) as bar,
         ):
-            for images, _ in batches(probe, transform_for(loaded), batch_size):
+            for images, _ in batches(probe, transform_for(loaded), bounds=minibatch_bounds(probe.n, batch_size)):
                 loaded.model(images.to(device))
                 bar.update(len(images))
     finally:
         for recorder in recorders.values():
             recorder.remove()
     first = next(iter(recorders.values()))
-    per_pool: dict[str, dict[str, list[torch.Tensor]]] = {}
-    for pool, recorder in recorders.items():
-        if pool == FLATTEN:
-            per_pool[pool] = recorder.grams
-        else:
-            per_pool[pool] = {
-                label: list(feats.split(list(recorder.batch_sizes))) for label, feats in recorder.features.items()
-            }
+    # what pair_tables takes: pooled (n, C) features, or one Gram per batch of a flattened layer
+    per_pool = {pool: recorder.grams if pool == FLATTEN else recorder.features for pool, recorder in recorders.items()}
     facts = [
         {
             "name": i.name,
@@ -291,30 +285,6 @@ def _check_same_layers(recorded: Sequence[_Recorded]) -> None:
 
 
 # --------------------------------------------------------------------------- CKA and scores
-
-
-def _cka_matrix(
-    layers_a: Mapping[str, list], layers_b: Mapping[str, list], estimator: str, unbiased: bool, pool: str
-) -> torch.Tensor:
-    """Linear CKA of every layer pair of two networks, from per-batch pooled features or flattened Grams.
-
-    ``full``: one batch of all n images, :func:`~cka_probe.math.cka_matrix` (Kornblith et al. 2019);
-    ``minibatch``: :class:`~cka_probe.math.MinibatchCKA` over the recorded batches (Nguyen et al. 2021).
-    Flattened layers enter as :class:`~cka_probe.math.Gram`.
-    """
-    wrap = Gram if pool == FLATTEN else (lambda t: t)
-    if estimator == "full":  # one batch of Grams, or the pooled features of every batch joined
-        whole = (lambda parts: Gram(parts[0])) if pool == FLATTEN else torch.cat
-        return cka_matrix(
-            {k: whole(v) for k, v in layers_a.items()}, {k: whole(v) for k, v in layers_b.items()}, unbiased=unbiased
-        ).values
-    metric = MinibatchCKA()
-    for k in range(len(next(iter(layers_a.values())))):
-        metric.update(
-            {name: wrap(parts[k]) for name, parts in layers_a.items()},
-            {name: wrap(parts[k]) for name, parts in layers_b.items()},
-        )
-    return metric.compute().values
 
 
 def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_networks: int) -> np.ndarray:
@@ -472,14 +442,14 @@ def identify(
     Args:
         model: alias or timm name of the architecture (a config entry may name its own).
         checkpoints: paths, glob patterns, or mappings ``{checkpoint, model, label, layers}``; at least two.
-        data: a probe source, as in :func:`~cka_probe.analysis.compare`.
+        data: a probe source, as in :func:`~cka_probe.analysis.comparison`.
         n: probe images (a class-balanced, seeded subset).
         seed: subset choice.
         batch_size: images per forward pass; ``None`` is all n in one batch (the full estimator).
         layers: ``"activations"``, module names or glob patterns.
         tokens: ``"patch"``, ``"all"`` or ``"cls"`` for token layers with prefix tokens.
         pools: poolings to score: ``"mean"``, ``"max"``, ``"flatten"``.
-        estimator: ``"full"``, ``"minibatch"`` or ``"auto"`` (minibatch when batches are smaller than n).
+        estimator: ``"full"`` or ``"minibatch"`` (:mod:`cka_probe.analysis.estimation`).
         unbiased: the unbiased HSIC for the full estimator.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         skip_bad: skip unreadable images instead of failing.
@@ -506,33 +476,21 @@ def identify(
     networks = resolve_networks(model, checkpoints, layers)
     device = resolve_device(device)
     probe = load_probe_set(str(data), n=n, seed=seed, skip_bad=skip_bad)
+    for pool in pools:
+        check_pooling(pool, settings, probe.n)
     size = batch_size or probe.n
-    if estimator == "full" and size < probe.n and FLATTEN in pools:
-        raise ShapeError(
-            f"the full estimator of flattened features needs all n={probe.n} images in one batch, got --batch-size "
-            f"{size}; drop --batch-size or use --estimator minibatch"
-        )
-    if estimator == "minibatch" and probe.n % size and probe.n % size < 4:
-        raise ShapeError(
-            f"n={probe.n} in batches of {size} leaves a last batch of {probe.n % size} images; the minibatch "
-            "estimator needs batches of 4 or more: change -n or --batch-size"
-        )
 
-    recorded = [_record_network(net, probe, pools, tokens, size, device, progress) for net in networks]
+    recorded = [_record_network(net, probe, pools, tokens, batch_size, device, progress) for net in networks]
     _check_same_layers(recorded)
     labels = recorded[0].layers
     matrices: dict[str, dict[tuple[int, int], np.ndarray]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZeroVarianceWarning)  # constant layers are NaN and count as misses
-        for pool in pools:
-            matrices[pool] = {}
-            for i in range(len(recorded)):
-                for j in range(i + 1, len(recorded)):
-                    a, b = recorded[i].per_pool[pool], recorded[j].per_pool[pool]
-                    values = _cka_matrix(
-                        {k: a[k] for k in labels}, {k: b[k] for k in labels}, estimator, unbiased, pool
-                    )
-                    matrices[pool][(i, j)] = values.cpu().numpy()
+        for pool in pools:  # every pair of networks from one computation, as compare, figure and zoo do
+            features = {str(i): {k: rec.per_pool[pool][k] for k in labels} for i, rec in enumerate(recorded)}
+            pairs = [(str(i), str(j)) for i in range(len(recorded)) for j in range(i + 1, len(recorded))]
+            tables = pair_tables(features, pairs, settings)
+            matrices[pool] = {(int(a), int(b)): table.to_numpy() for (a, b), table in tables.items()}
 
     k = len(recorded)
     rows, overall = [], {}

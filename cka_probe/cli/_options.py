@@ -78,12 +78,11 @@ def split_layers(value: str) -> str | list[str]:
 
 
 def split_formats(value: str) -> list[str]:
-    """``png,pdf`` as a list, each checked here, before the library (and its imports) load."""
+    """``png,pdf`` as a list (``""``: no figure), each checked here, before the library (and its imports) load."""
     formats = [part.strip().lower() for part in value.split(",") if part.strip()]
     unknown = [fmt for fmt in formats if fmt not in FORMATS]
-    if unknown or not formats:
-        raise CKAProbeError(f"--format: unknown figure format {unknown[0] if unknown else value!r}; "
-                            f"choose from {', '.join(FORMATS)}")
+    if unknown:
+        raise CKAProbeError(f"--format: unknown figure format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     return formats
 
 

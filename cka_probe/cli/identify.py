@@ -119,7 +119,7 @@ def identify(
         "batch_size": batch_size,
         "layers": opt.split_layers(layer_spec),
         "tokens": tokens,
-        "pools": tuple(opt.split_formats(pools)),
+        "pools": tuple(part.strip().lower() for part in pools.split(",") if part.strip()),
         "estimator": estimator,
         "unbiased": unbiased,
         "device": device,

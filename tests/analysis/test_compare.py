@@ -132,7 +132,7 @@ def test_save_and_load_round_trip(tmp_path, two_cnns):
 def test_bad_settings_fail_before_any_model_runs(monkeypatch):
     import importlib
 
-    compare_module = importlib.import_module("cka_probe.analysis.compare")  # the module, not the function
+    compare_module = importlib.import_module("cka_probe.analysis.comparison")
     models_module = importlib.import_module("cka_probe.models")
 
     def no_model(*args, **kwargs):

@@ -12,7 +12,7 @@ from torch import nn
 
 from cka_probe.analysis.identify import identification_scores, identify, load_identify_config, resolve_networks
 from cka_probe.data import batches, load_probe_set
-from cka_probe.errors import ConfigError, IdentifyError, OutputExistsError, ShapeError
+from cka_probe.errors import ConfigError, IdentifyError, OutputExistsError
 from cka_probe.models import load_model, transform_for
 
 
@@ -209,7 +209,7 @@ def test_layer_lists_that_differ(checkpoints):
 
 
 def test_flatten_full_estimator_needs_one_batch(checkpoints):
-    with pytest.raises(ShapeError, match="--estimator minibatch"):
+    with pytest.raises(ConfigError, match="--pool flatten with --estimator full needs all n=16 images"):
         identify(TINY, checkpoints, "synthetic", n=16, batch_size=8, estimator="full", progress=False)
 
 
