@@ -84,8 +84,10 @@ def main() -> None:
     x_a = next(iter(batches(probe, transform_for(loaded_a), args.n)))[0]
     x_b = next(iter(batches(probe, transform_for(loaded_b), args.n)))[0]
     model_a, model_b = loaded_a.model, loaded_b.model
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n = {args.n}, "
-          f"mobilenetv2 vs vit_s, best of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, n = {args.n}, "
+        f"mobilenetv2 vs vit_s, best of {args.repeats}"
+    )
 
     def bare():
         with torch.inference_mode():
@@ -98,12 +100,14 @@ def main() -> None:
         return cka_matrix(ext_a.features, ext_b.features)
 
     def whole_call():
-        return compare("mobilenetv2", "vit_s", "embedded", n=args.n, weights="random", progress=False, device="cpu",
-                       cache=False)
+        return compare(
+            "mobilenetv2", "vit_s", "embedded", n=args.n, weights="random", progress=False, device="cpu", cache=False
+        )
 
     bare(), engine()  # warm-up: first-call allocations and lazy initialisation
-    results = measure_rounds({"bare forward passes": bare, "cka-probe engine": engine,
-                              "cka-probe compare()": whole_call}, args.repeats)
+    results = measure_rounds(
+        {"bare forward passes": bare, "cka-probe engine": engine, "cka-probe compare()": whole_call}, args.repeats
+    )
     rows = Table()
     for name, (seconds, mib, _) in results.items():
         rows.append((name, seconds, mib))
@@ -125,8 +129,10 @@ class Table(list):
         super().append(row)
         name, seconds, mib = row
         base_time, base_mem = self[0][1], self[0][2]
-        print(f"{name:28} {seconds:8.2f} {seconds / base_time:7.2f} {mib:9.0f} {mib / max(base_mem, 1e-9):7.2f}",
-              flush=True)
+        print(
+            f"{name:28} {seconds:8.2f} {seconds / base_time:7.2f} {mib:9.0f} {mib / max(base_mem, 1e-9):7.2f}",
+            flush=True,
+        )
 
 
 def _peers(rows, model_a, model_b, layers_a, layers_b, loader, x, repeats):
@@ -143,7 +149,8 @@ def _peers(rows, model_a, model_b, layers_a, layers_b, loader, x, repeats):
         import cka as pytorch_cka  # pytorch-cka
 
         variants["pytorch-cka"] = lambda: pytorch_cka.compute_cka(
-            model_a, model_b, dataloader, layers=layers_a, model2_layers=layers_b, device="cpu", progress=False)
+            model_a, model_b, dataloader, layers=layers_a, model2_layers=layers_b, device="cpu", progress=False
+        )
     except ImportError:
         print("pytorch-cka is not installed (pip install -e '.[bench]'); skipped")
     for name, (seconds, mib, _) in measure_rounds(variants, repeats).items():

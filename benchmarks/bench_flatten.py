@@ -37,7 +37,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_compare import measure_once  # one peak-memory method for every benchmark
+from bench_compare import measure_once  # noqa: E402  (one peak-memory method for every benchmark)
 
 DATA = "fashion-mnist"
 MODELS = ("mobilenetv2", "vit_s")

@@ -34,8 +34,16 @@ def commands(tmp: Path) -> dict[str, list[str]]:
         "error: compare --device gpu": [*CLI, "compare", "a", "b", "--device", "gpu"],
         "error: figure config data.seed -1": [*CLI, "figure", str(config)],
         "error: compare --format gif": [*CLI, "compare", "a", "b", "--format", "gif", "--out", str(tmp / "o")],
-        "error: unknown model (loads timm)": [*CLI, "compare", "no_such_net", "test_vit", "--weights", "random",
-                                              "--out", str(tmp / "o")],
+        "error: unknown model (loads timm)": [
+            *CLI,
+            "compare",
+            "no_such_net",
+            "test_vit",
+            "--weights",
+            "random",
+            "--out",
+            str(tmp / "o"),
+        ],
     }
 
 

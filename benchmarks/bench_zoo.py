@@ -28,8 +28,18 @@ from cka_probe.analysis.estimation import CKASettings, pair_tables
 from cka_probe.data import batches, load_probe_set
 from cka_probe.models import load_model, transform_for
 
-MODELS = ["resnet18", "mobilenetv2_100", "efficientnet_b0", "regnetx_002", "convnext_atto", "deit_tiny_patch16_224",
-          "levit_128s", "mobilevit_xs", "resmlp_12_224", "mixer_s16_224"]
+MODELS = [
+    "resnet18",
+    "mobilenetv2_100",
+    "efficientnet_b0",
+    "regnetx_002",
+    "convnext_atto",
+    "deit_tiny_patch16_224",
+    "levit_128s",
+    "mobilevit_xs",
+    "resmlp_12_224",
+    "mixer_s16_224",
+]
 
 
 def bare_forward_seconds(name: str, n: int) -> float:
@@ -47,10 +57,12 @@ def all_pairs_stage(num_layers: int, n: int, layers_per_model: int = 50) -> tupl
     g = torch.Generator().manual_seed(0)
     models = {}
     for m in range(num_layers // layers_per_model):
-        feats = {f"layer{i}": torch.randn(n, widths[(m + i) % len(widths)], generator=g) for i in range(layers_per_model)}
+        feats = {
+            f"layer{i}": torch.randn(n, widths[(m + i) % len(widths)], generator=g) for i in range(layers_per_model)
+        }
         models[f"model{m}"] = feats
     labels = list(models)
-    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
     start = time.perf_counter()
     pair_tables(models, pairs, CKASettings())
     seconds = time.perf_counter() - start
@@ -74,8 +86,15 @@ def main() -> None:
     bare = {name: bare_forward_seconds(name, args.n) for name in MODELS}
     bare_total = sum(bare.values())
     work = Path(tempfile.mkdtemp(prefix="cka-probe-bench-zoo-"))
-    config = parse_job_config({"weights": "random", "data": {"source": "embedded", "n": args.n},
-                               "models": MODELS, "output": {"per_pair": False}}, "zoo")
+    config = parse_job_config(
+        {
+            "weights": "random",
+            "data": {"source": "embedded", "n": args.n},
+            "models": MODELS,
+            "output": {"per_pair": False},
+        },
+        "zoo",
+    )
     try:
         start = time.perf_counter()
         cold = run_zoo(config, output_dir=work / "out", cache=work / "cache", progress=False)
@@ -95,15 +114,25 @@ def main() -> None:
     n_models = len(MODELS)
     pairwise = 2 * (n_models - 1) * bare_total
     print(f"  sum of bare forward passes        : {bare_total:8.2f} s")
-    print(f"  zoo, cold (empty cache)           : {cold_seconds:8.2f} s   {cold_seconds / bare_total:5.2f} x the bare passes"
-          f"   ({cold.manifest['layers']} layers, {cold.manifest['pairs']} pairs)")
-    print(f"  pairwise tool, {n_models * (n_models - 1)} ordered pairs     : {pairwise:8.2f} s   "
-          f"{pairwise / bare_total:5.2f} x (estimated: both models rerun per pair)")
-    print(f"  warm rerun, job complete          : {complete_seconds:8.3f} s   {cold_seconds / complete_seconds:7.0f} x faster than cold")
-    print(f"  warm rerun, fresh outputs, cached : {cached_seconds:8.3f} s   {cold_seconds / cached_seconds:7.1f} x faster than cold")
+    print(
+        f"  zoo, cold (empty cache)           : {cold_seconds:8.2f} s   {cold_seconds / bare_total:5.2f} x the bare passes"
+        f"   ({cold.manifest['layers']} layers, {cold.manifest['pairs']} pairs)"
+    )
+    print(
+        f"  pairwise tool, {n_models * (n_models - 1)} ordered pairs     : {pairwise:8.2f} s   "
+        f"{pairwise / bare_total:5.2f} x (estimated: both models rerun per pair)"
+    )
+    print(
+        f"  warm rerun, job complete          : {complete_seconds:8.3f} s   {cold_seconds / complete_seconds:7.0f} x faster than cold"
+    )
+    print(
+        f"  warm rerun, fresh outputs, cached : {cached_seconds:8.3f} s   {cold_seconds / cached_seconds:7.1f} x faster than cold"
+    )
     seconds, gflops, mm_gflops = all_pairs_stage(args.layers, args.n)
-    print(f"  all-pairs stage, {args.layers} layers, n={args.n}: {seconds:6.2f} s   {gflops:6.1f} GFLOP/s float64 "
-          f"(plain matmul of the Gram stack: {mm_gflops:.1f} GFLOP/s)")
+    print(
+        f"  all-pairs stage, {args.layers} layers, n={args.n}: {seconds:6.2f} s   {gflops:6.1f} GFLOP/s float64 "
+        f"(plain matmul of the Gram stack: {mm_gflops:.1f} GFLOP/s)"
+    )
 
 
 if __name__ == "__main__":

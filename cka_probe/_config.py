@@ -58,7 +58,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML; quote it, e.g. --set '{key}=\"...\"'") from None
+        raise ConfigError(
+            f"--set {item!r}: the value is not valid YAML; quote it, e.g. --set '{key}=\"...\"'"
+        ) from None
     return key, value
 
 
@@ -97,15 +99,23 @@ def schema_error(exc: ValidationError, source: str = "config", schema: type[Base
     """One line from a pydantic error: the key as a dotted path, what is wrong, the value, the fix."""
     errors = exc.errors(include_url=False)
     # A value that fits no member of a union reports once per member; the deepest path says the most.
-    error = max(errors, key=lambda e: (len([p for p in e["loc"] if not _is_type_tag(p)]), e["type"] == "extra_forbidden"))
+    error = max(
+        errors, key=lambda e: (len([p for p in e["loc"] if not _is_type_tag(p)]), e["type"] == "extra_forbidden")
+    )
     kind = error["type"]
     loc = error["loc"]
-    where = _loc_text(loc[:-1]) + (f".{loc[-1]}" if loc[:-1] else str(loc[-1])) if kind == "extra_forbidden" \
+    where = (
+        _loc_text(loc[:-1]) + (f".{loc[-1]}" if loc[:-1] else str(loc[-1]))
+        if kind == "extra_forbidden"
         else _loc_text(loc)
+    )
     if kind == "extra_forbidden":
         valid = _fields_at(schema, loc[:-1]) if schema is not None else []
-        listed = f"; valid keys{' of ' + _loc_text(loc[:-1]) if _loc_text(loc[:-1]) else ''} are " \
-                 f"{', '.join(valid)}" if valid else "; check its spelling"
+        listed = (
+            f"; valid keys{' of ' + _loc_text(loc[:-1]) if _loc_text(loc[:-1]) else ''} are {', '.join(valid)}"
+            if valid
+            else "; check its spelling"
+        )
         return ConfigError(f"{source}: unknown key {where!r}{listed}{_did_you_mean(str(loc[-1]), valid)}")
     if kind == "missing":
         return ConfigError(f"{source}: {where} is missing; add it")

@@ -44,8 +44,14 @@ SEEDS = (0, 1, 2)
 
 MODELS = {
     "resnet18": ("resnet18", {}),
-    "vit_student": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 64, "num_heads": 2}),
-    "vit_teacher": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4, "depth": 6, "embed_dim": 96, "num_heads": 3}),
+    "vit_student": (
+        "vit_tiny_patch16_224",
+        {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 64, "num_heads": 2},
+    ),
+    "vit_teacher": (
+        "vit_tiny_patch16_224",
+        {"img_size": 32, "patch_size": 4, "depth": 6, "embed_dim": 96, "num_heads": 3},
+    ),
     "test_resnet": ("test_resnet", {}),
 }
 PAIRS = {
@@ -133,12 +139,22 @@ def make_jobs(out: Path, scale: dict[str, Any]) -> tuple[dict[str, dict], dict[s
             {
                 "name": f"{pair}/{method}_seed{seed}",
                 "config": dict(
-                    common, method=method, student=s_name, student_kwargs=s_kwargs, seed=seed, epochs=scale["epochs"],
+                    common,
+                    method=method,
+                    student=s_name,
+                    student_kwargs=s_kwargs,
+                    seed=seed,
+                    epochs=scale["epochs"],
                     output_dir=str(out / pair / f"{method}_seed{seed}"),
-                    **({} if method == "scratch" else {
-                        "teacher": t_name, "teacher_kwargs": t_kwargs,
-                        "teacher_checkpoint": str(teacher_dir / "last.pth"),
-                    }),
+                    **(
+                        {}
+                        if method == "scratch"
+                        else {
+                            "teacher": t_name,
+                            "teacher_kwargs": t_kwargs,
+                            "teacher_checkpoint": str(teacher_dir / "last.pth"),
+                        }
+                    ),
                 ),
             }  # fmt: skip
             for method in METHODS
@@ -318,8 +334,12 @@ def update_docs(doc: Path, table: str, figure: Path, provenance: dict[str, Any],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="1 epoch of a few batches per run; no docs update")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="runs and results (default figures/_scratch/ofa_study[_smoke], which git ignores)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="runs and results (default figures/_scratch/ofa_study[_smoke], which git ignores)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="training processes at a time (one thread each)")
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/ofa.md")
     args = parser.parse_args(argv)

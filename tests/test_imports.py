@@ -94,7 +94,7 @@ def test_no_module_imports_another_in_a_circle():
         state[node] = 1
         for nxt in edges.get(node, ()):
             if state.get(nxt) == 1:
-                cycle.extend(path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt])
+                cycle.extend(path[path.index(nxt) :] + [node, nxt] if nxt in path else [node, nxt])
                 return True
             if state.get(nxt) is None and visit(nxt, path + [node]):
                 return True
@@ -109,8 +109,10 @@ def test_no_module_imports_another_in_a_circle():
 
 @pytest.mark.parametrize("module", ["cka_probe", "cka_probe.math", "cka_probe.cli.main"])
 def test_light_imports_do_not_load_timm_pandas_or_plotting(module):
-    code = (f"import sys, {module}; "
-            "print(sorted(m for m in ('timm', 'pandas', 'pyarrow', 'torchvision', 'matplotlib', 'seaborn') "
-            "if m in sys.modules))")
+    code = (
+        f"import sys, {module}; "
+        "print(sorted(m for m in ('timm', 'pandas', 'pyarrow', 'torchvision', 'matplotlib', 'seaborn') "
+        "if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", f"import {module} loads {loaded}"

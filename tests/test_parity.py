@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 import cka_probe
 from cka_probe.cli.main import main
+
 from .math.reference import linear_cka as linear_cka_np
 from .math.reference import minibatch_cka as minibatch_cka_np
 
@@ -34,21 +35,51 @@ def _cli(*args) -> None:
 
 def _via_cli_compare(tmp_path, cache, batch_size, estimator, pool):
     out = tmp_path / f"compare_{pool}_{batch_size}_{estimator}"
-    _cli("compare", *MODELS, "--weights", "random", "-n", N, "--batch-size", batch_size, "--estimator", estimator,
-         "--pool", pool, "--out", out, "--cache-dir", cache, "--no-progress", "--device", "cpu")
+    _cli(
+        "compare",
+        *MODELS,
+        "--weights",
+        "random",
+        "-n",
+        N,
+        "--batch-size",
+        batch_size,
+        "--estimator",
+        estimator,
+        "--pool",
+        pool,
+        "--out",
+        out,
+        "--cache-dir",
+        cache,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     return pd.read_csv(out / "test_resnet_vs_test_vit.csv", index_col=0)
 
 
 def _via_python(cache, batch_size, estimator, pool):
-    result = cka_probe.compare(*MODELS, "embedded", n=N, batch_size=batch_size, weights="random", estimator=estimator,
-                               pool=pool, cache=cache, progress=False, device="cpu")
+    result = cka_probe.compare(
+        *MODELS,
+        "embedded",
+        n=N,
+        batch_size=batch_size,
+        weights="random",
+        estimator=estimator,
+        pool=pool,
+        cache=cache,
+        progress=False,
+        device="cpu",
+    )
     assert result.metadata["estimator"] == estimator
     return result.matrix
 
 
 def _job(tmp_path, kind, batch_size, estimator, pool):
     config = {
-        "weights": "random", "data": {"source": "embedded", "n": N, "batch_size": batch_size},
+        "weights": "random",
+        "data": {"source": "embedded", "n": N, "batch_size": batch_size},
         "analysis": {"estimator": estimator, "device": "cpu", "pool": pool},
         "models": [{"name": name, "label": name} for name in MODELS],
     }
@@ -68,7 +99,15 @@ def _matrix_from_long(long: pd.DataFrame) -> pd.DataFrame:
 
 def _via_figure(tmp_path, cache, batch_size, estimator, pool):
     out = tmp_path / f"figure_{pool}_{batch_size}_{estimator}"
-    _cli("figure", _job(tmp_path, "figure", batch_size, estimator, pool), "--out", out, "--cache-dir", cache, "--no-progress")
+    _cli(
+        "figure",
+        _job(tmp_path, "figure", batch_size, estimator, pool),
+        "--out",
+        out,
+        "--cache-dir",
+        cache,
+        "--no-progress",
+    )
     meta = json.loads((out / "pair.json").read_text())
     assert meta["estimator"] == estimator and meta["estimator_description"]
     return _matrix_from_long(pd.read_csv(out / "pair_panels.csv"))
@@ -95,11 +134,12 @@ def _hooked_features(name: str, pool: str = "mean") -> dict[str, np.ndarray]:
     def hook(key):
         def fn(module, args, output):
             if output.ndim == 3:  # ViT tokens: patch tokens only, the class token left out
-                output = output[:, model.num_prefix_tokens:]
+                output = output[:, model.num_prefix_tokens :]
                 output = output.transpose(1, 2)  # (n, C, T), channels first like a map
             spatial = tuple(range(2, output.ndim))
             pooled = output.flatten(1) if pool == "flatten" else output.mean(dim=spatial)
             records[key] = pooled.double().numpy()
+
         return fn
 
     for module_name, module in model.named_modules():
@@ -128,8 +168,13 @@ def test_every_path_gives_one_table(tmp_path, pool, batch_size):
         for name, table in tables.items():
             assert list(table.index) == list(first.index), name
             assert list(table.columns) == list(first.columns), name
-            np.testing.assert_allclose(table.to_numpy(float), first.to_numpy(float), rtol=1e-9, atol=1e-12,
-                                       err_msg=f"{name} differs from {first_name}")
+            np.testing.assert_allclose(
+                table.to_numpy(float),
+                first.to_numpy(float),
+                rtol=1e-9,
+                atol=1e-12,
+                err_msg=f"{name} differs from {first_name}",
+            )
         features = {name: _hooked_features(name, pool) for name in MODELS}
         a, b = features[MODELS[0]], features[MODELS[1]]
         assert list(first.index) == list(a) and list(first.columns) == list(b)
@@ -137,6 +182,13 @@ def test_every_path_gives_one_table(tmp_path, pool, batch_size):
             expected = [[linear_cka_np(a[i], b[j]) for j in b] for i in a]
         else:
             starts = range(0, N, batch_size)  # N is a multiple of the batch size here
-            expected = [[minibatch_cka_np([a[i][s:s + batch_size] for s in starts],
-                                          [b[j][s:s + batch_size] for s in starts]) for j in b] for i in a]
+            expected = [
+                [
+                    minibatch_cka_np(
+                        [a[i][s : s + batch_size] for s in starts], [b[j][s : s + batch_size] for s in starts]
+                    )
+                    for j in b
+                ]
+                for i in a
+            ]
         np.testing.assert_allclose(first.to_numpy(float), np.array(expected), rtol=1e-5, atol=1e-7)

@@ -11,15 +11,23 @@ from pathlib import Path
 from .._files import atomic_path, remove_stale_temp_files, temp_prefix
 from ..errors import CKAProbeError, OutputExistsError
 
-__all__ = ["OutputDirError", "OutputExistsError", "atomic_path", "check_outputs", "ensure_writable_dir", "new_output_dir"]
+__all__ = [
+    "OutputDirError",
+    "OutputExistsError",
+    "atomic_path",
+    "check_outputs",
+    "ensure_writable_dir",
+    "new_output_dir",
+]
 
 
 class OutputDirError(CKAProbeError):
     """The output directory cannot be created or written."""
 
 
-def ensure_writable_dir(directory: str | os.PathLike, what: str = "output directory",
-                        fix: str = "choose another with --out") -> Path:
+def ensure_writable_dir(
+    directory: str | os.PathLike, what: str = "output directory", fix: str = "choose another with --out"
+) -> Path:
     """Create ``directory`` if needed and check that files can be written there."""
     path = Path(directory)
     if path.exists() and not path.is_dir():
@@ -48,8 +56,9 @@ def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def new_output_dir(directory: str | os.PathLike, what: str = "output directory",
-                   fix: str = "choose another with --out") -> Iterator[Path]:
+def new_output_dir(
+    directory: str | os.PathLike, what: str = "output directory", fix: str = "choose another with --out"
+) -> Iterator[Path]:
     """:func:`ensure_writable_dir` for a job's outputs; folders it created are removed again when the
     job fails before writing anything into them, so a failed run leaves no empty folder behind."""
     path = Path(directory)
@@ -66,4 +75,3 @@ def new_output_dir(directory: str | os.PathLike, what: str = "output directory",
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only succeeds when empty
         raise
-

@@ -165,9 +165,14 @@ class FeatureCache:
                     problem = _layer_order_problem(meta, stored_order, key)
                     if problem is None:
                         batches = meta.get("gram_batches")
-                        features = {name: handle.get_tensor(name) for name in meta["layers"]} if batches is None \
-                            else {name: [handle.get_tensor(_gram_key(name, k)) for k in range(batches)]
-                                  for name in meta["layers"]}
+                        features = (
+                            {name: handle.get_tensor(name) for name in meta["layers"]}
+                            if batches is None
+                            else {
+                                name: [handle.get_tensor(_gram_key(name, k)) for k in range(batches)]
+                                for name in meta["layers"]
+                            }
+                        )
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:  # bad JSON or header, no tensor
             problem = f"it cannot be read ({type(exc).__name__}: {exc})"
         if problem is not None:
@@ -198,8 +203,9 @@ class FeatureCache:
         for name, value in extracted.features.items():
             if isinstance(value, list):  # flattened: one float64 Gram per batch, kept in float64
                 batches = len(value)
-                tensors.update({_gram_key(name, k): g.detach().to("cpu", torch.float64).contiguous()
-                                for k, g in enumerate(value)})
+                tensors.update(
+                    {_gram_key(name, k): g.detach().to("cpu", torch.float64).contiguous() for k, g in enumerate(value)}
+                )
             else:
                 tensors[name] = value.detach().to("cpu", torch.float32).contiguous()
         with atomic_path(data_path) as tmp:

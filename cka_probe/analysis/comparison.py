@@ -5,18 +5,26 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import time
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._version import __version__
 from .._choices import POOLS, TOKENS
+from .._version import __version__
 from ..errors import CKAProbeError, ConfigError, ShapeError
 from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables, pooling_description
-from .features import ExtractedFeatures, FeatureSettings, ModelRequest, extract_features, model_features, resolve_cache, resolve_device
+from .features import (
+    ExtractedFeatures,
+    FeatureSettings,
+    ModelRequest,
+    extract_features,
+    model_features,
+    resolve_cache,
+    resolve_device,
+)
 from .provenance import environment, package_versions
 from .result import CKAResult
 from .summary import DEFAULT_BAND
@@ -28,7 +36,6 @@ TOKEN_RULES = {
     "all": "mean over all tokens, prefix tokens included",
     "cls": "class token only",
 }
-
 
 
 def compare(
@@ -114,10 +121,20 @@ def compare(
         raise ConfigError(f"unknown pooling {pool!r}; choose --pool {', '.join(POOLS)}")
     check_pooling(pool, settings, n)
     sides = {
-        "a": _Side(*_named(a, checkpoint_a), seed if seed_a is None else seed_a, checkpoint_key_a, num_classes_a,
-                   FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size)),
-        "b": _Side(*_named(b, checkpoint_b), seed if seed_b is None else seed_b, checkpoint_key_b, num_classes_b,
-                   FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size)),
+        "a": _Side(
+            *_named(a, checkpoint_a),
+            seed if seed_a is None else seed_a,
+            checkpoint_key_a,
+            num_classes_a,
+            FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size),
+        ),
+        "b": _Side(
+            *_named(b, checkpoint_b),
+            seed if seed_b is None else seed_b,
+            checkpoint_key_b,
+            num_classes_b,
+            FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size),
+        ),
     }
     device = resolve_device(device)
 
@@ -129,11 +146,17 @@ def compare(
         for key, side in sides.items():
             if key == "b" and same_model:
                 break
-            request = ModelRequest(side.model, weights, side.checkpoint, side.seed,
-                                   checkpoint_select=side.checkpoint_key, num_classes=side.num_classes)
-            extracted[key] = model_features(request,
-                                            inputs.probe, side.settings, device=device, cache=store,
-                                            progress=progress)
+            request = ModelRequest(
+                side.model,
+                weights,
+                side.checkpoint,
+                side.seed,
+                checkpoint_select=side.checkpoint_key,
+                num_classes=side.num_classes,
+            )
+            extracted[key] = model_features(
+                request, inputs.probe, side.settings, device=device, cache=store, progress=progress
+            )
     else:
         for key, side in sides.items():
             if key == "b" and same_model:
@@ -162,8 +185,10 @@ def compare(
         "layouts": {key: dict(side.settings.layouts) for key, side in sides.items()},
         "layers": {"a": extracted_a.layer_provenance(), "b": extracted_b.layer_provenance()},
         "pooling": pooling_description(pool),
-        "tokens": {key: {"rule": side.settings.tokens, "description": TOKEN_RULES[side.settings.tokens]}
-                   for key, side in sides.items()},
+        "tokens": {
+            key: {"rule": side.settings.tokens, "description": TOKEN_RULES[side.settings.tokens]}
+            for key, side in sides.items()
+        },
         **settings.record(),
         "dtype": "features float32, CKA float64",
         "device": str(device),
@@ -172,7 +197,10 @@ def compare(
         "seconds": {
             "features_a": round(extracted_a.seconds, 3),
             "features_b": round(extracted_b.seconds, 3),
-            "features_from_cache": {"a": bool(extracted_a.extra.get("cached")), "b": bool(extracted_b.extra.get("cached"))},
+            "features_from_cache": {
+                "a": bool(extracted_a.extra.get("cached")),
+                "b": bool(extracted_b.extra.get("cached")),
+            },
             "total": round(time.perf_counter() - started, 3),
         },
     }
@@ -188,8 +216,14 @@ def compare(
 
 
 def _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator, precision="float64") -> CKASettings:
-    return CKASettings(kernel=kernel, unbiased=bool(unbiased), sigma_frac=sigma_frac, estimator=estimator,
-                       batch_size=batch_size, precision=precision).check(n)
+    return CKASettings(
+        kernel=kernel,
+        unbiased=bool(unbiased),
+        sigma_frac=sigma_frac,
+        estimator=estimator,
+        batch_size=batch_size,
+        precision=precision,
+    ).check(n)
 
 
 def _tokens(rule: str) -> str:
@@ -227,12 +261,28 @@ def _extract_direct(side: _Side, inputs: _Inputs, *, weights, device, progress):
     """Features of a module (or a named model on caller-given tensors), without the cache."""
     from ..models import load_model, transform_for
 
-    loaded = load_model(side.model, weights=weights, checkpoint=side.checkpoint, seed=side.seed, device=device,
-                        checkpoint_select=side.checkpoint_key, num_classes=side.num_classes)
+    loaded = load_model(
+        side.model,
+        weights=weights,
+        checkpoint=side.checkpoint,
+        seed=side.seed,
+        device=device,
+        checkpoint_select=side.checkpoint_key,
+        num_classes=side.num_classes,
+    )
     settings = side.settings
-    extracted = extract_features(loaded.model, inputs.batches(transform_for(loaded)), layers=settings.layers,
-                                 tokens=settings.tokens, layouts=dict(settings.layouts) or None, pool=settings.pool,
-                                 device=device, total=inputs.n, desc=loaded.name, progress=progress)
+    extracted = extract_features(
+        loaded.model,
+        inputs.batches(transform_for(loaded)),
+        layers=settings.layers,
+        tokens=settings.tokens,
+        layouts=dict(settings.layouts) or None,
+        pool=settings.pool,
+        device=device,
+        total=inputs.n,
+        desc=loaded.name,
+        progress=progress,
+    )
     extracted.extra.update({"model": loaded.provenance(), "cached": False})
     return extracted
 
@@ -293,8 +343,13 @@ class _Inputs:
         tensor = self.tensor.detach().cpu().contiguous()
         header = f"{tuple(tensor.shape)} {tensor.dtype}".encode()
         digest = hashlib.sha256(header + tensor.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
-        return {"source": "tensor given by the caller (prepared by the caller, fed to both models as is)",
-                "kind": "tensor", "n": self.n, "image_list_sha256": digest, "synthetic": False}
+        return {
+            "source": "tensor given by the caller (prepared by the caller, fed to both models as is)",
+            "kind": "tensor",
+            "n": self.n,
+            "image_list_sha256": digest,
+            "synthetic": False,
+        }
 
 
 def _collect(data: Iterable, n: int | None) -> torch.Tensor:

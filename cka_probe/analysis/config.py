@@ -31,7 +31,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._choices import DEVICE_PATTERN, CheckpointSelect, Format, Estimator, Kernel, Labels, Pool, Precision, Tokens, Weights
+from .._choices import (
+    DEVICE_PATTERN,
+    CheckpointSelect,
+    Estimator,
+    Format,
+    Kernel,
+    Labels,
+    Pool,
+    Precision,
+    Tokens,
+    Weights,
+)
 from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
 from .estimation import CKASettings, check_pooling
@@ -184,23 +195,35 @@ class _Job(Section):
                 raise ValueError(f"models[{i}]: label {label!r} is used twice; give each model a unique label")
             seen.add(label)
         analysis, data = self.analysis, self.data
-        settings = CKASettings(kernel=analysis.kernel, unbiased=analysis.unbiased, sigma_frac=analysis.sigma_frac,
-                               estimator=analysis.estimator, batch_size=data.batch_size, precision=analysis.precision)
+        settings = CKASettings(
+            kernel=analysis.kernel,
+            unbiased=analysis.unbiased,
+            sigma_frac=analysis.sigma_frac,
+            estimator=analysis.estimator,
+            batch_size=data.batch_size,
+            precision=analysis.precision,
+        )
         if analysis.precision != "float64" and analysis.estimator != "full":
             raise ValueError("analysis.precision: float32 applies to the full estimator; set analysis.estimator: full")
         if (settings.uses_unbiased or analysis.permutations or analysis.bootstrap) and data.n < 4:
             raise ValueError(f"data.n: the unbiased estimator and the statistics need n >= 4, got {data.n}")
         if (analysis.permutations or analysis.bootstrap) and analysis.estimator != "full":
-            raise ValueError("analysis.permutations and analysis.bootstrap resample the full estimator; "
-                             "set analysis.estimator: full")
+            raise ValueError(
+                "analysis.permutations and analysis.bootstrap resample the full estimator; set analysis.estimator: full"
+            )
         try:
             check_pooling(analysis.pool, settings, data.n)
         except CKAProbeError as exc:
-            raise ValueError(str(exc).replace("--pool flatten", "analysis.pool: flatten").replace(
-                "--estimator", "analysis.estimator").replace("--batch-size", "data.batch_size")) from None
+            raise ValueError(
+                str(exc)
+                .replace("--pool flatten", "analysis.pool: flatten")
+                .replace("--estimator", "analysis.estimator")
+                .replace("--batch-size", "data.batch_size")
+            ) from None
         if analysis.estimator == "minibatch" and data.batch_size is not None and data.batch_size < 4:
-            raise ValueError(f"data.batch_size: the minibatch estimator needs batches of 4 or more, "
-                             f"got {data.batch_size}")
+            raise ValueError(
+                f"data.batch_size: the minibatch estimator needs batches of 4 or more, got {data.batch_size}"
+            )
         return self
 
 
@@ -220,8 +243,9 @@ class FigureJob(_Job):
                     raise ValueError(f"panels[{r}][{c}]: give a pair [row model, column model] or null")
                 for label in cell:
                     if label not in labels:
-                        raise ValueError(f"panels[{r}][{c}]: {label!r} is not a model label; "
-                                         f"labels are {', '.join(labels)}")
+                        raise ValueError(
+                            f"panels[{r}][{c}]: {label!r} is not a model label; labels are {', '.join(labels)}"
+                        )
         return self
 
 
@@ -283,16 +307,25 @@ class JobConfig:
         layouts = self.model_layouts.get(label, self.analysis["layouts"])
         from .features import FeatureSettings
 
-        return FeatureSettings(layers=self.model_layers.get(label, self.analysis["layers"]),
-                               tokens=self.model_tokens.get(label, self.analysis["tokens"]),
-                               pool=self.analysis["pool"], layouts=tuple(layouts.items()),
-                               batch_size=self.data["batch_size"])
+        return FeatureSettings(
+            layers=self.model_layers.get(label, self.analysis["layers"]),
+            tokens=self.model_tokens.get(label, self.analysis["tokens"]),
+            pool=self.analysis["pool"],
+            layouts=tuple(layouts.items()),
+            batch_size=self.data["batch_size"],
+        )
 
     def cka_settings(self) -> CKASettings:
         """How the job computes CKA from features (the same meaning as ``compare``'s options)."""
         a = self.analysis
-        return CKASettings(kernel=a["kernel"], unbiased=a["unbiased"], sigma_frac=a["sigma_frac"],
-                           estimator=a["estimator"], batch_size=self.data["batch_size"], precision=a["precision"])
+        return CKASettings(
+            kernel=a["kernel"],
+            unbiased=a["unbiased"],
+            sigma_frac=a["sigma_frac"],
+            estimator=a["estimator"],
+            batch_size=self.data["batch_size"],
+            precision=a["precision"],
+        )
 
     def labels(self) -> list[str]:
         return [m.display for m in self.models]
@@ -331,9 +364,15 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
         from .features import ModelRequest
 
         request = ModelRequest.from_argument(
-            entry.name, entry.checkpoint, weights=entry.weights or job.weights, label=entry.label,
-            seed=job.data.seed if entry.seed is None else entry.seed, family=entry.family,
-            checkpoint_select=entry.checkpoint_key, num_classes=entry.num_classes)
+            entry.name,
+            entry.checkpoint,
+            weights=entry.weights or job.weights,
+            label=entry.label,
+            seed=job.data.seed if entry.seed is None else entry.seed,
+            family=entry.family,
+            checkpoint_select=entry.checkpoint_key,
+            num_classes=entry.num_classes,
+        )
         models.append(request)
         if entry.layers is not None:
             model_layers[request.display] = entry.layers
@@ -342,7 +381,17 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
         if entry.layouts is not None:
             model_layouts[request.display] = entry.layouts
     panels = [[tuple(cell) if cell else None for cell in row] for row in getattr(job, "panels", [])]
-    return JobConfig(kind=kind, data=checked["data"], analysis=checked["analysis"], models=models,
-                     model_layers=model_layers, output=checked["output"], cache=job.cache,
-                     title=getattr(job, "title", None), panels=panels, raw=raw, model_tokens=model_tokens,
-                     model_layouts=model_layouts)
+    return JobConfig(
+        kind=kind,
+        data=checked["data"],
+        analysis=checked["analysis"],
+        models=models,
+        model_layers=model_layers,
+        output=checked["output"],
+        cache=job.cache,
+        title=getattr(job, "title", None),
+        panels=panels,
+        raw=raw,
+        model_tokens=model_tokens,
+        model_layouts=model_layouts,
+    )

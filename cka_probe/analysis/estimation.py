@@ -25,8 +25,15 @@ import torch
 from .._choices import ESTIMATORS, KERNELS, PRECISIONS
 from ..errors import ConfigError, ShapeError
 
-__all__ = ["CKASettings", "check_pooling", "math_input", "pair_tables", "minibatch_bounds", "pooling_description",
-           "LAYER_SEPARATOR"]
+__all__ = [
+    "CKASettings",
+    "check_pooling",
+    "math_input",
+    "pair_tables",
+    "minibatch_bounds",
+    "pooling_description",
+    "LAYER_SEPARATOR",
+]
 
 LAYER_SEPARATOR = ": "  # joins model label and layer name in the combined stack (warnings name layers this way)
 MIN_BATCH = 4  # the unbiased HSIC needs 4 examples
@@ -99,8 +106,10 @@ class CKASettings:
         kernel = "linear" if self.kernel == "linear" else f"RBF (bandwidth {self.sigma_frac:g} x median distance)"
         if self.estimator == "minibatch":
             size = f"batches of {self.batch_size}" if self.batch_size else "one batch of all n"
-            return (f"minibatch {kernel} CKA (Nguyen et al. 2021): unbiased HSIC (Song et al. 2012) averaged "
-                    f"over {size} images, then normalised")
+            return (
+                f"minibatch {kernel} CKA (Nguyen et al. 2021): unbiased HSIC (Song et al. 2012) averaged "
+                f"over {size} images, then normalised"
+            )
         hsic = "unbiased HSIC (Song et al. 2012)" if self.unbiased else "biased HSIC (Gretton et al. 2005)"
         arithmetic = "" if self.precision == "float64" else ", all-pairs product in float32"
         return f"{kernel} CKA (Kornblith et al. 2019) over all n images at once, {hsic}{arithmetic}"
@@ -213,9 +222,13 @@ def pair_tables(
     n = sum(_batch_sizes(next(iter(combined.values()))))
     settings.check(n)
     if settings.estimator == "full":
-        everything = cka_matrix({name: math_input(value, name) for name, value in combined.items()},
-                                kernel=settings.kernel, unbiased=settings.unbiased, sigma_frac=settings.sigma_frac,
-                                dtype=settings.precision)
+        everything = cka_matrix(
+            {name: math_input(value, name) for name, value in combined.items()},
+            kernel=settings.kernel,
+            unbiased=settings.unbiased,
+            sigma_frac=settings.sigma_frac,
+            dtype=settings.precision,
+        )
     else:
         bounds = minibatch_bounds(n, settings.batch_size)
         metric = MinibatchCKA(kernel=settings.kernel, sigma_frac=settings.sigma_frac)
@@ -226,8 +239,10 @@ def pair_tables(
                     batch[name] = value[start:stop]
                 else:
                     if _batch_sizes(value) != [b - a for a, b in bounds]:
-                        raise ShapeError(f"layer {name}: its Grams come in batches {_batch_sizes(value)}, not the "
-                                         f"estimator's {[b - a for a, b in bounds]}; record it with the same --batch-size")
+                        raise ShapeError(
+                            f"layer {name}: its Grams come in batches {_batch_sizes(value)}, not the "
+                            f"estimator's {[b - a for a, b in bounds]}; record it with the same --batch-size"
+                        )
                     batch[name] = Gram(value[k])
             metric.update(batch)
         everything = metric.compute()

@@ -50,12 +50,14 @@ def features_for_models(
 
         if probe_spec is None:
             raise CKAProbeError("the Ray executor needs probe_spec, the load_probe_set arguments of the probe set")
-        return ray_features_for_models(requests, probe, probe_spec, settings, cache=cache, address=ray_address,
-                                       progress=progress)
+        return ray_features_for_models(
+            requests, probe, probe_spec, settings, cache=cache, address=ray_address, progress=progress
+        )
     if executor not in EXECUTORS:
         raise CKAProbeError(f"unknown executor {executor!r}; choose --executor {' or '.join(EXECUTORS)}")
     results: dict[str, ExtractedFeatures | ModelFailure] = {}
     for request in tqdm(requests, desc="models", unit="model", disable=not progress):
-        results[request.display] = safe_model_features(request, probe, settings[request.display], device=device,
-                                                       cache=cache, progress=progress)
+        results[request.display] = safe_model_features(
+            request, probe, settings[request.display], device=device, cache=cache, progress=progress
+        )
     return results

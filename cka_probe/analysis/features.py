@@ -59,15 +59,24 @@ class ExtractedFeatures:
 
     def to(self, device: torch.device | str) -> ExtractedFeatures:
         """Move every recorded tensor (features or Grams) to ``device``, in place; returns ``self``."""
-        self.features = {name: value.to(device) if isinstance(value, torch.Tensor) else [g.to(device) for g in value]
-                         for name, value in self.features.items()}
+        self.features = {
+            name: value.to(device) if isinstance(value, torch.Tensor) else [g.to(device) for g in value]
+            for name, value in self.features.items()
+        }
         return self
 
     def layer_provenance(self) -> list[dict[str, Any]]:
         return [
-            {"name": info.name, "module": info.module_name, "type": info.module_type, "layout": info.layout,
-             "layout_rule": info.layout_source, "prefix_tokens": info.prefix_tokens,
-             "raw_shape": list(info.raw_shape[1:]), "pooled_dim": info.pooled_dim}
+            {
+                "name": info.name,
+                "module": info.module_name,
+                "type": info.module_type,
+                "layout": info.layout,
+                "layout_rule": info.layout_source,
+                "prefix_tokens": info.prefix_tokens,
+                "raw_shape": list(info.raw_shape[1:]),
+                "pooled_dim": info.pooled_dim,
+            }
             for info in self.layers
         ]
 
@@ -105,7 +114,11 @@ def extract_features(
     start = time.perf_counter()
     recorder = FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts)
     seen = 0
-    with recorder, torch.inference_mode(), tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with (
+        recorder,
+        torch.inference_mode(),
+        tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar,
+    ):
         for batch in batches:
             batch = batch.to(device, non_blocking=True)
             if autocast_dtype is not None:
@@ -242,13 +255,22 @@ def model_features(
         if hit is not None:
             return ExtractedFeatures(**hit).to(device)
     loaded = load_model(
-        request.name, weights=request.weights, checkpoint=request.checkpoint, seed=request.seed, device=device,
-        checkpoint_select=request.checkpoint_select, num_classes=request.num_classes,
+        request.name,
+        weights=request.weights,
+        checkpoint=request.checkpoint,
+        seed=request.seed,
+        device=device,
+        checkpoint_select=request.checkpoint_select,
+        num_classes=request.num_classes,
     )
     extracted = extract_features(
         loaded.model,
-        (images for images, _ in batches(probe, transform_for(loaded), bounds=minibatch_bounds(probe.n,
-                                                                                               settings.batch_size))),
+        (
+            images
+            for images, _ in batches(
+                probe, transform_for(loaded), bounds=minibatch_bounds(probe.n, settings.batch_size)
+            )
+        ),
         layers=settings.layers,
         tokens=settings.tokens,
         pool=settings.pool,
@@ -284,7 +306,9 @@ class ModelFailure:
         return {"label": self.label, "error": self.error, "error_type": self.kind}
 
 
-def safe_model_features(request: ModelRequest, probe, settings: FeatureSettings, **kwargs) -> ExtractedFeatures | ModelFailure:
+def safe_model_features(
+    request: ModelRequest, probe, settings: FeatureSettings, **kwargs
+) -> ExtractedFeatures | ModelFailure:
     """:func:`model_features`, with a failure of this one model caught and described."""
     try:
         return model_features(request, probe, settings, **kwargs)

@@ -8,16 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._files import check_output_name
 from .._version import __version__
 from ..errors import CKAProbeError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .config import JobConfig
-from .features import resolve_cache, resolve_device
 from .estimation import pair_tables, pooling_description
 from .executors import features_for_models
-from .features import ModelFailure, model_provenance
+from .features import ModelFailure, model_provenance, resolve_cache, resolve_device
 from .provenance import environment, package_versions
-from .._files import check_output_name
 from .result import FIGURE_FORMATS, _jsonable
 from .tables import long_table
 
@@ -58,11 +57,14 @@ class FigureResult:
                     cells.append(None)
                     continue
                 a, b = cell
-                cells.append(Panel(self.tables[(a, b)], title=f"{a} vs {b}", xlabel=f"layers of {b}", ylabel=f"layers of {a}"))
+                cells.append(
+                    Panel(self.tables[(a, b)], title=f"{a} vs {b}", xlabel=f"layers of {b}", ylabel=f"layers of {a}")
+                )
             rows.append(cells)
         heading = figure_title(self.metadata, title=self.config.title)
-        return plot_panel_grid(rows, title=heading.title, subtitle=heading.subtitle,
-                               labels=self.config.output["labels"])
+        return plot_panel_grid(
+            rows, title=heading.title, subtitle=heading.subtitle, labels=self.config.output["labels"]
+        )
 
     def save(self, directory: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
         paths = figure_paths(self.config, directory)
@@ -96,8 +98,14 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
     needed = {label for row in config.panels for cell in row if cell for label in cell}
     requests = [m for m in config.models if m.display in needed]
     store = resolve_cache(cache if cache is not None else (config.cache if config.cache is not None else True))
-    features = features_for_models(requests, probe, {m.display: config.settings_for(m.display) for m in requests},
-                                   device=device, cache=store, progress=progress)
+    features = features_for_models(
+        requests,
+        probe,
+        {m.display: config.settings_for(m.display) for m in requests},
+        device=device,
+        cache=store,
+        progress=progress,
+    )
     failed = {label: f for label, f in features.items() if isinstance(f, ModelFailure)}
     if failed:
         label, failure = next(iter(failed.items()))

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._config import read_yaml, validate
 from .._version import __version__
 from ..capture import FeatureRecorder
 from ..capture.pooling import FLATTEN, POOLS
-from .._config import read_yaml, validate
 from ..errors import ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
 from ._io import atomic_path, check_outputs, ensure_writable_dir
@@ -168,8 +168,9 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
 
     job = validate(IdentifyJob, read_yaml(path, "identify config") or {}, str(path))
     data, analysis = job.data.model_dump(), job.analysis.model_dump()
-    checkpoints = [entry if isinstance(entry, str) else entry.model_dump(exclude_none=True)
-                   for entry in job.checkpoints]
+    checkpoints = [
+        entry if isinstance(entry, str) else entry.model_dump(exclude_none=True) for entry in job.checkpoints
+    ]
     raw = {"model": job.model}
     return {
         "model": raw.get("model"),
@@ -206,7 +207,13 @@ class _Recorded:
 
 
 def _record_network(
-    network: Network, probe, pools: Sequence[str], tokens: str, batch_size: int | None, device: torch.device, progress: bool
+    network: Network,
+    probe,
+    pools: Sequence[str],
+    tokens: str,
+    batch_size: int | None,
+    device: torch.device,
+    progress: bool,
 ) -> _Recorded:
     """One forward pass over the probe images, every pooling recorded at once (one recorder per pooling)."""
     from tqdm.auto import tqdm
@@ -471,7 +478,9 @@ def identify(
     unknown = [p for p in pools if p not in POOLS]
     if unknown or not pools:
         raise IdentifyError(f"unknown pooling {unknown[0] if unknown else 'none'}; choose from {', '.join(POOLS)}")
-    settings = CKASettings(kernel="linear", unbiased=bool(unbiased), estimator=estimator, batch_size=batch_size).check(n)
+    settings = CKASettings(kernel="linear", unbiased=bool(unbiased), estimator=estimator, batch_size=batch_size).check(
+        n
+    )
     _tokens(tokens)
     networks = resolve_networks(model, checkpoints, layers)
     device = resolve_device(device)

@@ -11,8 +11,13 @@ from ..capture import describe_layers
 __all__ = ["describe_model_layers"]
 
 
-def describe_model_layers(model: str | torch.nn.Module, layers: Any = "activations", tokens: str = "patch",
-                          pool: str = "mean", layouts: Any = None) -> list[dict]:
+def describe_model_layers(
+    model: str | torch.nn.Module,
+    layers: Any = "activations",
+    tokens: str = "patch",
+    pool: str = "mean",
+    layouts: Any = None,
+) -> list[dict]:
     """Layers of ``model`` in forward order, with type, layout, output shape (batch dim dropped) and the
     width of the feature CKA sees: channels when pooled, the whole flattened activation with ``pool="flatten"``.
 
@@ -25,8 +30,14 @@ def describe_model_layers(model: str | torch.nn.Module, layers: Any = "activatio
     example = torch.zeros(1, *loaded.data_config["input_size"])
     infos = describe_layers(loaded.model.eval(), example, layers=layers, pool=pool, tokens=tokens, layouts=layouts)
     return [
-        {"name": info.name, "type": info.module_type.rsplit(".", 1)[-1], "module_type": info.module_type,
-         "layout": info.layout, "layout_rule": info.layout_source, "output": list(info.raw_shape[1:]),
-         "pooled_dim": info.pooled_dim}
+        {
+            "name": info.name,
+            "type": info.module_type.rsplit(".", 1)[-1],
+            "module_type": info.module_type,
+            "layout": info.layout,
+            "layout_rule": info.layout_source,
+            "output": list(info.raw_shape[1:]),
+            "pooled_dim": info.pooled_dim,
+        }
         for info in infos
     ]

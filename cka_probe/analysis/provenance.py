@@ -11,7 +11,18 @@ from .._files import sha256_file
 
 __all__ = ["package_versions", "sha256_file", "sha256_text", "environment"]
 
-_PACKAGES = ("cka-probe", "torch", "torchvision", "timm", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "safetensors")
+_PACKAGES = (
+    "cka-probe",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "scipy",
+    "pandas",
+    "matplotlib",
+    "seaborn",
+    "safetensors",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -17,8 +17,7 @@ from ..errors import CKAProbeError
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .summary import DEFAULT_BAND, diagonal_band_mean
 
-__all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "safe_name",
-           "FIGURE_FORMATS"]
+__all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "safe_name", "FIGURE_FORMATS"]
 
 FIGURE_FORMATS = FORMATS
 

@@ -21,14 +21,16 @@ def long_table(matrix: pd.DataFrame, model_a: str, model_b: str) -> pd.DataFrame
     """
     rows, cols = matrix.shape
     index_a, index_b = np.divmod(np.arange(rows * cols), cols)
-    return pd.DataFrame({
-        "model_a": model_a,
-        "model_b": model_b,
-        "layer_a": np.asarray(matrix.index, dtype=object)[index_a],
-        "layer_b": np.asarray(matrix.columns, dtype=object)[index_b],
-        "index_a": index_a,
-        "index_b": index_b,
-        "depth_a": relative_depths(rows)[index_a],
-        "depth_b": relative_depths(cols)[index_b],
-        "cka": matrix.to_numpy(dtype=float).ravel(),
-    })
+    return pd.DataFrame(
+        {
+            "model_a": model_a,
+            "model_b": model_b,
+            "layer_a": np.asarray(matrix.index, dtype=object)[index_a],
+            "layer_b": np.asarray(matrix.columns, dtype=object)[index_b],
+            "index_a": index_a,
+            "index_b": index_b,
+            "depth_a": relative_depths(rows)[index_a],
+            "depth_b": relative_depths(cols)[index_b],
+            "cka": matrix.to_numpy(dtype=float).ravel(),
+        }
+    )

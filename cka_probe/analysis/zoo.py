@@ -49,10 +49,9 @@ from ..errors import CKAProbeError, OutputNameError
 from ._io import atomic_path, ensure_writable_dir, new_output_dir
 from .cache import feature_key, key_digest
 from .config import ConfigError, JobConfig
-from .features import resolve_cache, resolve_device
 from .estimation import CKASettings, math_input, pair_tables, pooling_description
 from .executors import features_for_models
-from .features import ModelFailure, model_provenance
+from .features import ModelFailure, model_provenance, resolve_cache, resolve_device
 from .provenance import environment, package_versions, sha256_text
 from .result import _jsonable, output_stem, safe_name
 from .summary import depth_correspondence, diagonal_band_mean
@@ -97,16 +96,24 @@ def run_zoo(
         _check_pair_file_names([m.display for m in config.models])
     with new_output_dir(Path(output_dir or config.output["dir"])) as out:
         try:
-            return _run_zoo(config, out, executor=executor, ray_address=ray_address, cache=cache,
-                            overwrite=overwrite, progress=progress)
+            return _run_zoo(
+                config,
+                out,
+                executor=executor,
+                ray_address=ray_address,
+                cache=cache,
+                overwrite=overwrite,
+                progress=progress,
+            )
         except BaseException:
             with contextlib.suppress(OSError):
                 (out / STATE_DIR).rmdir()  # only when the run wrote nothing there
             raise
 
 
-def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | None, cache: Any, overwrite: bool,
-             progress: bool) -> ZooResult:
+def _run_zoo(
+    config: JobConfig, out: Path, *, executor: str, ray_address: str | None, cache: Any, overwrite: bool, progress: bool
+) -> ZooResult:
     started = time.perf_counter()
     score = config.output["summary_score"]  # one of SUMMARY_SCORES: the config schema checked it
     digest = config.digest()
@@ -122,8 +129,14 @@ def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | 
     store = resolve_cache(cache if cache is not None else (config.cache if config.cache is not None else True))
     device = resolve_device(analysis["device"])
     features = features_for_models(
-        config.models, probe, {m.display: config.settings_for(m.display) for m in config.models},
-        device=device, cache=store, progress=progress, executor=executor, ray_address=ray_address,
+        config.models,
+        probe,
+        {m.display: config.settings_for(m.display) for m in config.models},
+        device=device,
+        cache=store,
+        progress=progress,
+        executor=executor,
+        ray_address=ray_address,
         probe_spec={"source": data["source"], "n": data["n"], "seed": data["seed"], "skip_bad": data["skip_bad"]},
     )
     working = {label: ext for label, ext in features.items() if not isinstance(ext, ModelFailure)}
@@ -139,18 +152,27 @@ def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | 
     pair_started = time.perf_counter()
     pairs = list(itertools.combinations(list(working), 2))
     feature_keys = _feature_keys(config, probe)  # again: pretrained weights downloaded just now have a file hash
-    long, pairs_reused = _pair_stage(state, digest, working, pairs, analysis, config.cka_settings(), progress,
-                                     feature_keys)
+    long, pairs_reused = _pair_stage(
+        state, digest, working, pairs, analysis, config.cka_settings(), progress, feature_keys
+    )
     pair_seconds = time.perf_counter() - pair_started
 
-    families = {m.display: (m.family or model_provenance(working[m.display]).get("family", "unknown"))
-                if m.display in working else (m.family or "unknown") for m in config.models}
+    families = {
+        m.display: (m.family or model_provenance(working[m.display]).get("family", "unknown"))
+        if m.display in working
+        else (m.family or "unknown")
+        for m in config.models
+    }
     summary = _pair_summary(long, working, families)
     models = _model_table(config, features, families)
-    heading = {"models": {label: model_provenance(ext) for label, ext in working.items()},
-               "data": probe.provenance(), "n": probe.n}
-    files = _write_outputs(out, config, long, summary, models, score, working, keep_pair_files=pairs_reused,
-                           heading=heading)
+    heading = {
+        "models": {label: model_provenance(ext) for label, ext in working.items()},
+        "data": probe.provenance(),
+        "n": probe.n,
+    }
+    files = _write_outputs(
+        out, config, long, summary, models, score, working, keep_pair_files=pairs_reused, heading=heading
+    )
     manifest = {
         "cka_probe": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -170,13 +192,20 @@ def _run_zoo(config: JobConfig, out: Path, *, executor: str, ray_address: str | 
         **config.cka_settings().record(),
         "tokens": analysis["tokens"],
         "pooling": pooling_description(analysis["pool"]),
-        "statistics": {"permutations": analysis["permutations"], "bootstrap": analysis["bootstrap"],
-                       "confidence": analysis["confidence"], "seed": analysis["stats_seed"]},
+        "statistics": {
+            "permutations": analysis["permutations"],
+            "bootstrap": analysis["bootstrap"],
+            "confidence": analysis["confidence"],
+            "seed": analysis["stats_seed"],
+        },
         "device": str(device),
         "versions": package_versions(),
         "environment": environment(),
-        "seconds": {"features": round(feature_seconds, 3), "pairs": round(pair_seconds, 3),
-                    "total": round(time.perf_counter() - started, 3)},
+        "seconds": {
+            "features": round(feature_seconds, 3),
+            "pairs": round(pair_seconds, 3),
+            "total": round(time.perf_counter() - started, 3),
+        },
         "outputs": sorted(str(p.relative_to(out)) for p in files.values()),
     }
     with atomic_path(out / "manifest.json") as tmp:
@@ -243,26 +272,50 @@ def _finished_job(out: Path, digest: str, overwrite: bool, feature_keys: dict[st
     if overwrite or recorded != digest or not manifest_path.exists():
         return None
     manifest = json.loads(manifest_path.read_text())
-    if not manifest.get("complete") or manifest.get("failures") \
-            or not all((out / rel).exists() for rel in manifest.get("outputs", [])):
+    if (
+        not manifest.get("complete")
+        or manifest.get("failures")
+        or not all((out / rel).exists() for rel in manifest.get("outputs", []))
+    ):
         return None  # unfinished, or with failed models to try again
     if manifest.get("feature_keys") != feature_keys:
         return None  # the images, weights or library versions changed since: the features are not the same
     return ZooResult(
-        out, None, pd.read_csv(out / "pairs_summary.csv"), pd.read_csv(out / "models.csv"), manifest, up_to_date=True,
+        out,
+        None,
+        pd.read_csv(out / "pairs_summary.csv"),
+        pd.read_csv(out / "models.csv"),
+        manifest,
+        up_to_date=True,
         files={rel: out / rel for rel in manifest["outputs"]},
     )
 
 
-def _pair_stage(state: Path, digest: str, working: dict, pairs: list, analysis: dict, settings: CKASettings,
-                progress: bool, feature_keys: dict[str, str | None]) -> tuple[pd.DataFrame, bool]:
+def _pair_stage(
+    state: Path,
+    digest: str,
+    working: dict,
+    pairs: list,
+    analysis: dict,
+    settings: CKASettings,
+    progress: bool,
+    feature_keys: dict[str, str | None],
+) -> tuple[pd.DataFrame, bool]:
     """The long table of every pair, reused from the state directory when it matches this job and its features.
 
     Returns:
         The table, and whether it was reused (else it was computed now).
     """
-    stage_key = sha256_text(json.dumps({"config": digest, "models": {k: list(v.features) for k, v in working.items()},
-                                        "feature_keys": {k: feature_keys.get(k) for k in working}}, sort_keys=True))
+    stage_key = sha256_text(
+        json.dumps(
+            {
+                "config": digest,
+                "models": {k: list(v.features) for k, v in working.items()},
+                "feature_keys": {k: feature_keys.get(k) for k in working},
+            },
+            sort_keys=True,
+        )
+    )
     table_path, meta_path = state / "pairs.parquet", state / "pairs.json"
     if meta_path.exists() and table_path.exists():
         try:
@@ -294,14 +347,21 @@ def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: dict) -> None:
     if analysis["permutations"]:
         from ..math import permutation_test
 
-        p_values = permutation_test(feats_a, feats_b, num_permutations=analysis["permutations"],
-                                    seed=analysis["stats_seed"], **kwargs)
+        p_values = permutation_test(
+            feats_a, feats_b, num_permutations=analysis["permutations"], seed=analysis["stats_seed"], **kwargs
+        )
         frame["p_value"] = p_values.values.cpu().numpy().ravel()
     if analysis["bootstrap"]:
         from ..math import bootstrap_ci
 
-        low, high = bootstrap_ci(feats_a, feats_b, num_resamples=analysis["bootstrap"],
-                                 seed=analysis["stats_seed"], level=analysis["confidence"], **kwargs)
+        low, high = bootstrap_ci(
+            feats_a,
+            feats_b,
+            num_resamples=analysis["bootstrap"],
+            seed=analysis["stats_seed"],
+            level=analysis["confidence"],
+            **kwargs,
+        )
         frame["ci_low"] = low.values.cpu().numpy().ravel()
         frame["ci_high"] = high.values.cpu().numpy().ravel()
 
@@ -318,9 +378,13 @@ def _pair_summary(long: pd.DataFrame, working: dict, families: dict[str, str]) -
     for (a, b), frame in long.groupby(["model_a", "model_b"], sort=False):
         matrix = frame.pivot(index="index_a", columns="index_b", values="cka").to_numpy()
         row = {
-            "model_a": a, "model_b": b, "family_a": families[a], "family_b": families[b],
+            "model_a": a,
+            "model_b": b,
+            "family_a": families[a],
+            "family_b": families[b],
             "homogeneous": families[a] == families[b] and families[a] != "unknown",
-            "layers_a": matrix.shape[0], "layers_b": matrix.shape[1],
+            "layers_a": matrix.shape[0],
+            "layers_b": matrix.shape[1],
             "mean_cka": float(np.nanmean(matrix)) if np.isfinite(matrix).any() else float("nan"),
             "diagonal_band_cka": diagonal_band_mean(matrix),
             "depth_correspondence": depth_correspondence(matrix),
@@ -328,8 +392,18 @@ def _pair_summary(long: pd.DataFrame, working: dict, families: dict[str, str]) -
         if "p_value" in frame:
             row["significant_share"] = float((frame["p_value"] < 0.05).mean())
         rows.append(row)
-    columns = ["model_a", "model_b", "family_a", "family_b", "homogeneous", "layers_a", "layers_b", "mean_cka",
-               "diagonal_band_cka", "depth_correspondence"]
+    columns = [
+        "model_a",
+        "model_b",
+        "family_a",
+        "family_b",
+        "homogeneous",
+        "layers_a",
+        "layers_b",
+        "mean_cka",
+        "diagonal_band_cka",
+        "depth_correspondence",
+    ]
     return pd.DataFrame(rows, columns=columns + (["significant_share"] if "p_value" in long else []))
 
 
@@ -338,20 +412,42 @@ def _model_table(config: JobConfig, features: dict, families: dict[str, str]) ->
     for request in config.models:
         ext = features[request.display]
         if isinstance(ext, ModelFailure):
-            rows.append({"label": request.display, "name": request.name, "status": "failed", "error": ext.error,
-                         "timm_name": None, "family": families[request.display], "weights": request.weights,
-                         "layers": 0, "from_cache": False, "seconds": None})
+            rows.append(
+                {
+                    "label": request.display,
+                    "name": request.name,
+                    "status": "failed",
+                    "error": ext.error,
+                    "timm_name": None,
+                    "family": families[request.display],
+                    "weights": request.weights,
+                    "layers": 0,
+                    "from_cache": False,
+                    "seconds": None,
+                }
+            )
             continue
         prov = model_provenance(ext)
-        rows.append({"label": request.display, "name": request.name, "status": "ok", "error": None,
-                     "timm_name": prov.get("timm_name"), "family": families[request.display],
-                     "weights": prov.get("weights"), "layers": len(ext.features),
-                     "from_cache": bool(ext.extra.get("cached")), "seconds": round(ext.seconds, 3)})
+        rows.append(
+            {
+                "label": request.display,
+                "name": request.name,
+                "status": "ok",
+                "error": None,
+                "timm_name": prov.get("timm_name"),
+                "family": families[request.display],
+                "weights": prov.get("weights"),
+                "layers": len(ext.features),
+                "from_cache": bool(ext.extra.get("cached")),
+                "seconds": round(ext.seconds, 3),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: str, working: dict,
-                   keep_pair_files: bool, heading: dict) -> dict[str, Path]:
+def _write_outputs(
+    out: Path, config: JobConfig, long, summary, models, score: str, working: dict, keep_pair_files: bool, heading: dict
+) -> dict[str, Path]:
     """Write every output; existing per-pair files are kept only when ``keep_pair_files`` (same pair table).
 
     ``heading`` (models, data, n) is what the figures' subtitles say.
@@ -380,8 +476,14 @@ def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: s
             scores.loc[row.model_a, row.model_b] = scores.loc[row.model_b, row.model_a] = getattr(row, score)
         families = models.set_index("label")["family"].reindex(labels)
         low, high = SCORE_RANGES[score]
-        figure = plot_pair_scores(scores, families, score_name=score.replace("_", " "), vmin=low, vmax=high,
-                                  subtitle=figure_title(heading).subtitle)
+        figure = plot_pair_scores(
+            scores,
+            families,
+            score_name=score.replace("_", " "),
+            vmin=low,
+            vmax=high,
+            subtitle=figure_title(heading).subtitle,
+        )
         write("zoo_summary.png", lambda p: figure.savefig(p, format="png", dpi=150, bbox_inches="tight"))
     if config.output.get("per_pair"):
         ensure_writable_dir(out / "pairs")
@@ -407,8 +509,13 @@ def _write_outputs(out: Path, config: JobConfig, long, summary, models, score: s
                     p_values = frame.pivot(index="layer_a", columns="layer_b", values="p_value")
                     not_significant = p_values.loc[matrix.index, matrix.columns].to_numpy() >= 0.05
                 pair_heading = {**heading, "models": {k: heading["models"].get(k, {}) for k in (a, b)}}
-                plot_cka_heatmap(matrix, fig.subplots(), title=f"{a} vs {b}", hatch_mask=not_significant,
-                                 subtitle=figure_title(pair_heading).subtitle, labels=config.output["labels"])
+                plot_cka_heatmap(
+                    matrix,
+                    fig.subplots(),
+                    title=f"{a} vs {b}",
+                    hatch_mask=not_significant,
+                    subtitle=figure_title(pair_heading).subtitle,
+                    labels=config.output["labels"],
+                )
                 write(target, lambda p, f=fig, fm=fmt: f.savefig(p, format=fm, dpi=150))
     return files
-

@@ -219,8 +219,10 @@ class FeatureRecorder:
         self.remove()
 
     def __repr__(self) -> str:
-        return (f"FeatureRecorder({type(self.model).__name__}, {len(self.module_names)} modules, "
-                f"{len(self.layers)} layers, n={self.num_examples}, attached={self.attached})")
+        return (
+            f"FeatureRecorder({type(self.model).__name__}, {len(self.module_names)} modules, "
+            f"{len(self.layers)} layers, n={self.num_examples}, attached={self.attached})"
+        )
 
     # ----------------------------------------------------------------------- results
 
@@ -369,8 +371,17 @@ class FeatureRecorder:
             raise ShapeError(f"layer {label}: {reason}; select a layer whose output is batch first")
         layout = self._layouts.get(label)
         if layout is None:
-            layout = resolve_layout(name, module, shape, self._ancestors[name], self.overrides, self._image_size,
-                                    self.class_tokens, self.tokens, self._grids)
+            layout = resolve_layout(
+                name,
+                module,
+                shape,
+                self._ancestors[name],
+                self.overrides,
+                self._image_size,
+                self.class_tokens,
+                self.tokens,
+                self._grids,
+            )
         if layout.layout == TOKEN_LAYOUT and self.class_tokens:
             reason = self._token_refusal(label, shape, layout)
             if reason is not None:
@@ -422,7 +433,9 @@ class FeatureRecorder:
             raise CaptureError(_mismatch_message(self._layers, labels, self.num_batches + 1))
         rows = {recorded.shape[0] for _, recorded, *_ in pending}
         if len(rows) > 1:
-            raise ShapeError(f"layers gave different numbers of rows {sorted(rows)} in one forward; select batch-first layers")
+            raise ShapeError(
+                f"layers gave different numbers of rows {sorted(rows)} in one forward; select batch-first layers"
+            )
         if self._layers is None:
             self._first_batch(pending)
         else:
@@ -480,7 +493,9 @@ class FeatureRecorder:
         names = [name for name, _ in self.model.named_modules() if name]
         for pattern in self.overrides:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-                raise LayerSelectionError(no_match_message(pattern, names, type(self.model).__name__, "--layouts-a/-b pattern"))
+                raise LayerSelectionError(
+                    no_match_message(pattern, names, type(self.model).__name__, "--layouts-a/-b pattern")
+                )
 
 
 def describe_layers(

@@ -24,50 +24,108 @@ def _device(ctx, param, value):
 KERNEL = click.option("--kernel", type=click.Choice(KERNELS), default="linear", show_default=True, help="CKA kernel.")
 UNBIASED = click.option("--unbiased", is_flag=True, help="Unbiased HSIC estimator (Song et al. 2012); n >= 4.")
 ESTIMATOR = click.option(
-    "--estimator", type=click.Choice(ESTIMATORS), default="full", show_default=True,
+    "--estimator",
+    type=click.Choice(ESTIMATORS),
+    default="full",
+    show_default=True,
     help="full: CKA over all n images at once (batching does not change it); minibatch: Nguyen et al. 2021 "
-         "over --batch-size batches.")
+    "over --batch-size batches.",
+)
 PRECISION = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="float64", show_default=True,
-    help="Arithmetic of the all-pairs CKA product: float64, or float32 for speed (full estimator).")
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="float64",
+    show_default=True,
+    help="Arithmetic of the all-pairs CKA product: float64, or float32 for speed (full estimator).",
+)
 POOL = click.option(
-    "--pool", type=click.Choice(POOLS), default="mean", show_default=True,
-    help="mean / max over positions (channels kept; the paper's is mean), or flatten: the whole activation.")
+    "--pool",
+    type=click.Choice(POOLS),
+    default="mean",
+    show_default=True,
+    help="mean / max over positions (channels kept; the paper's is mean), or flatten: the whole activation.",
+)
 TOKENS_HELP = "Token layers: mean over patch tokens (prefix tokens excluded), over all tokens, or the class token."
 TOKEN_CHOICE = click.Choice(TOKENS)
 TOKENS = click.option("--tokens", type=TOKEN_CHOICE, default="patch", show_default=True, help=TOKENS_HELP)
-DEVICE = click.option("--device", default="auto", show_default=True, callback=_device,
-                      help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N; the CKA runs there too.")
-SEED = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                    help="Seed of the image subset and of random weights.")
-DATA = click.option("--data", default="embedded", show_default=True,
-                    help="embedded | DIR (ImageFolder or flat) | fashion-mnist[:DIR] | imagenette | synthetic.")
-NUM_IMAGES = click.option("-n", "--num-images", type=click.IntRange(min=2), default=128, show_default=True,
-                          help="Images (a class-balanced, seeded subset).")
-BATCH_SIZE = click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                          help="Images per forward pass [default: all n in one batch, as in the paper].")
-WEIGHTS = click.option("--weights", type=click.Choice(WEIGHTS), default="pretrained", show_default=True,
-                       help="timm hub weights, or seeded random initialisation.")
+DEVICE = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    callback=_device,
+    help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N; the CKA runs there too.",
+)
+SEED = click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the image subset and of random weights.",
+)
+DATA = click.option(
+    "--data",
+    default="embedded",
+    show_default=True,
+    help="embedded | DIR (ImageFolder or flat) | fashion-mnist[:DIR] | imagenette | synthetic.",
+)
+NUM_IMAGES = click.option(
+    "-n",
+    "--num-images",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    help="Images (a class-balanced, seeded subset).",
+)
+BATCH_SIZE = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images per forward pass [default: all n in one batch, as in the paper].",
+)
+WEIGHTS = click.option(
+    "--weights",
+    type=click.Choice(WEIGHTS),
+    default="pretrained",
+    show_default=True,
+    help="timm hub weights, or seeded random initialisation.",
+)
 LABEL_CHOICES = LABELS
-LABELS = click.option("--labels", type=click.Choice(LABEL_CHOICES), default="auto", show_default=True,
-                      help="Heatmap axes: layer names, 1-based layer numbers, or names when they fit.")
+LABELS = click.option(
+    "--labels",
+    type=click.Choice(LABEL_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Heatmap axes: layer names, 1-based layer numbers, or names when they fit.",
+)
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 NO_PROGRESS = click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                         help="Feature cache directory [default: $CKA_PROBE_CACHE/features or "
-                              "~/.cache/cka-probe/features].")
+CACHE_DIR = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Feature cache directory [default: $CKA_PROBE_CACHE/features or ~/.cache/cka-probe/features].",
+)
 NO_CACHE = click.option("--no-cache", is_flag=True, help="Compute features without reading or writing the cache.")
-CONFIG_SETS = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                           help="Override a config value: section.key=value, read as YAML (repeatable).")
-CONFIG_OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
-                          help="Output directory [default: the config's output.dir].")
+CONFIG_SETS = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value: section.key=value, read as YAML (repeatable).",
+)
+CONFIG_OUT = click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Output directory [default: the config's output.dir]."
+)
 
 
 def layouts_option(side: str):
-    return click.option(f"--layouts-{side}", multiple=True, metavar="PATTERN=LAYOUT",
-                        help=f"Layout of {side.upper()}'s layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); "
-                             "repeatable.")
+    return click.option(
+        f"--layouts-{side}",
+        multiple=True,
+        metavar="PATTERN=LAYOUT",
+        help=f"Layout of {side.upper()}'s layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); repeatable.",
+    )
 
 
 def split_layers(value: str) -> str | list[str]:

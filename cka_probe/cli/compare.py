@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from . import _options as opt
 from .._choices import CHECKPOINT_SELECT
+from . import _options as opt
 from ._options import report_errors
 
 
@@ -16,22 +16,44 @@ from ._options import report_errors
 @opt.NUM_IMAGES
 @opt.BATCH_SIZE
 @opt.SEED
-@click.option("--seed-a", type=click.IntRange(min=0), default=None,
-              help="Random-weights seed of A [default: --seed], e.g. two seeds of one architecture.")
+@click.option(
+    "--seed-a",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Random-weights seed of A [default: --seed], e.g. two seeds of one architecture.",
+)
 @click.option("--seed-b", type=click.IntRange(min=0), default=None, help="Random-weights seed of B [default: --seed].")
 @opt.WEIGHTS
-@click.option("--checkpoint-a", type=click.Path(dir_okay=False), default=None,
-              help="Local weights for A (.pth, .pt, .safetensors).")
+@click.option(
+    "--checkpoint-a",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local weights for A (.pth, .pt, .safetensors).",
+)
 @click.option("--checkpoint-b", type=click.Path(dir_okay=False), default=None, help="Local weights for B.")
-@click.option("--checkpoint-key-a", type=click.Choice(CHECKPOINT_SELECT), default="auto", show_default=True,
-              help="Weights of A's training checkpoint: its student or its EMA (auto: the student).")
-@click.option("--checkpoint-key-b", type=click.Choice(CHECKPOINT_SELECT), default="auto", show_default=True,
-              help="Same for B.")
-@click.option("--num-classes-a", type=click.IntRange(min=1), default=None,
-              help="Classifier size of A [default: the checkpoint's, else ImageNet's 1000].")
+@click.option(
+    "--checkpoint-key-a",
+    type=click.Choice(CHECKPOINT_SELECT),
+    default="auto",
+    show_default=True,
+    help="Weights of A's training checkpoint: its student or its EMA (auto: the student).",
+)
+@click.option(
+    "--checkpoint-key-b", type=click.Choice(CHECKPOINT_SELECT), default="auto", show_default=True, help="Same for B."
+)
+@click.option(
+    "--num-classes-a",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Classifier size of A [default: the checkpoint's, else ImageNet's 1000].",
+)
 @click.option("--num-classes-b", type=click.IntRange(min=1), default=None, help="Same for B.")
-@click.option("--layers-a", default="activations", show_default=True,
-              help="activations, or comma-separated module names / glob patterns.")
+@click.option(
+    "--layers-a",
+    default="activations",
+    show_default=True,
+    help="activations, or comma-separated module names / glob patterns.",
+)
 @click.option("--layers-b", default="activations", show_default=True, help="Same for B.")
 @opt.TOKENS
 @click.option("--tokens-a", type=opt.TOKEN_CHOICE, default=None, help="Token rule of A [default: --tokens].")
@@ -44,11 +66,11 @@ from ._options import report_errors
 @opt.ESTIMATOR
 @opt.PRECISION
 @opt.DEVICE
-@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True,
-              help="Output directory.")
+@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True, help="Output directory.")
 @click.option("--name", default=None, help="Output file stem [default: A_vs_B].")
-@click.option("--format", "formats", default="png", show_default=True,
-              help="Figure formats, comma-separated: png,pdf,svg.")
+@click.option(
+    "--format", "formats", default="png", show_default=True, help="Figure formats, comma-separated: png,pdf,svg."
+)
 @opt.LABELS
 @opt.OVERWRITE
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted in the metadata) instead of failing.")
@@ -57,9 +79,46 @@ from ._options import report_errors
 @opt.NO_PROGRESS
 @opt.VERBOSE
 @report_errors
-def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b, weights, checkpoint_a, checkpoint_b,
-            checkpoint_key_a, checkpoint_key_b, num_classes_a, num_classes_b, layers_a, layers_b, tokens, tokens_a, tokens_b, layouts_a, layouts_b, pool, kernel, unbiased, estimator,
-            precision, device, out, name, formats, labels, overwrite, skip_bad, cache_dir, no_cache, no_progress, verbose):
+def compare(
+    model_a,
+    model_b,
+    data,
+    num_images,
+    batch_size,
+    seed,
+    seed_a,
+    seed_b,
+    weights,
+    checkpoint_a,
+    checkpoint_b,
+    checkpoint_key_a,
+    checkpoint_key_b,
+    num_classes_a,
+    num_classes_b,
+    layers_a,
+    layers_b,
+    tokens,
+    tokens_a,
+    tokens_b,
+    layouts_a,
+    layouts_b,
+    pool,
+    kernel,
+    unbiased,
+    estimator,
+    precision,
+    device,
+    out,
+    name,
+    formats,
+    labels,
+    overwrite,
+    skip_bad,
+    cache_dir,
+    no_cache,
+    no_progress,
+    verbose,
+):
     """CKA of every layer of MODEL_A (rows) against every layer of MODEL_B (columns).
 
     A model is a name (alias or timm name) or a training checkpoint that records its model
@@ -72,21 +131,45 @@ def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b
         check_output_name(name, "--name")
     layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
 
-    from ..analysis import output_paths, output_stem
     from ..analysis import compare as run_compare
+    from ..analysis import output_paths, output_stem
     from ..analysis._io import check_outputs, new_output_dir
 
     stem = name or output_stem(model_a, model_b)
     with new_output_dir(out) as directory:  # fails before any model runs; removed again if nothing is written
         check_outputs(output_paths(directory, stem, fmt).values(), overwrite)
         result = run_compare(
-            model_a, model_b, data, n=num_images, batch_size=batch_size, seed=seed, seed_a=seed_a, seed_b=seed_b,
-            weights=weights, checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b, checkpoint_key_a=checkpoint_key_a,
-            checkpoint_key_b=checkpoint_key_b, num_classes_a=num_classes_a, num_classes_b=num_classes_b,
-            layers_a=opt.split_layers(layers_a), layers_b=opt.split_layers(layers_b), tokens=tokens,
-            tokens_a=tokens_a, tokens_b=tokens_b, layouts_a=layouts["a"], layouts_b=layouts["b"], pool=pool,
-            kernel=kernel, unbiased=unbiased, estimator=estimator, precision=precision, device=device, skip_bad=skip_bad,
-            cache=opt.cache_setting(cache_dir, no_cache), progress=not no_progress,
+            model_a,
+            model_b,
+            data,
+            n=num_images,
+            batch_size=batch_size,
+            seed=seed,
+            seed_a=seed_a,
+            seed_b=seed_b,
+            weights=weights,
+            checkpoint_a=checkpoint_a,
+            checkpoint_b=checkpoint_b,
+            checkpoint_key_a=checkpoint_key_a,
+            checkpoint_key_b=checkpoint_key_b,
+            num_classes_a=num_classes_a,
+            num_classes_b=num_classes_b,
+            layers_a=opt.split_layers(layers_a),
+            layers_b=opt.split_layers(layers_b),
+            tokens=tokens,
+            tokens_a=tokens_a,
+            tokens_b=tokens_b,
+            layouts_a=layouts["a"],
+            layouts_b=layouts["b"],
+            pool=pool,
+            kernel=kernel,
+            unbiased=unbiased,
+            estimator=estimator,
+            precision=precision,
+            device=device,
+            skip_bad=skip_bad,
+            cache=opt.cache_setting(cache_dir, no_cache),
+            progress=not no_progress,
         )
         paths = result.save(directory, formats=fmt, stem=stem, overwrite=overwrite, labels=labels)
     rows, cols = result.matrix.shape
@@ -94,5 +177,7 @@ def compare(model_a, model_b, data, num_images, batch_size, seed, seed_a, seed_b
     files = ", ".join(str(p) for p in paths.values())
     cached = [side for side, hit in result.metadata["seconds"]["features_from_cache"].items() if hit]
     from_cache = f" (features of {' and '.join(cached).upper()} from the cache)" if cached else ""
-    click.echo(f"{model_a} vs {model_b}: {rows} x {cols} layers, n={result.metadata['n']}, "
-               f"diagonal-band CKA {band:.3f}{from_cache}; wrote {files}")
+    click.echo(
+        f"{model_a} vs {model_b}: {rows} x {cols} layers, n={result.metadata['n']}, "
+        f"diagonal-band CKA {band:.3f}{from_cache}; wrote {files}"
+    )

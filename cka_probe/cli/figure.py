@@ -13,8 +13,12 @@ from ._options import report_errors
 @opt.CONFIG_SETS
 @opt.CONFIG_OUT
 @click.option("--name", default=None, help="Output file stem [default: the config's output.name, else its file name].")
-@click.option("--labels", type=click.Choice(opt.LABEL_CHOICES), default=None,
-              help="Heatmap axes: names, index or auto [default: the config's output.labels].")
+@click.option(
+    "--labels",
+    type=click.Choice(opt.LABEL_CHOICES),
+    default=None,
+    help="Heatmap axes: names, index or auto [default: the config's output.labels].",
+)
 @opt.run_options
 @report_errors
 def figure(config, sets, out, name, labels, cache_dir, no_cache, overwrite, no_progress, verbose):
@@ -35,5 +39,7 @@ def figure(config, sets, out, name, labels, cache_dir, no_cache, overwrite, no_p
         result = make_figure(job, progress=not no_progress, cache=cache)
         paths = result.save(out, overwrite=overwrite)
     cached = sum(result.metadata["features_from_cache"].values())
-    click.echo(f"{len(result.tables)} panels over {len(result.metadata['models'])} models "
-               f"({cached} from the cache), n={result.metadata['n']}; wrote {', '.join(str(p) for p in paths.values())}")
+    click.echo(
+        f"{len(result.tables)} panels over {len(result.metadata['models'])} models "
+        f"({cached} from the cache), n={result.metadata['n']}; wrote {', '.join(str(p) for p in paths.values())}"
+    )

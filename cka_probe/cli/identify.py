@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-
-from .._choices import ESTIMATORS
 from click.core import ParameterSource
 
+from .._choices import ESTIMATORS
 from . import _options as opt
 from ._options import report_errors
 

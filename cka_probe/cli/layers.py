@@ -10,12 +10,22 @@ from ._options import report_errors
 
 @click.command("layers")
 @click.argument("model")
-@click.option("--layers", "layer_spec", default="activations", show_default=True,
-              help="activations, or comma-separated module names / glob patterns.")
+@click.option(
+    "--layers",
+    "layer_spec",
+    default="activations",
+    show_default=True,
+    help="activations, or comma-separated module names / glob patterns.",
+)
 @opt.TOKENS
 @opt.POOL
-@click.option("--layouts", "layouts", multiple=True, metavar="PATTERN=LAYOUT",
-              help="Layout of the layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); repeatable.")
+@click.option(
+    "--layouts",
+    "layouts",
+    multiple=True,
+    metavar="PATTERN=LAYOUT",
+    help="Layout of the layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); repeatable.",
+)
 @opt.VERBOSE
 @report_errors
 def layers(model, layer_spec, tokens, pool, layouts, verbose):
@@ -27,12 +37,19 @@ def layers(model, layer_spec, tokens, pool, layouts, verbose):
     """
     from ..analysis import describe_model_layers
 
-    rows = describe_model_layers(model, layers=opt.split_layers(layer_spec), tokens=tokens, pool=pool,
-                                 layouts=opt.parse_layouts(layouts, "--layouts") or None)
+    rows = describe_model_layers(
+        model,
+        layers=opt.split_layers(layer_spec),
+        tokens=tokens,
+        pool=pool,
+        layouts=opt.parse_layouts(layouts, "--layouts") or None,
+    )
     width_label = "flattened" if pool == "flatten" else "pooled"
     table = [("#", "layer", "type", "layout", "output", width_label)]
-    table += [(str(i), row["name"], row["type"], row["layout"], str(tuple(row["output"])), str(row["pooled_dim"]))
-              for i, row in enumerate(rows, 1)]
+    table += [
+        (str(i), row["name"], row["type"], row["layout"], str(tuple(row["output"])), str(row["pooled_dim"]))
+        for i, row in enumerate(rows, 1)
+    ]
     widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
     for r in table:
         cells = [r[0].rjust(widths[0])] + [r[c].ljust(widths[c]) for c in range(1, 5)] + [r[5].rjust(widths[5])]

@@ -26,11 +26,27 @@ from ._options import report_errors
     show_default=True,
     help="Which weights of a training checkpoint: the student or its EMA.",
 )
-@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classifier size [default: read from the checkpoint].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Images per forward pass.")
-@click.option("--num-images", type=click.IntRange(min=1), default=None, help="Evaluate a fixed subset of this many images.")
-@click.option("--img-size", type=click.IntRange(min=1), default=None, help="Resolution [default: the run's or the model's].")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Data-loading processes [default: the CPU cores available].")
+@click.option(
+    "--num-classes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Classifier size [default: read from the checkpoint].",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Images per forward pass."
+)
+@click.option(
+    "--num-images", type=click.IntRange(min=1), default=None, help="Evaluate a fixed subset of this many images."
+)
+@click.option(
+    "--img-size", type=click.IntRange(min=1), default=None, help="Resolution [default: the run's or the model's]."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Data-loading processes [default: the CPU cores available].",
+)
 @opt.DEVICE
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @report_errors

@@ -12,19 +12,49 @@ from ._options import report_errors
 @click.argument("config", type=click.Path(dir_okay=False))
 @opt.CONFIG_SETS
 @opt.CONFIG_OUT
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: models one after another here; ray: one Ray task per model.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: models one after another here; ray: one Ray task per model.",
+)
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray instance).")
-@click.option("--permutations", type=click.IntRange(min=0), default=None,
-              help="Permutation-test draws per pair (p-value per cell).")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=None,
-              help="Bootstrap resamples per pair (percentile interval per cell).")
-@click.option("--labels", type=click.Choice(opt.LABEL_CHOICES), default=None,
-              help="Per-pair heatmap axes: names, index or auto [default: the config's output.labels].")
+@click.option(
+    "--permutations",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Permutation-test draws per pair (p-value per cell).",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Bootstrap resamples per pair (percentile interval per cell).",
+)
+@click.option(
+    "--labels",
+    type=click.Choice(opt.LABEL_CHOICES),
+    default=None,
+    help="Per-pair heatmap axes: names, index or auto [default: the config's output.labels].",
+)
 @opt.run_options
 @report_errors
-def zoo(config, sets, out, executor, address, permutations, bootstrap, labels, cache_dir, no_cache, overwrite,
-        no_progress, verbose):
+def zoo(
+    config,
+    sets,
+    out,
+    executor,
+    address,
+    permutations,
+    bootstrap,
+    labels,
+    cache_dir,
+    no_cache,
+    overwrite,
+    no_progress,
+    verbose,
+):
     """Compare every pair of the models CONFIG lists (see configs/zoo/); rerun to resume after a kill."""
     from ..analysis.config import load_job_config
     from ..errors import ConfigError
@@ -43,20 +73,34 @@ def zoo(config, sets, out, executor, address, permutations, bootstrap, labels, c
     from ..analysis import run_zoo
 
     cache = opt.cache_setting(cache_dir, no_cache) if (cache_dir or no_cache) else None
-    result = run_zoo(job, output_dir=out, executor=executor, ray_address=address, cache=cache, overwrite=overwrite,
-                     progress=not no_progress)
+    result = run_zoo(
+        job,
+        output_dir=out,
+        executor=executor,
+        ray_address=address,
+        cache=cache,
+        overwrite=overwrite,
+        progress=not no_progress,
+    )
     models = result.models
     ok = int((models["status"] == "ok").sum())
     failed = models[models["status"] == "failed"]
-    main_files = [result.files[key] for key in ("pairs_summary.csv", "pairs_long.csv", "models.csv", "zoo_summary.png")
-                  if key in result.files]
+    main_files = [
+        result.files[key]
+        for key in ("pairs_summary.csv", "pairs_long.csv", "models.csv", "zoo_summary.png")
+        if key in result.files
+    ]
     wrote = ", ".join(str(p) for p in main_files) or str(result.output_dir)
     if result.up_to_date:
-        click.echo(f"{result.output_dir}: already complete for this configuration ({ok} models, "
-                   f"{result.manifest['pairs']} pairs); nothing recomputed; see {wrote}")
+        click.echo(
+            f"{result.output_dir}: already complete for this configuration ({ok} models, "
+            f"{result.manifest['pairs']} pairs); nothing recomputed; see {wrote}"
+        )
         return
     cached = int(models["from_cache"].sum())
     note = f"; failed: {', '.join(f'{r.label} ({r.error})' for r in failed.itertuples())}" if len(failed) else ""
-    click.echo(f"{ok} models ({cached} from the cache), {result.manifest['pairs']} pairs, "
-               f"{result.manifest['layers']} layers in {result.manifest['seconds']['total']:.1f} s; "
-               f"wrote {wrote}{note}")
+    click.echo(
+        f"{ok} models ({cached} from the cache), {result.manifest['pairs']} pairs, "
+        f"{result.manifest['layers']} layers in {result.manifest['seconds']['total']:.1f} s; "
+        f"wrote {wrote}{note}"
+    )

@@ -21,7 +21,9 @@ __all__ = ["IMAGENETTE_SIZES", "folder_pool", "imagenette_pool"]
 
 IMAGENETTE_SIZES = ("full", "320px", "160px")
 
-_FALLBACK = "use the embedded probe set (--data embedded; data.source: embedded in a config) or another folder of images"
+_FALLBACK = (
+    "use the embedded probe set (--data embedded; data.source: embedded in a config) or another folder of images"
+)
 
 
 def folder_pool(root: str | os.PathLike) -> Pool:

@@ -94,8 +94,12 @@ def load_probe_set(
         (20, 10, 'RGB', (28, 28))
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ArgumentError(f"n must be a positive integer, got {n!r} (--num-images on the command line, data.n in a config)")
+        raise ArgumentError(
+            f"n must be a positive integer, got {n!r} (--num-images on the command line, data.n in a config)"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ArgumentError(f"seed must be a non-negative integer, got {seed!r} (--seed on the command line, data.seed in a config)")
+        raise ArgumentError(
+            f"seed must be a non-negative integer, got {seed!r} (--seed on the command line, data.seed in a config)"
+        )
     pool, ids_root = _pool(os.fspath(source), n, seed, root)
     return draw(pool, n=n, seed=seed, skip_bad=skip_bad, root=ids_root)

@@ -162,9 +162,13 @@ def load_model(
         checkpoint = name_or_module
         name_or_module = None
     if weights not in WEIGHTS:
-        raise ArgumentError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)} (--weights on the command line)")
+        raise ArgumentError(
+            f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)} (--weights on the command line)"
+        )
     if weights == "checkpoint" and checkpoint is None:
-        raise ArgumentError("weights 'checkpoint' needs a checkpoint file: give checkpoint=PATH (--checkpoint-a/-b on the command line)")
+        raise ArgumentError(
+            "weights 'checkpoint' needs a checkpoint file: give checkpoint=PATH (--checkpoint-a/-b on the command line)"
+        )
     if checkpoint_select not in CHECKPOINT_SELECT:
         raise ArgumentError(
             f"unknown checkpoint_select {checkpoint_select!r}; use one of {', '.join(CHECKPOINT_SELECT)} "

@@ -80,7 +80,9 @@ def build_branch(
         A module mapping ``(B, C, H, W)`` to ``(B, num_classes)``, initialised as the reference code.
     """
     if kind not in MODEL_KINDS:
-        raise ArgumentError(f"unknown model kind {kind!r}; use one of {', '.join(MODEL_KINDS)} (taps.model_kind of the student)")
+        raise ArgumentError(
+            f"unknown model kind {kind!r}; use one of {', '.join(MODEL_KINDS)} (taps.model_kind of the student)"
+        )
     if kind == "cnn":
         branch = cnn_branch(stage, feature_shape[0], max(student_width, teacher_width), num_classes)
     else:

@@ -62,7 +62,9 @@ class FitNetAdapter(nn.Module):
         super().__init__()
         for kind in (student_kind, teacher_kind):
             if kind not in MODEL_KINDS:
-                raise ArgumentError(f"unknown model kind {kind!r}; use one of {', '.join(MODEL_KINDS)} (taps.model_kind of each model)")
+                raise ArgumentError(
+                    f"unknown model kind {kind!r}; use one of {', '.join(MODEL_KINDS)} (taps.model_kind of each model)"
+                )
         from timm.layers import PatchEmbed
         from timm.models.swin_transformer import PatchMerging
 
@@ -89,7 +91,9 @@ class FitNetAdapter(nn.Module):
             self.proj = nn.Linear(s_chans, t_chans)
         init_weights(self)
 
-    def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, student_features: torch.Tensor, teacher_features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Align a ``(B, C_s, H_s, W_s)`` student map with a ``(B, C_t, H_t, W_t)`` teacher map.
 
         Returns:

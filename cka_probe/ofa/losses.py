@@ -41,14 +41,19 @@ def target_mask(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(target.long(), num_classes).float()
 
 
-def _tempered_log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                        temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _tempered_log_probs(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``log_softmax(z / T)`` of the student and of the (detached) teacher, in float32, after the checks."""
     _check_logits(student_logits, teacher_logits)
     if temperature <= 0:
-        raise ArgumentError(f"temperature must be positive, got {temperature} (recipe keys kd_temperature, ofa_temperature)")
-    return (F.log_softmax(student_logits.float() / temperature, dim=-1),
-            F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1))
+        raise ArgumentError(
+            f"temperature must be positive, got {temperature} (recipe keys kd_temperature, ofa_temperature)"
+        )
+    return (
+        F.log_softmax(student_logits.float() / temperature, dim=-1),
+        F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1),
+    )
 
 
 def ofa_loss(

@@ -38,7 +38,6 @@ from .taps import StageTaps, pre_logit_width
 __all__ = ["METHODS", "DistillationTask", "TrainableModules"]
 
 
-
 class TrainableModules(nn.Module):
     """Everything the optimiser updates: the student, the OFA branches and the FitNet adapters.
 
@@ -126,7 +125,9 @@ class DistillationTask(nn.Module):
         if method == "ofa":
             self.student_taps = StageTaps(student, input_size)
             self.stages = self.student_taps.check_stages(ofa_stages)
-            self.ofa_gamma = _per_stage(ofa_gamma, len(self.stages) + 1, "ofa_gamma", "one per stage plus one for the logits")
+            self.ofa_gamma = _per_stage(
+                ofa_gamma, len(self.stages) + 1, "ofa_gamma", "one per stage plus one for the logits"
+            )
             self.ofa_loss_weight = _per_stage(ofa_loss_weight, len(self.stages), "ofa_loss_weight", "one per stage")
             d_s, d_t = pre_logit_width(student), pre_logit_width(teacher)
             for stage in self.stages:
@@ -203,7 +204,9 @@ class DistillationTask(nn.Module):
             return self.teacher(images)
 
     @staticmethod
-    def _total(logits: torch.Tensor, parts: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, torch.Tensor]:
+    def _total(
+        logits: torch.Tensor, parts: dict[str, torch.Tensor], weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         total = sum(weights[name] * value for name, value in parts.items())
         return {"loss": total, "output": logits, **parts}
 

@@ -25,6 +25,7 @@ def _manual_features(model: nn.Module, images: torch.Tensor, module_types) -> di
     def hook(name):
         def fn(module, inputs, output):
             records[name] = output.detach().mean(dim=(2, 3)).clone()
+
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, module_types)]
@@ -72,8 +73,10 @@ def test_minibatch_estimator_counts_every_batch(two_cnns):
     feats_a = {k: v.double().numpy() for k, v in _manual_features(a, images, nn.ReLU).items()}
     feats_b = {k: v.double().numpy() for k, v in _manual_features(b, images, nn.SiLU).items()}
     halves = (slice(0, 6), slice(6, 12))
-    expected = [[reference.minibatch_cka([x[s] for s in halves], [y[s] for s in halves]) for y in feats_b.values()]
-                for x in feats_a.values()]
+    expected = [
+        [reference.minibatch_cka([x[s] for s in halves], [y[s] for s in halves]) for y in feats_b.values()]
+        for x in feats_a.values()
+    ]
     np.testing.assert_allclose(result.matrix.to_numpy(), np.array(expected), rtol=1e-5, atol=1e-7)
 
 
@@ -152,6 +155,7 @@ def test_bad_settings_fail_before_any_model_runs(monkeypatch):
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
         compare("test_resnet", "test_vit", "synthetic", n=8, device="cuda", weights="random", progress=False)
+
 
 def test_float32_precision_is_recorded_and_close_to_float64(two_cnns):
     a, b, images = two_cnns

@@ -10,15 +10,24 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _zoo(**extra):
-    return {"weights": "random", "data": {"source": "synthetic", "n": 8}, "models": ["test_resnet", "test_vit"], **extra}
+    return {
+        "weights": "random",
+        "data": {"source": "synthetic", "n": 8},
+        "models": ["test_resnet", "test_vit"],
+        **extra,
+    }
 
 
 def test_unknown_keys_name_the_key_and_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown key 'modles'; valid keys are .*models"):
         parse_job_config({**_zoo(), "modles": []}, "zoo")
-    with pytest.raises(ConfigError, match=r"unknown key 'data.num'; valid keys of data are batch_size, n, seed, skip_bad, source$"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'data.num'; valid keys of data are batch_size, n, seed, skip_bad, source$"
+    ):
         parse_job_config(_zoo(data={"num": 3}), "zoo")
-    with pytest.raises(ConfigError, match=r"unknown key 'models\[1\].wieghts'; valid keys of models\[1\] are .*weights"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'models\[1\].wieghts'; valid keys of models\[1\] are .*weights"
+    ):
         parse_job_config(_zoo(models=["test_resnet", {"name": "test_vit", "wieghts": "random"}]), "zoo")
 
 

@@ -15,8 +15,9 @@ BASE = {"weights": "random", "data": {"source": "synthetic", "n": 8}, "models": 
 
 
 def _compare(data="synthetic", **kwargs):
-    return compare("test_resnet", "test_vit", data, weights="random", progress=False, device="cpu", cache=False,
-                   **kwargs)
+    return compare(
+        "test_resnet", "test_vit", data, weights="random", progress=False, device="cpu", cache=False, **kwargs
+    )
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -53,8 +54,9 @@ def test_unknown_figure_formats():
         output_paths("out", "a_vs_b", ("gif",))
     with pytest.raises(ConfigError, match=r"output.formats\[0\]: input should be 'png', 'pdf' or 'svg' \(got 'bmp'\)"):
         parse_job_config({**BASE, "panels": [[["test_resnet", "test_vit"]]], "output": {"formats": ["bmp"]}}, "figure")
-    figure = parse_job_config({**BASE, "panels": [[["test_resnet", "test_vit"]]], "output": {"formats": "png,svg"}},
-                              "figure")
+    figure = parse_job_config(
+        {**BASE, "panels": [[["test_resnet", "test_vit"]]], "output": {"formats": "png,svg"}}, "figure"
+    )
     assert figure.output["formats"] == ["png", "svg"]  # a string is a comma-separated list, never letters
 
 

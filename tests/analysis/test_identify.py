@@ -130,8 +130,7 @@ def _reference_counts(matrices):
 @pytest.mark.parametrize(("batch_size", "estimator"), [(None, "full"), (8, "minibatch")])
 def test_matrices_and_counts_match_numpy_on_stored_activations(checkpoints, batch_size, estimator, one_thread):
     n = 24
-    result = identify(TINY, checkpoints, "synthetic", n=n, batch_size=batch_size, estimator=estimator,
-                      progress=False)
+    result = identify(TINY, checkpoints, "synthetic", n=n, batch_size=batch_size, estimator=estimator, progress=False)
     assert result.metadata["estimator"] == estimator
     stored = [_stored_activations(c, n, batch_size or n) for c in checkpoints]
     for pool, rtol in (("flatten", 1e-9), ("mean", 1e-6)):  # mean: features pooled in float32

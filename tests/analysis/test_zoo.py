@@ -11,8 +11,8 @@ import timm
 import torch
 
 import cka_probe.analysis.features as features_module
-from cka_probe.analysis import ConfigError, parse_job_config, run_zoo
 from cka_probe._files import check_output_name
+from cka_probe.analysis import ConfigError, parse_job_config, run_zoo
 from cka_probe.analysis.result import output_paths
 from cka_probe.analysis.summary import depth_correspondence
 from cka_probe.data import load_probe_set

@@ -18,9 +18,11 @@ def raw_outputs():
         outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         for name in names:
             module = model.get_submodule(name)
-            handles.append(module.register_forward_hook(
-                lambda mod, args, out, name=name: outputs[name].append(out.detach().clone())
-            ))
+            handles.append(
+                module.register_forward_hook(
+                    lambda mod, args, out, name=name: outputs[name].append(out.detach().clone())
+                )
+            )
         return outputs
 
     yield attach

@@ -82,12 +82,21 @@ REAL_MODELS = [
     ("vit_small_patch16_224", {"img_size": 64}, 64, 12, nn.GELU, _layout_by_family({}, ("NLC", 1))),
     ("mixer_b16_224", {"img_size": 64}, 64, 24, nn.GELU, _layout_by_family({"mlp_tokens": ("NCL", 0)}, ("NLC", 0))),
     ("convnext_tiny", {}, 64, 18, timm_act.GELU, _layout_by_family({}, NHWC)),
-    ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 2}, 64, 12, nn.GELU, _layout_by_family({}, ("NLC", 0))),
+    (
+        "swin_tiny_patch4_window7_224",
+        {"img_size": 64, "window_size": 2},
+        64,
+        12,
+        nn.GELU,
+        _layout_by_family({}, ("NLC", 0)),
+    ),
     ("resnet50", {}, 64, 49, nn.ReLU, _layout_by_family({}, NCHW)),
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "size", "count", "act_type", "expected"), REAL_MODELS, ids=[m[0] for m in REAL_MODELS])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "size", "count", "act_type", "expected"), REAL_MODELS, ids=[m[0] for m in REAL_MODELS]
+)
 def test_real_architectures(name, kwargs, size, count, act_type, expected, raw_outputs, hand_pool):
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, **kwargs).eval()
@@ -119,4 +128,3 @@ def test_vit_patch_tokens_exclude_the_class_token(raw_outputs):
     torch.testing.assert_close(results["patch"], out[:, 1:].mean(1))
     torch.testing.assert_close(results["all"], out.mean(1))
     torch.testing.assert_close(results["cls"], out[:, 0])
-

@@ -56,12 +56,15 @@ def test_tokens_ignored_without_prefix_tokens():
         torch.testing.assert_close(pool_activation(x, "NLC", prefix_tokens=0, tokens=tokens), x.mean(1))
 
 
-@pytest.mark.parametrize(("layout", "shape", "kwargs"), [
-    ("NC", (2, 4), {}),
-    ("NCHW", (2, 4, 3, 3), {}),
-    ("NLC", (2, 5, 4), {"prefix_tokens": 1, "tokens": "cls"}),
-    ("NCHW", (2, 4, 1, 1), {}),
-])
+@pytest.mark.parametrize(
+    ("layout", "shape", "kwargs"),
+    [
+        ("NC", (2, 4), {}),
+        ("NCHW", (2, 4, 3, 3), {}),
+        ("NLC", (2, 5, 4), {"prefix_tokens": 1, "tokens": "cls"}),
+        ("NCHW", (2, 4, 1, 1), {}),
+    ],
+)
 def test_result_never_shares_storage(layout, shape, kwargs):
     x = _randn(*shape)
     pooled = pool_activation(x, layout, **kwargs)

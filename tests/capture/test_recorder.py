@@ -136,7 +136,14 @@ def test_torchvision_shared_relu_is_recorded_per_call(raw_outputs, hand_pool):
     with FeatureRecorder(model) as rec, torch.no_grad():
         model(x1)
         model(x2)
-    assert rec.layers[:6] == ("relu", "layer1.0.relu", "layer1.0.relu#2", "layer1.1.relu", "layer1.1.relu#2", "layer2.0.relu")
+    assert rec.layers[:6] == (
+        "relu",
+        "layer1.0.relu",
+        "layer1.0.relu#2",
+        "layer1.1.relu",
+        "layer1.1.relu#2",
+        "layer2.0.relu",
+    )
     assert len(rec.layers) == 17 and not any(label.endswith("#3") for label in rec.layers)
     for name in ("layer1.0.relu", "layer3.1.relu"):
         first, second = raw[name][0::2], raw[name][1::2]  # calls alternate within each forward
@@ -256,7 +263,7 @@ def test_max_pool_option(raw_outputs):
 
 
 def test_cls_token_needs_prefix_tokens(raw_outputs):
-    with pytest.raises(LayerSelectionError, match='--tokens cls needs a class token, but Toy has none'):
+    with pytest.raises(LayerSelectionError, match="--tokens cls needs a class token, but Toy has none"):
         FeatureRecorder(_toy(), tokens="cls")
     vit = timm.create_model("test_vit", pretrained=False).eval()
     raw = raw_outputs(vit, ["blocks.0.mlp.act"])
@@ -275,7 +282,10 @@ class ToGrid(nn.Module):
 def test_ambiguous_layout_raises_and_override_decides(raw_outputs, hand_pool):
     model = nn.Sequential(ToGrid(), nn.ReLU())
     x = torch.randn(2, 3, 32, 32, generator=GEN)
-    with FeatureRecorder(model), pytest.raises(LayerSelectionError, match=r"both of NCHW and NHWC fit .* use --layouts-a/-b '1=NCHW'"):
+    with (
+        FeatureRecorder(model),
+        pytest.raises(LayerSelectionError, match=r"both of NCHW and NHWC fit .* use --layouts-a/-b '1=NCHW'"),
+    ):
         model(x)
     assert _hook_count(model) == 0
     raw = raw_outputs(model, ["1"])
@@ -342,8 +352,14 @@ def test_describe_after_a_forward():
         model(_images(2))
     relu, act = rec.describe()
     assert relu == LayerInfo(
-        name="relu", module_name="relu", module_type="torch.nn.modules.activation.ReLU", layout="NCHW",
-        prefix_tokens=0, layout_source="structure: follows BatchNorm2d 'bn'", raw_shape=(2, 4, 8, 8), pooled_dim=4,
+        name="relu",
+        module_name="relu",
+        module_type="torch.nn.modules.activation.ReLU",
+        layout="NCHW",
+        prefix_tokens=0,
+        layout_source="structure: follows BatchNorm2d 'bn'",
+        raw_shape=(2, 4, 8, 8),
+        pooled_dim=4,
     )
     assert (act.layout, act.raw_shape, act.pooled_dim) == ("NC", (2, 5), 5)
 
@@ -356,7 +372,9 @@ def test_describe_layers_keeps_no_hooks():
     assert infos[-1].raw_shape == (1, 512, 2, 2) and infos[-1].pooled_dim == 512
     vit = timm.create_model("test_vit", pretrained=False).eval()
     vit_infos = describe_layers(vit, torch.randn(1, 3, 160, 160), tokens="all")
-    assert {(i.layout, i.prefix_tokens, i.module_type) for i in vit_infos} == {("NLC", 1, "torch.nn.modules.activation.GELU")}
+    assert {(i.layout, i.prefix_tokens, i.module_type) for i in vit_infos} == {
+        ("NLC", 1, "torch.nn.modules.activation.GELU")
+    }
 
 
 def test_a_selection_that_never_runs_is_an_error():

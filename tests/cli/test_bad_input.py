@@ -66,8 +66,13 @@ JOB = {
     "--labels": ("both", "--labels"),
 }
 FIGURE = {**JOB, "--name": ("../escape", "output.name")}
-ZOO = {**JOB, "--executor": ("slurm", "--executor"), "--permutations": ("-2", "--permutations"),
-       "--bootstrap": ("many", "--bootstrap"), "--address": ("127.0.0.1:1", "127.0.0.1:1")}
+ZOO = {
+    **JOB,
+    "--executor": ("slurm", "--executor"),
+    "--permutations": ("-2", "--permutations"),
+    "--bootstrap": ("many", "--bootstrap"),
+    "--address": ("127.0.0.1:1", "127.0.0.1:1"),
+}
 TRAIN = {
     "--config": (NOT_A_FILE, NOT_A_FILE),
     "--set": ("epochs=[1", "--set 'epochs=[1'"),
@@ -87,8 +92,16 @@ VALIDATE = {
     "--device": ("gpu", "--device"),
 }
 CASES = {"compare": COMPARE, "layers": LAYERS, "figure": FIGURE, "zoo": ZOO, "train": TRAIN, "validate": VALIDATE}
-FLAGS_AND_FREE = {"--help", "--verbose", "--overwrite", "--no-progress", "--no-cache", "--unbiased", "--skip-bad",
-                  "--progress"}
+FLAGS_AND_FREE = {
+    "--help",
+    "--verbose",
+    "--overwrite",
+    "--no-progress",
+    "--no-cache",
+    "--unbiased",
+    "--skip-bad",
+    "--progress",
+}
 
 
 def _run(args, tmp_path):
@@ -213,8 +226,11 @@ def test_every_model_entry_key_with_a_malformed_value_is_one_line(tmp_path, kind
 
     for key, annotation in _config_keys(ModelEntry):
         for value in _malformed(annotation):
-            config = {"weights": "random", "data": {"n": 8}, "models": [{"name": "test_resnet", key: value},
-                                                                       "test_vit"]}
+            config = {
+                "weights": "random",
+                "data": {"n": 8},
+                "models": [{"name": "test_resnet", key: value}, "test_vit"],
+            }
             if key == "name":
                 config["models"][0] = {"name": value}
             if kind == "figure":

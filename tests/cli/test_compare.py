@@ -56,19 +56,34 @@ def test_layer_pattern_matching_nothing(tmp_path, assert_one_line_error):
 
 def test_missing_and_empty_data_directories(tmp_path, assert_one_line_error):
     out = tmp_path / "out"
-    assert_one_line_error(run("compare", "test_resnet", "test_vit", *FAST, "--out", str(out), "--data", str(tmp_path / "nope")))
+    assert_one_line_error(
+        run("compare", "test_resnet", "test_vit", *FAST, "--out", str(out), "--data", str(tmp_path / "nope"))
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(run("compare", "test_resnet", "test_vit", *FAST, "--out", str(out), "--data", str(empty)))
 
 
 def test_more_images_than_available(tmp_path, assert_one_line_error):
-    result = run("compare", "test_resnet", "test_vit", "--weights", "random", "--no-progress", "-n", "100000", "--out", str(tmp_path))
+    result = run(
+        "compare",
+        "test_resnet",
+        "test_vit",
+        "--weights",
+        "random",
+        "--no-progress",
+        "-n",
+        "100000",
+        "--out",
+        str(tmp_path),
+    )
     assert_one_line_error(result, "100000")
 
 
 def test_unbiased_with_too_few_images(tmp_path, assert_one_line_error):
-    result = run("compare", "test_resnet", "test_vit", "--weights", "random", "-n", "3", "--unbiased", "--out", str(tmp_path))
+    result = run(
+        "compare", "test_resnet", "test_vit", "--weights", "random", "-n", "3", "--unbiased", "--out", str(tmp_path)
+    )
     assert_one_line_error(result, "n >= 4")
 
 
@@ -81,7 +96,9 @@ def test_output_directory_that_cannot_be_written(tmp_path, assert_one_line_error
 def test_checkpoint_that_does_not_fit(tmp_path, assert_one_line_error):
     wrong = tmp_path / "wrong.pth"
     torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), wrong)
-    result = run("compare", "test_resnet", "test_vit", *FAST, "--out", str(tmp_path / "o"), "--checkpoint-a", str(wrong))
+    result = run(
+        "compare", "test_resnet", "test_vit", *FAST, "--out", str(tmp_path / "o"), "--checkpoint-a", str(wrong)
+    )
     assert_one_line_error(result, "wrong.pth")
 
 

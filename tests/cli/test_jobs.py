@@ -10,13 +10,19 @@ from click.testing import CliRunner
 from cka_probe.cli.main import main
 
 FIGURE = {
-    "title": "test grid", "weights": "random", "data": {"source": "embedded", "n": 8},
+    "title": "test grid",
+    "weights": "random",
+    "data": {"source": "embedded", "n": 8},
     "models": [{"name": "test_resnet", "label": "R"}, {"name": "test_vit", "label": "V"}],
     "panels": [[["R", "R"], ["V", "V"]], [["R", "V"], None]],
     "output": {"name": "grid", "formats": ["png"]},
 }
-ZOO = {"weights": "random", "data": {"source": "embedded", "n": 8},
-       "models": ["test_resnet", "test_vit", "test_convnext"], "output": {"per_pair": True}}
+ZOO = {
+    "weights": "random",
+    "data": {"source": "embedded", "n": 8},
+    "models": ["test_resnet", "test_vit", "test_convnext"],
+    "output": {"per_pair": True},
+}
 
 
 def write(tmp_path, name, content):
@@ -85,9 +91,21 @@ def test_zoo_unreachable_ray_cluster(tmp_path, assert_one_line_error):
 def test_unwritable_cache_directory_fails_before_any_model_runs(tmp_path, assert_one_line_error):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = run("compare", "test_resnet", "test_vit", "--weights", "random", "-n", "8", "--out", str(tmp_path / "o"),
-                 "--cache-dir", str(blocker / "cache"))
+    result = run(
+        "compare",
+        "test_resnet",
+        "test_vit",
+        "--weights",
+        "random",
+        "-n",
+        "8",
+        "--out",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(blocker / "cache"),
+    )
     assert_one_line_error(result, "feature cache directory", "--no-cache")
     config = write(tmp_path, "zoo.yaml", ZOO)
-    assert_one_line_error(run("zoo", config, "--out", str(tmp_path / "z"), "--cache-dir", str(blocker / "c")),
-                          "feature cache directory")
+    assert_one_line_error(
+        run("zoo", config, "--out", str(tmp_path / "z"), "--cache-dir", str(blocker / "c")), "feature cache directory"
+    )

@@ -72,7 +72,9 @@ def test_train_resume_and_overwrite(tmp_path, data_dir, recipe, assert_one_line_
 def test_unknown_recipe_key(tmp_path, assert_one_line_error):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: scratch\nlearning_rate: 0.1\n")
-    assert_one_line_error(run("train", "--config", str(bad)), "unknown key 'learning_rate'", "valid keys are amp, batch_size,")
+    assert_one_line_error(
+        run("train", "--config", str(bad)), "unknown key 'learning_rate'", "valid keys are amp, batch_size,"
+    )
 
 
 def test_unknown_method_and_override_key(recipe, assert_one_line_error):

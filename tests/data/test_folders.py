@@ -53,8 +53,9 @@ def test_missing_directory_is_a_one_line_error(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist") as info:
         load_probe_set(tmp_path / "nowhere")
     assert "\n" not in str(info.value)
-    assert str(info.value).endswith("use the embedded probe set (--data embedded; data.source: embedded in a config) "
-                                    "or another folder of images")
+    assert str(info.value).endswith(
+        "use the embedded probe set (--data embedded; data.source: embedded in a config) or another folder of images"
+    )
 
 
 def test_empty_directory_is_a_one_line_error(tmp_path):

@@ -92,7 +92,9 @@ def test_n_must_be_a_positive_integer(bad):
 
 
 def test_seed_must_be_non_negative():
-    with pytest.raises(ArgumentError, match=r"seed must be a non-negative integer, got -1 \(--seed on the command line"):
+    with pytest.raises(
+        ArgumentError, match=r"seed must be a non-negative integer, got -1 \(--seed on the command line"
+    ):
         load_probe_set("embedded", n=4, seed=-1)
 
 
@@ -102,7 +104,9 @@ def test_batches_need_a_positive_batch_size():
     from cka_probe.data import batches
 
     probe = load_probe_set("synthetic", n=3)
-    with pytest.raises(ArgumentError, match=r"batch_size must be at least 1, got 0 \(--batch-size on the command line\)"):
+    with pytest.raises(
+        ArgumentError, match=r"batch_size must be at least 1, got 0 \(--batch-size on the command line\)"
+    ):
         next(batches(probe, F.to_tensor, 0))
 
 
@@ -113,5 +117,8 @@ def test_a_probe_set_with_parts_of_different_lengths_is_refused():
 
     probe = load_probe_set("synthetic", n=3)
     values = {f.name: getattr(probe, f.name) for f in dataclasses.fields(ProbeSet) if f.init}
-    with pytest.raises(ArgumentError, match="probe set parts differ in length: 2 images, 3 ids, no labels; build it with load_probe_set"):
+    with pytest.raises(
+        ArgumentError,
+        match="probe set parts differ in length: 2 images, 3 ids, no labels; build it with load_probe_set",
+    ):
         ProbeSet(**{**values, "images": list(probe.images)[:2]})

@@ -89,7 +89,9 @@ def test_num_classes_sets_the_classifier_size():
 
 
 def test_bad_weights_arguments_are_refused():
-    with pytest.raises(ArgumentError, match=r"unknown weights 'imagenet'; use one of .* \(--weights on the command line\)"):
+    with pytest.raises(
+        ArgumentError, match=r"unknown weights 'imagenet'; use one of .* \(--weights on the command line\)"
+    ):
         load_model("test_vit", weights="imagenet")
     with pytest.raises(ArgumentError, match=r"needs a checkpoint file: give checkpoint=PATH \(--checkpoint-a/-b"):
         load_model("test_vit", weights="checkpoint")
@@ -190,9 +192,27 @@ def test_the_cli_compares_a_runs_student_with_its_ema(run_checkpoint, tmp_path):
     from cka_probe.cli.main import main
 
     run = str(run_checkpoint)
-    result = CliRunner().invoke(main, ["compare", run, run, "--checkpoint-key-b", "ema", "--data", "synthetic", "-n",
-                                       "8", "--out", str(tmp_path / "out"), "--name", "student_vs_ema",
-                                       "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            run,
+            run,
+            "--checkpoint-key-b",
+            "ema",
+            "--data",
+            "synthetic",
+            "-n",
+            "8",
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            "student_vs_ema",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "out" / "student_vs_ema.json").read_text())
     assert meta["models"]["a"]["checkpoint_key"] == "student" and meta["models"]["b"]["checkpoint_key"] == "ema"
@@ -200,8 +220,9 @@ def test_the_cli_compares_a_runs_student_with_its_ema(run_checkpoint, tmp_path):
     matrix = pd.read_csv(tmp_path / "out" / "student_vs_ema.csv", index_col=0).to_numpy()
     # two sets of weights, so two cache entries: the diagonal is not the self-similarity 1 everywhere
     assert not np.allclose(np.diag(matrix), 1.0, atol=1e-6)
-    job = parse_job_config({"models": [{"name": run, "label": "S"}, {"name": run, "label": "E",
-                                                                      "checkpoint_key": "ema"}]}, "zoo")
+    job = parse_job_config(
+        {"models": [{"name": run, "label": "S"}, {"name": run, "label": "E", "checkpoint_key": "ema"}]}, "zoo"
+    )
     student, ema = job.models
     assert (student.name, student.checkpoint, student.checkpoint_select) == ("test_resnet", run, "auto")
     assert (ema.checkpoint, ema.checkpoint_select) == (run, "ema")

@@ -72,7 +72,9 @@ def test_hub_offline_and_empty_hf_home_from_the_environment_fail_fast(tmp_path):
         "try:\n    load_model('vit_s')\n"
         "except WeightsUnavailableError as exc:\n    print('ERROR', exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ERROR pretrained weights for vit_small_patch16_224")
     assert "offline mode" in done.stdout and str(tmp_path / "hf") in done.stdout
@@ -137,8 +139,11 @@ def test_a_resized_classifier_on_pretrained_weights_is_seeded(hub):
 
 
 def test_pretrained_record_is_timms_resolved_tag_and_the_cached_files_hash(hub):
-    assert pretrained_record("test_vit") == {"tag": "test_vit.r160_in1k", "source": "hf-hub:timm/test_vit.r160_in1k",
-                                             "sha256": None}  # not cached: nothing downloaded to hash it
+    assert pretrained_record("test_vit") == {
+        "tag": "test_vit.r160_in1k",
+        "source": "hf-hub:timm/test_vit.r160_in1k",
+        "sha256": None,
+    }  # not cached: nothing downloaded to hash it
     torch.manual_seed(11)
     weights = _cache_weights(hub, "timm/test_vit.r160_in1k", timm.create_model("test_vit").state_dict())
     record = pretrained_record("test_vit")
@@ -156,8 +161,10 @@ def test_replaced_pretrained_weights_are_a_new_cache_key(hub, tmp_path):
     torch.manual_seed(11)
     weights = _cache_weights(hub, "timm/test_vit.r160_in1k", timm.create_model("test_vit").state_dict())
     first = model_features(ModelRequest("test_vit"), probe, FeatureSettings(), cache=cache, progress=False)
-    assert model_features(ModelRequest("test_vit"), probe, FeatureSettings(), cache=cache,
-                          progress=False).extra["cached"] is True
+    assert (
+        model_features(ModelRequest("test_vit"), probe, FeatureSettings(), cache=cache, progress=False).extra["cached"]
+        is True
+    )
     torch.manual_seed(12)
     safetensors.torch.save_file(timm.create_model("test_vit").state_dict(), str(weights))  # an updated hub file
     again = model_features(ModelRequest("test_vit"), probe, FeatureSettings(), cache=cache, progress=False)

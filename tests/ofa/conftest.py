@@ -26,8 +26,14 @@ def make_model(kind: str, num_classes: int = 10, img_size: int = IMG, **kwargs) 
         return timm.create_model("test_efficientnet", num_classes=num_classes, **kwargs)
     if kind == "vit":
         return timm.create_model(
-            "vit_tiny_patch16_224", num_classes=num_classes, img_size=img_size, patch_size=4, depth=4,
-            embed_dim=32, num_heads=2, **kwargs,
+            "vit_tiny_patch16_224",
+            num_classes=num_classes,
+            img_size=img_size,
+            patch_size=4,
+            depth=4,
+            embed_dim=32,
+            num_heads=2,
+            **kwargs,
         )
     if kind == "test_vit":
         return timm.create_model("test_vit", num_classes=num_classes, img_size=img_size, **kwargs)
@@ -37,8 +43,14 @@ def make_model(kind: str, num_classes: int = 10, img_size: int = IMG, **kwargs) 
         return MlpMixer(num_classes=num_classes, img_size=img_size, patch_size=4, num_blocks=4, embed_dim=32, **kwargs)
     if kind == "swin":
         return timm.create_model(
-            "swin_tiny_patch4_window7_224", num_classes=num_classes, img_size=img_size, window_size=2,
-            embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), **kwargs,
+            "swin_tiny_patch4_window7_224",
+            num_classes=num_classes,
+            img_size=img_size,
+            window_size=2,
+            embed_dim=8,
+            depths=(1, 1, 1, 1),
+            num_heads=(1, 1, 1, 1),
+            **kwargs,
         )
     raise ValueError(kind)
 

@@ -45,7 +45,7 @@ def test_cnn_branch_downsamples_with_stride_two(stage, expected_blocks):
     outs = [b.conv_pw.out_channels for b in blocks]
     assert outs == [8 * 2 ** (i + 1) for i in range(expected_blocks - 1)] + [100]
     x = torch.randn(2, 8, 16, 16)
-    feature_map = branch[: expected_blocks](x)
+    feature_map = branch[:expected_blocks](x)
     assert feature_map.shape == (2, 100, 16 // 2**expected_blocks, 16 // 2**expected_blocks)
 
 

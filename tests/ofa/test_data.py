@@ -85,7 +85,9 @@ def test_table8_augmentations_come_from_timm(tmp_path):
         ("cifar100_vit_mlp", "AdamW", CosineLRScheduler, None, True),
     ],
 )
-def test_recipes_build_timm_optimizer_scheduler_ema_and_mixup(tmp_path, make_datasets, recipe, optimizer, scheduler, ema, mixup):
+def test_recipes_build_timm_optimizer_scheduler_ema_and_mixup(
+    tmp_path, make_datasets, recipe, optimizer, scheduler, ema, mixup
+):
     tiny = {"method": "scratch", "student": "test_resnet", "img_size": 16, "num_classes": 10, "batch_size": 8,
             "output_dir": str(tmp_path), "device": "cpu", "workers": 0}  # fmt: skip
     config = load_config(CONFIGS / f"{recipe}.yaml", tiny)
@@ -113,5 +115,7 @@ def test_cifar100_folder_without_the_data_is_a_one_line_error(tmp_path):
     from cka_probe.errors import DataNotFoundError
 
     config = load_config(None, {"dataset": "cifar100", "num_classes": 100, "data_dir": str(tmp_path), "workers": 0})
-    with pytest.raises(DataNotFoundError, match="no CIFAR-100 under .*point data_dir at the folder holding cifar-100-python"):
+    with pytest.raises(
+        DataNotFoundError, match="no CIFAR-100 under .*point data_dir at the folder holding cifar-100-python"
+    ):
         build_datasets(config)

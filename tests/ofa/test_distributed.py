@@ -174,7 +174,9 @@ def test_sync_bn_on_cpu_processes_is_refused_before_any_collective(tmp_path, mon
         trainer_module, "init_distributed", lambda device: (DistInfo(rank=0, world_size=2, local_world_size=2), device)
     )
     config = load_config(None, _values(tmp_path, tmp_path / "unused.pth", method="scratch", sync_bn=True))
-    with pytest.raises(ConfigError, match="sync_bn needs CUDA devices .SyncBatchNorm.; on CPUs use --set sync_bn=false"):
+    with pytest.raises(
+        ConfigError, match="sync_bn needs CUDA devices .SyncBatchNorm.; on CPUs use --set sync_bn=false"
+    ):
         Trainer(config, datasets=_datasets())
 
 

@@ -14,7 +14,14 @@ from cka_probe.ofa.taps import StageTaps
 
 @pytest.mark.parametrize(
     "student, teacher",
-    [("resnet", "vit"), ("vit", "resnet"), ("vit", "mixer"), ("mixer", "vit"), ("resnet", "convnext"), ("swin", "resnet")],
+    [
+        ("resnet", "vit"),
+        ("vit", "resnet"),
+        ("vit", "mixer"),
+        ("mixer", "vit"),
+        ("resnet", "convnext"),
+        ("swin", "resnet"),
+    ],
 )
 @pytest.mark.parametrize("stage", [1, 3])
 def test_adapter_aligns_student_to_teacher(model_factory, images, student, teacher, stage):

@@ -34,7 +34,9 @@ def _task(model_factory, method, student="resnet", teacher="vit", **kwargs):
     ],
 )
 def test_forward_returns_named_losses_and_their_weighted_sum(model_factory, images, labels, method, parts):
-    task = _task(model_factory, method, gt_loss_weight=0.5, kd_loss_weight=2.0, ofa_loss_weight=0.25, fitnet_loss_weight=3.0)
+    task = _task(
+        model_factory, method, gt_loss_weight=0.5, kd_loss_weight=2.0, ofa_loss_weight=0.25, fitnet_loss_weight=3.0
+    )
     out = task(images, labels)
     assert set(out) == {"loss", "output"} | parts
     assert out["output"].shape == (4, 10)
@@ -97,7 +99,13 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(model_factory, images, labels
 
 def test_teacher_and_student_with_different_classes_are_refused(model_factory):
     with pytest.raises(ModelMismatchError, match="teacher .* has 100 classes, student .* has 10"):
-        DistillationTask("kd", model_factory("resnet"), model_factory("vit", num_classes=100), torch.nn.CrossEntropyLoss(), (3, 32, 32))
+        DistillationTask(
+            "kd",
+            model_factory("resnet"),
+            model_factory("vit", num_classes=100),
+            torch.nn.CrossEntropyLoss(),
+            (3, 32, 32),
+        )
 
 
 def test_same_module_as_teacher_and_student_is_refused(model_factory):
