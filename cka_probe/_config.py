@@ -11,14 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
+from ._choices import DEVICE_PATTERN
 from .errors import ConfigError
 
-__all__ = ["Section", "parse_override", "parse_overrides", "read_yaml", "set_dotted", "validate"]
+__all__ = ["DeviceName", "Section", "parse_override", "parse_overrides", "read_yaml", "set_dotted", "validate"]
 
 
 class Section(BaseModel):
@@ -26,6 +27,16 @@ class Section(BaseModel):
     (``"8"`` is not a number, ``1.7`` is not a count)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+def _device_name(value: str) -> str:
+    if not DEVICE_PATTERN.match(value):
+        raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+    return value
+
+
+DeviceName = Annotated[str, AfterValidator(_device_name)]
+"""A device as every config names it (:data:`~cka_probe._choices.DEVICE_PATTERN`)."""
 
 
 def read_yaml(path: str | Path, what: str = "config") -> Any:

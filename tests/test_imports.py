@@ -24,7 +24,7 @@ ALLOWED = {
     "ofa": {"math", "capture", "models", "data"},
     "cli": {"math", "capture", "models", "data", "analysis", "plots", "ofa"},
 }
-LEAVES = {"errors", "_choices", "_config", "_files", "_version", "_device"}
+LEAVES = {"errors", "_choices", "_config", "_files", "_version", "_device", "_lazy"}
 
 
 def _module_name(path: Path) -> str:

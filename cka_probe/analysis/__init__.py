@@ -6,7 +6,7 @@ timm, and ``import cka_probe.analysis.estimation`` stays light.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _PUBLIC = {
     "FeatureCache": "cache",
@@ -37,14 +37,4 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _PUBLIC)

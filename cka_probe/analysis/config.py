@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .._choices import (
-    DEVICE_PATTERN,
     CheckpointSelect,
     Estimator,
     Format,
@@ -43,7 +42,7 @@ from .._choices import (
     Tokens,
     Weights,
 )
-from .._config import Section, parse_overrides, read_yaml, set_dotted, validate
+from .._config import DeviceName, Section, parse_overrides, read_yaml, set_dotted, validate
 from ..errors import CKAProbeError, ConfigError
 from .estimation import CKASettings, check_pooling
 from .provenance import sha256_text
@@ -105,20 +104,13 @@ class AnalysisSection(Section):
     layers: str | list[str] = "activations"
     layouts: dict[str, str] | list[str] = Field(default_factory=dict)
     sigma_frac: float = Field(1.0, gt=0)
-    device: str = "auto"
+    device: DeviceName = "auto"
     permutations: int = Field(0, ge=0)
     bootstrap: int = Field(0, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     stats_seed: int = Field(0, ge=0)
 
     _check_layouts = field_validator("layouts")(lambda value: _layouts(value))
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not DEVICE_PATTERN.match(value):
-            raise ValueError("must be auto, cpu, cuda or cuda:N")
-        return value
 
 
 class ModelEntry(Section):
@@ -259,9 +251,7 @@ class IdentifyAnalysis(Section):
     pools: list[Pool] = Field(default_factory=lambda: ["mean", "flatten"], min_length=1)
     estimator: Estimator = "full"
     unbiased: bool = False
-    device: str = "auto"
-
-    _device = AnalysisSection._device
+    device: DeviceName = "auto"
 
 
 class IdentifyCheckpoint(Section):

@@ -19,7 +19,7 @@ Public API (imported lazily; Swin-Nano/Pico are registered by :mod:`cka_probe.mo
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _PUBLIC = {
     "ofa_loss": "losses",
@@ -93,15 +93,4 @@ __all__ = [
     "validate_checkpoint",
 ]
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        module = importlib.import_module(f".{_PUBLIC[name]}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _PUBLIC)

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AllowInfNan, BeforeValidator, Field, field_validator, model_validator
 
-from .._choices import DEVICE_PATTERN, TRAIN_DATASETS, Method, TrainDataset
-from .._config import Section, parse_overrides, read_yaml, validate
+from .._choices import TRAIN_DATASETS, Method, TrainDataset
+from .._config import DeviceName, Section, parse_overrides, read_yaml, validate
 from ..errors import ConfigError
 
 __all__ = [
@@ -174,7 +174,7 @@ class TrainConfig(Section):
     # run
     seed: int = Field(0, ge=0)
     output_dir: str = "runs/ofa"
-    device: str = "auto"
+    device: DeviceName = "auto"
     amp: bool = True
     dist_bn: DistBN = "reduce"
     sync_bn: bool = False
@@ -188,13 +188,6 @@ class TrainConfig(Section):
 
         if value.lower() not in list_optimizers():
             raise ValueError("use a timm optimizer name, e.g. sgd, momentum or adamw (timm.optim.list_optimizers())")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not DEVICE_PATTERN.match(value):
-            raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
 
     @field_validator("ofa_stages", "fitnet_stages")

@@ -15,6 +15,8 @@ from cka_probe.data import batches, load_probe_set
 from cka_probe.errors import ConfigError, IdentifyError, OutputExistsError
 from cka_probe.models import load_model, transform_for
 
+from ..tiny_models import register_tiny
+
 
 class TinyCNN(nn.Module):
     def __init__(self, widths=(4, 6, 8)):
@@ -31,23 +33,7 @@ class TinyCNN(nn.Module):
 
 
 def _register(name, widths):
-    def build(pretrained=False, **kwargs):
-        model = TinyCNN(widths)
-        model.pretrained_cfg = {
-            "architecture": name,
-            "input_size": (3, 12, 12),
-            "interpolation": "bilinear",
-            "mean": (0.5,) * 3,
-            "std": (0.25,) * 3,
-            "crop_pct": 1.0,
-            "crop_mode": "center",
-        }
-        return model
-
-    build.__name__ = name
-    if not timm.models.is_model(name):
-        timm.models.register_model(build)
-    return name
+    return register_tiny(name, lambda: TinyCNN(widths))
 
 
 TINY = _register("identify_test_tiny", (4, 6, 8))

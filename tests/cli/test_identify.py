@@ -13,6 +13,8 @@ from torch import nn
 
 from cka_probe.cli.main import main
 
+from ..tiny_models import register_tiny
+
 
 class _Net(nn.Module):
     def __init__(self, widths):
@@ -28,23 +30,7 @@ class _Net(nn.Module):
 
 
 def _register(name, widths):
-    def build(pretrained=False, **kwargs):
-        model = _Net(widths)
-        model.pretrained_cfg = {
-            "architecture": name,
-            "input_size": (3, 12, 12),
-            "interpolation": "bilinear",
-            "mean": (0.5,) * 3,
-            "std": (0.25,) * 3,
-            "crop_pct": 1.0,
-            "crop_mode": "center",
-        }
-        return model
-
-    build.__name__ = name
-    if not timm.models.is_model(name):
-        timm.models.register_model(build)
-    return name
+    return register_tiny(name, lambda: _Net(widths))
 
 
 SMALL = _register("identify_cli_small", (4, 6))

@@ -111,7 +111,7 @@ def test_unknown_override_key_and_method():
         ("dataset=mnist", "dataset: input should be 'imagenet', 'cifar100' or 'fashion_mnist' .got 'mnist'."),
         ("opt=adamx", "opt: use a timm optimizer name, e.g. sgd, momentum or adamw"),
         ("sched=plateau", "sched: input should be 'cosine', 'tanh', 'step', 'multistep', 'poly' or 'none'"),
-        ("device=gpu", "device: must be auto, cpu, cuda or cuda:N .got 'gpu'."),
+        ("device=gpu", "device: must be auto, cpu, mps, cuda or cuda:N .got 'gpu'."),
         ("crop_scale=[0.5, 0.1]", "crop_scale: must be .min, max. area fractions with 0 < min <= max"),
         ("crop_scale=[0.5]", "crop_scale: list should have at least 2 items"),
         ("student_kwargs=[1]", "student_kwargs: input should be a valid dictionary"),
