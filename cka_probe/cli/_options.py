@@ -89,6 +89,13 @@ WEIGHTS = click.option(
     show_default=True,
     help="timm hub weights, or seeded random initialisation.",
 )
+LAYERS = click.option(
+    "--layers",
+    "layer_spec",
+    default="activations",
+    show_default=True,
+    help="activations, or comma-separated module names / glob patterns.",
+)
 LABEL_CHOICES = LABELS
 LABELS = click.option(
     "--labels",

@@ -40,13 +40,7 @@ _CONFIG_KEYS = {
 @opt.NUM_IMAGES
 @opt.BATCH_SIZE
 @opt.SEED
-@click.option(
-    "--layers",
-    "layer_spec",
-    default="activations",
-    show_default=True,
-    help="activations, or comma-separated module names / glob patterns.",
-)
+@opt.LAYERS
 @opt.TOKENS
 @click.option(
     "--pool",

@@ -10,13 +10,7 @@ from ._options import report_errors
 
 @click.command("layers")
 @click.argument("model")
-@click.option(
-    "--layers",
-    "layer_spec",
-    default="activations",
-    show_default=True,
-    help="activations, or comma-separated module names / glob patterns.",
-)
+@opt.LAYERS
 @opt.TOKENS
 @opt.POOL
 @click.option(
