@@ -53,7 +53,7 @@ from .comparison import TOKEN_RULES, _tokens
 from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables
 from .features import resolve_device
 from .provenance import environment, package_versions
-from .result import FIGURE_FORMATS, _jsonable
+from .result import _jsonable, output_paths
 
 __all__ = [
     "DEFAULT_POOLS",
@@ -412,16 +412,9 @@ class IdentifyResult:
 def identify_outputs(
     directory: str | Path, stem: str = "identify", formats: Sequence[str] = ("png",)
 ) -> dict[str, Path]:
-    """Where :meth:`IdentifyResult.save` writes: ``csv``, ``json`` and one entry per figure format."""
-    from ..errors import CKAProbeError
-
-    directory = Path(directory)
-    paths = {"csv": directory / f"{stem}.csv", "json": directory / f"{stem}.json"}
-    for fmt in formats:
-        if fmt not in FIGURE_FORMATS:
-            raise CKAProbeError(f"unknown figure format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
-        paths[fmt] = directory / f"{stem}.{fmt}"
-    return paths
+    """Where :meth:`IdentifyResult.save` writes: ``csv``, ``json`` and one entry per figure format (the same
+    layout as a comparison's, :func:`~cka_probe.analysis.result.output_paths`)."""
+    return output_paths(directory, stem, formats)
 
 
 # --------------------------------------------------------------------------- the check

@@ -99,7 +99,8 @@ def identify(
     matches that pick the corresponding layer: STEM.csv (per layer), STEM.json (overall, best matches,
     provenance) and the figure under --out.
     """
-    from ..analysis._io import check_outputs, ensure_writable_dir
+    from .._files import check_output_name
+    from ..analysis._io import check_outputs, new_output_dir
     from ..analysis.identify import identify as run_identify
     from ..analysis.identify import identify_outputs, load_identify_config
     from ..errors import CKAProbeError
@@ -136,10 +137,11 @@ def identify(
             )
 
     fmt = opt.split_formats(formats)
-    ensure_writable_dir(out)  # fail before any model runs
-    check_outputs(identify_outputs(out, stem, fmt).values(), overwrite)
-    result = run_identify(**settings, progress=not no_progress)
-    paths = result.save(out, formats=fmt, stem=stem, overwrite=overwrite)
+    check_output_name(stem, "--name")
+    with new_output_dir(out):  # fails before any model runs; removed again if nothing is written
+        check_outputs(identify_outputs(out, stem, fmt).values(), overwrite)
+        result = run_identify(**settings, progress=not no_progress)
+        paths = result.save(out, formats=fmt, stem=stem, overwrite=overwrite)
     layers = result.table["position"].nunique()
     click.echo(
         f"{len(result.metadata['networks'])} networks x {layers} layers, n={result.metadata['n']}: "

@@ -91,7 +91,31 @@ VALIDATE = {
     "--workers": ("-1", "--workers"),
     "--device": ("gpu", "--device"),
 }
-CASES = {"compare": COMPARE, "layers": LAYERS, "figure": FIGURE, "zoo": ZOO, "train": TRAIN, "validate": VALIDATE}
+IDENTIFY = {
+    "--model": ("no_such_net_zz", "no_such_net_zz"),
+    "--config": (NOT_A_FILE, NOT_A_FILE),
+    "--data": ("/nonexistent/cka-probe/images", "/nonexistent/cka-probe/images"),
+    "--num-images": ("1", "--num-images"),
+    "--batch-size": ("0", "--batch-size"),
+    "--seed": ("-1", "--seed"),
+    "--layers": ("no_such_layer*", "no_such_layer*"),
+    "--tokens": ("first", "--tokens"),
+    "--pool": ("median", "median"),
+    "--estimator": ("auto", "--estimator"),
+    "--device": ("gpu", "--device"),
+    "--out": ("FILE", "is a file"),
+    "--name": ("../escape", "--name"),
+    "--format": ("gif", "gif"),
+}
+CASES = {
+    "identify": IDENTIFY,
+    "compare": COMPARE,
+    "layers": LAYERS,
+    "figure": FIGURE,
+    "zoo": ZOO,
+    "train": TRAIN,
+    "validate": VALIDATE,
+}
 FLAGS_AND_FREE = {
     "--help",
     "--verbose",
@@ -133,6 +157,28 @@ def _base_args(command, tmp_path):
         return ["layers", "test_vit"]
     if command in ("figure", "zoo"):
         return [command, _job_file(tmp_path, command), "--out", out, "--no-progress"]
+    if command == "identify":
+        import timm
+        import torch
+
+        paths = []
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            paths.append(tmp_path / f"seed{seed}.pth")
+            torch.save(timm.create_model("test_resnet").state_dict(), paths[-1])
+        return [
+            "identify",
+            *paths,
+            "--model",
+            "test_resnet",
+            "--data",
+            "synthetic",
+            "-n",
+            "8",
+            "--out",
+            out,
+            "--no-progress",
+        ]
     if command == "validate":
         import timm
         import torch
