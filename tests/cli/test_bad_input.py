@@ -303,3 +303,22 @@ def test_every_recipe_key_with_a_malformed_value_is_one_line(tmp_path):
             checked.add(key)
     assert checked == set(TrainConfig.keys())
     assert not out.exists(), "a refused recipe left its output_dir behind"
+
+
+def test_settings_that_cannot_go_together_are_one_line(tmp_path):
+    out = tmp_path / "out"
+    base = ["compare", *MODELS, "--weights", "random", "-n", "8", "--out", out, "--no-progress"]
+    _assert_one_line(_run([*base, "--pool", "flatten", "--batch-size", "4"], tmp_path), "--pool flatten")
+    _assert_one_line(
+        _run([*base, "--estimator", "minibatch", "--precision", "float32"], tmp_path), "float32 applies to the full"
+    )
+    _assert_one_line(_run(["zoo", _job_file(tmp_path, "zoo"), "--out", out, "--address", "x:1"], tmp_path), "--address")
+    assert not out.exists()
+
+
+def test_a_zoo_left_with_fewer_than_two_models_is_one_line(tmp_path):
+    config = tmp_path / "zoo.yaml"
+    config.write_text(yaml.safe_dump({"weights": "random", "data": {"n": 8}, "models": ["test_resnet", "no_such_zz"]}))
+    result = _run(["zoo", config, "--out", tmp_path / "out", "--no-progress"], tmp_path)
+    _assert_one_line(result, "1 of 2 models failed, leaving no pair to compare")
+    assert not (tmp_path / "out" / "manifest.json").exists()
