@@ -180,13 +180,7 @@ def launch(nproc: int, argv: Sequence[str], device: str = "auto") -> int:
     Raises:
         DeviceError: ``nproc`` exceeds the devices there are.
     """
-    kind, count = available_devices(device)
-    if nproc < 1:
-        raise DeviceError(f"--nproc must be at least 1, got {nproc}")
-    if nproc > count:
-        raise DeviceError(
-            f"--nproc {nproc} exceeds the {count} {kind}(s) of this machine; use --nproc {count} or fewer"
-        )
+    check_nproc(nproc, device)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "cka_probe", *argv,
