@@ -11,6 +11,8 @@ subprocess so that no variant inherits another's allocator state:
 * pytorch-cka and torch-cka (``pip install -e ".[bench]"``) on the same layers: both flatten too, and hold every
   hooked activation of a batch. Their interface feeds one tensor to both models, so they are set beside
   "bare (one tensor)" (both models on ``x_a``);
+* in-process: the bare passes and the flattened run (recorders, then the CKA matrix) alternating ``--rounds``
+  times in one process, best of each: the time ratio without the spread between processes (no memory figure);
 * cka-probe flatten, minibatch: n = 256, 512, 1024 images in batches of 128, streamed from the data set (decoded
   per batch), Grams taken after every batch (``FeatureRecorder.take_grams``) into ``MinibatchCKA``: memory must
   not grow with n.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import subprocess
 import sys
 import time
@@ -41,10 +44,10 @@ from bench_compare import measure_once  # noqa: E402  (one peak-memory method fo
 
 DATA = "fashion-mnist"
 MODELS = ("mobilenetv2", "vit_s")
-BASE_VARIANTS = ("bare", "cka-probe flatten", "bare (one tensor)", "pytorch-cka", "torch-cka")
+BASE_VARIANTS = ("bare", "cka-probe flatten", "bare (one tensor)", "pytorch-cka", "torch-cka", "in-process")
 
 
-def _child(variant: str, n: int, batch_size: int, threads: int) -> dict:
+def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1) -> dict:
     """Run one variant in this (fresh) process and return its measurements."""
     torch.set_num_threads(threads)
     from cka_probe import FeatureRecorder
@@ -84,6 +87,31 @@ def _child(variant: str, n: int, batch_size: int, threads: int) -> dict:
                 models[1](x_b)
             grams = [{k: Gram(v[0]) for k, v in r.grams.items()} for r in recorders]
             return cka_matrix(grams[0], grams[1]).values.shape
+    elif variant == "in-process":  # bare and flattened passes alternating in this one process: time only
+
+        def flattened():
+            recorders = [FeatureRecorder(m, pool="flatten") for m in models]
+            with recorders[0], recorders[1], torch.inference_mode():
+                models[0](x_a)
+                models[1](x_b)
+            grams = [{k: Gram(v[0]) for k, v in r.grams.items()} for r in recorders]
+            cka_matrix(grams[0], grams[1])
+
+        times = {"bare": [], "flatten": []}
+        for _ in range(rounds):
+            for name, fn in (("bare", bare), ("flatten", flattened)):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        return {
+            "variant": variant,
+            "n": n,
+            "bare_seconds": min(times["bare"]),
+            "seconds": min(times["flatten"]),
+            "peak_mib": float("nan"),
+            "shape": "",
+            "threads": torch.get_num_threads(),
+        }
     elif variant.startswith("minibatch"):
         probe = load_probe_set(DATA, n=n, seed=0)
 
@@ -148,7 +176,7 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.n, args.batch_size, args.threads)))
+        print(json.dumps(_child(args.child, args.n, args.batch_size, args.threads, args.rounds)))
         return
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -162,6 +190,8 @@ def main() -> None:
     best: dict[tuple[str, int], dict] = {}
     for round_ in range(args.rounds):  # interleaved, so that a slow spell of the machine hits every variant
         for variant, n in plan:
+            if variant == "in-process" and round_ > 0:  # it alternates its own rounds inside one process
+                continue
             row = _run_child(variant, n, args)
             if row is None:
                 continue
@@ -180,6 +210,8 @@ def main() -> None:
         row["mem_ratio"] = row["peak_mib"] / max(base["peak_mib"], 1e-9) if base else float("nan")
         if variant.startswith("minibatch"):  # not one batch: compare the minibatch rows with each other
             row["time_ratio"] = row["mem_ratio"] = float("nan")
+        if variant == "in-process":  # against the bare passes of the same process
+            row["time_ratio"], row["mem_ratio"] = row["seconds"] / row["bare_seconds"], float("nan")
         print(
             f"{variant:34} {row['n']:>5} {row['seconds']:8.2f} {row['time_ratio']:7.2f} {row['peak_mib']:9.0f} "
             f"{row['mem_ratio']:7.2f}"
@@ -201,8 +233,12 @@ def _run_child(variant: str, n: int, args) -> dict | None:
         str(args.batch_size),
         "--threads",
         str(args.threads),
+        "--rounds",
+        str(args.rounds),
     ]
-    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    # BLAS outside torch (SciPy's OpenBLAS, used for Grams with one torch thread) gets the same thread count
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         print(f"{variant} (n={n}) failed after {time.perf_counter() - started:.0f} s: {tail}", flush=True)

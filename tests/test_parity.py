@@ -33,8 +33,8 @@ def _cli(*args) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _via_cli_compare(tmp_path, cache, batch_size, estimator, pool):
-    out = tmp_path / f"compare_{pool}_{batch_size}_{estimator}"
+def _via_cli_compare(tmp_path, cache, batch_size, estimator, pool, precision):
+    out = tmp_path / f"compare_{pool}_{batch_size}_{estimator}_{precision}"
     _cli(
         "compare",
         *MODELS,
@@ -48,6 +48,8 @@ def _via_cli_compare(tmp_path, cache, batch_size, estimator, pool):
         estimator,
         "--pool",
         pool,
+        "--precision",
+        precision,
         "--out",
         out,
         "--cache-dir",
@@ -59,7 +61,7 @@ def _via_cli_compare(tmp_path, cache, batch_size, estimator, pool):
     return pd.read_csv(out / "test_resnet_vs_test_vit.csv", index_col=0)
 
 
-def _via_python(cache, batch_size, estimator, pool):
+def _via_python(cache, batch_size, estimator, pool, precision):
     result = cka_probe.compare(
         *MODELS,
         "embedded",
@@ -68,25 +70,26 @@ def _via_python(cache, batch_size, estimator, pool):
         weights="random",
         estimator=estimator,
         pool=pool,
+        precision=precision,
         cache=cache,
         progress=False,
         device="cpu",
     )
-    assert result.metadata["estimator"] == estimator
+    assert result.metadata["estimator"] == estimator and result.metadata["precision"] == precision
     return result.matrix
 
 
-def _job(tmp_path, kind, batch_size, estimator, pool):
+def _job(tmp_path, kind, batch_size, estimator, pool, precision):
     config = {
         "weights": "random",
         "data": {"source": "embedded", "n": N, "batch_size": batch_size},
-        "analysis": {"estimator": estimator, "device": "cpu", "pool": pool},
+        "analysis": {"estimator": estimator, "device": "cpu", "pool": pool, "precision": precision},
         "models": [{"name": name, "label": name} for name in MODELS],
     }
     if kind == "figure":
         config["panels"] = [[list(MODELS)]]
         config["output"] = {"name": "pair", "formats": ["png"]}
-    path = tmp_path / f"{kind}_{pool}_{batch_size}_{estimator}.yaml"
+    path = tmp_path / f"{kind}_{pool}_{batch_size}_{estimator}_{precision}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -97,11 +100,11 @@ def _matrix_from_long(long: pd.DataFrame) -> pd.DataFrame:
     return matrix.loc[frame["layer_a"].unique(), frame["layer_b"].unique()]
 
 
-def _via_figure(tmp_path, cache, batch_size, estimator, pool):
-    out = tmp_path / f"figure_{pool}_{batch_size}_{estimator}"
+def _via_figure(tmp_path, cache, batch_size, estimator, pool, precision):
+    out = tmp_path / f"figure_{pool}_{batch_size}_{estimator}_{precision}"
     _cli(
         "figure",
-        _job(tmp_path, "figure", batch_size, estimator, pool),
+        _job(tmp_path, "figure", batch_size, estimator, pool, precision),
         "--out",
         out,
         "--cache-dir",
@@ -113,9 +116,17 @@ def _via_figure(tmp_path, cache, batch_size, estimator, pool):
     return _matrix_from_long(pd.read_csv(out / "pair_panels.csv"))
 
 
-def _via_zoo(tmp_path, cache, batch_size, estimator, pool):
-    out = tmp_path / f"zoo_{pool}_{batch_size}_{estimator}"
-    _cli("zoo", _job(tmp_path, "zoo", batch_size, estimator, pool), "--out", out, "--cache-dir", cache, "--no-progress")
+def _via_zoo(tmp_path, cache, batch_size, estimator, pool, precision):
+    out = tmp_path / f"zoo_{pool}_{batch_size}_{estimator}_{precision}"
+    _cli(
+        "zoo",
+        _job(tmp_path, "zoo", batch_size, estimator, pool, precision),
+        "--out",
+        out,
+        "--cache-dir",
+        cache,
+        "--no-progress",
+    )
     meta = json.loads((out / "manifest.json").read_text())
     assert meta["estimator"] == estimator and meta["estimator_description"]
     return _matrix_from_long(pd.read_csv(out / "pairs_long.csv"))
@@ -150,21 +161,34 @@ def _hooked_features(name: str, pool: str = "mean") -> dict[str, np.ndarray]:
     return records
 
 
-@pytest.mark.parametrize("pool, batch_size", [("mean", N), ("mean", 4), ("flatten", N), ("flatten", 4)])
-def test_every_path_gives_one_table(tmp_path, pool, batch_size):
+@pytest.mark.parametrize(
+    "pool, batch_size, precision",
+    [
+        ("mean", N, "float64"),
+        ("mean", 4, "float64"),
+        ("flatten", N, "float64"),
+        ("flatten", 4, "float64"),
+        ("mean", N, "float32"),
+        ("flatten", N, "float32"),
+    ],
+)
+def test_every_path_gives_one_table(tmp_path, pool, batch_size, precision):
     cache = tmp_path / "cache"
     estimators = ("full", "minibatch") if pool == "mean" or batch_size == N else ("minibatch",)
+    if precision == "float32":  # float32 is an option of the full estimator
+        estimators = ("full",)
     for estimator in estimators:
+        args = (batch_size, estimator, pool, precision)
         tables = {
-            "cli compare (cold cache)": _via_cli_compare(tmp_path, cache, batch_size, estimator, pool),
-            "python compare (warm cache)": _via_python(cache, batch_size, estimator, pool),
-            "python compare (no cache)": _via_python(False, batch_size, estimator, pool),
-            "figure": _via_figure(tmp_path, cache, batch_size, estimator, pool),
-            "zoo": _via_zoo(tmp_path, cache, batch_size, estimator, pool),
+            "cli compare (cold cache)": _via_cli_compare(tmp_path, cache, *args),
+            "python compare (warm cache)": _via_python(cache, *args),
+            "python compare (no cache)": _via_python(False, *args),
+            "figure": _via_figure(tmp_path, cache, *args),
+            "zoo": _via_zoo(tmp_path, cache, *args),
         }
         first_name, first = next(iter(tables.items()))
-        meta = json.loads((tmp_path / f"zoo_{pool}_{batch_size}_{estimator}" / "manifest.json").read_text())
-        assert meta["pooling"].startswith("none" if pool == "flatten" else "mean")
+        meta = json.loads((tmp_path / f"zoo_{pool}_{batch_size}_{estimator}_{precision}" / "manifest.json").read_text())
+        assert meta["pooling"].startswith("none" if pool == "flatten" else "mean") and meta["precision"] == precision
         for name, table in tables.items():
             assert list(table.index) == list(first.index), name
             assert list(table.columns) == list(first.columns), name

@@ -126,14 +126,14 @@ def compare(
             seed if seed_a is None else seed_a,
             checkpoint_key_a,
             num_classes_a,
-            FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size),
+            FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size, precision),
         ),
         "b": _Side(
             *_named(b, checkpoint_b),
             seed if seed_b is None else seed_b,
             checkpoint_key_b,
             num_classes_b,
-            FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size),
+            FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size, precision),
         ),
     }
     device = resolve_device(device)

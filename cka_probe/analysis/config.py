@@ -303,6 +303,7 @@ class JobConfig:
             pool=self.analysis["pool"],
             layouts=tuple(layouts.items()),
             batch_size=self.data["batch_size"],
+            precision=self.analysis["precision"],
         )
 
     def cka_settings(self) -> CKASettings:

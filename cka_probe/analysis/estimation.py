@@ -62,7 +62,9 @@ class CKASettings:
         estimator: ``"full"`` or ``"minibatch"``.
         batch_size: images per minibatch of the minibatch estimator (``None``: all n in one batch);
             the full estimator does not depend on it.
-        precision: ``"float64"`` or ``"float32"`` arithmetic of the full estimator's all-pairs product.
+        precision: ``"float64"`` or ``"float32"`` arithmetic of the full estimator: the Grams (those of
+            flattened layers are formed while recording, so the precision is part of their feature settings)
+            and the all-pairs product.
     """
 
     kernel: str = "linear"
@@ -111,7 +113,7 @@ class CKASettings:
                 f"over {size} images, then normalised"
             )
         hsic = "unbiased HSIC (Song et al. 2012)" if self.unbiased else "biased HSIC (Gretton et al. 2005)"
-        arithmetic = "" if self.precision == "float64" else ", all-pairs product in float32"
+        arithmetic = "" if self.precision == "float64" else ", Grams and all-pairs product in float32"
         return f"{kernel} CKA (Kornblith et al. 2019) over all n images at once, {hsic}{arithmetic}"
 
     def record(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .._device import resolve_device
 from .._files import sha256_file_checked
 from ..capture import FeatureRecorder, LayerInfo
+from ..capture.pooling import FLATTEN
 from ..errors import CKAProbeError
 from .cache import FeatureCache, feature_key
 from .estimation import minibatch_bounds
@@ -89,6 +90,7 @@ def extract_features(
     tokens: str = "patch",
     layouts: Mapping[str, str] | None = None,
     pool: str = "mean",
+    precision: str = "float64",
     device: torch.device | str = "cpu",
     total: int | None = None,
     desc: str | None = None,
@@ -100,7 +102,7 @@ def extract_features(
     Args:
         model: the network, in eval mode, on ``device``.
         batches: input tensors ``(b, 3, H, W)`` (already prepared for this model), in the probe order.
-        layers, tokens, layouts, pool: as in :class:`~cka_probe.capture.FeatureRecorder`.
+        layers, tokens, layouts, pool, precision: as in :class:`~cka_probe.capture.FeatureRecorder`.
         device: where the batches are moved; the features stay there.
         total: number of images, for the progress bar.
         desc: progress bar label.
@@ -112,7 +114,7 @@ def extract_features(
     """
     device = torch.device(device)
     start = time.perf_counter()
-    recorder = FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts)
+    recorder = FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts, precision=precision)
     seen = 0
     with (
         recorder,
@@ -209,16 +211,21 @@ class FeatureSettings:
     pool: str = "mean"
     layouts: tuple[tuple[str, str], ...] = ()
     batch_size: int | None = None
+    precision: str = "float64"  # of the Grams of flattened layers; pooled features do not depend on it
 
     def record(self) -> dict[str, Any]:
+        """The settings as recorded (and keyed in the cache); ``gram_precision`` only for flattened layers."""
         layers = self.layers if isinstance(self.layers, str) else list(self.layers)
-        return {
+        record = {
             "layers": layers,
             "tokens": self.tokens,
             "pool": self.pool,
             "layouts": [list(p) for p in self.layouts],
             "batch_size": self.batch_size,
         }
+        if self.pool == FLATTEN:
+            record["gram_precision"] = self.precision
+        return record
 
 
 def resolve_cache(cache: FeatureCache | str | Path | bool | None) -> FeatureCache | None:
@@ -275,6 +282,7 @@ def model_features(
         tokens=settings.tokens,
         pool=settings.pool,
         layouts=dict(settings.layouts) or None,
+        precision=settings.precision,
         device=device,
         total=probe.n,
         desc=request.display,

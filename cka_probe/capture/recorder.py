@@ -45,6 +45,7 @@ from typing import Any, Self
 import torch
 from torch import nn
 
+from .._choices import PRECISIONS
 from ..errors import ArgumentError, CaptureError, FlattenWidthError, LayerSelectionError, ShapeError
 from .layouts import TOKEN_LAYOUT, LayerLayout, ancestors_of, class_token_counts, parse_layouts, resolve_layout
 from .pooling import FLATTEN, POOLS, TOKENS, flattened_gram, pool_activation
@@ -103,8 +104,11 @@ class FeatureRecorder:
         layouts: overrides of the layout rules, matched against module names: ``{glob: layout}``
             or ``PATTERN=LAYOUT`` strings (:func:`~cka_probe.capture.layouts.parse_layouts`);
             see :mod:`~cka_probe.capture.layouts`.
+        precision: with ``pool="flatten"``, ``"float64"`` (default) or ``"float32"`` arithmetic of the
+            Grams (:func:`~cka_probe.capture.pooling.flattened_gram`); pooled features are float32 anyway.
 
     Raises:
+        ArgumentError: an unknown ``pool``, ``tokens`` or ``precision``.
         LayerSelectionError: a pattern of ``layers`` or ``layouts`` matches no module, nothing is
             selected, an unknown layout is named, or ``tokens="cls"`` for a model without class tokens.
 
@@ -133,14 +137,18 @@ class FeatureRecorder:
         pool: str = "mean",
         tokens: str = "patch",
         layouts: Mapping[str, str] | Sequence[str] | None = None,
+        precision: str = "float64",
     ) -> None:
         if pool not in POOLS:
             raise ArgumentError(f"unknown pool {pool!r}; choose --pool {', '.join(POOLS)}")
+        if precision not in PRECISIONS:
+            raise ArgumentError(f"unknown precision {precision!r}; choose --precision {', '.join(PRECISIONS)}")
         if tokens not in TOKENS:
             raise ArgumentError(f"unknown tokens {tokens!r}; choose --tokens {', '.join(TOKENS)}")
         self.model = model
         self.pool = pool
         self.tokens = tokens
+        self.precision = precision
         self.overrides = parse_layouts(layouts)
         self._explicit = not (isinstance(layers, str) and layers == DEFAULT_LAYERS)
         self.module_names: tuple[str, ...] = tuple(select_layers(model, layers))
@@ -388,7 +396,7 @@ class FeatureRecorder:
                 self._pending_skipped[label] = reason
                 return
         if self.pool == FLATTEN:
-            recorded, width = flattened_gram(output, layout.layout, layout.prefix_tokens, self.tokens)
+            recorded, width = flattened_gram(output, layout.layout, layout.prefix_tokens, self.tokens, self.precision)
         else:
             recorded = pool_activation(output, layout.layout, layout.prefix_tokens, self.tokens, self.pool)
             width = int(recorded.shape[1])

@@ -36,7 +36,8 @@ PRECISION = click.option(
     type=click.Choice(PRECISIONS),
     default="float64",
     show_default=True,
-    help="Arithmetic of the all-pairs CKA product: float64, or float32 for speed (full estimator).",
+    help="Arithmetic of the Grams (those of --pool flatten too) and the all-pairs CKA product: float64, or "
+    "float32 for speed (full estimator; error about 1e-7).",
 )
 POOL = click.option(
     "--pool",

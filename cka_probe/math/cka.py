@@ -36,11 +36,13 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .._choices import KERNELS
 from ..errors import KernelError, NonFiniteFeatureError, PrecisionError, ShapeError
 from .kernels import (
+    FLOAT32_BLOCK,
     Gram,
     center_features,
     center_gram,
@@ -51,6 +53,7 @@ from .kernels import (
     rbf_from_squared_distances,
     squared_distances_from_gram,
     symmetric_gram,
+    upper_gram_,
 )
 
 __all__ = [
@@ -76,14 +79,14 @@ Layer = torch.Tensor | Gram
 # resolution is ~6e-8, so any variation they can represent is far above this threshold.
 _ZERO_VARIANCE_RTOL = 1e-12
 
-# float32 products are summed in float32 over blocks of this many terms, and the blocks in float64,
-# so the rounding error does not grow with n^2.
-_FLOAT32_BLOCK = 4096
-
 # cka_matrix packs the centred Grams' upper triangles when L_a L_b exceeds this times the layers to pack.
 _PACK_RATIO = 64
 
-# Form the Grams of equal-width layers with batched products on the CPU too (always on CUDA); tests flip it.
+# Batched Gram formation stacks layers of one width in chunks of at most this many bytes (CPU, CUDA).
+_CHUNK_BYTES = (8 << 20, 256 << 20)
+
+# Form the Grams of equal-width layers with batched products on the CPU even with one thread (they are
+# batched on CUDA and with several CPU threads); tests flip it.
 _BATCHED_GRAMS = False
 
 
@@ -426,7 +429,7 @@ def _centered_stack(
     """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
 
     Linear kernel on features: each layer is centred (mean accumulated in float64) and its Gram
-    ``X_c X_c^T`` formed over the upper triangle only, block row by block row (:func:`_upper_grams`);
+    ``X_c X_c^T`` formed over the upper triangle only (:func:`~cka_probe.math.kernels.upper_gram_`);
     the stack is mirrored once. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for free. On
     CUDA, layers of equal width are stacked and share batched products (fewer kernel launches); on the
     CPU one product per layer and block is faster (measured: batched products run below the rate of
@@ -437,71 +440,49 @@ def _centered_stack(
     device = layers[0].device
     linear = kernel == "linear"
     work = dtype if linear else torch.float64
-    grams = torch.empty(num_layers, n, n, dtype=work, device=device)
-    variance = torch.empty(num_layers, dtype=torch.float64, device=device)
-    mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
     feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
     gram_index = [i for i, layer in enumerate(layers) if isinstance(layer, Gram)]
+    # linear kernels are formed over the upper triangle (upper_gram_): with zeros below it from the start, the
+    # strict upper triangle needs only its diagonal cleared
+    zeros_below = linear and not gram_index
+    grams = (torch.zeros if zeros_below else torch.empty)(num_layers, n, n, dtype=work, device=device)
+    variance = torch.empty(num_layers, dtype=torch.float64, device=device)
+    mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
+    # CPU with one thread: layer by layer (BLAS's symmetric rank-k update, see upper_gram_); with more
+    # threads, and on CUDA, layers of equal width share batched products, which use the threads
+    one_by_one = device.type == "cpu" and not _BATCHED_GRAMS and torch.get_num_threads() == 1
 
-    if feature_index and linear and (device.type == "cuda" or _BATCHED_GRAMS):
-        groups: dict[int, list[int]] = {}
+    if feature_index and linear and not one_by_one:
+        groups: dict[tuple[int, torch.dtype], list[int]] = {}
         for i in feature_index:
-            groups.setdefault(layers[i].shape[1], []).append(i)
-        for members in groups.values():
-            index = torch.tensor(members, device=device)
-            x = torch.stack([layers[i].to(device) for i in members])
-            mean = x.mean(dim=1, keepdim=True, dtype=torch.float64)
-            mean_squares[index] = mean.square().sum(dim=(1, 2)) * n
-            centred = torch.sub(x, mean.to(work)) if x.dtype == work else (x.to(torch.float64) - mean).to(work)
-            upper = torch.empty(len(members), n, n, dtype=work, device=device)
-            _upper_grams(centred, upper)
-            grams.index_copy_(0, index, upper)
-    elif feature_index:
-        widest = max(layers[i].shape[1] for i in feature_index)
-        buffer = torch.empty(n * widest, dtype=work, device=device)
-        averaging = torch.full((1, n), 1.0 / n, dtype=work, device=device)
-        means = []
+            groups.setdefault((layers[i].shape[1], layers[i].dtype), []).append(i)
+        budget = _CHUNK_BYTES[device.type == "cuda"]
+        for (width, dtype_in), members in groups.items():
+            # chunks of at most `budget` bytes, in buffers reused from chunk to chunk (fresh memory is slow to fill)
+            size = max(1, budget // (n * width * grams.element_size()))
+            stacked = torch.empty(min(size, len(members)), n, width, dtype=dtype_in, device=device)
+            upper = torch.zeros(min(size, len(members)), n, n, dtype=work, device=device)
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                index = torch.tensor(chunk, device=device)
+                x = torch.stack([layers[i].detach().to(device) for i in chunk], out=stacked[: len(chunk)])
+                if x.dtype not in (work, torch.float64):  # narrower features: widened exactly first
+                    x = x.to(work)
+                mean_squares[index] = _center_stack_(x) * n  # float64 features: centred, then rounded to work
+                centred = x if x.dtype == work else x.to(work)
+                upper_gram_(centred, upper[: len(chunk)])
+                grams.index_copy_(0, index, upper[: len(chunk)])
+    elif feature_index and device.type == "cpu":
+        mean_squares[feature_index] = _cpu_grams(layers, feature_index, grams, variance, linear, sigma_frac) * n
+    elif feature_index:  # the RBF kernel off the CPU, in float64
         for i in feature_index:
-            x = layers[i].to(device)
-            centred = buffer[: x.numel()].view(x.shape)
-            if x.dtype == torch.float64 and work == torch.float32:  # centre before rounding to float32
-                first = averaging.to(torch.float64) @ x
-                centred.copy_(x - first)
-            elif x.dtype == work:
-                first = averaging @ x
-                torch.sub(x, first, out=centred)
-            else:  # narrower features: widen exactly, then centre
-                centred.copy_(x)
-                first = averaging @ centred
-                centred.sub_(first)
-            means.append(first)
-            if work == torch.float32:
-                # a second pass removes the mean that float32 rounding left (about 1e-7 of the first); with
-                # it, a constant layer centres to ~1e-14 of its values and the constant-layer test sees it
-                second = averaging @ centred
-                centred.sub_(second)
-                means.append(second)
-            if linear:
-                _upper_grams(centred, grams[i])
-            else:
-                gram = symmetric_gram(centred @ centred.T)
-                variance[i] = gram.diagonal().sum()
-                sq_dist = squared_distances_from_gram(gram, _same_rows(x))
-                grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
-        # ||mean||^2 of every layer from one concatenation, summed per layer
-        widths = torch.tensor([layers[i].shape[1] for i in feature_index], device=device)
-        if work == torch.float32:  # first and second passes alternate: add them up per layer
-            flat = torch.cat(means, dim=1)[0].to(torch.float64)
-            starts = torch.cumsum(torch.cat([widths.new_zeros(1), 2 * widths[:-1]]), 0)
-            positions = torch.cat(
-                [torch.arange(w, device=device) + s for w, s in zip(widths.tolist(), starts.tolist())]
-            )
-            flat = flat[positions] + flat[positions + torch.repeat_interleave(widths, widths)]
-        else:
-            flat = torch.cat(means, dim=1)[0].to(torch.float64)
-        owner = torch.repeat_interleave(torch.arange(len(feature_index), device=device), widths)
-        sums = torch.zeros(len(feature_index), dtype=torch.float64, device=device)
-        mean_squares[feature_index] = sums.index_add_(0, owner, flat.square()) * n
+            x = layers[i].detach().to(device)
+            mean = x.mean(dim=0, dtype=torch.float64)
+            mean_squares[i] = mean.square().sum() * n
+            centred = x.to(torch.float64) - mean
+            gram = symmetric_gram(centred @ centred.T)
+            variance[i] = gram.diagonal().sum()
+            grams[i] = rbf_from_squared_distances(squared_distances_from_gram(gram, _same_rows(x)), sigma_frac)
     if feature_index and linear:  # only the upper triangles were formed: they are all that is read
         variance[feature_index] = grams.diagonal(dim1=1, dim2=2)[feature_index].sum(dim=1, dtype=torch.float64)
 
@@ -523,7 +504,11 @@ def _centered_stack(
     if pack:
         packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
     else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
-        packed = grams.triu_(1).view(num_layers, n * n)
+        if zeros_below:
+            grams.diagonal(dim1=1, dim2=2).zero_()
+        else:
+            grams.triu_(1)
+        packed = grams.view(num_layers, n * n)
     if packed.dtype != dtype:
         packed = packed.to(dtype)
     squared = 2.0 * torch.linalg.vector_norm(packed, dim=1).to(torch.float64) ** 2
@@ -535,6 +520,69 @@ def _centered_stack(
     undefined = constant | ~torch.isfinite(squared) | ~(squared > 0)
     norms = torch.where(undefined, torch.nan, squared.clamp_min(0).sqrt())
     return _Stack(packed, diag, unbiased, squared, norms, variance, scale, constant, undefined)
+
+
+def _center_stack_(x: torch.Tensor) -> torch.Tensor:
+    """Centre a stack ``(g, n, d)`` of float32 or float64 layers in place, over the examples, in its own precision.
+
+    Float32 is centred twice, as :func:`_cpu_grams` does. Returns each layer's float64 ``||mean||^2``.
+    """
+    averaging = torch.full((1, x.shape[1]), 1.0 / x.shape[1], dtype=x.dtype, device=x.device)
+    mean = averaging @ x
+    x.sub_(mean)
+    if x.dtype == torch.float32:
+        x.sub_(averaging @ x)
+    return mean.to(torch.float64).square().sum(dim=(1, 2))
+
+
+@np.errstate(all="ignore")  # non-finite values are reported by layer afterwards (_check_finite)
+def _cpu_grams(
+    layers: Sequence[Layer],
+    feature_index: Sequence[int],
+    grams: torch.Tensor,
+    variance: torch.Tensor,
+    linear: bool,
+    sigma_frac: float,
+) -> torch.Tensor:
+    """:func:`_centered_stack` on the CPU, one layer at a time: ``grams[i]`` (upper triangle) and ``||mean||^2``.
+
+    Each layer is centred into one reused buffer through NumPy views of the same memory (each step is
+    small, and a NumPy call costs a fraction of a torch call: measured ~15 us a layer in all against ~40 us),
+    then its Gram formed by :func:`~cka_probe.math.kernels.upper_gram_`. Float32 features are centred
+    twice: the second pass removes the mean that float32 rounding left (about 1e-7 of the first), so that
+    a constant layer centres to ~1e-14 of its values and the constant-layer test sees it. Float64
+    features in float32 work are centred in float64, then rounded. For the RBF kernel (float64) the
+    kernel is built here from exact squared distances.
+    """
+    n, work = grams.shape[1], grams.dtype
+    widest = max(layers[i].shape[1] for i in feature_index)
+    store = torch.empty(n * widest, dtype=work).numpy()
+    averaging = np.full((1, n), 1.0 / n, dtype=store.dtype)
+    means = []
+    for i in feature_index:
+        x = layers[i].detach().cpu()
+        centred = store[: x.numel()].reshape(x.shape)
+        if x.dtype == work or x.dtype == torch.float64:
+            values = x.numpy()
+            first = (averaging if x.dtype == work else averaging.astype(np.float64)) @ values
+            np.subtract(values, first, centred, casting="same_kind")
+        else:  # narrower features (or float32 in float64 work): widen exactly, then centre
+            torch.from_numpy(centred).copy_(x)
+            first = averaging @ centred
+            centred -= first
+        means.append(first)
+        if work == torch.float32:
+            centred -= averaging @ centred
+        if linear:
+            upper_gram_(torch.from_numpy(centred), grams[i])
+        else:
+            features = torch.from_numpy(centred)
+            gram = symmetric_gram(features @ features.T)
+            variance[i] = gram.diagonal().sum()
+            grams[i] = rbf_from_squared_distances(squared_distances_from_gram(gram, _same_rows(x)), sigma_frac)
+    squares = np.concatenate([m.ravel() for m in means]).astype(np.float64) ** 2
+    starts = np.cumsum([0] + [layers[i].shape[1] for i in feature_index[:-1]])
+    return torch.from_numpy(np.add.reduceat(squares, starts))
 
 
 class _full_precision_matmul:
@@ -552,26 +600,6 @@ def _upper_index(n: int, device: torch.device) -> torch.Tensor:
     """Flat indices ``i * n + j`` of the strict upper triangle ``i < j`` of an ``(n, n)`` matrix, row by row."""
     upper = torch.triu_indices(n, n, offset=1, device=device)
     return upper[0] * n + upper[1]
-
-
-def _block_rows(n: int) -> int:
-    """Rows per block of :func:`_upper_grams`: ``max(64, n // 8)`` (two blocks at n = 128, eight from n = 512)."""
-    return max(64, n // 8)
-
-
-def _upper_grams(x: torch.Tensor, out: torch.Tensor) -> None:
-    """The upper triangle (and diagonal blocks) of ``x x^T`` into ``out``, for ``x`` ``(n, d)`` or a stack ``(g, n, d)``.
-
-    Block row ``k`` is ``x[rows_k] @ x[rows_k.start:]^T``: about ``(B + 1) / 2B`` of the full product's
-    work for ``B`` block rows (a symmetric rank-k update, which torch does not expose). Entries below
-    the diagonal blocks are left as they were.
-    """
-    n = x.shape[-2]
-    step = _block_rows(n)
-    product = torch.mm if x.ndim == 2 else torch.bmm
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        product(x[..., start:stop, :], x[..., start:, :].transpose(-2, -1), out=out[..., start:stop, start:])
 
 
 def _u_center_(grams: torch.Tensor) -> None:
@@ -598,8 +626,8 @@ def _accumulated_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype == torch.float64:
         return a @ b.T
     total = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
-    for start in range(0, a.shape[1], _FLOAT32_BLOCK):
-        block = slice(start, start + _FLOAT32_BLOCK)
+    for start in range(0, a.shape[1], FLOAT32_BLOCK):
+        block = slice(start, start + FLOAT32_BLOCK)
         total += a[:, block] @ b[:, block].T
     return total
 

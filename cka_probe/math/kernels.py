@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "gram_linear",
     "gram_rbf",
     "squared_distances",
+    "upper_gram_",
 ]
 
 
@@ -132,6 +134,76 @@ def gram_linear(x: torch.Tensor | Gram) -> torch.Tensor:
         return x.matrix.to(torch.float64)
     x = x.to(torch.float64)
     return x @ x.T
+
+
+def upper_gram_(x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
+    """Write the upper triangle, diagonal included, of ``x x^T`` into ``out``, in ``x``'s precision.
+
+    Strictly below the diagonal ``out`` keeps what it held (zeros stay zeros), so the caller reads the
+    upper triangle only. The work is about half that of ``x @ x.T``:
+
+    * on the CPU with one torch thread (``torch.get_num_threads() == 1``, e.g. ``OMP_NUM_THREADS=1``),
+      a 2-D float32 or float64 ``x`` goes to BLAS's symmetric rank-k update (``ssyrk``/``dsyrk``,
+      SciPy's OpenBLAS): measured 1.2-1.6x the rate of ``torch.mm`` in float32 and 1.5-2x in float64 on
+      ``(128, 64..16384)`` inputs. With more torch threads it is not used: OpenBLAS's threads and
+      torch's OpenMP threads then wait on each other (measured: 1.6x slower than torch alone);
+    * otherwise (several threads, CUDA, stacks), block rows of ``torch.mm``/``torch.bmm``: row block
+      ``k`` is ``x[rows_k] @ x[rows_k.start:]^T``, about ``(B + 1) / 2B`` of the full product for ``B`` blocks.
+
+    Args:
+        x: ``(n, d)`` features, or a stack ``(g, n, d)``.
+        out: ``(n, n)`` (or ``(g, n, n)``) tensor of ``x``'s dtype and device.
+        accumulate: add ``x x^T`` to ``out`` instead of overwriting it.
+
+    Returns:
+        ``out``.
+    """
+    if (
+        x.device.type == "cpu"
+        and x.ndim == 2
+        and x.dtype in _SYRK
+        and x.shape[1] > 0
+        and out.is_contiguous()
+        and torch.get_num_threads() == 1
+    ):
+        c = out.numpy().T  # column-major view of out: its lower triangle is out's upper one
+        # trans=1 reads x's row-major storage as the column-major x^T: no copy of x
+        result = _syrk(x.dtype)(
+            1.0, x.contiguous().numpy().T, beta=float(accumulate), c=c, trans=1, lower=1, overwrite_c=1
+        )
+        if result is not c:  # SciPy had to copy: bring the result back
+            out.copy_(torch.from_numpy(result.T))
+        return out
+    n = x.shape[-2]
+    step = max(64, n // 8)
+    product = torch.mm if x.ndim == 2 else torch.bmm
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = product(x[..., start:stop, :], x[..., start:, :].transpose(-2, -1))
+        right, square = out[..., start:stop, stop:], out[..., start:stop, start:stop]
+        upper = block[..., :, : stop - start].triu()  # the diagonal block's upper triangle, zeros below
+        if accumulate:
+            right += block[..., :, stop - start :]
+            square += upper
+        else:
+            right.copy_(block[..., :, stop - start :])
+            square.copy_(upper + square.tril(-1))
+    return out
+
+
+_SYRK = {torch.float32: "ssyrk", torch.float64: "dsyrk"}
+
+# In float32 work, products are summed in float32 over blocks of this many terms and the blocks in float64
+# (the all-pairs product, the Grams of flattened activations), so the rounding error does not grow with size.
+FLOAT32_BLOCK = 4096
+
+
+@functools.cache
+def _syrk(dtype: torch.dtype):
+    """SciPy's BLAS ``?syrk`` for ``dtype``, imported on first use."""
+    from scipy.linalg import blas  # noqa: PLC0415 - SciPy loads only when a Gram is formed on the CPU
+
+    return getattr(blas, _SYRK[dtype])
 
 
 def symmetric_gram(gram: torch.Tensor) -> torch.Tensor:

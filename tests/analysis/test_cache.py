@@ -53,6 +53,17 @@ def test_key_separates_what_changes_features(tmp_path):
     assert len(list(tmp_path.glob("*.safetensors"))) == 6
 
 
+def test_gram_precision_keys_flattened_features_only(tmp_path):
+    # float32 Grams of flattened layers are other numbers than float64 ones: another entry. Pooled features
+    # do not depend on the precision: one entry for both.
+    _compare(tmp_path, pool="flatten")
+    _compare(tmp_path, pool="flatten", precision="float32")
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4
+    _compare(tmp_path, pool="mean")
+    _compare(tmp_path, pool="mean", precision="float32")
+    assert len(list(tmp_path.glob("*.safetensors"))) == 6
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
 def test_damaged_entry_is_recomputed_with_a_warning(tmp_path, damage):
     cache = FeatureCache(tmp_path)

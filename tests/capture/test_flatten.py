@@ -103,7 +103,7 @@ def assert_rel(actual: float, expected: float, rtol: float = RTOL) -> None:
         ("NC", (5, 3), 0, "patch"),
     ],
 )
-def test_flatten_and_gram_match_reference(layout, shape, prefix, tokens, monkeypatch):
+def test_flatten_and_gram_match_reference(layout, shape, prefix, tokens, monkeypatch, torch_threads):
     x = _randn(*shape)
     expected = flatten_by_hand(x, layout, prefix, tokens)
     np.testing.assert_array_equal(flatten_activation(x, layout, prefix, tokens).double().numpy(), expected)
@@ -113,6 +113,33 @@ def test_flatten_and_gram_match_reference(layout, shape, prefix, tokens, monkeyp
     np.testing.assert_allclose(
         gram.numpy(), centred_gram_np(expected), rtol=RTOL, atol=RTOL * np.abs(expected).max() ** 2
     )
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape", "prefix", "tokens"),
+    [("NCHW", (16, 8, 20, 30), 0, "patch"), ("NHWC", (16, 20, 30, 8), 0, "patch"), ("NLC", (16, 50, 96), 1, "patch")],
+)
+def test_float32_gram_is_within_1e6_of_the_float64_reference(layout, shape, prefix, tokens, monkeypatch, torch_threads):
+    # --precision float32 carries to flattened layers: blocks of float32 products summed in float64. Post-ReLU
+    # values with a large common offset, so that centring in float32 matters.
+    x = torch.relu(_randn(*shape)) + 3.0
+    expected = centred_gram_np(flatten_by_hand(x, layout, prefix, tokens))
+    monkeypatch.setattr(pooling, "FLOAT32_BLOCK", 1000)  # several blocks even for these small activations
+    gram, width = flattened_gram(x, layout, prefix, tokens, precision="float32")
+    assert gram.dtype == torch.float64 and width == flatten_by_hand(x, layout, prefix, tokens).shape[1]
+    np.testing.assert_allclose(gram.numpy(), expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+    other = centred_gram_np(flatten_by_hand(torch.relu(_randn(*shape)), layout, prefix, tokens))
+    exact = float((expected * other).sum() / (np.linalg.norm(expected) * np.linalg.norm(other)))
+    assert (
+        abs(float((gram.numpy() * other).sum() / (np.linalg.norm(gram.numpy()) * np.linalg.norm(other))) - exact) < 1e-6
+    )
+
+
+def test_unknown_gram_precision_is_refused():
+    with pytest.raises(ValueError, match="--precision"):
+        flattened_gram(_randn(3, 2, 4, 4), "NCHW", precision="float16")
+    with pytest.raises(ValueError, match="--precision"):
+        FeatureRecorder(nn.Sequential(nn.ReLU()), pool="flatten", precision="half")
 
 
 def test_gram_of_channels_last_and_sliced_tensors_needs_no_copy_and_matches():

@@ -227,8 +227,9 @@ def test_cuda_matrix_equals_cpu_matrix(dtype):
 
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_batched_and_per_layer_gram_formation_match_the_reference(monkeypatch, batched, dtype):
-    # The batched path is the one CUDA takes; here it runs on the CPU against the NumPy reference.
+def test_batched_and_per_layer_gram_formation_match_the_reference(monkeypatch, torch_threads, batched, dtype):
+    # The batched path is the one CUDA and several CPU threads take; one thread goes layer by layer
+    # through BLAS's syrk. Every combination runs on the CPU against the NumPy reference.
     from cka_probe.math import cka as cka_module
 
     monkeypatch.setattr(cka_module, "_BATCHED_GRAMS", batched)
@@ -259,3 +260,30 @@ def test_packed_and_in_place_triangles_give_the_reference(monkeypatch, ratio, un
         for j, y in enumerate((feats[0], feats[1])):
             expected = reference.linear_cka(x.numpy(), y.numpy(), unbiased)
             assert float(matrix[i, j]) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 3), (9, 1), (70, 300), (130, 17)])
+def test_upper_gram_matches_the_float64_product(torch_threads, dtype, shape):
+    # upper_gram_ takes BLAS's syrk with one thread and block rows of torch.mm otherwise: both must give
+    # the upper triangle of x x^T, overwrite or accumulate, and leave what lies strictly below the diagonal.
+    from cka_probe.math.kernels import upper_gram_
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+    n = shape[0]
+    expected = (x.double() @ x.double().T).numpy()
+    upper = np.triu_indices(n)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    scale = 2 * np.abs(expected).max()  # float32 sums of d terms: error relative to the largest entry
+    out = torch.full((n, n), 7.0, dtype=dtype)
+    upper_gram_(x, out)
+    np.testing.assert_allclose(out.double().numpy()[upper], expected[upper], rtol=tolerance, atol=tolerance * scale)
+    lower = np.tril_indices(n, -1)
+    assert (out.numpy()[lower] == 7.0).all()  # strictly below the diagonal: untouched
+    upper_gram_(x, out, accumulate=True)
+    np.testing.assert_allclose(out.double().numpy()[upper], 2 * expected[upper], rtol=tolerance, atol=tolerance * scale)
+    strided = torch.full((n, 2 * n), 7.0, dtype=dtype)[:, ::2]  # not contiguous: no in-place BLAS output
+    upper_gram_(x, strided)
+    np.testing.assert_allclose(strided.double().numpy()[upper], expected[upper], rtol=tolerance, atol=tolerance * scale)
+    assert (strided.numpy()[lower] == 7.0).all()
