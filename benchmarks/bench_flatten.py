@@ -22,7 +22,7 @@ models on two images first). Peak memory: the rise of the process's peak residen
 /proc/self/clear_refs right before the run) over the resident set before it. Linux only.
 
 Run:  python benchmarks/bench_flatten.py [--n 128] [--minibatch 256,512,1024] [--threads 2] [--rounds 3]
-      [--skip torch-cka]
+      [--skip torch-cka] [--precision float64|float32]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ MODELS = ("mobilenetv2", "vit_s")
 BASE_VARIANTS = ("bare", "cka-probe flatten", "bare (one tensor)", "pytorch-cka", "torch-cka", "in-process")
 
 
-def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1) -> dict:
+def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1, precision: str = "float64") -> dict:
     """Run one variant in this (fresh) process and return its measurements."""
     torch.set_num_threads(threads)
     from cka_probe import FeatureRecorder
@@ -81,21 +81,21 @@ def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1)
     elif variant == "cka-probe flatten":
 
         def run():
-            recorders = [FeatureRecorder(m, pool="flatten") for m in models]
+            recorders = [FeatureRecorder(m, pool="flatten", precision=precision) for m in models]
             with recorders[0], recorders[1], torch.inference_mode():
                 models[0](x_a)
                 models[1](x_b)
             grams = [{k: Gram(v[0]) for k, v in r.grams.items()} for r in recorders]
-            return cka_matrix(grams[0], grams[1]).values.shape
+            return cka_matrix(grams[0], grams[1], dtype=precision).values.shape
     elif variant == "in-process":  # bare and flattened passes alternating in this one process: time only
 
         def flattened():
-            recorders = [FeatureRecorder(m, pool="flatten") for m in models]
+            recorders = [FeatureRecorder(m, pool="flatten", precision=precision) for m in models]
             with recorders[0], recorders[1], torch.inference_mode():
                 models[0](x_a)
                 models[1](x_b)
             grams = [{k: Gram(v[0]) for k, v in r.grams.items()} for r in recorders]
-            cka_matrix(grams[0], grams[1])
+            cka_matrix(grams[0], grams[1], dtype=precision)
 
         times = {"bare": [], "flatten": []}
         for _ in range(rounds):
@@ -111,12 +111,14 @@ def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1)
             "peak_mib": float("nan"),
             "shape": "",
             "threads": torch.get_num_threads(),
+            "precision": precision,
         }
     elif variant.startswith("minibatch"):
         probe = load_probe_set(DATA, n=n, seed=0)
 
         def run():
             metric = MinibatchCKA()
+            # float64 whatever --precision says: float32 is an option of the full estimator
             recorders = [FeatureRecorder(m, pool="flatten") for m in models]
             transforms = [transform_for(m) for m in loaded]
             with recorders[0], recorders[1], torch.inference_mode():
@@ -161,6 +163,7 @@ def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1)
         "peak_mib": mib,
         "shape": str(shape),
         "threads": torch.get_num_threads(),
+        "precision": precision,
     }
 
 
@@ -170,20 +173,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="minibatch runs")
     parser.add_argument("--minibatch", default="256,512,1024", help="n of the minibatch runs ('' for none)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precision", choices=["float64", "float32"], default="float64", help="of cka-probe's Grams and CKA product"
+    )
     parser.add_argument("--skip", default="", help="comma-separated variants to leave out (e.g. torch-cka)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; best time and largest peak kept")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.n, args.batch_size, args.threads, args.rounds)))
+        print(json.dumps(_child(args.child, args.n, args.batch_size, args.threads, args.rounds, args.precision)))
         return
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     plan = [(v, args.n) for v in BASE_VARIANTS if v not in skip]
     plan += [(f"minibatch (batches of {args.batch_size})", int(n)) for n in args.minibatch.split(",") if n.strip()]
     print(
-        f"torch {torch.__version__}, {args.threads} threads, {' vs '.join(MODELS)}, flattened, one fresh process "
+        f"torch {torch.__version__}, {args.threads} threads, {' vs '.join(MODELS)}, flattened, cka-probe in "
+        f"{args.precision}, one fresh process "
         f"per variant and round, {args.rounds} interleaved round(s): best time, largest peak",
         flush=True,
     )
@@ -235,6 +242,8 @@ def _run_child(variant: str, n: int, args) -> dict | None:
         str(args.threads),
         "--rounds",
         str(args.rounds),
+        "--precision",
+        args.precision,
     ]
     # BLAS outside torch (SciPy's OpenBLAS, used for Grams with one torch thread) gets the same thread count
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads)}
