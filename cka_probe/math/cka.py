@@ -50,6 +50,8 @@ from .kernels import (
     check_sigma_frac,
     gram_linear,
     identical_rows,
+    numpy_gram_,
+    one_blas_thread,
     rbf_from_squared_distances,
     squared_distances_from_gram,
     symmetric_gram,
@@ -85,8 +87,7 @@ _PACK_RATIO = 64
 # Batched Gram formation stacks layers of one width in chunks of at most this many bytes (CPU, CUDA).
 _CHUNK_BYTES = (8 << 20, 256 << 20)
 
-# Form the Grams of equal-width layers with batched products on the CPU even with one thread (they are
-# batched on CUDA and with several CPU threads); tests flip it.
+# Form the Grams of equal-width layers with batched products on the CPU too (as on CUDA); tests flip it.
 _BATCHED_GRAMS = False
 
 
@@ -442,14 +443,11 @@ def _centered_stack(
     work = dtype if linear else torch.float64
     feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
     gram_index = [i for i, layer in enumerate(layers) if isinstance(layer, Gram)]
-    # linear kernels are formed over the upper triangle (upper_gram_): with zeros below it from the start, the
-    # strict upper triangle needs only its diagonal cleared
-    zeros_below = linear and not gram_index
-    grams = (torch.zeros if zeros_below else torch.empty)(num_layers, n, n, dtype=work, device=device)
+    grams = torch.empty(num_layers, n, n, dtype=work, device=device)
     variance = torch.empty(num_layers, dtype=torch.float64, device=device)
     mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
-    # CPU with one thread: layer by layer (BLAS's symmetric rank-k update, see upper_gram_); with more
-    # threads, and on CUDA, layers of equal width share batched products, which use the threads
+    # CPU with one thread: layer by layer through NumPy (_cpu_grams); with more threads, and on CUDA, layers of
+    # equal width share batched torch products, which use the threads
     one_by_one = device.type == "cpu" and not _BATCHED_GRAMS and torch.get_num_threads() == 1
 
     if feature_index and linear and not one_by_one:
@@ -461,7 +459,7 @@ def _centered_stack(
             # chunks of at most `budget` bytes, in buffers reused from chunk to chunk (fresh memory is slow to fill)
             size = max(1, budget // (n * width * grams.element_size()))
             stacked = torch.empty(min(size, len(members)), n, width, dtype=dtype_in, device=device)
-            upper = torch.zeros(min(size, len(members)), n, n, dtype=work, device=device)
+            upper = torch.empty(min(size, len(members)), n, n, dtype=work, device=device)
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
                 index = torch.tensor(chunk, device=device)
@@ -504,11 +502,7 @@ def _centered_stack(
     if pack:
         packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
     else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
-        if zeros_below:
-            grams.diagonal(dim1=1, dim2=2).zero_()
-        else:
-            grams.triu_(1)
-        packed = grams.view(num_layers, n * n)
+        packed = grams.triu_(1).view(num_layers, n * n)
     if packed.dtype != dtype:
         packed = packed.to(dtype)
     squared = 2.0 * torch.linalg.vector_norm(packed, dim=1).to(torch.float64) ** 2
@@ -535,7 +529,6 @@ def _center_stack_(x: torch.Tensor) -> torch.Tensor:
     return mean.to(torch.float64).square().sum(dim=(1, 2))
 
 
-@np.errstate(all="ignore")  # non-finite values are reported by layer afterwards (_check_finite)
 def _cpu_grams(
     layers: Sequence[Layer],
     feature_index: Sequence[int],
@@ -544,42 +537,42 @@ def _cpu_grams(
     linear: bool,
     sigma_frac: float,
 ) -> torch.Tensor:
-    """:func:`_centered_stack` on the CPU, one layer at a time: ``grams[i]`` (upper triangle) and ``||mean||^2``.
+    """:func:`_centered_stack` on the CPU, layer by layer: ``grams[i]`` (upper triangle) and each ``||mean||^2``.
 
-    Each layer is centred into one reused buffer through NumPy views of the same memory (each step is
-    small, and a NumPy call costs a fraction of a torch call: measured ~15 us a layer in all against ~40 us),
-    then its Gram formed by :func:`~cka_probe.math.kernels.upper_gram_`. Float32 features are centred
-    twice: the second pass removes the mean that float32 rounding left (about 1e-7 of the first), so that
-    a constant layer centres to ~1e-14 of its values and the constant-layer test sees it. Float64
-    features in float32 work are centred in float64, then rounded. For the RBF kernel (float64) the
-    kernel is built here from exact squared distances.
+    Each layer is centred into a reused buffer and its Gram formed by BLAS's symmetric rank-k update, all
+    through NumPy on the tensors' memory (a NumPy call costs a fraction of a torch call), with NumPy's BLAS
+    held to one thread. (Python threads sharing the layers ran 1.5x faster alone, but slower than the
+    batched torch path as soon as torch's own threads had run just before.) Float32 features are centred
+    twice: the second pass removes the mean that float32 rounding left (about 1e-7 of the first), so that a
+    constant layer centres to ~1e-14 of its values and the constant-layer test sees it. Float64 features
+    in float32 work are centred in float64, then rounded; narrower ones are widened first. The RBF kernel
+    (float64) is built from exact squared distances.
     """
     n, work = grams.shape[1], grams.dtype
     widest = max(layers[i].shape[1] for i in feature_index)
-    store = torch.empty(n * widest, dtype=work).numpy()
-    averaging = np.full((1, n), 1.0 / n, dtype=store.dtype)
+    grams_np = grams.numpy()
+    store = np.empty(n * widest, dtype=grams_np.dtype)
+    averaging = {dtype: np.full((1, n), 1.0 / n, dtype=dtype) for dtype in (np.float32, np.float64)}
     means = []
-    for i in feature_index:
-        x = layers[i].detach().cpu()
-        centred = store[: x.numel()].reshape(x.shape)
-        if x.dtype == work or x.dtype == torch.float64:
-            values = x.numpy()
-            first = (averaging if x.dtype == work else averaging.astype(np.float64)) @ values
-            np.subtract(values, first, centred, casting="same_kind")
-        else:  # narrower features (or float32 in float64 work): widen exactly, then centre
-            torch.from_numpy(centred).copy_(x)
-            first = averaging @ centred
-            centred -= first
-        means.append(first)
-        if work == torch.float32:
-            centred -= averaging @ centred
-        if linear:
-            upper_gram_(torch.from_numpy(centred), grams[i])
-        else:
-            features = torch.from_numpy(centred)
-            gram = symmetric_gram(features @ features.T)
-            variance[i] = gram.diagonal().sum()
-            grams[i] = rbf_from_squared_distances(squared_distances_from_gram(gram, _same_rows(x)), sigma_frac)
+    # non-finite values are reported by layer afterwards (_check_finite)
+    with one_blas_thread(), np.errstate(all="ignore"):
+        for i in feature_index:
+            x = layers[i].detach().cpu()
+            x = (x if x.dtype in (work, torch.float64) else x.to(work)).numpy()  # narrower: widened exactly
+            centred = store[: x.size].reshape(x.shape)
+            first = averaging[x.dtype.type] @ x
+            means.append(first)
+            np.subtract(x, first, centred, casting="same_kind")  # float64 to float32: centred, then rounded
+            if centred.dtype == np.float32:
+                centred -= averaging[np.float32] @ centred
+            if linear:
+                numpy_gram_(centred, grams_np[i])
+            else:
+                features = torch.from_numpy(centred)
+                gram = symmetric_gram(features @ features.T)
+                variance[i] = gram.diagonal().sum()
+                sq_dist = squared_distances_from_gram(gram, _same_rows(layers[i]))
+                grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
     squares = np.concatenate([m.ravel() for m in means]).astype(np.float64) ** 2
     starts = np.cumsum([0] + [layers[i].shape[1] for i in feature_index[:-1]])
     return torch.from_numpy(np.add.reduceat(squares, starts))

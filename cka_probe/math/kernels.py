@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import KernelError, ShapeError
@@ -34,6 +35,8 @@ __all__ = [
     "center_gram_unbiased",
     "gram_linear",
     "gram_rbf",
+    "numpy_gram_",
+    "one_blas_thread",
     "squared_distances",
     "upper_gram_",
 ]
@@ -137,18 +140,19 @@ def gram_linear(x: torch.Tensor | Gram) -> torch.Tensor:
 
 
 def upper_gram_(x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
-    """Write the upper triangle, diagonal included, of ``x x^T`` into ``out``, in ``x``'s precision.
+    """Write ``x x^T`` into ``out`` (or add it), in ``x``'s precision, doing about half the work of a product.
 
-    Strictly below the diagonal ``out`` keeps what it held (zeros stay zeros), so the caller reads the
-    upper triangle only. The work is about half that of ``x @ x.T``:
+    The upper triangle, diagonal included, is what is written; below the diagonal ``out`` may hold the
+    mirror image or what it held before, so callers read the upper triangle only.
 
-    * on the CPU with one torch thread (``torch.get_num_threads() == 1``, e.g. ``OMP_NUM_THREADS=1``),
-      a 2-D float32 or float64 ``x`` goes to BLAS's symmetric rank-k update (``ssyrk``/``dsyrk``,
-      SciPy's OpenBLAS): measured 1.2-1.6x the rate of ``torch.mm`` in float32 and 1.5-2x in float64 on
-      ``(128, 64..16384)`` inputs. With more torch threads it is not used: OpenBLAS's threads and
-      torch's OpenMP threads then wait on each other (measured: 1.6x slower than torch alone);
-    * otherwise (several threads, CUDA, stacks), block rows of ``torch.mm``/``torch.bmm``: row block
-      ``k`` is ``x[rows_k] @ x[rows_k.start:]^T``, about ``(B + 1) / 2B`` of the full product for ``B`` blocks.
+    * On the CPU with one torch thread (``torch.get_num_threads() == 1``, e.g. ``OMP_NUM_THREADS=1``), a
+      2-D float32 or float64 ``x`` goes to BLAS's symmetric rank-k update through NumPy (:func:`numpy_gram_`),
+      with NumPy's BLAS held to one thread as well: measured 1.2-1.6x the rate of ``torch.mm`` in float32 and
+      1.5-2x in float64 on ``(128, 64..16384)`` inputs.
+    * Otherwise (several threads, CUDA, stacks ``(g, n, d)``), block rows of ``torch.mm``/``torch.bmm``: row
+      block ``k`` is ``x[rows_k] @ x[rows_k.start:]^T``, about ``(B + 1) / 2B`` of the full product for
+      ``B`` blocks, on torch's threads. (Two thread pools, NumPy's BLAS and torch's OpenMP, running by
+      turns wait on each other: measured 1.6x slower than torch alone.)
 
     Args:
         x: ``(n, d)`` features, or a stack ``(g, n, d)``.
@@ -158,52 +162,57 @@ def upper_gram_(x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) ->
     Returns:
         ``out``.
     """
-    if (
-        x.device.type == "cpu"
-        and x.ndim == 2
-        and x.dtype in _SYRK
-        and x.shape[1] > 0
-        and out.is_contiguous()
-        and torch.get_num_threads() == 1
-    ):
-        c = out.numpy().T  # column-major view of out: its lower triangle is out's upper one
-        # trans=1 reads x's row-major storage as the column-major x^T: no copy of x
-        result = _syrk(x.dtype)(
-            1.0, x.contiguous().numpy().T, beta=float(accumulate), c=c, trans=1, lower=1, overwrite_c=1
-        )
-        if result is not c:  # SciPy had to copy: bring the result back
-            out.copy_(torch.from_numpy(result.T))
+    if x.device.type == "cpu" and x.ndim == 2 and x.dtype in _NUMPY_FLOATS and torch.get_num_threads() == 1:
+        with one_blas_thread():
+            result = numpy_gram_(x.detach().numpy(), out.detach().numpy(), accumulate)
+        if not np.shares_memory(result, out.detach().numpy()):  # out could not be written in place
+            out.copy_(torch.from_numpy(result))
         return out
     n = x.shape[-2]
     step = max(64, n // 8)
     product = torch.mm if x.ndim == 2 else torch.bmm
     for start in range(0, n, step):
         stop = min(start + step, n)
+        target = out[..., start:stop, start:]
         block = product(x[..., start:stop, :], x[..., start:, :].transpose(-2, -1))
-        right, square = out[..., start:stop, stop:], out[..., start:stop, start:stop]
-        upper = block[..., :, : stop - start].triu()  # the diagonal block's upper triangle, zeros below
         if accumulate:
-            right += block[..., :, stop - start :]
-            square += upper
+            target += block
         else:
-            right.copy_(block[..., :, stop - start :])
-            square.copy_(upper + square.tril(-1))
+            target.copy_(block)
     return out
 
 
-_SYRK = {torch.float32: "ssyrk", torch.float64: "dsyrk"}
+def numpy_gram_(x: np.ndarray, out: np.ndarray, accumulate: bool = False) -> np.ndarray:
+    """``out = x @ x.T`` (or ``out += x @ x.T``) for a 2-D float array, through NumPy's BLAS.
+
+    NumPy recognises ``x @ x.T`` and calls the symmetric rank-k update (``?syrk``), then mirrors the
+    triangle: the whole symmetric result at about half a product's work. The GIL is released while BLAS
+    runs, so several Python threads can form Grams at once. Returns the array written (``out`` when it
+    could be written in place).
+    """
+    if accumulate:
+        out += x @ x.T
+        return out
+    return np.matmul(x, x.T, out=out)
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - loaded on the first CPU Gram
+
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread (threadpoolctl), restored on exit."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+_NUMPY_FLOATS = (torch.float32, torch.float64)
 
 # In float32 work, products are summed in float32 over blocks of this many terms and the blocks in float64
 # (the all-pairs product, the Grams of flattened activations), so the rounding error does not grow with size.
 FLOAT32_BLOCK = 4096
-
-
-@functools.cache
-def _syrk(dtype: torch.dtype):
-    """SciPy's BLAS ``?syrk`` for ``dtype``, imported on first use."""
-    from scipy.linalg import blas  # noqa: PLC0415 - SciPy loads only when a Gram is formed on the CPU
-
-    return getattr(blas, _SYRK[dtype])
 
 
 def symmetric_gram(gram: torch.Tensor) -> torch.Tensor:
