@@ -142,9 +142,10 @@ def flattened_gram(
         tokens: ``"patch"``, ``"all"`` or ``"cls"``, as in :func:`flatten_activation`.
         precision: ``"float64"`` (default): blocks converted to float64, products in float64.
             ``"float32"``: blocks of at most 4096 columns centred in float32 (twice, so that float32
-            rounding leaves no mean) and multiplied in float32, their sums added up in float64: about
-            4x faster on a CPU, relative error about 1e-7 against float64 (the ``--precision float32``
-            option of the CKA engine, carried to the Grams of flattened layers).
+            rounding leaves no mean) and multiplied in float32, their sums added up in float64: 1.6x
+            faster on one CPU thread (0.16 against 0.26 s for a ``(128, 32, 112, 112)`` activation), within
+            1e-6 of float64 relative to the largest entry (the ``--precision float32`` option of the CKA
+            engine, carried to the Grams of flattened layers).
 
     Returns:
         ``(K, D)``: the ``(N, N)`` Gram (float64 storage) on the activation's device, and the flattened width.

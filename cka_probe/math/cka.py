@@ -429,13 +429,14 @@ def _centered_stack(
 ) -> _Stack:
     """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
 
-    Linear kernel on features: each layer is centred (mean accumulated in float64) and its Gram
-    ``X_c X_c^T`` formed over the upper triangle only (:func:`~cka_probe.math.kernels.upper_gram_`);
-    the stack is mirrored once. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for free. On
-    CUDA, layers of equal width are stacked and share batched products (fewer kernel launches); on the
-    CPU one product per layer and block is faster (measured: batched products run below the rate of
-    single ones there). Grams are symmetrised and double-centred in one batch; the RBF kernel is built
-    from exact squared distances.
+    Linear kernel on features: each layer is centred (in its precision; float32 twice) and the upper
+    triangle of its Gram ``X_c X_c^T`` formed; only the upper triangle is read afterwards. ``V = tr(X_c X_c^T)``
+    and ``S = V + n ||mean||^2`` come for free. On the CPU with one torch thread, layer by layer through
+    NumPy and BLAS's symmetric rank-k update (:func:`_cpu_grams`); with more threads, and on CUDA, layers of
+    equal width are stacked in chunks and share batched products (:func:`~cka_probe.math.kernels.upper_gram_`),
+    which use torch's threads. (Measured in benchmarks/bench_cka_matrix.py: each way is the faster one
+    where it is used.) Gram inputs are symmetrised and double-centred in one batch; the RBF kernel is
+    built from exact squared distances.
     """
     num_layers, n = len(layers), layers[0].shape[0]
     device = layers[0].device
