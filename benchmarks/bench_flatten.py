@@ -70,6 +70,14 @@ def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1,
         models[1](x_b[:2])
     layers = [FeatureRecorder(m, pool="flatten").module_names for m in models]
 
+    def flattened():
+        recorders = [FeatureRecorder(m, pool="flatten", precision=precision) for m in models]
+        with recorders[0], recorders[1], torch.inference_mode():
+            models[0](x_a)
+            models[1](x_b)
+        grams = [{k: Gram(v[0]) for k, v in r.grams.items()} for r in recorders]
+        return cka_matrix(grams[0], grams[1], dtype=precision).values.shape
+
     if variant == "bare":
         run = bare
     elif variant == "bare (one tensor)":
@@ -79,24 +87,8 @@ def _child(variant: str, n: int, batch_size: int, threads: int, rounds: int = 1,
                 models[0](x_a)
                 models[1](x_a)
     elif variant == "cka-probe flatten":
-
-        def run():
-            recorders = [FeatureRecorder(m, pool="flatten", precision=precision) for m in models]
-            with recorders[0], recorders[1], torch.inference_mode():
-                models[0](x_a)
-                models[1](x_b)
-            grams = [{k: Gram(v[0]) for k, v in r.grams.items()} for r in recorders]
-            return cka_matrix(grams[0], grams[1], dtype=precision).values.shape
+        run = flattened
     elif variant == "in-process":  # bare and flattened passes alternating in this one process: time only
-
-        def flattened():
-            recorders = [FeatureRecorder(m, pool="flatten", precision=precision) for m in models]
-            with recorders[0], recorders[1], torch.inference_mode():
-                models[0](x_a)
-                models[1](x_b)
-            grams = [{k: Gram(v[0]) for k, v in r.grams.items()} for r in recorders]
-            cka_matrix(grams[0], grams[1], dtype=precision)
-
         times = {"bare": [], "flatten": []}
         for _ in range(rounds):
             for name, fn in (("bare", bare), ("flatten", flattened)):

@@ -100,35 +100,27 @@ def _matrix_from_long(long: pd.DataFrame) -> pd.DataFrame:
     return matrix.loc[frame["layer_a"].unique(), frame["layer_b"].unique()]
 
 
-def _via_figure(tmp_path, cache, batch_size, estimator, pool, precision):
-    out = tmp_path / f"figure_{pool}_{batch_size}_{estimator}_{precision}"
-    _cli(
-        "figure",
-        _job(tmp_path, "figure", batch_size, estimator, pool, precision),
-        "--out",
-        out,
-        "--cache-dir",
-        cache,
-        "--no-progress",
-    )
+def _run_job(kind, tmp_path, cache, batch_size, estimator, pool, precision):
+    """``cka-probe figure|zoo JOB`` into its own folder, which is returned."""
+    out = tmp_path / f"{kind}_{pool}_{batch_size}_{estimator}_{precision}"
+    job = _job(tmp_path, kind, batch_size, estimator, pool, precision)
+    _cli(kind, job, "--out", out, "--cache-dir", cache, "--no-progress")
+    return out
+
+
+def _via_figure(tmp_path, cache, *settings):
+    out = _run_job("figure", tmp_path, cache, *settings)
     meta = json.loads((out / "pair.json").read_text())
-    assert meta["estimator"] == estimator and meta["estimator_description"]
+    _, estimator, _, precision = settings
+    assert meta["estimator"] == estimator and meta["estimator_description"] and meta["precision"] == precision
     return _matrix_from_long(pd.read_csv(out / "pair_panels.csv"))
 
 
-def _via_zoo(tmp_path, cache, batch_size, estimator, pool, precision):
-    out = tmp_path / f"zoo_{pool}_{batch_size}_{estimator}_{precision}"
-    _cli(
-        "zoo",
-        _job(tmp_path, "zoo", batch_size, estimator, pool, precision),
-        "--out",
-        out,
-        "--cache-dir",
-        cache,
-        "--no-progress",
-    )
+def _via_zoo(tmp_path, cache, *settings):
+    out = _run_job("zoo", tmp_path, cache, *settings)
     meta = json.loads((out / "manifest.json").read_text())
-    assert meta["estimator"] == estimator and meta["estimator_description"]
+    _, estimator, _, precision = settings
+    assert meta["estimator"] == estimator and meta["estimator_description"] and meta["precision"] == precision
     return _matrix_from_long(pd.read_csv(out / "pairs_long.csv"))
 
 
