@@ -164,9 +164,7 @@ def upper_gram_(x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) ->
     """
     if x.device.type == "cpu" and x.ndim == 2 and x.dtype in _NUMPY_FLOATS and torch.get_num_threads() == 1:
         with one_blas_thread():
-            result = numpy_gram_(x.detach().numpy(), out.detach().numpy(), accumulate)
-        if not np.shares_memory(result, out.detach().numpy()):  # out could not be written in place
-            out.copy_(torch.from_numpy(result))
+            numpy_gram_(x.detach().numpy(), out.detach().numpy(), accumulate)  # views: out is written in place
         return out
     n = x.shape[-2]
     step = max(64, n // 8)
@@ -186,9 +184,8 @@ def numpy_gram_(x: np.ndarray, out: np.ndarray, accumulate: bool = False) -> np.
     """``out = x @ x.T`` (or ``out += x @ x.T``) for a 2-D float array, through NumPy's BLAS.
 
     NumPy recognises ``x @ x.T`` and calls the symmetric rank-k update (``?syrk``), then mirrors the
-    triangle: the whole symmetric result at about half a product's work. The GIL is released while BLAS
-    runs, so several Python threads can form Grams at once. Returns the array written (``out`` when it
-    could be written in place).
+    triangle: the whole symmetric result at about half a product's work. ``out`` (any strides) is written
+    in place and returned.
     """
     if accumulate:
         out += x @ x.T
