@@ -25,7 +25,7 @@ import torch
 
 from .._choices import PRECISIONS
 from ..errors import ArgumentError, ShapeError
-from ..math.kernels import FLOAT32_BLOCK, upper_gram_
+from ..math.kernels import FLOAT32_BLOCK, full_precision_matmul, upper_gram_
 from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
 
 __all__ = ["FLATTEN", "POOLS", "TOKENS", "flatten_activation", "flattened_gram", "pool_activation"]
@@ -165,7 +165,7 @@ def flattened_gram(
     if single:
         block = min(block, FLOAT32_BLOCK)
     device = rows.device
-    with torch.autocast(device.type, enabled=False):
+    with torch.autocast(device.type, enabled=False), full_precision_matmul():
         gram = torch.zeros(n, n, dtype=torch.float64, device=device)
         part = torch.zeros(n, n, dtype=torch.float32, device=device) if single else None
         buffer = torch.empty(n * min(block, width), dtype=torch.float32 if single else torch.float64, device=device)

@@ -48,6 +48,7 @@ from .kernels import (
     center_gram,
     center_gram_unbiased,
     check_sigma_frac,
+    full_precision_matmul,
     gram_linear,
     identical_rows,
     numpy_gram_,
@@ -333,7 +334,7 @@ def cka_matrix(
     # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b).
     num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
     pack = len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
-    with _full_precision_matmul():
+    with full_precision_matmul():
         stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision, pack)
         stack_b = (
             stack_a
@@ -577,17 +578,6 @@ def _cpu_grams(
     squares = np.concatenate([m.ravel() for m in means]).astype(np.float64) ** 2
     starts = np.cumsum([0] + [layers[i].shape[1] for i in feature_index[:-1]])
     return torch.from_numpy(np.add.reduceat(squares, starts))
-
-
-class _full_precision_matmul:
-    """Within the block, float32 matrix products are true float32 (no TF32 or bfloat16 passes)."""
-
-    def __enter__(self) -> None:
-        self.previous = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("highest")
-
-    def __exit__(self, *exc) -> None:
-        torch.set_float32_matmul_precision(self.previous)
 
 
 def _upper_index(n: int, device: torch.device) -> torch.Tensor:

@@ -33,6 +33,7 @@ __all__ = [
     "center_features",
     "center_gram",
     "center_gram_unbiased",
+    "full_precision_matmul",
     "gram_linear",
     "gram_rbf",
     "numpy_gram_",
@@ -206,6 +207,19 @@ def one_blas_thread():
 
 
 _NUMPY_FLOATS = (torch.float32, torch.float64)
+
+
+class full_precision_matmul:  # noqa: N801 - used as a context, like torch.no_grad
+    """Within the block, float32 matrix products are true float32: no TF32 or bfloat16 passes, whatever
+    ``torch.set_float32_matmul_precision`` says outside it (restored on exit)."""
+
+    def __enter__(self) -> None:
+        self.previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc) -> None:
+        torch.set_float32_matmul_precision(self.previous)
+
 
 # In float32 work, products are summed in float32 over blocks of this many terms and the blocks in float64
 # (the all-pairs product, the Grams of flattened activations), so the rounding error does not grow with size.

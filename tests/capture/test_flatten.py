@@ -19,6 +19,7 @@ from cka_probe.capture import pooling
 from cka_probe.capture.pooling import flatten_activation, flattened_gram, pool_activation
 from cka_probe.errors import CaptureError, FlattenWidthError
 from cka_probe.math import hsic_biased, hsic_unbiased
+from cka_probe.math.kernels import upper_gram_
 
 GEN = torch.Generator().manual_seed(0)
 RTOL = 1e-9
@@ -133,6 +134,26 @@ def test_float32_gram_is_within_1e6_of_the_float64_reference(layout, shape, pref
     assert (
         abs(float((gram.numpy() * other).sum() / (np.linalg.norm(gram.numpy()) * np.linalg.norm(other))) - exact) < 1e-6
     )
+
+
+def test_float32_gram_products_run_without_tf32_or_bfloat16_passes(monkeypatch):
+    # A user's torch.set_float32_matmul_precision("medium") would let float32 products take bfloat16 (or, on
+    # CUDA, TF32) passes, 1e-3 errors: the Grams of flattened layers are formed at "highest", then it is restored.
+    seen = []
+
+    def recording(x, out, accumulate=False):
+        seen.append(torch.get_float32_matmul_precision())
+        return upper_gram_(x, out, accumulate)
+
+    monkeypatch.setattr(pooling, "upper_gram_", recording)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        flattened_gram(_randn(4, 3, 5, 5), "NCHW", precision="float32")
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def test_unknown_gram_precision_is_refused():
