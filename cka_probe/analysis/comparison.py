@@ -270,14 +270,10 @@ def _extract_direct(side: _Side, inputs: _Inputs, *, weights, device, progress):
         checkpoint_select=side.checkpoint_key,
         num_classes=side.num_classes,
     )
-    settings = side.settings
     extracted = extract_features(
         loaded.model,
         inputs.batches(transform_for(loaded)),
-        layers=settings.layers,
-        tokens=settings.tokens,
-        layouts=dict(settings.layouts) or None,
-        pool=settings.pool,
+        **side.settings.recorder_options(),
         device=device,
         total=inputs.n,
         desc=loaded.name,

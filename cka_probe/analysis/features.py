@@ -227,6 +227,16 @@ class FeatureSettings:
             record["gram_precision"] = self.precision
         return record
 
+    def recorder_options(self) -> dict[str, Any]:
+        """These settings as :func:`extract_features` (and :class:`~cka_probe.capture.FeatureRecorder`) take them."""
+        return {
+            "layers": self.layers,
+            "tokens": self.tokens,
+            "pool": self.pool,
+            "layouts": dict(self.layouts) or None,
+            "precision": self.precision,
+        }
+
 
 def resolve_cache(cache: FeatureCache | str | Path | bool | None) -> FeatureCache | None:
     """``True``: the default cache directory; a path: that directory; ``False``/``None``: no cache.
@@ -278,11 +288,7 @@ def model_features(
                 probe, transform_for(loaded), bounds=minibatch_bounds(probe.n, settings.batch_size)
             )
         ),
-        layers=settings.layers,
-        tokens=settings.tokens,
-        pool=settings.pool,
-        layouts=dict(settings.layouts) or None,
-        precision=settings.precision,
+        **settings.recorder_options(),
         device=device,
         total=probe.n,
         desc=request.display,

@@ -166,3 +166,21 @@ def test_float32_precision_is_recorded_and_close_to_float64(two_cnns):
     np.testing.assert_allclose(fast.matrix.to_numpy(), exact.matrix.to_numpy(), atol=1e-5)
     with pytest.raises(CKAProbeError, match="float32 applies to the full estimator"):
         compare(a, b, images, n=12, batch_size=6, estimator="minibatch", precision="float32", progress=False)
+
+
+def test_modules_given_directly_take_the_gram_precision_to_their_hooks(two_cnns, monkeypatch):
+    # compare() of modules and tensors records through its own extraction (no cache): --precision float32
+    # must reach the hooks that form the Grams of flattened layers there too, as it does for named models.
+    from cka_probe.capture import pooling
+
+    seen = []
+    original = pooling.flattened_gram
+
+    def recording(*args, **kwargs):
+        seen.append(args[4] if len(args) > 4 else kwargs.get("precision", "float64"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("cka_probe.capture.recorder.flattened_gram", recording)
+    a, b, images = two_cnns
+    result = compare(a, b, images, n=12, pool="flatten", precision="float32", progress=False, device="cpu")
+    assert seen and set(seen) == {"float32"} and result.metadata["precision"] == "float32"
