@@ -448,8 +448,8 @@ def _centered_stack(
     grams = torch.empty(num_layers, n, n, dtype=work, device=device)
     variance = torch.empty(num_layers, dtype=torch.float64, device=device)
     mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
-    # CPU with one thread: layer by layer through NumPy (_cpu_grams); with more threads, and on CUDA, layers of
-    # equal width share batched torch products, which use the threads
+    # linear, CPU with one thread: layer by layer through NumPy (_cpu_grams); with more threads, and on CUDA,
+    # layers of equal width share batched torch products, which use the threads
     one_by_one = device.type == "cpu" and not _BATCHED_GRAMS and torch.get_num_threads() == 1
 
     if feature_index and linear and not one_by_one:
@@ -472,9 +472,9 @@ def _centered_stack(
                 centred = x if x.dtype == work else x.to(work)
                 upper_gram_(centred, upper[: len(chunk)])
                 grams.index_copy_(0, index, upper[: len(chunk)])
-    elif feature_index and device.type == "cpu":
-        mean_squares[feature_index] = _cpu_grams(layers, feature_index, grams, variance, linear, sigma_frac) * n
-    elif feature_index:  # the RBF kernel off the CPU, in float64
+    elif feature_index and linear:
+        mean_squares[feature_index] = _cpu_grams(layers, feature_index, grams) * n
+    elif feature_index:  # the RBF kernel, in float64
         for i in feature_index:
             x = layers[i].detach().to(device)
             mean = x.mean(dim=0, dtype=torch.float64)
@@ -531,15 +531,8 @@ def _center_stack_(x: torch.Tensor) -> torch.Tensor:
     return mean.to(torch.float64).square().sum(dim=(1, 2))
 
 
-def _cpu_grams(
-    layers: Sequence[Layer],
-    feature_index: Sequence[int],
-    grams: torch.Tensor,
-    variance: torch.Tensor,
-    linear: bool,
-    sigma_frac: float,
-) -> torch.Tensor:
-    """:func:`_centered_stack` on the CPU, layer by layer: ``grams[i]`` (upper triangle) and each ``||mean||^2``.
+def _cpu_grams(layers: Sequence[Layer], feature_index: Sequence[int], grams: torch.Tensor) -> torch.Tensor:
+    """Linear Grams on the CPU, layer by layer: ``grams[i]`` (upper triangle read) and each ``||mean||^2``.
 
     Each layer is centred into a reused buffer and its Gram formed by BLAS's symmetric rank-k update, all
     through NumPy on the tensors' memory (a NumPy call costs a fraction of a torch call), with NumPy's BLAS
@@ -547,8 +540,7 @@ def _cpu_grams(
     batched torch path as soon as torch's own threads had run just before.) Float32 features are centred
     twice: the second pass removes the mean that float32 rounding left (about 1e-7 of the first), so that a
     constant layer centres to ~1e-14 of its values and the constant-layer test sees it. Float64 features
-    in float32 work are centred in float64, then rounded; narrower ones are widened first. The RBF kernel
-    (float64) is built from exact squared distances.
+    in float32 work are centred in float64, then rounded; narrower ones are widened first.
     """
     n, work = grams.shape[1], grams.dtype
     widest = max(layers[i].shape[1] for i in feature_index)
@@ -567,14 +559,7 @@ def _cpu_grams(
             np.subtract(x, first, centred, casting="same_kind")  # float64 to float32: centred, then rounded
             if centred.dtype == np.float32:
                 centred -= averaging[np.float32] @ centred
-            if linear:
-                numpy_gram_(centred, grams_np[i])
-            else:
-                features = torch.from_numpy(centred)
-                gram = symmetric_gram(features @ features.T)
-                variance[i] = gram.diagonal().sum()
-                sq_dist = squared_distances_from_gram(gram, _same_rows(layers[i]))
-                grams[i] = rbf_from_squared_distances(sq_dist, sigma_frac)
+            numpy_gram_(centred, grams_np[i])
     squares = np.concatenate([m.ravel() for m in means]).astype(np.float64) ** 2
     starts = np.cumsum([0] + [layers[i].shape[1] for i in feature_index[:-1]])
     return torch.from_numpy(np.add.reduceat(squares, starts))
