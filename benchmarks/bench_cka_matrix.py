@@ -29,7 +29,7 @@ import time
 import torch
 
 from cka_probe.math import cka_matrix
-from cka_probe.math.cka import _PACK_RATIO, _centered_stack
+from cka_probe.math.cka import _PACK_RATIO, _centered_stacks
 
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024)
 
@@ -88,10 +88,7 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
         "ours": lambda: cka_matrix(feats_a, feats_b, unbiased=True, dtype=dtype),
         "theirs": lambda: cka_from_features(feats_a, feats_b),
         # the Gram stage alone: packed centred Grams of both sides (what the product then multiplies)
-        "stage": lambda: (
-            _centered_stack(feats_a, names_a, "linear", True, 1.0, dtype, pack),
-            _centered_stack(feats_b, names_b, "linear", True, 1.0, dtype, pack),
-        ),
+        "stage": lambda: _centered_stacks([(feats_a, names_a), (feats_b, names_b)], "linear", True, 1.0, dtype, pack),
         "matmul": lambda: left @ right.T,
     }
 

@@ -22,7 +22,7 @@ def one_thread():
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def torch_threads(request):
-    """Run a test with one torch thread and with two: Grams take BLAS's syrk with one, torch products with more."""
+    """Run a test with one torch thread and with two: CPU Grams run on one thread or on a pool of threads."""
     previous = torch.get_num_threads()
     torch.set_num_threads(request.param)
     yield request.param

@@ -32,6 +32,7 @@ or column is NaN and one :class:`ZeroVarianceWarning` names every constant layer
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ def centered_grams(
     _check_kernel(kernel)
     names, layers = _layer_list(list(features), "features")
     _check_examples(layers, names, [], [], unbiased)
-    stack = _centered_stack(layers, names, kernel, unbiased, sigma_frac, _resolve_dtype(dtype))
+    (stack,) = _centered_stacks([(layers, names)], kernel, unbiased, sigma_frac, _resolve_dtype(dtype))
     return stack.full().reshape(len(layers), -1)
 
 
@@ -335,12 +336,9 @@ def cka_matrix(
     num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
     pack = len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
     with full_precision_matmul():
-        stack_a = _centered_stack(layers_a, names_a, kernel, unbiased, sigma_frac, precision, pack)
-        stack_b = (
-            stack_a
-            if self_compare
-            else _centered_stack(layers_b, names_b, kernel, unbiased, sigma_frac, precision, pack)
-        )
+        sides = [(layers_a, names_a)] + ([] if self_compare else [(layers_b, names_b)])
+        stacks = _centered_stacks(sides, kernel, unbiased, sigma_frac, precision, pack)
+        stack_a, stack_b = stacks[0], stacks[-1]
         _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
         values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
@@ -419,40 +417,66 @@ class _Stack:
         return grams
 
 
-def _centered_stack(
+def _centered_stacks(
+    sides: Sequence[tuple[Sequence[Layer], Sequence[str]]],
+    kernel: str,
+    unbiased: bool,
+    sigma_frac: float,
+    dtype: torch.dtype,
+    pack: bool = True,
+) -> list[_Stack]:
+    """Centred kernels of every layer of each side (a list of layers and their names), one :class:`_Stack` each.
+
+    Linear kernel on features: each layer is centred (in its precision; float32 twice) and the upper
+    triangle of its Gram ``X_c X_c^T`` formed; only the upper triangle is read afterwards. ``V = tr(X_c X_c^T)``
+    and ``S = V + n ||mean||^2`` come for free. On the CPU, layer by layer through NumPy and BLAS's symmetric
+    rank-k update, on as many threads as torch uses, the layers of all sides in one pass (:func:`_cpu_grams`);
+    on CUDA, layers of equal width are stacked in chunks and share batched products
+    (:func:`~cka_probe.math.kernels.upper_gram_`). Gram inputs are symmetrised and double-centred in one
+    batch; the RBF kernel is built from exact squared distances.
+    """
+    linear = kernel == "linear"
+    work = dtype if linear else torch.float64
+    grams, mean_squares, jobs, cpu_done = [], [], [], []
+    for layers, _ in sides:
+        n, device = layers[0].shape[0], layers[0].device
+        grams.append(torch.empty(len(layers), n, n, dtype=work, device=device))
+        mean_squares.append(torch.empty(len(layers), dtype=torch.float64, device=device))
+        feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
+        cpu_done.append(linear and device.type == "cpu" and not _BATCHED_GRAMS)
+        if cpu_done[-1] and feature_index:
+            jobs.append((layers, feature_index, grams[-1], mean_squares[-1]))
+    if jobs:  # the layers of all sides in one pass: torch ops between them would hold a core (see _cpu_grams)
+        _cpu_grams(jobs)
+    return [
+        _side_stack(layers, names, kernel, unbiased, sigma_frac, dtype, pack, gram, squares, done)
+        for (layers, names), gram, squares, done in zip(sides, grams, mean_squares, cpu_done)
+    ]
+
+
+def _side_stack(
     layers: Sequence[Layer],
     names: Sequence[str],
     kernel: str,
     unbiased: bool,
     sigma_frac: float,
     dtype: torch.dtype,
-    pack: bool = True,
+    pack: bool,
+    grams: torch.Tensor,
+    mean_squares: torch.Tensor,
+    cpu_done: bool,
 ) -> _Stack:
-    """Centred kernels of every layer in one ``(L, n, n)`` stack, with the constant-layer statistics.
-
-    Linear kernel on features: each layer is centred (in its precision; float32 twice) and the upper
-    triangle of its Gram ``X_c X_c^T`` formed; only the upper triangle is read afterwards. ``V = tr(X_c X_c^T)``
-    and ``S = V + n ||mean||^2`` come for free. On the CPU with one torch thread, layer by layer through
-    NumPy and BLAS's symmetric rank-k update (:func:`_cpu_grams`); with more threads, and on CUDA, layers of
-    equal width are stacked in chunks and share batched products (:func:`~cka_probe.math.kernels.upper_gram_`),
-    which use torch's threads. (Measured in benchmarks/bench_cka_matrix.py: each way is the faster one
-    where it is used.) Gram inputs are symmetrised and double-centred in one batch; the RBF kernel is
-    built from exact squared distances.
-    """
+    """One side of :func:`_centered_stacks`: ``grams`` and ``mean_squares`` of its layers are allocated, and
+    filled for the linear features already when ``cpu_done``."""
     num_layers, n = len(layers), layers[0].shape[0]
     device = layers[0].device
     linear = kernel == "linear"
     work = dtype if linear else torch.float64
     feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
     gram_index = [i for i, layer in enumerate(layers) if isinstance(layer, Gram)]
-    grams = torch.empty(num_layers, n, n, dtype=work, device=device)
     variance = torch.empty(num_layers, dtype=torch.float64, device=device)
-    mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
-    # linear, CPU with one thread: layer by layer through NumPy (_cpu_grams); with more threads, and on CUDA,
-    # layers of equal width share batched torch products, which use the threads
-    one_by_one = device.type == "cpu" and not _BATCHED_GRAMS and torch.get_num_threads() == 1
 
-    if feature_index and linear and not one_by_one:
+    if feature_index and linear and not cpu_done:
         groups: dict[tuple[int, torch.dtype], list[int]] = {}
         for i in feature_index:
             groups.setdefault((layers[i].shape[1], layers[i].dtype), []).append(i)
@@ -472,9 +496,7 @@ def _centered_stack(
                 centred = x if x.dtype == work else x.to(work)
                 upper_gram_(centred, upper[: len(chunk)])
                 grams.index_copy_(0, index, upper[: len(chunk)])
-    elif feature_index and linear:
-        mean_squares[feature_index] = _cpu_grams(layers, feature_index, grams) * n
-    elif feature_index:  # the RBF kernel, in float64
+    elif feature_index and not linear:  # the RBF kernel, in float64
         for i in feature_index:
             x = layers[i].detach().to(device)
             mean = x.mean(dim=0, dtype=torch.float64)
@@ -531,38 +553,78 @@ def _center_stack_(x: torch.Tensor) -> torch.Tensor:
     return mean.to(torch.float64).square().sum(dim=(1, 2))
 
 
-def _cpu_grams(layers: Sequence[Layer], feature_index: Sequence[int], grams: torch.Tensor) -> torch.Tensor:
-    """Linear Grams on the CPU, layer by layer: ``grams[i]`` (upper triangle read) and each ``||mean||^2``.
+def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor, torch.Tensor]]) -> None:
+    """Linear Grams on the CPU, layer by layer. Each job is ``(layers, feature_index, grams, mean_squares)``:
+    ``grams[i]`` (upper triangle read) and ``mean_squares[i] = n ||mean_i||^2`` are written for every ``i`` in
+    ``feature_index``.
 
     Each layer is centred into a reused buffer and its Gram formed by BLAS's symmetric rank-k update, all
     through NumPy on the tensors' memory (a NumPy call costs a fraction of a torch call), with NumPy's BLAS
-    held to one thread. (Python threads sharing the layers ran 1.5x faster alone, but slower than the
-    batched torch path as soon as torch's own threads had run just before.) Float32 features are centred
-    twice: the second pass removes the mean that float32 rounding left (about 1e-7 of the first), so that a
-    constant layer centres to ~1e-14 of its values and the constant-layer test sees it. Float64 features
-    in float32 work are centred in float64, then rounded; narrower ones are widened first.
+    held to one thread. With ``torch.get_num_threads()`` above 1, as many Python threads (this one
+    included) take the layers, widest first, one at a time from a shared queue: NumPy releases the GIL in
+    its BLAS calls and ufuncs, so they run in parallel. (Measured in benchmarks/bench_cka_matrix.py:
+    1.5-1.9x one thread's time on 2 cores, and faster than torch's batched products on the same threads.)
+    Taking layers from a queue rather than in fixed shares keeps the stage near one thread's time while a
+    core is still busy: torch's OpenMP workers spin for some milliseconds after a parallel op, which is
+    also why the layers of all sides go in one call. Float32 features are centred twice: the second pass
+    removes the mean that float32 rounding left (about 1e-7 of the first), so that a constant layer
+    centres to ~1e-14 of its values and the constant-layer test sees it. Float64 features in float32 work
+    are centred in float64, then rounded; narrower ones are widened first.
     """
-    n, work = grams.shape[1], grams.dtype
-    widest = max(layers[i].shape[1] for i in feature_index)
-    grams_np = grams.numpy()
-    store = np.empty(n * widest, dtype=grams_np.dtype)
-    averaging = {dtype: np.full((1, n), 1.0 / n, dtype=dtype) for dtype in (np.float32, np.float64)}
-    means = []
-    # non-finite values are reported by layer afterwards (_check_finite)
-    with one_blas_thread(), np.errstate(all="ignore"):
-        for i in feature_index:
-            x = layers[i].detach().cpu()
-            x = (x if x.dtype in (work, torch.float64) else x.to(work)).numpy()  # narrower: widened exactly
-            centred = store[: x.size].reshape(x.shape)
-            first = averaging[x.dtype.type] @ x
-            means.append(first)
-            np.subtract(x, first, centred, casting="same_kind")  # float64 to float32: centred, then rounded
-            if centred.dtype == np.float32:
-                centred -= averaging[np.float32] @ centred
-            numpy_gram_(centred, grams_np[i])
-    squares = np.concatenate([m.ravel() for m in means]).astype(np.float64) ** 2
-    starts = np.cumsum([0] + [layers[i].shape[1] for i in feature_index[:-1]])
-    return torch.from_numpy(np.add.reduceat(squares, starts))
+    averaging = {dtype: {} for dtype in (np.float32, np.float64)}
+    work = {}
+    for number, (layers, feature_index, grams, _) in enumerate(jobs):
+        n = grams.shape[1]
+        for dtype in averaging:
+            averaging[dtype].setdefault(n, np.full((1, n), 1.0 / n, dtype=dtype))
+        for i in feature_index:  # NumPy views, made here: torch calls in the threads would pass the GIL to and fro
+            x = layers[i].detach()
+            work[number, i] = x.numpy() if x.dtype in (grams.dtype, torch.float64) else None  # narrower: later
+    outputs = [job[2].numpy() for job in jobs]  # one work dtype for all
+    largest = max(layers[i].numel() for layers, feature_index, _, _ in jobs for i in feature_index)
+    means: dict[tuple[int, int], np.ndarray] = {}
+    queue = iter(sorted(work, key=lambda key: -jobs[key[0]][0][key[1]].shape[1]))
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def take() -> tuple[int, int] | None:
+        with lock:
+            return None if failures else next(queue, None)
+
+    def run() -> None:
+        store = np.empty(largest, dtype=outputs[0].dtype)
+        try:
+            # non-finite values are reported by layer afterwards (_check_finite)
+            with np.errstate(all="ignore"):
+                while (key := take()) is not None:
+                    number, i = key
+                    out = outputs[number]
+                    x = work[key]
+                    if x is None:  # narrower features: widened exactly
+                        x = jobs[number][0][i].detach().to(jobs[number][2].dtype).numpy()
+                    centred = store[: x.size].reshape(x.shape)
+                    first = averaging[x.dtype.type][x.shape[0]] @ x
+                    means[key] = first
+                    np.subtract(x, first, centred, casting="same_kind")  # float64 to float32: centred, then rounded
+                    if centred.dtype == np.float32:
+                        centred -= averaging[np.float32][x.shape[0]] @ centred
+                    numpy_gram_(centred, out[i])
+        except BaseException as error:  # re-raised in the calling thread
+            failures.append(error)
+
+    helpers = [threading.Thread(target=run, daemon=True) for _ in range(min(torch.get_num_threads(), len(work)) - 1)]
+    with one_blas_thread():
+        for helper in helpers:
+            helper.start()
+        run()
+        for helper in helpers:
+            helper.join()
+    if failures:
+        raise failures[0]
+    for number, (layers, feature_index, grams, mean_squares) in enumerate(jobs):
+        squares = np.concatenate([means[number, i].ravel() for i in feature_index]).astype(np.float64) ** 2
+        starts = np.cumsum([0] + [layers[i].shape[1] for i in feature_index[:-1]])
+        mean_squares[feature_index] = torch.from_numpy(np.add.reduceat(squares, starts)) * grams.shape[1]
 
 
 def _upper_index(n: int, device: torch.device) -> torch.Tensor:
@@ -602,8 +664,7 @@ def _accumulated_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _pair_cka(x: Layer, y: Layer, kernel: str, unbiased: bool, sigma_frac: float) -> torch.Tensor:
-    stack_x = _centered_stack([x], ["x"], kernel, unbiased, sigma_frac, torch.float64)
-    stack_y = _centered_stack([y], ["y"], kernel, unbiased, sigma_frac, torch.float64)
+    stack_x, stack_y = _centered_stacks([([x], ["x"]), ([y], ["y"])], kernel, unbiased, sigma_frac, torch.float64)
     if bool(stack_x.undefined[0] | stack_y.undefined[0]):
         _warn_undefined([(stack_x, ["x"]), (stack_y, ["y"])])
         return torch.tensor(float("nan"), dtype=torch.float64)

@@ -37,7 +37,7 @@ from ..errors import CKAProbeError
 from .cka import (
     LabeledMatrix,
     ZeroVarianceWarning,
-    _centered_stack,
+    _centered_stacks,
     _check_examples,
     _check_kernel,
     _layer_list,
@@ -355,12 +355,9 @@ def _check_count(value: int, name: str) -> None:
 
 def _full_sample_grams(sides: _Sides, kernel: str, unbiased: bool, sigma_frac: float):
     """Centred Grams ``(L, n^2)`` of both sides and their norms (NaN, with one warning, for constant layers)."""
-    stack_a = _centered_stack(sides.tensors_a, sides.names_a, kernel, unbiased, sigma_frac, torch.float64)
-    stack_b = (
-        stack_a
-        if sides.self_compare
-        else _centered_stack(sides.tensors_b, sides.names_b, kernel, unbiased, sigma_frac, torch.float64)
-    )
+    both = [(sides.tensors_a, sides.names_a)] + ([] if sides.self_compare else [(sides.tensors_b, sides.names_b)])
+    stacks = _centered_stacks(both, kernel, unbiased, sigma_frac, torch.float64)
+    stack_a, stack_b = stacks[0], stacks[-1]
     _warn_undefined_layers([(stack_a, sides.names_a)] + ([] if sides.self_compare else [(stack_b, sides.names_b)]))
     n = sides.n
     grams_a = stack_a.full().reshape(-1, n * n)

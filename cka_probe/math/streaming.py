@@ -18,7 +18,7 @@ import torch
 from ..errors import ArgumentError, ShapeError
 from .cka import (
     LabeledMatrix,
-    _centered_stack,
+    _centered_stacks,
     _check_examples,
     _check_kernel,
     _layer_list,
@@ -101,14 +101,9 @@ class MinibatchCKA:
         self._check_names(names_a, names_b, named=isinstance(feats_a, Mapping))
         device = tensors_a[0].device
 
-        stack_a = _centered_stack(tensors_a, names_a, self.kernel, True, self.sigma_frac, torch.float64)
-        stack_b = (
-            stack_a
-            if self_compare
-            else _centered_stack(
-                [t.to(device) for t in tensors_b], names_b, self.kernel, True, self.sigma_frac, torch.float64
-            )
-        )
+        sides = [(tensors_a, names_a)] + ([] if self_compare else [([t.to(device) for t in tensors_b], names_b)])
+        stacks = _centered_stacks(sides, self.kernel, True, self.sigma_frac, torch.float64)
+        stack_a, stack_b = stacks[0], stacks[-1]
         scale = float(n * (n - 3))
         hsic_ab = stack_a.products(stack_b) / scale
         hsic_aa = stack_a.squared_norms / scale

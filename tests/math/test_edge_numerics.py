@@ -228,8 +228,8 @@ def test_cuda_matrix_equals_cpu_matrix(dtype):
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_batched_and_per_layer_gram_formation_match_the_reference(monkeypatch, torch_threads, batched, dtype):
-    # The batched path is the one CUDA and several CPU threads take; one thread goes layer by layer
-    # through BLAS's syrk. Every combination runs on the CPU against the NumPy reference.
+    # The batched path is the one CUDA takes; the CPU goes layer by layer through BLAS's syrk, on one
+    # thread or several. Every combination runs on the CPU against the NumPy reference.
     from cka_probe.math import cka as cka_module
 
     monkeypatch.setattr(cka_module, "_BATCHED_GRAMS", batched)
@@ -243,6 +243,43 @@ def test_batched_and_per_layer_gram_formation_match_the_reference(monkeypatch, t
                 expected = reference.linear_cka(x.double().numpy(), y.double().numpy(), unbiased)
                 tolerance = {"rel": 1e-9} if dtype == torch.float64 else {"abs": 1e-6}
                 assert float(matrix[i, j]) == pytest.approx(expected, **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_mixed_input_dtypes_on_both_sides_match_the_reference(torch_threads, dtype):
+    # The CPU pass takes the layers of both sides from one queue, on torch's number of threads; narrower
+    # inputs are widened in the worker threads, float64 inputs in float32 work centred in float64 first.
+    g = torch.Generator().manual_seed(11)
+    base = [torch.relu(torch.randn(40, d, generator=g)) + 0.25 for d in (300, 12, 64, 7, 129)]
+    feats_a = [base[0].half(), base[1].bfloat16(), base[2].double(), base[3], base[4]]
+    feats_b = [base[4].half(), base[2], base[0].double()]
+    exact_a = [f.double().numpy() for f in feats_a]  # what each input holds, exactly
+    exact_b = [f.double().numpy() for f in feats_b]
+    for unbiased in (False, True):
+        matrix = cka_matrix(feats_a, feats_b, unbiased=unbiased, dtype=dtype)
+        expected = np.array([[reference.linear_cka(x, y, unbiased) for y in exact_b] for x in exact_a])
+        exact = dtype == torch.float64
+        np.testing.assert_allclose(matrix.numpy(), expected, rtol=1e-9 if exact else 0, atol=0 if exact else 1e-6)
+
+
+def test_a_failure_in_a_gram_thread_reaches_the_caller(monkeypatch):
+    from cka_probe.math import cka as cka_module
+
+    calls = []
+
+    def failing(x, out, accumulate=False):
+        calls.append(x.shape[1])
+        raise MemoryError("no room for this Gram")
+
+    monkeypatch.setattr(cka_module, "numpy_gram_", failing)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(MemoryError, match="no room"):
+            cka_matrix([torch.randn(16, d) for d in (5, 6, 7, 8, 9, 10)])
+    finally:
+        torch.set_num_threads(previous)
+    assert len(calls) <= 2  # each thread stops at the first failure
 
 
 @pytest.mark.parametrize("ratio", [0, 10**9])
