@@ -251,6 +251,7 @@ class IdentifyAnalysis(Section):
     pools: list[Pool] = Field(default_factory=lambda: ["mean", "flatten"], min_length=1)
     estimator: Estimator = "full"
     unbiased: bool = False
+    precision: Precision = "float64"
     device: DeviceName = "auto"
 
 

@@ -157,7 +157,7 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
           - runs/seed*/model.pth
         data: {source: embedded, n: 128, seed: 0, batch_size: null, skip_bad: false}
         analysis: {layers: activations, tokens: patch, pools: [mean, flatten], estimator: full,
-                   unbiased: false, device: auto}
+                   unbiased: false, precision: float64, device: auto}
 
     Relative paths are taken from the current directory.
 
@@ -185,6 +185,7 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
         "pools": tuple(analysis["pools"]),
         "estimator": analysis["estimator"],
         "unbiased": analysis["unbiased"],
+        "precision": analysis["precision"],
         "device": analysis["device"],
     }
 
@@ -212,6 +213,7 @@ def _record_network(
     pools: Sequence[str],
     tokens: str,
     batch_size: int | None,
+    precision: str,
     device: torch.device,
     progress: bool,
 ) -> _Recorded:
@@ -235,7 +237,10 @@ def _record_network(
     for warning in caught:
         if not issubclass(warning.category, CheckpointKeysWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    recorders = {pool: FeatureRecorder(loaded.model, layers=network.layers, pool=pool, tokens=tokens) for pool in pools}
+    recorders = {
+        pool: FeatureRecorder(loaded.model, layers=network.layers, pool=pool, tokens=tokens, precision=precision)
+        for pool in pools
+    }
     try:
         for recorder in recorders.values():
             recorder.attach()
@@ -433,6 +438,7 @@ def identify(
     pools: Sequence[str] = DEFAULT_POOLS,
     estimator: str = "full",
     unbiased: bool = False,
+    precision: str = "float64",
     device: str | torch.device = "auto",
     skip_bad: bool = False,
     progress: bool = True,
@@ -451,6 +457,8 @@ def identify(
         pools: poolings to score: ``"mean"``, ``"max"``, ``"flatten"``.
         estimator: ``"full"`` or ``"minibatch"`` (:mod:`cka_probe.analysis.estimation`).
         unbiased: the unbiased HSIC for the full estimator.
+        precision: ``"float64"`` or ``"float32"`` arithmetic of the Grams (those of flattened layers, formed
+            while recording, too) and of the all-pairs product, as in :func:`~cka_probe.analysis.comparison`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         skip_bad: skip unreadable images instead of failing.
         progress: show progress bars.
@@ -471,9 +479,9 @@ def identify(
     unknown = [p for p in pools if p not in POOLS]
     if unknown or not pools:
         raise IdentifyError(f"unknown pooling {unknown[0] if unknown else 'none'}; choose from {', '.join(POOLS)}")
-    settings = CKASettings(kernel="linear", unbiased=bool(unbiased), estimator=estimator, batch_size=batch_size).check(
-        n
-    )
+    settings = CKASettings(
+        kernel="linear", unbiased=bool(unbiased), estimator=estimator, batch_size=batch_size, precision=precision
+    ).check(n)
     _tokens(tokens)
     networks = resolve_networks(model, checkpoints, layers)
     device = resolve_device(device)
@@ -482,7 +490,7 @@ def identify(
         check_pooling(pool, settings, probe.n)
     size = batch_size or probe.n
 
-    recorded = [_record_network(net, probe, pools, tokens, batch_size, device, progress) for net in networks]
+    recorded = [_record_network(net, probe, pools, tokens, batch_size, precision, device, progress) for net in networks]
     _check_same_layers(recorded)
     labels = recorded[0].layers
     matrices: dict[str, dict[tuple[int, int], np.ndarray]] = {}
@@ -533,7 +541,7 @@ def identify(
         "pooling": list(pools),
         "tokens": {"rule": tokens, "description": TOKEN_RULES[tokens]},
         **settings.record(),
-        "dtype": "pooled features float32, flattened Grams float64, CKA float64",
+        "dtype": f"pooled features float32, flattened Grams {precision}, CKA values float64",
         "device": str(device),
         "versions": package_versions(),
         "environment": environment(),

@@ -21,6 +21,7 @@ _CONFIG_KEYS = {
     "pools": "pools",
     "estimator": "estimator",
     "unbiased": "unbiased",
+    "precision": "precision",
     "device": "device",
     "skip_bad": "skip_bad",
 }
@@ -57,6 +58,7 @@ _CONFIG_KEYS = {
     help="full: CKA over all n in one batch; minibatch: Nguyen et al. 2021 over --batch-size batches.",
 )
 @opt.UNBIASED
+@opt.PRECISION
 @opt.DEVICE
 @click.option(
     "--out", type=click.Path(file_okay=False), default="identify", show_default=True, help="Output directory."
@@ -83,6 +85,7 @@ def identify(
     pools,
     estimator,
     unbiased,
+    precision,
     device,
     out,
     stem,
@@ -116,6 +119,7 @@ def identify(
         "pools": tuple(part.strip().lower() for part in pools.split(",") if part.strip()),
         "estimator": estimator,
         "unbiased": unbiased,
+        "precision": precision,
         "device": device,
         "skip_bad": skip_bad,
     }

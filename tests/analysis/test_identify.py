@@ -140,6 +140,36 @@ def test_matrices_and_counts_match_numpy_on_stored_activations(checkpoints, batc
     assert widths == [4 * 12 * 12, 6 * 6 * 6, 8 * 3 * 3]
 
 
+def test_float32_precision_reaches_the_flattened_grams_and_stays_within_1e6(checkpoints, one_thread):
+    n = 24
+    result = identify(TINY, checkpoints, "synthetic", n=n, precision="float32", progress=False)
+    assert result.metadata["precision"] == "float32" and "flattened Grams float32" in result.metadata["dtype"]
+    stored = [_stored_activations(c, n, n) for c in checkpoints]
+    for pool in ("flatten", "mean"):
+        feats = [_features(s, pool) for s in stored]
+        names = list(feats[0])
+        for i, j in ((0, 1), (0, 2), (1, 2)):
+            reference = np.array([[_linear_cka(feats[i][a][0], feats[j][b][0]) for b in names] for a in names])
+            np.testing.assert_allclose(result.matrices[pool][(i, j)], reference, rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="--precision float32 applies to the full estimator"):
+        identify(TINY, checkpoints, "synthetic", n=16, batch_size=8, estimator="minibatch", precision="float32")
+
+
+def test_the_hooks_form_float32_grams_when_asked(checkpoints, monkeypatch, one_thread):
+    from cka_probe.analysis import identify as identify_module
+
+    seen = []
+    original = identify_module.FeatureRecorder
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs["pool"], kwargs.get("precision")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(identify_module, "FeatureRecorder", recording)
+    identify(TINY, checkpoints[:2], "synthetic", n=8, precision="float32", progress=False)
+    assert ("flatten", "float32") in seen
+
+
 def test_identification_scores_count_ties_and_nan_as_misses():
     m01 = np.array([[0.9, 0.1, 0.2], [0.3, 0.5, 0.5], [0.1, 0.2, np.nan]])
     m02 = np.eye(3)
@@ -206,6 +236,7 @@ def test_config_file(tmp_path, checkpoints):
     )
     settings = load_identify_config(config)
     assert settings["n"] == 8 and settings["pools"] == ("flatten",) and settings["data"] == "synthetic"
+    assert settings["precision"] == "float64"
     config.write_text("model: x\ncheckpoints: []\nanalysis: {pool: mean}\n")
     with pytest.raises(ConfigError, match="unknown key 'analysis.pool'"):
         load_identify_config(config)

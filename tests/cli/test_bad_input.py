@@ -102,6 +102,7 @@ IDENTIFY = {
     "--tokens": ("first", "--tokens"),
     "--pool": ("median", "median"),
     "--estimator": ("auto", "--estimator"),
+    "--precision": ("float16", "--precision"),
     "--device": ("gpu", "--device"),
     "--out": ("FILE", "is a file"),
     "--name": ("../escape", "--name"),
@@ -322,3 +323,22 @@ def test_a_zoo_left_with_fewer_than_two_models_is_one_line(tmp_path):
     result = _run(["zoo", config, "--out", tmp_path / "out", "--no-progress"], tmp_path)
     _assert_one_line(result, "1 of 2 models failed, leaving no pair to compare")
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_every_identify_config_key_with_a_malformed_value_is_one_line(tmp_path):
+    from cka_probe.analysis.config import IdentifyJob
+
+    checked = 0
+    for key, annotation in _config_keys(IdentifyJob):
+        if key == "checkpoints":
+            continue
+        for value in _malformed(annotation):
+            config = {"model": "test_resnet", "checkpoints": [str(tmp_path / "seed*.pth")]}
+            section, _, name = key.rpartition(".")
+            (config.setdefault(section, {}) if section else config)[name] = value
+            path = tmp_path / "identify.yaml"
+            path.write_text(yaml.safe_dump(config))
+            _assert_one_line(_run(["identify", "--config", path, "--out", tmp_path / "out"], tmp_path), key)
+            checked += 1
+    assert checked >= 10
+    assert not (tmp_path / "out").exists()

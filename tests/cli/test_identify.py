@@ -68,7 +68,7 @@ def test_identify_writes_outputs_and_prints_the_summary(nets, tmp_path, one_thre
 
 def test_config_file_and_command_line_override(nets, tmp_path, one_thread):
     config = tmp_path / "identify.yaml"
-    config.write_text(f"model: {SMALL}\ncheckpoints: {nets}\nanalysis: {{pools: [mean]}}\n")
+    config.write_text(f"model: {SMALL}\ncheckpoints: {nets}\nanalysis: {{pools: [mean], precision: float64}}\n")
     result = CliRunner().invoke(
         main,
         [
@@ -77,6 +77,8 @@ def test_config_file_and_command_line_override(nets, tmp_path, one_thread):
             str(config),
             "--pool",
             "flatten",
+            "--precision",
+            "float32",
             "--data",
             "synthetic",
             "-n",
@@ -90,6 +92,7 @@ def test_config_file_and_command_line_override(nets, tmp_path, one_thread):
     )
     assert result.exit_code == 0, result.output
     assert "flatten" in result.output and "mean" not in result.output.split("wrote")[0]
+    assert json.loads((tmp_path / "o" / "identify.json").read_text())["precision"] == "float32"
 
 
 def test_fewer_than_two_checkpoints(nets, tmp_path, assert_one_line_error):
