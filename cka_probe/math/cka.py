@@ -428,55 +428,60 @@ def _centered_stacks(
     """Centred kernels of every layer of each side (a list of layers and their names), one :class:`_Stack` each.
 
     Linear kernel on features: each layer is centred (in its precision; float32 twice) and the upper
-    triangle of its Gram ``X_c X_c^T`` formed; only the upper triangle is read afterwards. ``V = tr(X_c X_c^T)``
-    and ``S = V + n ||mean||^2`` come for free. On the CPU, layer by layer through NumPy and BLAS's symmetric
-    rank-k update, on as many threads as torch uses, the layers of all sides in one pass (:func:`_cpu_grams`);
-    on CUDA, layers of equal width are stacked in chunks and share batched products
-    (:func:`~cka_probe.math.kernels.upper_gram_`). Gram inputs are symmetrised and double-centred in one
-    batch; the RBF kernel is built from exact squared distances.
+    triangle of its Gram ``X_c X_c^T`` formed. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for
+    free. On the CPU, layer by layer through NumPy and BLAS's symmetric rank-k update, on as many threads as
+    torch uses, the layers of all sides in one pass, each Gram going straight into its packed row
+    (:func:`_cpu_grams`: no ``(L, n, n)`` stack is held); on CUDA, layers of equal width are stacked in chunks
+    and share batched products (:func:`~cka_probe.math.kernels.upper_gram_`). Gram inputs are symmetrised
+    and double-centred in one batch; the RBF kernel is built from exact squared distances.
     """
     linear = kernel == "linear"
-    work = dtype if linear else torch.float64
-    grams, mean_squares, jobs, cpu_done = [], [], [], []
-    for layers, _ in sides:
-        n, device = layers[0].shape[0], layers[0].device
-        grams.append(torch.empty(len(layers), n, n, dtype=work, device=device))
-        mean_squares.append(torch.empty(len(layers), dtype=torch.float64, device=device))
-        feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
-        cpu_done.append(linear and device.type == "cpu" and not _BATCHED_GRAMS)
-        if cpu_done[-1] and feature_index:
-            jobs.append((layers, feature_index, grams[-1], mean_squares[-1]))
+    parts, jobs = [], []
+    for layers, names in sides:
+        num_layers, n, device = len(layers), layers[0].shape[0], layers[0].device
+        packed = torch.empty(num_layers, n * (n - 1) // 2 if pack else n * n, dtype=dtype, device=device)
+        diag = torch.empty(num_layers, n, dtype=torch.float64, device=device)
+        mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
+        done = []
+        if linear and device.type == "cpu" and not _BATCHED_GRAMS:
+            done = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
+        if done:
+            jobs.append((layers, done, packed, diag, mean_squares))
+        parts.append((layers, names, packed, diag, mean_squares, done))
     if jobs:  # the layers of all sides in one pass: torch ops between them would hold a core (see _cpu_grams)
-        _cpu_grams(jobs)
-    return [
-        _side_stack(layers, names, kernel, unbiased, sigma_frac, dtype, pack, gram, squares, done)
-        for (layers, names), gram, squares, done in zip(sides, grams, mean_squares, cpu_done)
-    ]
+        _cpu_grams(jobs, pack)
+    return [_side_stack(*part, kernel, unbiased, sigma_frac, pack) for part in parts]
 
 
 def _side_stack(
     layers: Sequence[Layer],
     names: Sequence[str],
+    packed: torch.Tensor,
+    diag: torch.Tensor,
+    mean_squares: torch.Tensor,
+    done: Sequence[int],
     kernel: str,
     unbiased: bool,
     sigma_frac: float,
-    dtype: torch.dtype,
     pack: bool,
-    grams: torch.Tensor,
-    mean_squares: torch.Tensor,
-    cpu_done: bool,
 ) -> _Stack:
-    """One side of :func:`_centered_stacks`: ``grams`` and ``mean_squares`` of its layers are allocated, and
-    filled for the linear features already when ``cpu_done``."""
+    """One side of :func:`_centered_stacks`. ``packed`` (the strict upper triangles, or the ``n^2`` matrices
+    holding them with zeros elsewhere), ``diag`` and ``mean_squares`` are allocated, and filled already for
+    the layers in ``done``; the other layers' kernels are formed here as an ``(g, n, n)`` stack."""
     num_layers, n = len(layers), layers[0].shape[0]
     device = layers[0].device
+    dtype = packed.dtype
     linear = kernel == "linear"
     work = dtype if linear else torch.float64
-    feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
+    finished = set(done)
+    feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram) and i not in finished]
     gram_index = [i for i, layer in enumerate(layers) if isinstance(layer, Gram)]
+    rest = sorted(feature_index + gram_index)
+    slot = {i: k for k, i in enumerate(rest)}  # position in the stack formed here
+    grams = torch.empty(len(rest), n, n, dtype=work, device=device)
     variance = torch.empty(num_layers, dtype=torch.float64, device=device)
 
-    if feature_index and linear and not cpu_done:
+    if feature_index and linear:
         groups: dict[tuple[int, torch.dtype], list[int]] = {}
         for i in feature_index:
             groups.setdefault((layers[i].shape[1], layers[i].dtype), []).append(i)
@@ -495,8 +500,8 @@ def _side_stack(
                 mean_squares[index] = _center_stack_(x) * n  # float64 features: centred, then rounded to work
                 centred = x if x.dtype == work else x.to(work)
                 upper_gram_(centred, upper[: len(chunk)])
-                grams.index_copy_(0, index, upper[: len(chunk)])
-    elif feature_index and not linear:  # the RBF kernel, in float64
+                grams.index_copy_(0, torch.tensor([slot[i] for i in chunk], device=device), upper[: len(chunk)])
+    elif feature_index:  # the RBF kernel, in float64
         for i in feature_index:
             x = layers[i].detach().to(device)
             mean = x.mean(dim=0, dtype=torch.float64)
@@ -504,9 +509,7 @@ def _side_stack(
             centred = x.to(torch.float64) - mean
             gram = symmetric_gram(centred @ centred.T)
             variance[i] = gram.diagonal().sum()
-            grams[i] = rbf_from_squared_distances(squared_distances_from_gram(gram, _same_rows(x)), sigma_frac)
-    if feature_index and linear:  # only the upper triangles were formed: they are all that is read
-        variance[feature_index] = grams.diagonal(dim1=1, dim2=2)[feature_index].sum(dim=1, dtype=torch.float64)
+            grams[slot[i]] = rbf_from_squared_distances(squared_distances_from_gram(gram, _same_rows(x)), sigma_frac)
 
     if gram_index:
         index = torch.tensor(gram_index, device=device)
@@ -516,19 +519,24 @@ def _side_stack(
         variance[index] = sq_dist.sum(dim=(1, 2)) / (2 * n)
         mean_squares[index] = raw.diagonal(dim1=1, dim2=2).sum(dim=1) - variance[index]  # so that S = tr(K)
         kernels = rbf_from_squared_distances(sq_dist, sigma_frac) if not linear else center_gram(raw)
-        grams.index_copy_(0, index, kernels.to(work))
+        grams.index_copy_(0, torch.tensor([slot[i] for i in gram_index], device=device), kernels.to(work))
+
+    if rest:  # only the upper triangles of linear feature Grams were formed: they are all that is read
+        if not linear:
+            grams = center_gram(grams)
+        index = torch.tensor(rest, device=device)
+        diag[index] = grams.diagonal(dim1=1, dim2=2).to(torch.float64)
+        if pack:
+            rows = grams.view(len(rest), n * n).index_select(1, _upper_index(n, device))
+        else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
+            rows = grams.triu_(1).view(len(rest), n * n)
+        packed[index] = rows.to(dtype)
+    features = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
+    if linear and features:
+        variance[features] = diag[features].sum(dim=1)
 
     scale = variance + mean_squares
     _check_finite(torch.isfinite(scale), range(num_layers), names, "features")
-    if not linear:
-        grams = center_gram(grams)
-    diag = grams.diagonal(dim1=1, dim2=2).to(torch.float64, copy=True)
-    if pack:
-        packed = grams.view(num_layers, n * n).index_select(1, _upper_index(n, device))
-    else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
-        packed = grams.triu_(1).view(num_layers, n * n)
-    if packed.dtype != dtype:
-        packed = packed.to(dtype)
     squared = 2.0 * torch.linalg.vector_norm(packed, dim=1).to(torch.float64) ** 2
     if unbiased:
         squared = squared + diag.sum(dim=1) ** 2 / ((n - 1) * (n - 2)) - 2.0 * diag.square().sum(dim=1) / (n - 2)
@@ -553,37 +561,43 @@ def _center_stack_(x: torch.Tensor) -> torch.Tensor:
     return mean.to(torch.float64).square().sum(dim=(1, 2))
 
 
-def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor, torch.Tensor]]) -> None:
-    """Linear Grams on the CPU, layer by layer. Each job is ``(layers, feature_index, grams, mean_squares)``:
-    ``grams[i]`` (upper triangle read) and ``mean_squares[i] = n ||mean_i||^2`` are written for every ``i`` in
-    ``feature_index``.
+def _cpu_grams(
+    jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor, torch.Tensor, torch.Tensor]], pack: bool
+) -> None:
+    """Linear Grams on the CPU, layer by layer. Each job is ``(layers, feature_index, packed, diag,
+    mean_squares)``: for every ``i`` in ``feature_index``, ``packed[i]`` gets the strict upper triangle of the
+    centred Gram (row by row; with ``pack=False`` the ``n^2`` matrix with zeros on and below the diagonal),
+    ``diag[i]`` its diagonal and ``mean_squares[i]`` ``n ||mean_i||^2``.
 
-    Each layer is centred into a reused buffer and its Gram formed by BLAS's symmetric rank-k update, all
-    through NumPy on the tensors' memory (a NumPy call costs a fraction of a torch call), with NumPy's BLAS
-    held to one thread. With ``torch.get_num_threads()`` above 1, as many Python threads (this one
-    included) take the layers, widest first, one at a time from a shared queue: NumPy releases the GIL in
-    its BLAS calls and ufuncs, so they run in parallel. (Measured in benchmarks/bench_cka_matrix.py:
-    1.5-1.9x one thread's time on 2 cores, and faster than torch's batched products on the same threads.)
-    Taking layers from a queue rather than in fixed shares keeps the stage near one thread's time while a
-    core is still busy: torch's OpenMP workers spin for some milliseconds after a parallel op, which is
-    also why the layers of all sides go in one call. Float32 features are centred twice: the second pass
-    removes the mean that float32 rounding left (about 1e-7 of the first), so that a constant layer
-    centres to ~1e-14 of its values and the constant-layer test sees it. Float64 features in float32 work
-    are centred in float64, then rounded; narrower ones are widened first.
+    Each layer is centred into a reused buffer, its Gram formed by BLAS's symmetric rank-k update into a
+    reused ``(n, n)`` buffer, and the triangle copied out while it is in cache, all through NumPy on the
+    tensors' memory (a NumPy call costs a fraction of a torch call), with NumPy's BLAS held to one thread.
+    With ``torch.get_num_threads()`` above 1, as many Python threads (this one included) take the layers,
+    widest first, one at a time from a shared queue: NumPy releases the GIL in its BLAS calls and ufuncs, so
+    they run in parallel. (Measured in benchmarks/bench_cka_matrix.py: faster than torch's batched products
+    on the same threads.) Taking layers from a queue rather than in fixed shares keeps the stage near one
+    thread's time while a core is still busy: torch's OpenMP workers spin for some milliseconds after a
+    parallel op, which is also why the layers of all sides go in one call. Float32 features are centred
+    twice: the second pass removes the mean that float32 rounding left (about 1e-7 of the first), so that a
+    constant layer centres to ~1e-14 of its values and the constant-layer test sees it. Float64 features in
+    float32 work are centred in float64, then rounded; narrower ones are widened first.
     """
-    averaging = {dtype: {} for dtype in (np.float32, np.float64)}
-    work = {}
-    for number, (layers, feature_index, grams, _) in enumerate(jobs):
-        n = grams.shape[1]
-        for dtype in averaging:
-            averaging[dtype].setdefault(n, np.full((1, n), 1.0 / n, dtype=dtype))
-        for i in feature_index:  # NumPy views, made here: torch calls in the threads would pass the GIL to and fro
+    work_dtype = jobs[0][2].dtype  # one work dtype for all
+    views = {}  # NumPy views, made here: torch calls in the threads would pass the GIL to and fro
+    for number, (layers, feature_index, _, _, _) in enumerate(jobs):
+        for i in feature_index:
             x = layers[i].detach()
-            work[number, i] = x.numpy() if x.dtype in (grams.dtype, torch.float64) else None  # narrower: later
-    outputs = [job[2].numpy() for job in jobs]  # one work dtype for all
-    largest = max(layers[i].numel() for layers, feature_index, _, _ in jobs for i in feature_index)
+            views[number, i] = x.numpy() if x.dtype in (work_dtype, torch.float64) else None  # narrower: later
+    outputs = [(job[2].numpy(), job[3].numpy()) for job in jobs]
+    largest = max(layers[i].numel() for layers, feature_index, *_ in jobs for i in feature_index)
+    n = jobs[0][3].shape[1]  # one n for all
+    upper = np.triu_indices(n, 1)
+    upper_flat = upper[0] * n + upper[1]
+    keep = np.zeros((n, n), dtype=outputs[0][0].dtype)
+    keep[upper] = 1
+    averaging = {dtype: np.full((1, n), 1.0 / n, dtype=dtype) for dtype in (np.float32, np.float64)}
     means: dict[tuple[int, int], np.ndarray] = {}
-    queue = iter(sorted(work, key=lambda key: -jobs[key[0]][0][key[1]].shape[1]))
+    queue = iter(sorted(views, key=lambda key: -jobs[key[0]][0][key[1]].shape[1]))
     lock = threading.Lock()
     failures: list[BaseException] = []
 
@@ -592,27 +606,33 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
             return None if failures else next(queue, None)
 
     def run() -> None:
-        store = np.empty(largest, dtype=outputs[0].dtype)
+        store = np.empty(largest, dtype=outputs[0][0].dtype)
+        gram = np.empty((n, n), dtype=outputs[0][0].dtype)
         try:
             # non-finite values are reported by layer afterwards (_check_finite)
             with np.errstate(all="ignore"):
                 while (key := take()) is not None:
                     number, i = key
-                    out = outputs[number]
-                    x = work[key]
+                    packed, diag = outputs[number]
+                    x = views[key]
                     if x is None:  # narrower features: widened exactly
-                        x = jobs[number][0][i].detach().to(jobs[number][2].dtype).numpy()
+                        x = jobs[number][0][i].detach().to(work_dtype).numpy()
                     centred = store[: x.size].reshape(x.shape)
-                    first = averaging[x.dtype.type][x.shape[0]] @ x
+                    first = averaging[x.dtype.type] @ x
                     means[key] = first
                     np.subtract(x, first, centred, casting="same_kind")  # float64 to float32: centred, then rounded
                     if centred.dtype == np.float32:
-                        centred -= averaging[np.float32][x.shape[0]] @ centred
-                    numpy_gram_(centred, out[i])
+                        centred -= averaging[np.float32] @ centred
+                    numpy_gram_(centred, gram)
+                    diag[i] = np.diagonal(gram)
+                    if pack:
+                        np.take(gram, upper_flat, out=packed[i], mode="clip")  # "raise" copies: 15x slower
+                    else:
+                        np.multiply(gram, keep, out=packed[i].reshape(n, n))
         except BaseException as error:  # re-raised in the calling thread
             failures.append(error)
 
-    helpers = [threading.Thread(target=run, daemon=True) for _ in range(min(torch.get_num_threads(), len(work)) - 1)]
+    helpers = [threading.Thread(target=run, daemon=True) for _ in range(min(torch.get_num_threads(), len(views)) - 1)]
     with one_blas_thread():
         for helper in helpers:
             helper.start()
@@ -621,10 +641,10 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
             helper.join()
     if failures:
         raise failures[0]
-    for number, (layers, feature_index, grams, mean_squares) in enumerate(jobs):
+    for number, (layers, feature_index, _, _, mean_squares) in enumerate(jobs):
         squares = np.concatenate([means[number, i].ravel() for i in feature_index]).astype(np.float64) ** 2
         starts = np.cumsum([0] + [layers[i].shape[1] for i in feature_index[:-1]])
-        mean_squares[feature_index] = torch.from_numpy(np.add.reduceat(squares, starts)) * grams.shape[1]
+        mean_squares[feature_index] = torch.from_numpy(np.add.reduceat(squares, starts)) * n
 
 
 def _upper_index(n: int, device: torch.device) -> torch.Tensor:
