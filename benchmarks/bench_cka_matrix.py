@@ -15,7 +15,9 @@ same data and the float32 error of each tool is measured against its own float64
 FLOP counts: "dense" counts what a plain implementation does (``2 n^2 d`` per Gram plus ``2 L_a L_b n^2``
 for the product), the same count for both tools, so dense GFLOP/s compare like with like. "Executed" counts
 what cka-probe runs: the upper triangle of each Gram (one symmetric rank-k update per layer on the CPU, block
-rows of products on CUDA), and the product over the strict upper triangles (``L_a L_b n (n - 1)``); that rate is compared with the plain matmul's.
+rows of products on CUDA), and the product over the strict upper triangles (``L_a L_b n (n - 1)``; over
+whole matrices, ``2 L_a L_b n^2``, where cka_matrix does not pack them: few layers on CUDA); that rate is
+compared with the plain matmul's.
 
 Run:  python benchmarks/bench_cka_matrix.py [--device cpu|cuda] [--repeats 3] [--cases 50x128 50x512 1000x128]
 """
@@ -64,14 +66,15 @@ def dense_flops(feats_a, feats_b, n: int) -> float:
     return grams + 2.0 * len(feats_a) * len(feats_b) * n * n
 
 
-def executed_flops(feats_a, feats_b, n: int, device: str) -> float:
+def executed_flops(feats_a, feats_b, n: int, device: str, pack: bool) -> float:
     if device == "cpu":  # one symmetric rank-k update per layer: the upper triangle, diagonal included
         per_width = float(n * (n + 1))
     else:  # block rows of max(64, n // 8) rows over the upper triangle
         step = max(64, n // 8)
         per_width = sum(2.0 * min(step, n - start) * (n - start) for start in range(0, n, step))
     grams = sum(per_width * f.shape[1] for f in list(feats_a) + list(feats_b))
-    return grams + 2.0 * len(feats_a) * len(feats_b) * n * (n - 1) / 2
+    product_width = n * (n - 1) / 2 if pack else n * n  # strict upper triangles, or whole matrices
+    return grams + 2.0 * len(feats_a) * len(feats_b) * product_width
 
 
 def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: int, base) -> dict:
@@ -81,7 +84,7 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
     feats_b = [f.to(dtype) for f in base[1]]
     names_a, names_b = [f"a{i}" for i in range(num_layers)], [f"b{i}" for i in range(num_layers)]
     m = n * (n - 1) // 2
-    pack = num_layers * num_layers > _PACK_RATIO * 2 * num_layers  # as cka_matrix decides
+    pack = device == "cpu" or num_layers * num_layers > _PACK_RATIO * 2 * num_layers  # as cka_matrix decides
     left = torch.randn(num_layers, m, dtype=dtype, device=device)
     right = torch.randn(num_layers, m, dtype=dtype, device=device)
     calls = {
@@ -106,7 +109,7 @@ def run_case(num_layers: int, n: int, dtype: torch.dtype, device: str, repeats: 
         "time": best,
         "values": results,
         "dense": dense_flops(feats_a, feats_b, n),
-        "executed": executed_flops(feats_a, feats_b, n, device),
+        "executed": executed_flops(feats_a, feats_b, n, device, pack),
         "matmul_flops": 2.0 * num_layers * num_layers * m,
     }
 

@@ -332,9 +332,11 @@ def cka_matrix(
     layers_b = [t.to(device) for t in layers_b]
 
     # Gathering the strict upper triangles halves the all-pairs product at the cost of one copy of each
-    # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b).
+    # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b), and always in the CPU
+    # pass of linear features, which copies each triangle out of cache anyway (_cpu_grams).
     num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
-    pack = len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
+    cpu_pass = kernel == "linear" and device.type == "cpu" and not _BATCHED_GRAMS
+    pack = cpu_pass or len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
     with full_precision_matmul():
         sides = [(layers_a, names_a)] + ([] if self_compare else [(layers_b, names_b)])
         stacks = _centered_stacks(sides, kernel, unbiased, sigma_frac, precision, pack)
@@ -443,13 +445,13 @@ def _centered_stacks(
         diag = torch.empty(num_layers, n, dtype=torch.float64, device=device)
         mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
         done = []
-        if linear and device.type == "cpu" and not _BATCHED_GRAMS:
+        if linear and device.type == "cpu" and not _BATCHED_GRAMS and pack:
             done = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
         if done:
             jobs.append((layers, done, packed, diag, mean_squares))
         parts.append((layers, names, packed, diag, mean_squares, done))
     if jobs:  # the layers of all sides in one pass: torch ops between them would hold a core (see _cpu_grams)
-        _cpu_grams(jobs, pack)
+        _cpu_grams(jobs)
     return [_side_stack(*part, kernel, unbiased, sigma_frac, pack) for part in parts]
 
 
@@ -561,13 +563,10 @@ def _center_stack_(x: torch.Tensor) -> torch.Tensor:
     return mean.to(torch.float64).square().sum(dim=(1, 2))
 
 
-def _cpu_grams(
-    jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor, torch.Tensor, torch.Tensor]], pack: bool
-) -> None:
+def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
     """Linear Grams on the CPU, layer by layer. Each job is ``(layers, feature_index, packed, diag,
     mean_squares)``: for every ``i`` in ``feature_index``, ``packed[i]`` gets the strict upper triangle of the
-    centred Gram (row by row; with ``pack=False`` the ``n^2`` matrix with zeros on and below the diagonal),
-    ``diag[i]`` its diagonal and ``mean_squares[i]`` ``n ||mean_i||^2``.
+    centred Gram (row by row), ``diag[i]`` its diagonal and ``mean_squares[i]`` ``n ||mean_i||^2``.
 
     Each layer is centred into a reused buffer, its Gram formed by BLAS's symmetric rank-k update into a
     reused ``(n, n)`` buffer, and the triangle copied out while it is in cache, all through NumPy on the
@@ -593,8 +592,6 @@ def _cpu_grams(
     n = jobs[0][3].shape[1]  # one n for all
     upper = np.triu_indices(n, 1)
     upper_flat = upper[0] * n + upper[1]
-    keep = np.zeros((n, n), dtype=outputs[0][0].dtype)
-    keep[upper] = 1
     averaging = {dtype: np.full((1, n), 1.0 / n, dtype=dtype) for dtype in (np.float32, np.float64)}
     means: dict[tuple[int, int], np.ndarray] = {}
     queue = iter(sorted(views, key=lambda key: -jobs[key[0]][0][key[1]].shape[1]))
@@ -625,10 +622,7 @@ def _cpu_grams(
                         centred -= averaging[np.float32] @ centred
                     numpy_gram_(centred, gram)
                     diag[i] = np.diagonal(gram)
-                    if pack:
-                        np.take(gram, upper_flat, out=packed[i], mode="clip")  # "raise" copies: 15x slower
-                    else:
-                        np.multiply(gram, keep, out=packed[i].reshape(n, n))
+                    np.take(gram, upper_flat, out=packed[i], mode="clip")  # "raise" copies first: 15x slower
         except BaseException as error:  # re-raised in the calling thread
             failures.append(error)
 

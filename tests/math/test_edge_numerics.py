@@ -283,12 +283,15 @@ def test_a_failure_in_a_gram_thread_reaches_the_caller(monkeypatch):
 
 
 @pytest.mark.parametrize("ratio", [0, 10**9])
+@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("unbiased", [False, True])
-def test_packed_and_in_place_triangles_give_the_reference(monkeypatch, ratio, unbiased):
-    # cka_matrix gathers the upper triangles only for many layers; force either representation here.
+def test_packed_and_in_place_triangles_give_the_reference(monkeypatch, ratio, batched, unbiased):
+    # cka_matrix gathers the upper triangles for many layers, and always in the CPU pass of linear
+    # features; force either representation here (in place only with the batched Grams).
     from cka_probe.math import cka as cka_module
 
     monkeypatch.setattr(cka_module, "_PACK_RATIO", ratio)
+    monkeypatch.setattr(cka_module, "_BATCHED_GRAMS", batched)
     g = torch.Generator().manual_seed(8)
     feats = [torch.randn(33, d, generator=g, dtype=torch.float64) + 1.0 for d in (4, 50, 7)]
     grams = {"g": Gram(feats[1] @ feats[1].T)}
