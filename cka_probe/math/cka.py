@@ -92,6 +92,12 @@ _CHUNK_BYTES = (8 << 20, 256 << 20)
 # Form the Grams of equal-width layers with batched products on the CPU too (as on CUDA); tests flip it.
 _BATCHED_GRAMS = False
 
+# At most this many Python threads share the CPU Grams. A layer costs 37 us when it has one column (n = 128,
+# float32, one thread), the bookkeeping, part of it with the GIL held, against 51 us at width 64 and 184 us
+# at 448: more threads than about five would queue for the GIL. Each also holds a buffer of the widest layer.
+# (Speed measured on 2 cores only.)
+_MAX_GRAM_THREADS = 8
+
 
 class ZeroVarianceWarning(UserWarning):
     """A layer's features are constant over the examples; its CKA is NaN."""
@@ -571,7 +577,8 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
     Each layer is centred into a reused buffer, its Gram formed by BLAS's symmetric rank-k update into a
     reused ``(n, n)`` buffer, and the triangle copied out while it is in cache, all through NumPy on the
     tensors' memory (a NumPy call costs a fraction of a torch call), with NumPy's BLAS held to one thread.
-    With ``torch.get_num_threads()`` above 1, as many Python threads (this one included) take the layers,
+    With ``torch.get_num_threads()`` above 1, as many Python threads (this one included; at most
+    ``_MAX_GRAM_THREADS``) take the layers,
     widest first, one at a time from a shared queue: NumPy releases the GIL in its BLAS calls and ufuncs, so
     they run in parallel. (Measured in benchmarks/bench_cka_matrix.py: faster than torch's batched products
     on the same threads.) Taking layers from a queue rather than in fixed shares keeps the stage near one
@@ -626,7 +633,8 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
         except BaseException as error:  # re-raised in the calling thread
             failures.append(error)
 
-    helpers = [threading.Thread(target=run, daemon=True) for _ in range(min(torch.get_num_threads(), len(views)) - 1)]
+    threads = min(torch.get_num_threads(), _MAX_GRAM_THREADS, len(views))
+    helpers = [threading.Thread(target=run, daemon=True) for _ in range(threads - 1)]
     with one_blas_thread():
         for helper in helpers:
             helper.start()
