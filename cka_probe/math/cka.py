@@ -257,8 +257,8 @@ def centered_grams(
 
     The biased estimator centres with ``H K H``, the unbiased one U-centres. Each row's squared
     norm is ``n``-scaled HSIC(K, K), and the product of two rows the scaled HSIC(K, L), so the
-    CKA of all layer pairs is one matrix product of these stacks. Layers of equal width are
-    stacked and their Grams formed in one batched product.
+    CKA of all layer pairs is one matrix product of these stacks. The Grams are formed as in
+    :func:`cka_matrix` (BLAS's symmetric rank-k update on the CPU, batched products on CUDA).
 
     Args:
         features: ``(n, d_i)`` tensors or :class:`Gram` of the same n.
@@ -295,8 +295,11 @@ def cka_matrix(
     For the unbiased estimator the U-centring is not carried out: Song et al.'s closed form on
     ``K_c`` (whose rows sum to 0) gives ``<U(K), U(L)>_F`` from the same product plus terms in the
     diagonals (see :class:`_Stack`). ``CKA_ij = <C(K_i), C(L_j)> / (||C(K_i)|| ||C(L_j)||)``, equal to
-    :func:`linear_cka` / :func:`rbf_cka` on each pair. When many layers are compared the upper
-    triangles are gathered, halving the product's work.
+    :func:`linear_cka` / :func:`rbf_cka` on each pair. The upper triangles are gathered, halving the
+    product's work, on the CPU (linear features) and wherever many layers are compared.
+
+    On the CPU the linear Grams come from BLAS's symmetric rank-k update, layer by layer, on as many
+    threads as torch uses (up to 8); on CUDA, from batched products of equal-width layers.
 
     Precision: with ``dtype=torch.float64`` (default) everything is float64. With
     ``dtype=torch.float32`` the features are centred in float32 with a second pass that removes the
