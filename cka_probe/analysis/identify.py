@@ -51,7 +51,7 @@ from ..math import ZeroVarianceWarning
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .comparison import TOKEN_RULES, _tokens
 from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables
-from .features import resolve_device
+from .features import FeatureSettings, resolve_device
 from .provenance import environment, package_versions
 from .result import _jsonable, output_paths
 
@@ -237,10 +237,8 @@ def _record_network(
     for warning in caught:
         if not issubclass(warning.category, CheckpointKeysWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    recorders = {
-        pool: FeatureRecorder(loaded.model, layers=network.layers, pool=pool, tokens=tokens, precision=precision)
-        for pool in pools
-    }
+    settings = {pool: FeatureSettings(network.layers, tokens, pool, (), batch_size, precision) for pool in pools}
+    recorders = {pool: FeatureRecorder(loaded.model, **s.recorder_options()) for pool, s in settings.items()}
     try:
         for recorder in recorders.values():
             recorder.attach()

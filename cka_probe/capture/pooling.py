@@ -25,7 +25,7 @@ import torch
 
 from .._choices import PRECISIONS
 from ..errors import ArgumentError, ShapeError
-from ..math.kernels import FLOAT32_BLOCK, full_precision_matmul, upper_gram_
+from ..math.kernels import FLOAT32_BLOCK, center_features_, full_precision_matmul, upper_gram_
 from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
 
 __all__ = ["FLATTEN", "POOLS", "TOKENS", "flatten_activation", "flattened_gram", "pool_activation"]
@@ -172,11 +172,10 @@ def flattened_gram(
         for start in range(0, width, block):
             columns = rows[:, start : start + block]
             centred = buffer[: columns.numel()].view(columns.shape).copy_(columns)
-            centred -= centred.mean(dim=0, keepdim=True)
+            center_features_(centred)  # float32: twice
             if part is None:
                 upper_gram_(centred, gram, accumulate=True)
-            else:  # a second pass removes what float32 rounding left of the mean; the block's sum goes to float64
-                centred -= centred.mean(dim=0, keepdim=True)
+            else:  # the block's float32 sum goes to float64
                 gram += upper_gram_(centred, part)
     return gram.triu() + gram.triu(1).T, width
 

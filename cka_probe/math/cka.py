@@ -46,6 +46,7 @@ from .kernels import (
     FLOAT32_BLOCK,
     Gram,
     center_features,
+    center_features_,
     center_gram,
     center_gram_unbiased,
     check_sigma_frac,
@@ -344,8 +345,7 @@ def cka_matrix(
     # stack: worth it when the product (L_a L_b) dominates the stacks (L_a + L_b), and always in the CPU
     # pass of linear features, which copies each triangle out of cache anyway (_cpu_grams).
     num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
-    cpu_pass = kernel == "linear" and device.type == "cpu" and not _BATCHED_GRAMS
-    pack = cpu_pass or len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
+    pack = _cpu_pass(kernel, device) or len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
     with full_precision_matmul():
         sides = [(layers_a, names_a)] + ([] if self_compare else [(layers_b, names_b)])
         stacks = _centered_stacks(sides, kernel, unbiased, sigma_frac, precision, pack)
@@ -446,7 +446,6 @@ def _centered_stacks(
     and share batched products (:func:`~cka_probe.math.kernels.upper_gram_`). Gram inputs are symmetrised
     and double-centred in one batch; the RBF kernel is built from exact squared distances.
     """
-    linear = kernel == "linear"
     parts, jobs = [], []
     for layers, names in sides:
         num_layers, n, device = len(layers), layers[0].shape[0], layers[0].device
@@ -454,7 +453,7 @@ def _centered_stacks(
         diag = torch.empty(num_layers, n, dtype=torch.float64, device=device)
         mean_squares = torch.empty(num_layers, dtype=torch.float64, device=device)
         done = []
-        if linear and device.type == "cpu" and not _BATCHED_GRAMS and pack:
+        if pack and _cpu_pass(kernel, device):
             done = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
         if done:
             jobs.append((layers, done, packed, diag, mean_squares))
@@ -462,6 +461,11 @@ def _centered_stacks(
     if jobs:  # the layers of all sides in one pass: torch ops between them would hold a core (see _cpu_grams)
         _cpu_grams(jobs)
     return [_side_stack(*part, kernel, unbiased, sigma_frac, pack) for part in parts]
+
+
+def _cpu_pass(kernel: str, device: torch.device) -> bool:
+    """Whether the linear Grams of features are formed by :func:`_cpu_grams` (which writes packed triangles)."""
+    return kernel == "linear" and device.type == "cpu" and not _BATCHED_GRAMS
 
 
 def _side_stack(
@@ -485,7 +489,8 @@ def _side_stack(
     linear = kernel == "linear"
     work = dtype if linear else torch.float64
     finished = set(done)
-    feature_index = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram) and i not in finished]
+    features = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
+    feature_index = [i for i in features if i not in finished]
     gram_index = [i for i, layer in enumerate(layers) if isinstance(layer, Gram)]
     rest = sorted(feature_index + gram_index)
     slot = {i: k for k, i in enumerate(rest)}  # position in the stack formed here
@@ -508,7 +513,7 @@ def _side_stack(
                 x = torch.stack([layers[i].detach().to(device) for i in chunk], out=stacked[: len(chunk)])
                 if x.dtype not in (work, torch.float64):  # narrower features: widened exactly first
                     x = x.to(work)
-                mean_squares[index] = _center_stack_(x) * n  # float64 features: centred, then rounded to work
+                mean_squares[index] = center_features_(x) * n  # float64 features: centred, then rounded to work
                 centred = x if x.dtype == work else x.to(work)
                 upper_gram_(centred, upper[: len(chunk)])
                 grams.index_copy_(0, torch.tensor([slot[i] for i in chunk], device=device), upper[: len(chunk)])
@@ -542,7 +547,6 @@ def _side_stack(
         else:  # the strict upper triangle in place, zeros elsewhere: no copy, twice the product's work
             rows = grams.triu_(1).view(len(rest), n * n)
         packed[index] = rows.to(dtype)
-    features = [i for i, layer in enumerate(layers) if not isinstance(layer, Gram)]
     if linear and features:
         variance[features] = diag[features].sum(dim=1)
 
@@ -559,19 +563,6 @@ def _side_stack(
     return _Stack(packed, diag, unbiased, squared, norms, variance, scale, constant, undefined)
 
 
-def _center_stack_(x: torch.Tensor) -> torch.Tensor:
-    """Centre a stack ``(g, n, d)`` of float32 or float64 layers in place, over the examples, in its own precision.
-
-    Float32 is centred twice, as :func:`_cpu_grams` does. Returns each layer's float64 ``||mean||^2``.
-    """
-    averaging = torch.full((1, x.shape[1]), 1.0 / x.shape[1], dtype=x.dtype, device=x.device)
-    mean = averaging @ x
-    x.sub_(mean)
-    if x.dtype == torch.float32:
-        x.sub_(averaging @ x)
-    return mean.to(torch.float64).square().sum(dim=(1, 2))
-
-
 def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
     """Linear Grams on the CPU, layer by layer. Each job is ``(layers, feature_index, packed, diag,
     mean_squares)``: for every ``i`` in ``feature_index``, ``packed[i]`` gets the strict upper triangle of the
@@ -586,10 +577,10 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
     they run in parallel. (Measured in benchmarks/bench_cka_matrix.py: faster than torch's batched products
     on the same threads.) Taking layers from a queue rather than in fixed shares keeps the stage near one
     thread's time while a core is still busy: torch's OpenMP workers spin for some milliseconds after a
-    parallel op, which is also why the layers of all sides go in one call. Float32 features are centred
-    twice: the second pass removes the mean that float32 rounding left (about 1e-7 of the first), so that a
-    constant layer centres to ~1e-14 of its values and the constant-layer test sees it. Float64 features in
-    float32 work are centred in float64, then rounded; narrower ones are widened first.
+    parallel op, which is also why the layers of all sides go in one call. The centring is that of
+    :func:`~cka_probe.math.kernels.center_features_` (float32 twice, so that the constant-layer test sees a
+    constant layer), in NumPy so that the threads make no torch calls. Float64 features in float32 work are
+    centred in float64, then rounded; narrower ones are widened first.
     """
     work_dtype = jobs[0][2].dtype  # one work dtype for all
     views = {}  # NumPy views, made here: torch calls in the threads would pass the GIL to and fro
