@@ -129,3 +129,23 @@ def test_missing_model_and_unknown_pooling(nets, tmp_path, assert_one_line_error
     assert_one_line_error(
         _run(*nets, "--model", SMALL, "--pool", "median", "--out", str(tmp_path)), "unknown pooling median"
     )
+
+
+def test_float32_with_the_minibatch_estimator(nets, tmp_path, assert_one_line_error):
+    result = _run(
+        *nets,
+        "--model",
+        SMALL,
+        "--precision",
+        "float32",
+        "--estimator",
+        "minibatch",
+        "--batch-size",
+        "4",
+        "--pool",
+        "mean",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert_one_line_error(result, "--precision float32 applies to the full estimator")
+    assert not (tmp_path / "o").exists()
