@@ -93,6 +93,13 @@ _CHUNK_BYTES = (8 << 20, 256 << 20)
 # Form the Grams of equal-width layers with batched products on the CPU too (as on CUDA); tests flip it.
 _BATCHED_GRAMS = False
 
+# float32 features are centred a second time when n ||mean||^2 > this times tr(X_c X_c^T) after the first pass.
+# The first pass leaves a mean r of rounding, |r| ~ eps |mean|. Its terms in K_c are rank-2 (X_c r 1^T and its
+# transpose); they vanish against a centred Gram in the biased estimator and enter the unbiased one's closed form
+# through the diagonal at about |r| / |x_c| ~ eps sqrt(this): below the float32 Gram's own rounding. Constant
+# layers (tr ~ 0) always get the second pass, which leaves them exactly constant.
+_SECOND_PASS_OFFSET = 3.0
+
 # At most this many Python threads share the CPU Grams. A layer costs 37 us when it has one column (n = 128,
 # float32, one thread), the bookkeeping, part of it with the GIL held, against 51 us at width 64 and 184 us
 # at 448: more threads than about five would queue for the GIL. Each also holds a buffer of the widest layer.
@@ -303,8 +310,9 @@ def cka_matrix(
     threads as torch uses (up to 8); on CUDA, from batched products of equal-width layers.
 
     Precision: with ``dtype=torch.float64`` (default) everything is float64. With
-    ``dtype=torch.float32`` the features are centred in float32 with a second pass that removes the
-    rounding left by the first (float64 features are centred in float64 first), the Grams formed and
+    ``dtype=torch.float32`` the features are centred in float32, a second time where the mean is large
+    against the spread (so that rounding leaves no mean that matters; float64 features are centred in
+    float64 first), the Grams formed and
     multiplied in float32, the products summed in float32 over blocks of 4096 terms and the blocks in
     float64, and the diagonal terms and norms accumulated in float64; the error against float64 is
     about 1e-8 in benchmarks/bench_cka_matrix.py. The products run at full float32 precision even
@@ -438,7 +446,7 @@ def _centered_stacks(
 ) -> list[_Stack]:
     """Centred kernels of every layer of each side (a list of layers and their names), one :class:`_Stack` each.
 
-    Linear kernel on features: each layer is centred (in its precision; float32 twice) and the upper
+    Linear kernel on features: each layer is centred (in its precision; float32 twice where needed) and the upper
     triangle of its Gram ``X_c X_c^T`` formed. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for
     free. On the CPU, layer by layer through NumPy and BLAS's symmetric rank-k update, on as many threads as
     torch uses, the layers of all sides in one pass, each Gram going straight into its packed row
@@ -570,16 +578,18 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
 
     Each layer is centred into a reused buffer, its Gram formed by BLAS's symmetric rank-k update into a
     reused ``(n, n)`` buffer, and the triangle copied out while it is in cache, all through NumPy on the
-    tensors' memory (a NumPy call costs a fraction of a torch call), with NumPy's BLAS held to one thread.
+    tensors' memory (a NumPy call costs a fraction of a torch call), with the BLAS held to one thread.
     With ``torch.get_num_threads()`` above 1, as many Python threads (this one included; at most
-    ``_MAX_GRAM_THREADS``) take the layers,
-    widest first, one at a time from a shared queue: NumPy releases the GIL in its BLAS calls and ufuncs, so
-    they run in parallel. (Measured in benchmarks/bench_cka_matrix.py: faster than torch's batched products
+    ``_MAX_GRAM_THREADS``) take the layers, widest first, one at a time from a shared queue: the GIL is
+    released in the BLAS calls (:func:`~cka_probe.math.kernels.numpy_gram_`) and NumPy's ufuncs, so they run
+    in parallel. (Measured in benchmarks/bench_cka_matrix.py: faster than torch's batched products
     on the same threads.) Taking layers from a queue rather than in fixed shares keeps the stage near one
     thread's time while a core is still busy: torch's OpenMP workers spin for some milliseconds after a
     parallel op, which is also why the layers of all sides go in one call. The centring is that of
-    :func:`~cka_probe.math.kernels.center_features_` (float32 twice, so that the constant-layer test sees a
-    constant layer), in NumPy so that the threads make no torch calls. Float64 features in float32 work are
+    :func:`~cka_probe.math.kernels.center_features_`, in NumPy so that the threads make no torch calls, except
+    that float32's second pass is made only where ``n ||mean||^2 > _SECOND_PASS_OFFSET tr(X_c X_c^T)`` after
+    the first (constant layers among them, so that the constant-layer test sees them): the ``X_c X_c^T`` of
+    the first pass is kept otherwise. Float64 features in float32 work are
     centred in float64, then rounded; narrower ones are widened first.
     """
     work_dtype = jobs[0][2].dtype  # one work dtype for all
@@ -619,9 +629,12 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
                     first = averaging[x.dtype.type] @ x
                     means[key] = first
                     np.subtract(x, first, centred, casting="same_kind")  # float64 to float32: centred, then rounded
-                    if centred.dtype == np.float32:
-                        centred -= averaging[np.float32] @ centred
                     numpy_gram_(centred, gram)
+                    if centred.dtype == np.float32:  # second pass where the mean is large against the spread
+                        offset = n * float(np.dot(first.ravel(), first.ravel()))
+                        if not offset <= _SECOND_PASS_OFFSET * np.trace(gram, dtype=np.float64):
+                            centred -= averaging[np.float32] @ centred
+                            numpy_gram_(centred, gram)
                     diag[i] = np.diagonal(gram)
                     np.take(gram, upper_flat, out=packed[i], mode="clip")  # "raise" copies first: 15x slower
         except BaseException as error:  # re-raised in the calling thread

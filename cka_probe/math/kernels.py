@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from dataclasses import dataclass
 
@@ -166,8 +167,8 @@ def upper_gram_(x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) ->
     mirror image or what it held before, so callers read the upper triangle only.
 
     * On the CPU with one torch thread (``torch.get_num_threads() == 1``, e.g. ``OMP_NUM_THREADS=1``), a
-      2-D float32 or float64 ``x`` goes to BLAS's symmetric rank-k update through NumPy (:func:`numpy_gram_`),
-      with NumPy's BLAS held to one thread as well: measured 1.2-1.6x the rate of ``torch.mm`` in float32 and
+      2-D float32 or float64 ``x`` goes to BLAS's symmetric rank-k update on NumPy views (:func:`numpy_gram_`),
+      with that BLAS held to one thread as well: measured 1.2-1.6x the rate of ``torch.mm`` in float32 and
       1.5-2x in float64 on ``(128, 64..16384)`` inputs.
     * Otherwise (several threads, CUDA, stacks ``(g, n, d)``), block rows of ``torch.mm``/``torch.bmm``: row
       block ``k`` is ``x[rows_k] @ x[rows_k.start:]^T``, about ``(B + 1) / 2B`` of the full product for
@@ -201,20 +202,70 @@ def upper_gram_(x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) ->
 
 
 def numpy_gram_(x: np.ndarray, out: np.ndarray, accumulate: bool = False) -> np.ndarray:
-    """``out = x @ x.T`` (or ``out += x @ x.T``) for a 2-D float array, through NumPy's BLAS.
+    """The upper triangle (diagonal included) of ``out`` becomes ``x @ x.T`` (or has it added), for NumPy arrays,
+    through BLAS's symmetric rank-k update ``?syrk``.
 
-    NumPy recognises ``x @ x.T`` and calls the symmetric rank-k update (``?syrk``), then mirrors the
-    triangle: the whole symmetric result at about half a product's work. ``out`` (any strides) is written
-    in place and returned.
+    ``?syrk`` is SciPy's (:mod:`scipy.linalg.cython_blas`), called through :mod:`ctypes`, which releases the
+    GIL, so Python threads run it in parallel. Nothing is mirrored and no temporary is made: the
+    C-contiguous ``(n, d)`` ``x`` is the column-major ``(d, n)`` matrix ``A = x^T``, and the C-contiguous
+    ``out`` is the column-major ``out^T``, whose lower triangle is ``out``'s upper one, so ``?syrk("L", "T")``
+    writes (``beta = 0``) or adds to (``beta = 1``) ``A^T A`` there in place; below the diagonal ``out``
+    keeps what it held. Measured on one thread at n = 128, float32: 7 µs a call at width 1 against 19 µs for
+    NumPy's ``x @ x.T`` (which calls ``?syrk`` and then mirrors), 20 against 26 µs at width 64, 63 against 73
+    µs at 256, and 6 % slower at 1024 (SciPy's OpenBLAS build against NumPy's).
+
+    Arrays of other layouts or dtypes, or where SciPy's Cython BLAS cannot be reached, go through NumPy's
+    ``x @ x.T``.
     """
+    n, k = x.shape
+    syrk = _syrk(x.dtype.char, accumulate) if x.dtype == out.dtype and x.dtype in _SYRK_TYPES else None
+    if (
+        syrk is not None
+        and x.flags.c_contiguous
+        and out.flags.c_contiguous
+        and out.flags.writeable
+        and out.shape == (n, n)
+        and 0 < min(n, k)
+        and max(n, k) < 2**31
+    ):
+        function, one, beta = syrk
+        rows, width = ctypes.byref(ctypes.c_int(n)), ctypes.byref(ctypes.c_int(k))
+        function(b"L", b"T", rows, width, one, x.ctypes.data, width, beta, out.ctypes.data, rows)
+        return out
     if accumulate:
         out += x @ x.T
         return out
     return np.matmul(x, x.T, out=out)
 
 
+_SYRK_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.cache
+def _syrk(code: str, accumulate: bool):
+    """``(function, alpha = 1, beta)`` for SciPy's Cython BLAS ``ssyrk`` (``code`` ``"f"``) or ``dsyrk`` (``"d"``)
+    as a ctypes function ``(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)``, every argument by pointer (the
+    Fortran BLAS interface, as :mod:`scipy.linalg.cython_blas` declares it); None where it cannot be reached."""
+    try:
+        from scipy.linalg import cython_blas  # noqa: PLC0415 - loaded on the first CPU Gram
+
+        capsule = cython_blas.__pyx_capi__["ssyrk" if code == "f" else "dsyrk"]
+        get_name, get_pointer = ctypes.pythonapi.PyCapsule_GetName, ctypes.pythonapi.PyCapsule_GetPointer
+        get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+        get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        address = get_pointer(capsule, get_name(capsule))
+    except (ImportError, AttributeError, KeyError, ValueError):  # another SciPy build: NumPy's product
+        return None
+    real = ctypes.c_float if code == "f" else ctypes.c_double
+    index, scalar = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(real)
+    text, pointer = ctypes.c_char_p, ctypes.c_void_p
+    function = ctypes.CFUNCTYPE(None, text, text, index, index, scalar, pointer, index, scalar, pointer, index)(address)
+    return function, real(1.0), real(1.0 if accumulate else 0.0)
+
+
 @functools.cache
 def _blas_controller():
+    import scipy.linalg.cython_blas  # noqa: F401, PLC0415 - SciPy's BLAS (numpy_gram_) must be loaded to be limited
     from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - loaded on the first CPU Gram
 
     return ThreadpoolController()

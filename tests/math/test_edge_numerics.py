@@ -324,3 +324,59 @@ def test_upper_gram_matches_the_float64_product(torch_threads, dtype, shape):
     strided = torch.full((n, 2 * n), 7.0, dtype=dtype)[:, ::2]
     upper_gram_(x, strided)
     np.testing.assert_allclose(strided.double().numpy()[upper], expected[upper], rtol=tolerance, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("offset", [0.0, 5.0, 10.0, 1e4])
+def test_float32_centring_matches_the_reference_at_any_offset(torch_threads, offset):
+    # In float32 the features are centred once, and a second time only where n ||mean||^2 exceeds 3 tr(X_c X_c^T)
+    # after the first pass (here from a mean/spread ratio of about 1.7): both sides of that line, and an offset
+    # whose first-pass rounding alone would move the unbiased estimate by ~1e-3.
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(96, 24, generator=g)
+    feats = [base @ torch.randn(24, d, generator=g) + offset * (1 + torch.rand(d, generator=g)) for d in (5, 40, 300)]
+    feats.append(torch.relu(feats[1] - offset))
+    # centred in float64 before the reference's Gram: CKA does not change, and the reference's Gram of the raw
+    # features would itself lose digits at the largest offset (1.7e-6 biased, the unbiased value entirely)
+    exact = [f.double().numpy() - f.double().numpy().mean(axis=0) for f in feats]
+    for unbiased in (False, True):
+        matrix = cka_matrix(feats, unbiased=unbiased, dtype=torch.float32)
+        expected = np.array([[reference.linear_cka(x, y, unbiased) for y in exact] for x in exact])
+        np.testing.assert_allclose(matrix.numpy(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_gram_gives_the_upper_triangle_from_concurrent_threads(dtype):
+    # numpy_gram_ calls BLAS's syrk through ctypes with the GIL released, sharing its argument constants between
+    # threads: each call must still get its own product, written above the diagonal only. Layouts it cannot pass
+    # to BLAS (a strided x, a column-major or strided out, no columns) go through NumPy's product.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cka_probe.math.kernels import numpy_gram_, one_blas_thread
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal((n, d)).astype(dtype) for n, d in ((64, 1), (64, 700), (9, 33), (128, 256), (1, 5))]
+    tolerance = 1e-12 if dtype == np.float64 else 2e-5
+
+    def check(x, out, factor=1.0):
+        expected = factor * (x.astype(np.float64) @ x.astype(np.float64).T)
+        upper = np.triu_indices(x.shape[0])
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(out[upper], expected[upper], rtol=tolerance, atol=tolerance * scale)
+
+    def run(x):
+        out = np.full((x.shape[0], x.shape[0]), np.nan, dtype=dtype)
+        assert numpy_gram_(x, out) is out
+        check(x, out)
+        assert np.isnan(out[np.tril_indices(x.shape[0], -1)]).all()  # below the diagonal: untouched
+        numpy_gram_(x, out, accumulate=True)
+        check(x, out, 2.0)
+        return True
+
+    with one_blas_thread(), ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, arrays * 4))
+    x = arrays[2]
+    for out in (np.zeros((9, 9), dtype=dtype, order="F"), np.zeros((9, 18), dtype=dtype)[:, ::2]):
+        numpy_gram_(x[:, ::2], out)
+        check(x[:, ::2], out)
+    empty = np.zeros((4, 0), dtype=dtype)
+    np.testing.assert_array_equal(numpy_gram_(empty, np.full((4, 4), 3.0, dtype=dtype)), np.zeros((4, 4)))
