@@ -100,8 +100,8 @@ _BATCHED_GRAMS = False
 # layers (tr ~ 0) always get the second pass, which leaves them exactly constant.
 _SECOND_PASS_OFFSET = 3.0
 
-# At most this many Python threads share the CPU Grams. A layer costs 37 us when it has one column (n = 128,
-# float32, one thread), the bookkeeping, part of it with the GIL held, against 51 us at width 64 and 184 us
+# At most this many Python threads share the CPU Grams. A layer costs 31 us when it has one column (n = 128,
+# float32, one thread), the bookkeeping, part of it with the GIL held, against 51 us at width 64 and 175 us
 # at 448: more threads than about five would queue for the GIL. Each also holds a buffer of the widest layer.
 # (Speed measured on 2 cores only.)
 _MAX_GRAM_THREADS = 8
