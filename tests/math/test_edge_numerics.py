@@ -348,7 +348,7 @@ def test_float32_centring_matches_the_reference_at_any_offset(torch_threads, off
 def test_numpy_gram_gives_the_upper_triangle_from_concurrent_threads(dtype):
     # numpy_gram_ calls BLAS's syrk through ctypes with the GIL released, sharing its argument constants between
     # threads: each call must still get its own product, written above the diagonal only. Layouts it cannot pass
-    # to BLAS (a strided x, a column-major or strided out, no columns) go through NumPy's product.
+    # to BLAS (a strided x, a column-major or strided out, x inside out's memory, no columns) go through NumPy.
     from concurrent.futures import ThreadPoolExecutor
 
     from cka_probe.math.kernels import numpy_gram_, one_blas_thread
@@ -378,5 +378,11 @@ def test_numpy_gram_gives_the_upper_triangle_from_concurrent_threads(dtype):
     for out in (np.zeros((9, 9), dtype=dtype, order="F"), np.zeros((9, 18), dtype=dtype)[:, ::2]):
         numpy_gram_(x[:, ::2], out)
         check(x[:, ::2], out)
+    shared = np.zeros((9, 9), dtype=dtype)  # x a C-contiguous view of out's own memory
+    x = shared.reshape(-1)[:27].reshape(9, 3)
+    x[...] = arrays[2][:, :3]
+    expected = x.astype(np.float64) @ x.astype(np.float64).T
+    numpy_gram_(x, shared)
+    np.testing.assert_allclose(shared[np.triu_indices(9)], expected[np.triu_indices(9)], rtol=tolerance)
     empty = np.zeros((4, 0), dtype=dtype)
     np.testing.assert_array_equal(numpy_gram_(empty, np.full((4, 4), 3.0, dtype=dtype)), np.zeros((4, 4)))
