@@ -312,10 +312,9 @@ def cka_matrix(
     Precision: with ``dtype=torch.float64`` (default) everything is float64. With
     ``dtype=torch.float32`` the features are centred in float32, a second time where the mean is large
     against the spread (so that rounding leaves no mean that matters; float64 features are centred in
-    float64 first), the Grams formed and
-    multiplied in float32, the products summed in float32 over blocks of 4096 terms and the blocks in
-    float64, and the diagonal terms and norms accumulated in float64; the error against float64 is
-    about 1e-8 in benchmarks/bench_cka_matrix.py. The products run at full float32 precision even
+    float64 first), the Grams formed and multiplied in float32, the products summed in float32 over
+    blocks of 4096 terms and the blocks in float64, and the diagonal terms and norms accumulated in
+    float64; the error against float64 is about 2e-8 in benchmarks/bench_cka_matrix.py. The products run at full float32 precision even
     where TF32 is enabled (``torch.set_float32_matmul_precision("highest")`` for the call, restored
     after it). The same code runs on CUDA tensors.
 
@@ -448,7 +447,7 @@ def _centered_stacks(
 
     Linear kernel on features: each layer is centred (in its precision; float32 twice where needed) and the upper
     triangle of its Gram ``X_c X_c^T`` formed. ``V = tr(X_c X_c^T)`` and ``S = V + n ||mean||^2`` come for
-    free. On the CPU, layer by layer through NumPy and BLAS's symmetric rank-k update, on as many threads as
+    free. On the CPU, layer by layer on NumPy views and BLAS's symmetric rank-k update, on as many threads as
     torch uses, the layers of all sides in one pass, each Gram going straight into its packed row
     (:func:`_cpu_grams`: no ``(L, n, n)`` stack is held); on CUDA, layers of equal width are stacked in chunks
     and share batched products (:func:`~cka_probe.math.kernels.upper_gram_`). Gram inputs are symmetrised
@@ -577,7 +576,7 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
     centred Gram (row by row), ``diag[i]`` its diagonal and ``mean_squares[i]`` ``n ||mean_i||^2``.
 
     Each layer is centred into a reused buffer, its Gram formed by BLAS's symmetric rank-k update into a
-    reused ``(n, n)`` buffer, and the triangle copied out while it is in cache, all through NumPy on the
+    reused ``(n, n)`` buffer, and the triangle copied out while it is in cache, all on NumPy views of the
     tensors' memory (a NumPy call costs a fraction of a torch call), with the BLAS held to one thread.
     With ``torch.get_num_threads()`` above 1, as many Python threads (this one included; at most
     ``_MAX_GRAM_THREADS``) take the layers, widest first, one at a time from a shared queue: the GIL is

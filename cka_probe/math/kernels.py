@@ -251,9 +251,11 @@ def _syrk(code: str, accumulate: bool):
         from scipy.linalg import cython_blas  # noqa: PLC0415 - loaded on the first CPU Gram
 
         capsule = cython_blas.__pyx_capi__["ssyrk" if code == "f" else "dsyrk"]
-        get_name, get_pointer = ctypes.pythonapi.PyCapsule_GetName, ctypes.pythonapi.PyCapsule_GetPointer
-        get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-        get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        # prototypes of our own: ctypes.pythonapi's function objects are shared with every other user
+        get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+        get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+            ("PyCapsule_GetPointer", ctypes.pythonapi)
+        )
         address = get_pointer(capsule, get_name(capsule))
     except (ImportError, AttributeError, KeyError, ValueError):  # another SciPy build: NumPy's product
         return None
@@ -273,7 +275,7 @@ def _blas_controller():
 
 
 def one_blas_thread():
-    """A context in which NumPy's BLAS runs on one thread (threadpoolctl), restored on exit."""
+    """A context in which the BLAS libraries (NumPy's, SciPy's) run on one thread (threadpoolctl), restored on exit."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
