@@ -136,6 +136,26 @@ def test_float32_gram_is_within_1e6_of_the_float64_reference(layout, shape, pref
     )
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_constant_flattened_layer_is_nan_with_warning(precision, monkeypatch, torch_threads):
+    # A layer whose activation is the same for every image (a bias alone, say) has no CKA. Its hook Gram must
+    # say so exactly: identical rows, whatever float32 rounding of the means and the BLAS kernels leave, so that
+    # cka_matrix reports it as constant instead of a number made of rounding.
+    from cka_probe.math import Gram, ZeroVarianceWarning, cka_matrix
+
+    monkeypatch.setattr(pooling, "FLOAT32_BLOCK", 100)
+    monkeypatch.setattr(pooling, "_GRAM_BLOCK_ELEMENTS", 100 * 24)
+    dead = (torch.rand(1, 5, 7, 9, generator=GEN) * 3.7 + 0.3).repeat(24, 1, 1, 1)
+    live = torch.relu(_randn(24, 5, 7, 9))
+    grams = {
+        name: Gram(flattened_gram(x, "NCHW", precision=precision)[0]) for name, x in (("dead", dead), ("live", live))
+    }
+    with pytest.warns(ZeroVarianceWarning, match="dead"):
+        values = cka_matrix(grams, dtype=precision).values
+    assert torch.isnan(values[0]).all() and torch.isnan(values[:, 0]).all()
+    assert float(values[1, 1]) == pytest.approx(1.0, abs=1e-12 if precision == "float64" else 1e-6)
+
+
 def test_float32_gram_products_run_without_tf32_or_bfloat16_passes(monkeypatch):
     # A user's torch.set_float32_matmul_precision("medium") would let float32 products take bfloat16 (or, on
     # CUDA, TF32) passes, 1e-3 errors: the Grams of flattened layers are formed at "highest", then it is restored.
