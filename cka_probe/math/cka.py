@@ -320,7 +320,8 @@ def cka_matrix(
 
     Args:
         feats_a: ``(n, d_i)`` tensors or :class:`Gram`, as a sequence or a name -> layer mapping.
-        feats_b: the same for the second model; ``None`` compares ``feats_a`` with itself.
+        feats_b: the same for the second model; ``None`` (or ``feats_a`` itself) compares ``feats_a`` with
+            itself, whose diagonal is then 1 to float64 rounding in either precision.
         kernel: ``"linear"`` or ``"rbf"``.
         unbiased: use the unbiased HSIC estimator (Song et al. 2012).
         sigma_frac: RBF bandwidth fraction of the median distance.
@@ -342,7 +343,7 @@ def cka_matrix(
     check_sigma_frac(sigma_frac)
     precision = _resolve_dtype(dtype)
     names_a, layers_a = _layer_list(feats_a, "feats_a")
-    self_compare = feats_b is None
+    self_compare = feats_b is None or feats_b is feats_a
     names_b, layers_b = (names_a, layers_a) if self_compare else _layer_list(feats_b, "feats_b")
     _check_examples(layers_a, names_a, layers_b, names_b, unbiased)
     device = layers_a[0].device
@@ -358,7 +359,13 @@ def cka_matrix(
         stacks = _centered_stacks(sides, kernel, unbiased, sigma_frac, precision, pack)
         stack_a, stack_b = stacks[0], stacks[-1]
         _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
-        values = stack_a.products(stack_b) / (stack_a.norms[:, None] * stack_b.norms[None, :])
+        values = stack_a.products(stack_b)
+        if self_compare:  # symmetric, and norms from the product's own diagonal: self-similarity 1 to float64
+            values = (values + values.T) / 2  # rounding, in float32 too (a float32 product is not symmetric)
+            norms_a = norms_b = torch.where(stack_a.undefined, torch.nan, values.diagonal().clamp_min(0).sqrt())
+        else:
+            norms_a, norms_b = stack_a.norms, stack_b.norms
+        values = values / (norms_a[:, None] * norms_b[None, :])
     if isinstance(feats_a, Mapping) and (self_compare or isinstance(feats_b, Mapping)):
         return LabeledMatrix(values, tuple(names_a), tuple(names_b))
     return values

@@ -122,11 +122,20 @@ def test_matrix_keeps_names_in_step_with_rows():
     assert matrix["block.2", "head"] == pytest.approx(reference.linear_cka(z.numpy(), y.numpy()), rel=RTOL)
 
 
-def test_self_matrix_is_symmetric_with_unit_diagonal():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_self_matrix_is_symmetric_with_unit_diagonal(dtype, unbiased):
+    # In float32 too: a layer against itself is 1 to float64 rounding, not to float32's (the norms come from
+    # the same products as the off-diagonal entries), whether feats_b is omitted or the same mapping again.
     feats = {f"layer{i}": _features(40 + i, 30, 3 + 5 * i) for i in range(4)}
-    matrix = cka_matrix(feats).values
-    torch.testing.assert_close(matrix, matrix.T, rtol=0, atol=1e-14)
-    torch.testing.assert_close(matrix.diagonal(), torch.ones(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    feats["wide"] = torch.relu(_features(99, 30, 5000)) + 2.0
+    for matrix in (
+        cka_matrix(feats, unbiased=unbiased, dtype=dtype),
+        cka_matrix(feats, feats, unbiased=unbiased, dtype=dtype),
+    ):
+        values = matrix.values
+        torch.testing.assert_close(values, values.T, rtol=0, atol=1e-14)
+        torch.testing.assert_close(values.diagonal(), torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-14)
 
 
 def test_float32_input_gives_float64_result():
