@@ -215,7 +215,8 @@ def numpy_gram_(x: np.ndarray, out: np.ndarray, accumulate: bool = False) -> np.
     µs at 256, and 6 % slower at 1024 (SciPy's OpenBLAS build against NumPy's).
 
     Arrays of other layouts or dtypes, overlapping ones, or all where SciPy's Cython BLAS cannot be reached,
-    go through NumPy's ``x @ x.T``.
+    go through NumPy's ``x @ x.T``. The first call loads :mod:`scipy.linalg`: about 0.1 s once per process,
+    which a process drawing figures pays anyway (seaborn loads it).
     """
     n, k = x.shape
     syrk = _syrk(x.dtype.char, accumulate) if x.dtype == out.dtype and x.dtype in _SYRK_TYPES else None
