@@ -314,9 +314,10 @@ def cka_matrix(
     against the spread (so that rounding leaves no mean that matters; float64 features are centred in
     float64 first), the Grams formed and multiplied in float32, the products summed in float32 over
     blocks of 4096 terms and the blocks in float64, and the diagonal terms and norms accumulated in
-    float64; the error against float64 is about 2e-8 in benchmarks/bench_cka_matrix.py. The products run at full float32 precision even
-    where TF32 is enabled (``torch.set_float32_matmul_precision("highest")`` for the call, restored
-    after it). The same code runs on CUDA tensors.
+    float64; the error against float64 is about 2e-8 in benchmarks/bench_cka_matrix.py. The products
+    run at full float32 precision even where TF32 is enabled
+    (``torch.set_float32_matmul_precision("highest")`` for the call, restored after it). The same code
+    runs on CUDA tensors.
 
     Args:
         feats_a: ``(n, d_i)`` tensors or :class:`Gram`, as a sequence or a name -> layer mapping.
@@ -355,10 +356,10 @@ def cka_matrix(
     num_a, num_b = len(layers_a), (0 if self_compare else len(layers_b))
     pack = _cpu_pass(kernel, device) or len(layers_a) * len(layers_b) > _PACK_RATIO * (num_a + num_b)
     with full_precision_matmul():
-        sides = [(layers_a, names_a)] + ([] if self_compare else [(layers_b, names_b)])
-        stacks = _centered_stacks(sides, kernel, unbiased, sigma_frac, precision, pack)
-        stack_a, stack_b = stacks[0], stacks[-1]
-        _warn_undefined([(stack_a, names_a)] + ([] if self_compare else [(stack_b, names_b)]))
+        side_b = None if self_compare else (layers_b, names_b)
+        stack_a, stack_b = _stack_pair(
+            (layers_a, names_a), side_b, kernel, unbiased, sigma_frac, precision, pack, warn=True
+        )
         values = stack_a.products(stack_b)
         if self_compare:  # symmetric, and norms from the product's own diagonal: self-similarity 1 to float64
             values = (values + values.T) / 2  # rounding, in float32 too (a float32 product is not symmetric)
@@ -475,6 +476,26 @@ def _centered_stacks(
     if jobs:  # the layers of all sides in one pass: torch ops between them would hold a core (see _cpu_grams)
         _cpu_grams(jobs)
     return [_side_stack(*part, kernel, unbiased, sigma_frac, pack) for part in parts]
+
+
+def _stack_pair(
+    side_a: tuple[Sequence[Layer], Sequence[str]],
+    side_b: tuple[Sequence[Layer], Sequence[str]] | None,
+    kernel: str,
+    unbiased: bool,
+    sigma_frac: float,
+    dtype: torch.dtype,
+    pack: bool = True,
+    *,
+    warn: bool = False,
+) -> tuple[_Stack, _Stack]:
+    """:func:`_centered_stacks` of two sides, ``(stack_a, stack_b)``; ``side_b=None`` compares side a with itself
+    (one stack, returned twice). ``warn``: one warning naming the layers without a defined CKA."""
+    sides = [side_a] + ([] if side_b is None else [side_b])
+    stacks = _centered_stacks(sides, kernel, unbiased, sigma_frac, dtype, pack)
+    if warn:
+        _warn_undefined([(stack, names) for stack, (_, names) in zip(stacks, sides)])
+    return stacks[0], stacks[-1]
 
 
 def _cpu_pass(kernel: str, device: torch.device) -> bool:

@@ -121,7 +121,8 @@ def center_features_(x: torch.Tensor) -> torch.Tensor:
 
     Float32 is centred twice: the second pass removes the mean that float32 rounding left of the first
     (about 1e-7 of it), so that a constant layer centres to ~1e-14 of its values. (The CPU pass of
-    :func:`~cka_probe.math.cka_matrix` does the same in NumPy.)
+    :func:`~cka_probe.math.cka_matrix` centres in NumPy, the second float32 pass only where the mean is large
+    against the spread, which it learns from the Gram of the first.)
 
     Returns:
         Each element's float64 ``||mean||^2`` (shape ``x.shape[:-2]``).

@@ -37,12 +37,11 @@ from ..errors import CKAProbeError
 from .cka import (
     LabeledMatrix,
     ZeroVarianceWarning,
-    _centered_stacks,
     _check_examples,
     _check_kernel,
     _layer_list,
+    _stack_pair,
 )
-from .cka import _warn_undefined as _warn_undefined_layers
 from .kernels import Gram, check_sigma_frac, squared_distances, symmetric_gram
 
 __all__ = ["bootstrap_ci", "permutation_test"]
@@ -355,10 +354,10 @@ def _check_count(value: int, name: str) -> None:
 
 def _full_sample_grams(sides: _Sides, kernel: str, unbiased: bool, sigma_frac: float):
     """Centred Grams ``(L, n^2)`` of both sides and their norms (NaN, with one warning, for constant layers)."""
-    both = [(sides.tensors_a, sides.names_a)] + ([] if sides.self_compare else [(sides.tensors_b, sides.names_b)])
-    stacks = _centered_stacks(both, kernel, unbiased, sigma_frac, torch.float64)
-    stack_a, stack_b = stacks[0], stacks[-1]
-    _warn_undefined_layers([(stack_a, sides.names_a)] + ([] if sides.self_compare else [(stack_b, sides.names_b)]))
+    side_b = None if sides.self_compare else (sides.tensors_b, sides.names_b)
+    stack_a, stack_b = _stack_pair(
+        (sides.tensors_a, sides.names_a), side_b, kernel, unbiased, sigma_frac, torch.float64, warn=True
+    )
     n = sides.n
     grams_a = stack_a.full().reshape(-1, n * n)
     grams_b = grams_a if sides.self_compare else stack_b.full().reshape(-1, n * n)

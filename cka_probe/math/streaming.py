@@ -18,10 +18,10 @@ import torch
 from ..errors import ArgumentError, ShapeError
 from .cka import (
     LabeledMatrix,
-    _centered_stacks,
     _check_examples,
     _check_kernel,
     _layer_list,
+    _stack_pair,
     _warn_constant,
     _warn_degenerate,
     constant_layers,
@@ -101,9 +101,8 @@ class MinibatchCKA:
         self._check_names(names_a, names_b, named=isinstance(feats_a, Mapping))
         device = tensors_a[0].device
 
-        sides = [(tensors_a, names_a)] + ([] if self_compare else [([t.to(device) for t in tensors_b], names_b)])
-        stacks = _centered_stacks(sides, self.kernel, True, self.sigma_frac, torch.float64)
-        stack_a, stack_b = stacks[0], stacks[-1]
+        side_b = None if self_compare else ([t.to(device) for t in tensors_b], names_b)
+        stack_a, stack_b = _stack_pair((tensors_a, names_a), side_b, self.kernel, True, self.sigma_frac, torch.float64)
         scale = float(n * (n - 3))
         hsic_ab = stack_a.products(stack_b) / scale
         hsic_aa = stack_a.squared_norms / scale
