@@ -138,6 +138,30 @@ def train(name: str, seed: int, images: torch.Tensor, labels: torch.Tensor, epoc
     return model.eval()
 
 
+def margins(matrices: dict[tuple[int, int], np.ndarray], num_networks: int) -> dict[str, list[float]]:
+    """How far each layer's corresponding layer stands out, against how much it varies between network pairs.
+
+    ``margin``: per layer, its CKA with the corresponding layer minus its highest CKA with any other layer, both
+    averaged over the ordered network pairs (``(i, j)`` reads the transpose of ``(j, i)``, as in
+    :func:`~cka_probe.analysis.identify.identification_scores`). ``spread``: the standard deviation of the
+    corresponding-layer CKA over the network pairs. A margin small against the spread makes identification a
+    coin toss between neighbouring layers, whatever the similarity index.
+    """
+    ordered = [
+        matrices[(i, j)] if i < j else matrices[(j, i)].T
+        for i in range(num_networks)
+        for j in range(num_networks)
+        if i != j
+    ]
+    average = np.mean(ordered, axis=0)
+    others = np.where(np.eye(len(average), dtype=bool), -np.inf, average).max(axis=1)
+    diagonals = np.array([np.diag(matrices[pair]) for pair in matrices])
+    return {
+        "margin": np.round(np.diag(average) - others, 3).tolist(),
+        "spread": np.round(diagonals.std(axis=0), 3).tolist(),
+    }
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     cfg = model.pretrained_cfg
@@ -227,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 "layers": result.table.layer.unique().tolist(),
                 "overall": result.overall,
                 "per_layer": per_layer,
+                "margins": {pool: margins(result.matrices[pool], args.k) for pool in ("mean", "flatten")},
                 "seconds": round(time.perf_counter() - tic, 1),
             }
         )
@@ -247,6 +272,17 @@ def _markdown(results: dict) -> str:
         lines.append(
             f"| {run['run']} | {100 * flat['share']:.1f} % | {100 * mean['share']:.1f} % | {flat['comparisons']} |"
         )
+    lines += [
+        "",
+        "Per layer, flattened: corresponding-layer CKA minus the best other layer's (both averaged over network "
+        "pairs), and the corresponding-layer CKA's standard deviation over the pairs:",
+        "",
+        "| run | margin | spread |",
+        "|---|---|---|",
+    ]
+    for run in results["identify"]:
+        flat = run["margins"]["flatten"]
+        lines.append(f"| {run['run']} | {_listed(flat['margin'])} | {_listed(flat['spread'])} |")
     lines += ["", "| protocol | test accuracy (mean over seeds) | seconds per network |", "|---|---:|---:|"]
     for protocol, nets in results["training"].items():
         lines.append(
@@ -254,6 +290,10 @@ def _markdown(results: dict) -> str:
             f"{np.mean([n['seconds'] for n in nets]):.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _listed(values: list[float]) -> str:
+    return " ".join(f"{v:+.3f}" if v < 0 else f"{v:.3f}" for v in values)
 
 
 if __name__ == "__main__":

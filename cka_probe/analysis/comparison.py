@@ -15,7 +15,14 @@ from torch import nn
 from .._choices import POOLS, TOKENS
 from .._version import __version__
 from ..errors import CKAProbeError, ConfigError, ShapeError
-from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables, pooling_description
+from .estimation import (
+    CKASettings,
+    check_pooling,
+    minibatch_bounds,
+    number_formats,
+    pair_tables,
+    pooling_description,
+)
 from .features import (
     ExtractedFeatures,
     FeatureSettings,
@@ -190,7 +197,7 @@ def compare(
             for key, side in sides.items()
         },
         **settings.record(),
-        "dtype": "features float32, CKA float64",
+        "dtype": number_formats([pool], settings.precision),
         "device": str(device),
         "versions": package_versions(),
         "environment": environment(),

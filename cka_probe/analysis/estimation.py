@@ -16,7 +16,7 @@ Estimators:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,26 @@ class CKASettings:
             "precision": self.precision,
             "estimator_description": self.description(),
         }
+
+
+def number_formats(pools: Sequence[str], precision: str) -> str:
+    """The number formats behind a table, for its provenance (``dtype``): recorded features, the Grams of flattened
+    layers, and the CKA engine, whose values are always stored in float64.
+
+    >>> number_formats(["mean"], "float64")
+    'pooled features float32, CKA float64'
+    >>> number_formats(["mean", "flatten"], "float32")
+    'pooled features float32, flattened Grams float32 (summed in float64), CKA Grams and products float32, values float64'
+    """
+    parts = []
+    if any(pool != "flatten" for pool in pools):
+        parts.append("pooled features float32")
+    if "flatten" in pools:
+        parts.append(
+            "flattened Grams float64" if precision == "float64" else "flattened Grams float32 (summed in float64)"
+        )
+    parts.append("CKA float64" if precision == "float64" else "CKA Grams and products float32, values float64")
+    return ", ".join(parts)
 
 
 def check_pooling(pool: str, settings: CKASettings, n: int | None) -> None:

@@ -11,9 +11,11 @@ Here the check runs on checkpoints the user gives, for each pooling (by default 
 the OFA-KD supplementary, B.1, and the flattened activations of Kornblith et al.), with linear CKA:
 
 * for every ordered pair of networks ``(i, j)``, ``i != j``, and every layer ``l`` of network ``i``,
-  the layer counts as identified when ``CKA(i_l, j_l) > CKA(i_l, j_m)`` for every other layer ``m``
-  of network ``j`` (a strict maximum: a tie, for instance with a duplicated layer, is a miss, and so
-  is a NaN from a constant layer);
+  the layer counts as identified when ``CKA(i_l, j_l) > CKA(i_l, j_m) + TIE_TOLERANCE`` for every other
+  layer ``m`` of network ``j`` (a strict maximum: a tie, for instance with a duplicated layer, is a miss,
+  and so is a NaN from a constant layer). Values closer than ``TIE_TOLERANCE = 1e-6`` count as a tie, so
+  that two layers with the same features (a global-average-pool output and the spatial mean of the map
+  before it) are a miss whichever way float rounding falls, in float64 and float32 alike;
 * per layer, the share of the ``K (K - 1)`` ordered pairs that identify it; overall, the share of all
   ``L K (K - 1)`` layer matches.
 
@@ -50,7 +52,7 @@ from ..errors import ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .comparison import TOKEN_RULES, _tokens
-from .estimation import CKASettings, check_pooling, minibatch_bounds, pair_tables
+from .estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
 from .features import FeatureSettings, resolve_device
 from .provenance import environment, package_versions
 from .result import _jsonable, output_paths
@@ -297,6 +299,12 @@ def _check_same_layers(recorded: Sequence[_Recorded]) -> None:
 # --------------------------------------------------------------------------- CKA and scores
 
 
+# CKA values closer than this count as a tie (a miss) in identification_scores: float rounding, not the networks,
+# decides between them (float32 all-pairs products are within 3e-8 of float64; CKA's sampling error at n = 128 is
+# about 1e-2).
+TIE_TOLERANCE = 1e-6
+
+
 def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_networks: int) -> np.ndarray:
     """Per layer, how many ordered network pairs identify it.
 
@@ -307,13 +315,16 @@ def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_ne
 
     Returns:
         ``(L,)`` integer counts out of ``K (K - 1)``: layer ``l`` of ``i`` counts when ``CKA(i_l, j_l)`` is
-        finite and strictly above every other finite ``CKA(i_l, j_m)``.
+        finite and above every other finite ``CKA(i_l, j_m)`` by more than :data:`TIE_TOLERANCE`.
 
     Example:
         >>> m = np.array([[0.9, 0.2], [0.9, 0.5]])  # layer 1 of network 0 prefers layer 0 of network 1
         >>> # layer 0: found from network 0, a tie (0.9, 0.9) from network 1; layer 1: found only from network 1
         >>> identification_scores({(0, 1): m}, 2).tolist()
         [1, 1]
+        >>> near = np.array([[0.9, 0.9 - 1e-9], [0.1, 0.95]])  # 1e-9 apart: a tie too, from network 0
+        >>> identification_scores({(0, 1): near}, 2).tolist()
+        [1, 2]
     """
     counts = None
     for i in range(num_networks):
@@ -323,7 +334,7 @@ def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_ne
             matrix = matrices[(i, j)] if i < j else matrices[(j, i)].T
             diagonal = np.diag(matrix)
             others = np.where(np.eye(len(matrix), dtype=bool) | np.isnan(matrix), -np.inf, matrix).max(axis=1)
-            hit = np.isfinite(diagonal) & (diagonal > others)
+            hit = np.isfinite(diagonal) & (diagonal > others + TIE_TOLERANCE)
             counts = hit.astype(int) if counts is None else counts + hit
     return counts
 
@@ -539,7 +550,7 @@ def identify(
         "pooling": list(pools),
         "tokens": {"rule": tokens, "description": TOKEN_RULES[tokens]},
         **settings.record(),
-        "dtype": f"pooled features float32, flattened Grams {precision}, CKA values float64",
+        "dtype": number_formats(pools, settings.precision),
         "device": str(device),
         "versions": package_versions(),
         "environment": environment(),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import struct
 import sys
 import warnings
 from collections.abc import Mapping
@@ -163,7 +164,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"({allowed}) that torch.load(weights_only=True) refuses; "
             "re-save just its weights with torch.save(model.state_dict(), PATH)"
         ) from exc
-    except (RuntimeError, EOFError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:  # truncated or foreign bytes
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path} ({detail}); check the file") from exc
     if not isinstance(state, Mapping):

@@ -184,3 +184,9 @@ def test_modules_given_directly_take_the_gram_precision_to_their_hooks(two_cnns,
     a, b, images = two_cnns
     result = compare(a, b, images, n=12, pool="flatten", precision="float32", progress=False, device="cpu")
     assert seen and set(seen) == {"float32"} and result.metadata["precision"] == "float32"
+    # the provenance's number formats say the same as its precision
+    assert result.metadata["dtype"] == (
+        "flattened Grams float32 (summed in float64), CKA Grams and products float32, values float64"
+    )
+    exact = compare(a, b, images, n=12, pool="mean", progress=False, device="cpu")
+    assert exact.metadata["dtype"] == "pooled features float32, CKA float64"

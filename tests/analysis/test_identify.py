@@ -178,6 +178,59 @@ def test_identification_scores_count_ties_and_nan_as_misses():
     assert counts.tolist() == [5, 4, 4]
 
 
+class JitteredPool(nn.Module):
+    """Global average pool with each channel scaled by 1 + O(1e-7): the spatial mean of its input, as float rounding
+    might leave it when the mean is taken two ways (see the test below)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        jitter = 1 + 4e-7 * torch.randn(channels, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("jitter", jitter.view(1, channels, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=True) * self.jitter
+
+
+class PooledCNN(TinyCNN):
+    """TinyCNN with its global average pool as a module, whose output is (nearly) the spatial mean of features.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = JitteredPool(8)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+POOLED = register_tiny("identify_test_pooled", PooledCNN)
+
+
+def test_a_duplicated_layer_is_a_miss_whichever_way_rounding_falls(tmp_path):
+    # Mean-pooled, the last ReLU and the pool's output are the same numbers up to rounding-sized changes: their CKA
+    # values differ by about 1e-7, so neither layer can be identified (TIE_TOLERANCE), in float64 and float32.
+    # (With no tolerance one of the two wins wherever the jitter favours it.)
+    paths = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        paths.append(str(tmp_path / f"pooled{seed}.pth"))
+        torch.save(timm.models.create_model(POOLED).state_dict(), paths[-1])
+    for precision in ("float64", "float32"):
+        result = identify(
+            POOLED,
+            paths,
+            "synthetic",
+            n=16,
+            layers=["features.1", "features.5", "pool"],
+            pools=("mean",),
+            precision=precision,
+            progress=False,
+        )
+        shares = dict(zip(result.table.layer, result.table.share))
+        assert shares["features.5"] == 0 and shares["pool"] == 0
+        matrix = result.matrices["mean"][(0, 1)]
+        assert 0 < abs(matrix[1, 1] - matrix[1, 2]) < 1e-6  # the near-tie the tolerance exists for
+
+
 def test_summary_line_and_saved_provenance(checkpoints, tmp_path, one_thread):
     result = identify(TINY, checkpoints, "synthetic", n=8, progress=False)
     line = result.summary_line()
@@ -240,3 +293,24 @@ def test_config_file(tmp_path, checkpoints):
     config.write_text("model: x\ncheckpoints: []\nanalysis: {pool: mean}\n")
     with pytest.raises(ConfigError, match="unknown key 'analysis.pool'"):
         load_identify_config(config)
+
+
+def test_pooling_study_margins_against_hand_computed_values():
+    # scripts/pooling_study.py's margins: corresponding-layer CKA minus the best other layer's, averaged over the
+    # ordered network pairs (the pair (j, i) reads the transpose), and the corresponding-layer CKA's spread.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "scripts" / "pooling_study.py"
+    spec = importlib.util.spec_from_file_location("pooling_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    m01 = np.array([[0.9, 0.7], [0.8, 0.6]])
+    m02 = np.array([[0.5, 0.1], [0.3, 0.8]])
+    m12 = np.array([[0.7, 0.2], [0.4, 0.4]])
+    out = study.margins({(0, 1): m01, (0, 2): m02, (1, 2): m12}, 3)
+    # ordered pairs: m01, m02, m12 and their transposes; averages of the diagonal and of the off-diagonal cells
+    diagonal = np.array([0.9 + 0.5 + 0.7, 0.6 + 0.8 + 0.4]) * 2 / 6
+    upper = (0.7 + 0.1 + 0.2 + 0.8 + 0.3 + 0.4) / 6  # cell (0, 1): m[0, 1] of each pair, m[1, 0] of each transpose
+    assert out["margin"] == pytest.approx(np.round(diagonal - [upper, upper], 3).tolist())
+    assert out["spread"] == pytest.approx(np.round([np.std([0.9, 0.5, 0.7]), np.std([0.6, 0.8, 0.4])], 3).tolist())

@@ -112,6 +112,14 @@ def test_checkpoints_of_different_architectures(nets, tmp_path, assert_one_line_
     assert_one_line_error(result, "different architectures", "identify_cli_other")
 
 
+def test_unreadable_checkpoint(nets, tmp_path, assert_one_line_error):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"junk")  # too short for torch.load's legacy header: struct.error inside torch
+    out = tmp_path / "o"
+    assert_one_line_error(_run(nets[0], str(junk), "--model", SMALL, "--out", str(out)), "cannot read checkpoint")
+    assert not out.exists()
+
+
 def test_layer_lists_that_differ(nets, tmp_path, assert_one_line_error):
     config = tmp_path / "layers.yaml"
     config.write_text(

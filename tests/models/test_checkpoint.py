@@ -159,6 +159,9 @@ def test_classifier_size_is_read_from_the_checkpoint_and_a_contrary_one_is_refus
         ("missing.pth", None, "does not exist"),
         ("weights.ckpt", b"", "unsupported type"),
         ("corrupt.pth", b"not a zip archive at all", "cannot read checkpoint"),
+        ("short.pth", b"junk", "cannot read checkpoint"),  # too short for the legacy header (struct.error)
+        ("zip-header.pth", b"PK\x03\x04" + bytes(100), "cannot read checkpoint"),
+        ("truncated.pth", "truncated", "cannot read checkpoint"),  # half of a torch.save file (OSError)
         (
             "corrupt.safetensors",
             b"\x00\x01garbage",
@@ -168,7 +171,10 @@ def test_classifier_size_is_read_from_the_checkpoint_and_a_contrary_one_is_refus
 )
 def test_unreadable_checkpoints_are_one_line_errors(tmp_path, filename, content, message):
     path = tmp_path / filename
-    if content is not None:
+    if content == "truncated":
+        torch.save({"w": torch.randn(100, 100)}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif content is not None:
         path.write_bytes(content)
     with pytest.raises(CheckpointError, match=message) as info:
         load_model("test_vit", checkpoint=path)
