@@ -17,8 +17,13 @@ version (path, size, modification time, inode) of a file.
 An entry is two files in the cache directory:
 
 * ``<model>-<key>.safetensors``: the ``(n, C)`` float32 features, one tensor per layer (no pickle), with
-  the layer order in its metadata;
+  the layer order in its metadata (flattened layers: one float64 Gram per layer and batch);
 * ``<model>-<key>.json``: the key record, the layer order and facts, the data file's size and SHA-256.
+
+Flattened layers over several batches, recorded through a :class:`~cka_probe.analysis.spool.GramSpool`, keep
+one data file per batch instead, ``<model>-<key>.gram<k>.safetensors`` (every layer's Gram of batch ``k``),
+each with its size and SHA-256 in the sidecar; they are read back one batch at a time
+(:class:`~cka_probe.analysis.spool.SpooledGrams`), so a cached run holds ``O(L b^2)`` numbers, not ``O(L n b)``.
 
 The sidecar is written last, atomically, so an entry without one is incomplete. An entry is never used,
 and the features are recomputed with a :class:`CacheCorruptWarning`, when its data file's size or hash
@@ -38,6 +43,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -53,6 +59,7 @@ from ..capture import LayerInfo
 from ._io import atomic_path, ensure_writable_dir
 from .provenance import sha256_text
 from .result import safe_name
+from .spool import GramSpool, SpooledGrams
 
 __all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key", "key_digest"]
 
@@ -141,6 +148,14 @@ class FeatureCache:
         stem = f"{safe_name(str(key['model']['name']))}-{key_digest(key)[:24]}"
         return self.directory / f"{stem}.safetensors", self.directory / f"{stem}.json"
 
+    def part_paths(self, key: dict[str, Any], batches: int) -> list[Path]:
+        """The per-batch data files of an entry of spooled Grams."""
+        data_path, _ = self.paths(key)
+        return [
+            data_path.with_name(f"{data_path.name.removesuffix('.safetensors')}.gram{k}.safetensors")
+            for k in range(batches)
+        ]
+
     def load(self, key: dict[str, Any]) -> dict[str, Any] | None:
         """The cached entry for ``key`` as the fields of an :class:`~cka_probe.analysis.features.ExtractedFeatures`
         (``features``, ``layers``, ``n``, ``seconds``, ``extra``), or ``None`` when absent or failing its checks
@@ -153,13 +168,15 @@ class FeatureCache:
             problem = None
             if meta.get("key") != json.loads(json.dumps(key, default=str)):
                 problem = "its key record differs from the one asked for"
+            elif meta.get("parts") is not None:
+                problem, features = self._load_parts(key, meta)
             elif not data_path.exists():
                 problem = "its data file is missing"
             elif data_path.stat().st_size != meta["size"]:
                 problem = f"its data file has {data_path.stat().st_size} bytes instead of {meta['size']}"
             elif sha256_file(data_path) != meta["sha256"]:
                 problem = "its data file's SHA-256 does not match"
-            if problem is None:
+            if problem is None and meta.get("parts") is None:
                 with safe_open(str(data_path), framework="pt") as handle:
                     stored_order = json.loads((handle.metadata() or {}).get("layers", "null"))
                     problem = _layer_order_problem(meta, stored_order, key)
@@ -188,17 +205,42 @@ class FeatureCache:
             n=int(meta["n"]),
             seconds=0.0,
             extra={
-                "cache": str(data_path),
+                "cache": str(meta_path if meta.get("parts") is not None else data_path),
                 "cached": True,
                 "model": meta.get("model"),
                 "seconds_when_computed": meta.get("seconds"),
             },
         )
 
+    def _load_parts(self, key: dict[str, Any], meta: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+        """``(problem, features)`` of an entry of spooled Grams: its per-batch files checked, nothing read yet."""
+        parts = meta["parts"]
+        paths = self.part_paths(key, len(parts))
+        for k, (path, part) in enumerate(zip(paths, parts)):
+            if not path.exists():
+                return f"its data file for batch {k} is missing", None
+            if path.stat().st_size != part["size"]:
+                return f"its data file for batch {k} has {path.stat().st_size} bytes instead of {part['size']}", None
+            if sha256_file(path) != part["sha256"]:
+                return f"its data file for batch {k} has another SHA-256", None
+        with safe_open(str(paths[0]), framework="pt") as handle:
+            stored_order = json.loads((handle.metadata() or {}).get("layers", "null"))
+        problem = _layer_order_problem(meta, stored_order, key)
+        if problem is not None:
+            return problem, None
+        spool = GramSpool(files=paths, layers=meta["layers"], sizes=[part["batch_size"] for part in parts])
+        return None, {name: spool.layer(name) for name in meta["layers"]}
+
     def save(self, key: dict[str, Any], extracted: Any) -> Path:
-        """Store ``extracted`` under ``key``; returns the data file's path."""
+        """Store ``extracted`` under ``key``; returns the data file's path (of spooled Grams: the sidecar's).
+
+        Spooled Grams (:class:`~cka_probe.analysis.spool.SpooledGrams`, all of one spool in the same cache
+        directory) are not copied: their batch files are renamed into the entry, and read from there after."""
         self.check_writable()
         data_path, meta_path = self.paths(key)
+        spooled = {value.spool for value in extracted.features.values() if isinstance(value, SpooledGrams)}
+        if spooled:
+            return self._save_spool(key, extracted, spooled)
         tensors, batches = {}, None
         for name, value in extracted.features.items():
             if isinstance(value, list):  # flattened: one float64 Gram per batch, kept in float64
@@ -232,3 +274,32 @@ class FeatureCache:
         with atomic_path(meta_path) as tmp:
             tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n")
         return data_path
+
+    def _save_spool(self, key: dict[str, Any], extracted: Any, spooled: set[GramSpool]) -> Path:
+        _, meta_path = self.paths(key)
+        (spool,) = spooled
+        if list(extracted.features) != spool.layers or len(spooled) != 1:
+            raise ValueError("spooled Grams are cached only when every layer is one spool's, in its order")
+        targets = self.part_paths(key, len(spool.files))
+        if spool.directory is not None and spool.directory.parent.resolve() == self.directory.resolve():
+            spool.move_files(targets)  # the same file system: renamed, not copied
+        else:
+            for source, target in zip(spool.files, targets):
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(source, tmp)
+        meta = {
+            "key": key,
+            "layers": list(extracted.features),
+            "gram_batches": len(targets),
+            "parts": [
+                {"batch_size": size, "size": path.stat().st_size, "sha256": sha256_file(path)}
+                for size, path in zip(spool.sizes, targets)
+            ],
+            "layer_info": [asdict(info) for info in extracted.layers],
+            "n": extracted.n,
+            "model": extracted.extra.get("model"),
+            "seconds": round(extracted.seconds, 3),
+        }
+        with atomic_path(meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+        return meta_path

@@ -24,6 +24,7 @@ import torch
 
 from .._choices import ESTIMATORS, KERNELS, PRECISIONS
 from ..errors import ConfigError, ShapeError
+from .spool import SpooledGrams
 
 __all__ = [
     "CKASettings",
@@ -237,9 +238,12 @@ def pair_tables(
     device = None
     for label in labels:
         for layer, value in features[label].items():
-            first = value if isinstance(value, torch.Tensor) else value[0]
-            device = device or first.device
-            moved = value.to(device) if isinstance(value, torch.Tensor) else [g.to(device) for g in value]
+            if isinstance(value, (torch.Tensor, SpooledGrams)):  # spooled Grams: read batch by batch, onto device
+                device = device or value.device
+                moved = value.to(device)
+            else:
+                device = device or value[0].device
+                moved = [g.to(device) for g in value]
             combined[f"{label}{LAYER_SEPARATOR}{layer}"] = moved
     n = sum(_batch_sizes(next(iter(combined.values()))))
     settings.check(n)
@@ -285,5 +289,7 @@ def pair_tables(
     return tables
 
 
-def _batch_sizes(value: torch.Tensor | list[torch.Tensor]) -> list[int]:
+def _batch_sizes(value: torch.Tensor | list[torch.Tensor] | SpooledGrams) -> list[int]:
+    if isinstance(value, SpooledGrams):
+        return value.sizes  # without reading them
     return [value.shape[0]] if isinstance(value, torch.Tensor) else [g.shape[0] for g in value]

@@ -28,6 +28,7 @@ from ..capture.pooling import FLATTEN
 from ..errors import CKAProbeError
 from .cache import FeatureCache, feature_key
 from .estimation import minibatch_bounds
+from .spool import GramSpool, SpooledGrams
 
 __all__ = [
     "ExtractedFeatures",
@@ -43,6 +44,11 @@ __all__ = [
 ]
 
 
+# With --pool flatten, a model's Grams go to a GramSpool (see .spool) when it runs this many forward batches or
+# more; with fewer they stay in memory. (benchmarks/bench_spool.py sets it out of reach for its in-memory rows.)
+SPOOL_FROM_BATCHES = 2
+
+
 @dataclass
 class ExtractedFeatures:
     """What one model's pass recorded, layer names in forward order, and layer facts.
@@ -52,16 +58,17 @@ class ExtractedFeatures:
     forward batch, in order): the activations themselves are never held.
     """
 
-    features: dict[str, torch.Tensor | list[torch.Tensor]]
+    features: dict[str, torch.Tensor | list[torch.Tensor] | SpooledGrams]
     layers: list[LayerInfo]
     n: int
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> ExtractedFeatures:
-        """Move every recorded tensor (features or Grams) to ``device``, in place; returns ``self``."""
+        """Move every recorded tensor (features or Grams) to ``device``, in place; returns ``self``. Spooled Grams
+        (:class:`~cka_probe.analysis.spool.SpooledGrams`) stay on disk and are read onto ``device``."""
         self.features = {
-            name: value.to(device) if isinstance(value, torch.Tensor) else [g.to(device) for g in value]
+            name: value.to(device) if isinstance(value, (torch.Tensor, SpooledGrams)) else [g.to(device) for g in value]
             for name, value in self.features.items()
         }
         return self
@@ -96,6 +103,7 @@ def extract_features(
     desc: str | None = None,
     progress: bool = True,
     autocast_dtype: torch.dtype | None = None,
+    spool: GramSpool | None = None,
 ) -> ExtractedFeatures:
     """Run ``model`` over ``batches`` under ``torch.inference_mode`` and record pooled features.
 
@@ -108,6 +116,8 @@ def extract_features(
         desc: progress bar label.
         progress: show a tqdm bar over images.
         autocast_dtype: run the forward under autocast with this dtype (features are pooled in float32).
+        spool: with ``pool="flatten"``, write each batch's Grams there as the pass goes and return them as
+            :class:`~cka_probe.analysis.spool.SpooledGrams` (memory ``O(L b^2)`` whatever the number of batches).
 
     Returns:
         :class:`ExtractedFeatures`.
@@ -115,6 +125,7 @@ def extract_features(
     device = torch.device(device)
     start = time.perf_counter()
     recorder = FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts, precision=precision)
+    spooling = spool is not None and recorder.pool == FLATTEN
     seen = 0
     with (
         recorder,
@@ -128,12 +139,18 @@ def extract_features(
                     model(batch)
             else:
                 model(batch)
+            if spooling:
+                spool.append(recorder.take_grams())
             seen += len(batch)
             bar.update(len(batch))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    if spooling:
+        features = {name: spool.layer(name, device) for name in recorder.layers}
+    else:
+        features = recorder.grams if recorder.pool == FLATTEN else recorder.features
     return ExtractedFeatures(
-        features=recorder.grams if recorder.pool == "flatten" else recorder.features,
+        features=features,
         layers=recorder.describe(),
         n=seen,
         seconds=time.perf_counter() - start,
@@ -280,19 +297,19 @@ def model_features(
         checkpoint_select=request.checkpoint_select,
         num_classes=request.num_classes,
     )
+    bounds = minibatch_bounds(probe.n, settings.batch_size)
+    spool = None
+    if settings.pool == FLATTEN and len(bounds) >= SPOOL_FROM_BATCHES:  # Grams of many batches wait on disk
+        spool = GramSpool.inside(cache.directory) if cache is not None else GramSpool()
     extracted = extract_features(
         loaded.model,
-        (
-            images
-            for images, _ in batches(
-                probe, transform_for(loaded), bounds=minibatch_bounds(probe.n, settings.batch_size)
-            )
-        ),
+        (images for images, _ in batches(probe, transform_for(loaded), bounds=bounds)),
         **settings.recorder_options(),
         device=device,
         total=probe.n,
         desc=request.display,
         progress=progress,
+        spool=spool,
     )
     if extracted.n != probe.n:
         raise CKAProbeError(f"{request.display} saw {extracted.n} images instead of {probe.n}")

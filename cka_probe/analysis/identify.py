@@ -23,9 +23,11 @@ Estimators: ``full`` is the biased (or, with ``unbiased``, Song et al.'s unbiase
 n images in one batch; ``minibatch`` is Nguyen, Raghu and Kornblith's (ICLR 2021) estimator over the
 recorded batches, ``sum_k HSIC_1(K_k, L_k) / sqrt(sum_k HSIC_1(K_k, K_k) sum_k HSIC_1(L_k, L_k))``.
 Flattened features are recorded as one Gram per layer and batch (``pool="flatten"`` of
-:class:`~cka_probe.capture.FeatureRecorder`) and enter the math as :class:`~cka_probe.math.Gram`, so memory
-is ``O(K L n b)`` float64 numbers (K networks, L layers, n images in batches of b) whatever the layers' sizes;
-an exact full estimator over several batches would need every cross-batch product and is not offered.
+:class:`~cka_probe.capture.FeatureRecorder`) and enter the math as :class:`~cka_probe.math.Gram`; over several
+batches they wait on disk (:class:`~cka_probe.analysis.spool.GramSpool`, ``K L n b`` float64 numbers for K
+networks, L layers, n images in batches of b) and are read one batch at a time, so memory is ``O(K L b^2)``
+whatever the layers' sizes and n; an exact full estimator over several batches would need every cross-batch
+product and is not offered.
 """
 
 from __future__ import annotations
@@ -53,9 +55,10 @@ from ..math import ZeroVarianceWarning
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .comparison import TOKEN_RULES, _tokens
 from .estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
-from .features import FeatureSettings, resolve_device
+from .features import SPOOL_FROM_BATCHES, FeatureSettings, resolve_device
 from .provenance import environment, package_versions
 from .result import _jsonable, output_paths
+from .spool import GramSpool
 
 __all__ = [
     "DEFAULT_POOLS",
@@ -241,6 +244,9 @@ def _record_network(
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     settings = {pool: FeatureSettings(network.layers, tokens, pool, (), batch_size, precision) for pool in pools}
     recorders = {pool: FeatureRecorder(loaded.model, **s.recorder_options()) for pool, s in settings.items()}
+    bounds = minibatch_bounds(probe.n, batch_size)
+    # Grams of many batches wait on disk, read back batch by batch (see .spool): O(L b^2) per network
+    spool = GramSpool() if FLATTEN in recorders and len(bounds) >= SPOOL_FROM_BATCHES else None
     try:
         for recorder in recorders.values():
             recorder.attach()
@@ -248,8 +254,10 @@ def _record_network(
             torch.inference_mode(),
             tqdm(total=probe.n, desc=network.label, unit="img", disable=not progress, leave=False) as bar,
         ):
-            for images, _ in batches(probe, transform_for(loaded), bounds=minibatch_bounds(probe.n, batch_size)):
+            for images, _ in batches(probe, transform_for(loaded), bounds=bounds):
                 loaded.model(images.to(device))
+                if spool is not None:
+                    spool.append(recorders[FLATTEN].take_grams())
                 bar.update(len(images))
     finally:
         for recorder in recorders.values():
@@ -257,6 +265,8 @@ def _record_network(
     first = next(iter(recorders.values()))
     # what pair_tables takes: pooled (n, C) features, or one Gram per batch of a flattened layer
     per_pool = {pool: recorder.grams if pool == FLATTEN else recorder.features for pool, recorder in recorders.items()}
+    if spool is not None:
+        per_pool[FLATTEN] = {name: spool.layer(name, device) for name in recorders[FLATTEN].layers}
     facts = [
         {
             "name": i.name,

@@ -16,8 +16,10 @@ where one forward begins and ends:
 With ``pool="flatten"`` the hook keeps no features: it reduces each output at once to the
 ``(b, b)`` float64 linear Gram of the batch's centred, flattened features
 (:func:`~cka_probe.capture.pooling.flattened_gram`) and drops the activation. The recorder then
-holds one Gram per layer and forward, :attr:`FeatureRecorder.grams`: memory ``O(L b^2)`` for ``L``
-layers and batches of ``b``, whatever the spatial size. A layer whose flattened width changes
+holds one Gram per layer and forward, :attr:`FeatureRecorder.grams`: ``O(L b^2)`` numbers per forward for
+``L`` layers and batches of ``b``, whatever the spatial size (taken after every batch with
+:meth:`FeatureRecorder.take_grams`, ``O(L b^2)`` in all, whatever the number of batches). A layer whose
+flattened width changes
 between batches (the input size changed) is a :class:`~cka_probe.errors.FlattenWidthError`.
 
 Calls whose output does not have one row per image (its first axis differs from the batch size of

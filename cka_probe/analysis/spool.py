@@ -1,0 +1,144 @@
+"""Per-batch Grams of flattened layers kept on disk, so that a run over many batches holds one batch at a time.
+
+With ``--pool flatten`` and more images than one forward batch, the minibatch estimator (Nguyen, Raghu &
+Kornblith 2021) sums one term per batch, and each term needs the two models' Grams of that batch together.
+One model runs over all batches before the next (each model runs once, and its Grams are cached), so its
+Grams of every batch must wait somewhere: held in memory they are ``L n b`` float64 numbers per model (``L``
+layers, ``n`` images in batches of ``b``: 0.5 GB at ``L = 50``, ``n = 10,000``, ``b = 128``). A
+:class:`GramSpool` writes each batch's Grams of every layer to one safetensors file as the forward pass
+goes, and :class:`SpooledGrams` reads them back one batch at a time, so memory stays ``O(L b^2)`` per model
+whatever ``n`` (the batch being read; the disk holds the rest).
+
+A spool lives in a directory of its own: inside the feature cache's directory when there is one (its files
+then become the cache entry's data files, see :mod:`cka_probe.analysis.cache`), else in a temporary directory
+removed when the spool is garbage collected. Sent to another process (a Ray worker's result), spooled Grams
+travel by value, as a list of tensors: a temporary directory on one node is not seen from another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["GramSpool", "SpooledGrams"]
+
+
+class GramSpool:
+    """The Grams of flattened layers, one safetensors file per forward batch (every layer's Gram of that batch).
+
+    Args:
+        directory: where the batch files go; ``None``: a new temporary directory, removed with the spool.
+        files: existing batch files, in batch order (a cache entry's), instead of writing new ones.
+        layers: the layer names of ``files``, in forward order.
+        sizes: the batch sizes of ``files``.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike | None = None,
+        *,
+        files: Sequence[str | os.PathLike] = (),
+        layers: Sequence[str] = (),
+        sizes: Sequence[int] = (),
+    ) -> None:
+        if directory is None and not files:
+            directory = tempfile.mkdtemp(prefix="cka-probe-grams-")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        else:
+            self._cleanup = None
+        self.directory = Path(directory) if directory is not None else None
+        self.files = [Path(f) for f in files]
+        self.layers = list(layers)
+        self.sizes = [int(s) for s in sizes]
+        self._loaded: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    @classmethod
+    def inside(cls, parent: str | os.PathLike) -> GramSpool:
+        """A spool in a new directory under ``parent`` (the feature cache's, so its files can be moved into it)."""
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        directory = tempfile.mkdtemp(prefix=".spool-", dir=parent)
+        spool = cls(directory)
+        spool._cleanup = weakref.finalize(spool, shutil.rmtree, directory, ignore_errors=True)  # until moved
+        return spool
+
+    def append(self, grams: Mapping[str, Sequence[torch.Tensor]]) -> None:
+        """Write one batch: ``grams`` maps each layer to the Grams recorded since the last batch (one each, as
+        :meth:`~cka_probe.capture.FeatureRecorder.take_grams` gives them after one forward pass)."""
+        if self.directory is None:
+            raise ValueError("this spool reads existing files; it cannot be written")
+        layers = list(grams)
+        if not self.layers:
+            self.layers = layers
+        if layers != self.layers or any(len(grams[name]) != 1 for name in layers):
+            raise ValueError("each batch must hold one Gram of every layer, in the first batch's order")
+        path = self.directory / f"batch{len(self.files)}.safetensors"
+        tensors = {name: grams[name][0].detach().to("cpu", torch.float64).contiguous() for name in layers}
+        save_file(tensors, str(path), metadata={"layers": json.dumps(layers), "batch": str(len(self.files))})
+        self.files.append(path)
+        self.sizes.append(int(grams[layers[0]][0].shape[0]))
+
+    def batch(self, k: int) -> dict[str, torch.Tensor]:
+        """Every layer's Gram of batch ``k`` (the last batch read is kept, so reading layer after layer costs one
+        file read per batch)."""
+        if self._loaded is None or self._loaded[0] != k:
+            self._loaded = None  # drop the previous batch before reading the next
+            self._loaded = (k, load_file(str(self.files[k])))
+        return self._loaded[1]
+
+    def layer(self, name: str, device: torch.device | str = "cpu") -> SpooledGrams:
+        """The Grams of one layer, batch by batch."""
+        return SpooledGrams(self, name, torch.device(device))
+
+    def move_files(self, targets: Sequence[Path]) -> None:
+        """Rename the batch files to ``targets`` (in the same file system) and remove the spool's own directory."""
+        for source, target in zip(self.files, targets, strict=True):
+            os.replace(source, target)
+        self.files = list(targets)
+        self._loaded = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            if self._cleanup is not None:
+                self._cleanup.detach()
+            self.directory = None
+
+
+class SpooledGrams(Sequence[torch.Tensor]):
+    """One layer's per-batch ``(b_k, b_k)`` float64 Grams in a :class:`GramSpool`, read when indexed.
+
+    Behaves as the list of Grams it stands for (``len``, indexing, iteration), read batch by batch; ``sizes``
+    gives the batch sizes without reading anything. Pickled, it becomes that list.
+    """
+
+    def __init__(self, spool: GramSpool, name: str, device: torch.device) -> None:
+        self.spool = spool
+        self.name = name
+        self.device = device
+
+    @property
+    def sizes(self) -> list[int]:
+        return list(self.spool.sizes)
+
+    def __len__(self) -> int:
+        return len(self.spool.files)
+
+    def __getitem__(self, k):  # noqa: ANN001 - an int (a slice gives a list)
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"batch {k} of {len(self)}")
+        return self.spool.batch(k % len(self))[self.name].to(self.device)
+
+    def to(self, device: torch.device | str) -> SpooledGrams:
+        """The same Grams, read onto ``device``."""
+        return SpooledGrams(self.spool, self.name, torch.device(device))
+
+    def __reduce__(self):
+        return list, (list(self),)
