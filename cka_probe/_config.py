@@ -95,18 +95,23 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def validate(schema: type[BaseModel], raw: Any, source: str = "config") -> BaseModel:
-    """Check ``raw`` against ``schema``; the first problem becomes a one-line :class:`ConfigError`."""
+def validate(schema: type[BaseModel], raw: Any, source: str = "config", *, overrides: bool = True) -> BaseModel:
+    """Check ``raw`` against ``schema``; the first problem becomes a one-line :class:`ConfigError`.
+
+    ``overrides``: whether the command takes ``--set KEY=VALUE`` (the fix the message suggests besides the file).
+    """
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise schema_error(exc, source, schema) from None
+        raise schema_error(exc, source, schema, overrides=overrides) from None
 
 
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|tuple)$|[^a-z0-9_]")
 
 
-def schema_error(exc: ValidationError, source: str = "config", schema: type[BaseModel] | None = None) -> ConfigError:
+def schema_error(
+    exc: ValidationError, source: str = "config", schema: type[BaseModel] | None = None, *, overrides: bool = True
+) -> ConfigError:
     """One line from a pydantic error: the key as a dotted path, what is wrong, the value, the fix."""
     errors = exc.errors(include_url=False)
     # A value that fits no member of a union reports once per member; the deepest path says the most.
@@ -136,7 +141,9 @@ def schema_error(exc: ValidationError, source: str = "config", schema: type[Base
         return ConfigError(f"{source}: {message}")
     value = error.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict | list) and value is not None else ""
-    if re.fullmatch(r"[\w.]+", where):
+    if not overrides:
+        fix = "; fix it in the file"
+    elif re.fullmatch(r"[\w.]+", where):
         fix = f"; fix it in the file or with --set {where}=VALUE"
     elif re.fullmatch(r"[\w.]+(\[\d+\])+", where):
         fix = f"; fix it in the file or with --set {where.split('[')[0]}=[...]"

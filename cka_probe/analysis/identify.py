@@ -171,7 +171,7 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
     """
     from .config import IdentifyJob
 
-    job = validate(IdentifyJob, read_yaml(path, "identify config") or {}, str(path))
+    job = validate(IdentifyJob, read_yaml(path, "identify config") or {}, str(path), overrides=False)  # no --set
     data, analysis = job.data.model_dump(), job.analysis.model_dump()
     checkpoints = [
         entry if isinstance(entry, str) else entry.model_dump(exclude_none=True) for entry in job.checkpoints
