@@ -7,11 +7,11 @@ Beside it, the same call with the Grams held in memory (``SPOOL_FROM_BATCHES`` s
 spooling), which grows as ``L n b`` float64 numbers.
 
 Models: timm's ``test_resnet`` against ``test_vit`` (random weights; 12 x 6 flattened layers at 160 x 160),
-Fashion-MNIST probe images, batches of 128, no feature cache. Each row runs in a fresh process; peak memory
-is the rise of the process's peak resident set over the resident set before the call (models built inside
-the call). Linux only.
+Fashion-MNIST probe images (its test split holds 10,000), batches of 128, no feature cache. Each row runs in a
+fresh process; peak memory is the rise of the process's peak resident set over the resident set before the
+call (models built inside the call). Linux only.
 
-Run:  python benchmarks/bench_spool.py [--n 1024,4096,16384] [--threads 2]
+Run:  python benchmarks/bench_spool.py [--n 1024,4096,9984] [--threads 2]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _child(variant: str, n: int, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", default="1024,4096,16384", help="comma-separated numbers of probe images")
+    parser.add_argument("--n", default="1024,4096,9984", help="comma-separated numbers of probe images")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

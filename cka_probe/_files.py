@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -80,7 +81,8 @@ def _is_stale(path: Path, owner: str, now: float) -> bool:
 
 
 def remove_stale_temp_files(target: str | os.PathLike) -> list[Path]:
-    """Remove the stale temporary files of ``target`` (see the module docstring); returns those removed."""
+    """Remove the stale temporary files (or directories) of ``target`` (see the module docstring); returns those
+    removed."""
     target = Path(target)
     head = f".{target.name}."
     removed = []
@@ -97,7 +99,10 @@ def remove_stale_temp_files(target: str | os.PathLike) -> list[Path]:
         path = target.parent / name
         if _is_stale(path, owner, now):
             with contextlib.suppress(FileNotFoundError):  # another process removed it first
-                path.unlink()
+                if entry.is_dir(follow_symlinks=False):  # a temporary directory (a spool of Grams)
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 removed.append(path)
     return removed
 

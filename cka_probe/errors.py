@@ -26,6 +26,7 @@ __all__ = [
     "OutputNameError",
     "FlattenWidthError",
     "IdentifyError",
+    "SpooledGramsError",
     "KernelError",
     "PrecisionError",
     "DeviceError",
@@ -120,6 +121,11 @@ class FlattenWidthError(CaptureError):
 
 class IdentifyError(CKAProbeError):
     """Networks that the layer-identification check cannot pair: fewer than two, different architectures or layers."""
+
+
+class SpooledGramsError(CKAProbeError):
+    """Grams waiting on disk (:mod:`cka_probe.analysis.spool`) that cannot be read back: their file was removed or
+    changed during the run."""
 
 
 # Math (cka_probe.math).

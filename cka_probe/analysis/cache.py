@@ -56,6 +56,7 @@ from safetensors.torch import save_file
 from .._files import cache_root, sha256_file
 from .._version import __version__
 from ..capture import LayerInfo
+from ..errors import ArgumentError
 from ._io import atomic_path, ensure_writable_dir
 from .provenance import sha256_text
 from .result import safe_name
@@ -279,7 +280,7 @@ class FeatureCache:
         _, meta_path = self.paths(key)
         (spool,) = spooled
         if list(extracted.features) != spool.layers or len(spooled) != 1:
-            raise ValueError("spooled Grams are cached only when every layer is one spool's, in its order")
+            raise ArgumentError("spooled Grams are cached only when every layer is one spool's, in its order")
         targets = self.part_paths(key, len(spool.files))
         if spool.directory is not None and spool.directory.parent.resolve() == self.directory.resolve():
             spool.move_files(targets)  # the same file system: renamed, not copied

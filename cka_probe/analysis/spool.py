@@ -26,7 +26,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .._files import remove_stale_temp_files, temp_prefix
+from ..errors import ArgumentError, ShapeError, SpooledGramsError
 
 __all__ = ["GramSpool", "SpooledGrams"]
 
@@ -62,9 +66,14 @@ class GramSpool:
 
     @classmethod
     def inside(cls, parent: str | os.PathLike) -> GramSpool:
-        """A spool in a new directory under ``parent`` (the feature cache's, so its files can be moved into it)."""
+        """A spool in a new directory under ``parent`` (the feature cache's, so its files can be moved into it).
+
+        Named as cka-probe's temporary files are (``.spool.<host>-<pid>.<random>.tmp``): the spools that killed
+        processes left there are removed first (:func:`~cka_probe._files.remove_stale_temp_files`)."""
         Path(parent).mkdir(parents=True, exist_ok=True)
-        directory = tempfile.mkdtemp(prefix=".spool-", dir=parent)
+        target = Path(parent) / "spool"
+        remove_stale_temp_files(target)
+        directory = tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=parent)
         spool = cls(directory)
         spool._cleanup = weakref.finalize(spool, shutil.rmtree, directory, ignore_errors=True)  # until moved
         return spool
@@ -73,12 +82,12 @@ class GramSpool:
         """Write one batch: ``grams`` maps each layer to the Grams recorded since the last batch (one each, as
         :meth:`~cka_probe.capture.FeatureRecorder.take_grams` gives them after one forward pass)."""
         if self.directory is None:
-            raise ValueError("this spool reads existing files; it cannot be written")
+            raise ArgumentError("this spool reads a cache entry's files; write Grams to a new GramSpool")
         layers = list(grams)
         if not self.layers:
             self.layers = layers
         if layers != self.layers or any(len(grams[name]) != 1 for name in layers):
-            raise ValueError("each batch must hold one Gram of every layer, in the first batch's order")
+            raise ShapeError("each batch must hold one Gram of every layer, in the first batch's order")
         path = self.directory / f"batch{len(self.files)}.safetensors"
         tensors = {name: grams[name][0].detach().to("cpu", torch.float64).contiguous() for name in layers}
         save_file(tensors, str(path), metadata={"layers": json.dumps(layers), "batch": str(len(self.files))})
@@ -90,7 +99,19 @@ class GramSpool:
         file read per batch)."""
         if self._loaded is None or self._loaded[0] != k:
             self._loaded = None  # drop the previous batch before reading the next
-            self._loaded = (k, load_file(str(self.files[k])))
+            try:
+                grams = load_file(str(self.files[k]))
+                missing = [name for name in self.layers if name not in grams]
+            except (OSError, SafetensorError) as exc:
+                raise SpooledGramsError(
+                    f"cannot read the Grams of batch {k} from {self.files[k]} ({exc}); it was removed or changed "
+                    "during the run: run again (with --no-cache if it is a cache entry that another job removes)"
+                ) from exc
+            if missing:
+                raise SpooledGramsError(
+                    f"{self.files[k]} holds no Gram of layer {missing[0]}; it changed during the run: run again"
+                )
+            self._loaded = (k, grams)
         return self._loaded[1]
 
     def layer(self, name: str, device: torch.device | str = "cpu") -> SpooledGrams:

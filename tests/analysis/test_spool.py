@@ -17,6 +17,7 @@ from cka_probe.analysis.estimation import CKASettings, pair_tables
 from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
 from cka_probe.analysis.spool import GramSpool, SpooledGrams
 from cka_probe.data import load_probe_set
+from cka_probe.errors import ShapeError, SpooledGramsError
 from cka_probe.math import Gram, MinibatchCKA
 
 
@@ -56,7 +57,7 @@ def test_a_spool_gives_back_every_batch_bit_for_bit_and_travels_by_value():
 def test_a_spool_refuses_a_batch_that_does_not_match_the_first():
     spool = GramSpool()
     spool.append(_grams([4])[0])
-    with pytest.raises(ValueError, match="one Gram of every layer"):
+    with pytest.raises(ShapeError, match="one Gram of every layer"):
         spool.append(_grams([4], layers=("b", "a"))[0])
 
 
@@ -101,7 +102,7 @@ def test_a_run_over_many_batches_holds_no_gram_in_memory(tmp_path):
 
 def test_cached_spooled_grams_are_renamed_into_the_entry_and_read_from_it(tmp_path):
     first = _features(tmp_path)
-    assert not list(tmp_path.glob(".spool-*"))  # the spool's files became the entry's
+    assert not list(tmp_path.glob(".spool*"))  # the spool's files became the entry's
     parts = sorted(tmp_path.glob("*.gram*.safetensors"))
     assert len(parts) == 3 and not [p for p in tmp_path.glob("*.safetensors") if ".gram" not in p.name]
     meta = json.loads(next(tmp_path.glob("*.json")).read_text())
@@ -141,3 +142,35 @@ def test_compare_over_many_batches_gives_the_same_table_with_and_without_the_cac
     assert warm.metadata["seconds"]["features_from_cache"] == {"a": True, "b": True}
     np.testing.assert_array_equal(warm.matrix.to_numpy(), cold.matrix.to_numpy())
     np.testing.assert_array_equal(none.matrix.to_numpy(), cold.matrix.to_numpy())
+
+
+def test_a_spool_left_by_a_killed_process_is_removed_by_the_next_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from cka_probe._files import temp_prefix
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    mine = temp_prefix(tmp_path / "spool")
+    dead = tmp_path / (mine.replace(f"-{os.getpid()}.", f"-{dead_pid}.") + "abc.tmp")
+    live = tmp_path / (mine + "def.tmp")
+    for directory in (dead, live):
+        directory.mkdir()
+        (directory / "batch0.safetensors").write_bytes(b"x")
+    spool = GramSpool.inside(tmp_path)
+    assert not dead.exists() and live.exists()  # a live writer's spool is never removed
+    assert spool.directory.name.startswith(mine) and spool.directory.name.endswith(".tmp")
+
+
+def test_grams_removed_during_the_run_are_one_line(tmp_path):
+    spool = GramSpool(tmp_path)
+    for batch in _grams([4, 4]):
+        spool.append(batch)
+    view = spool.layer("a")
+    spool.files[1].unlink()
+    assert torch.equal(view[0], view[0])
+    with pytest.raises(SpooledGramsError, match="batch 1 .*run again") as info:
+        view[1]
+    assert "\n" not in str(info.value)
