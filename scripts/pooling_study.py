@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cka_probe.analysis.identify import identify
+from cka_probe.analysis.identify import identify, ordered_pairs
 from cka_probe.data import DEBIAN_FASHION_MNIST, read_fashion_mnist
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # of the Fashion-MNIST training images, pixels in [0, 1]
@@ -142,18 +142,12 @@ def margins(matrices: dict[tuple[int, int], np.ndarray], num_networks: int) -> d
     """How far each layer's corresponding layer stands out, against how much it varies between network pairs.
 
     ``margin``: per layer, its CKA with the corresponding layer minus its highest CKA with any other layer, both
-    averaged over the ordered network pairs (``(i, j)`` reads the transpose of ``(j, i)``, as in
-    :func:`~cka_probe.analysis.identify.identification_scores`). ``spread``: the standard deviation of the
+    averaged over the ordered network pairs (:func:`~cka_probe.analysis.identify.ordered_pairs`, as
+    :func:`~cka_probe.analysis.identify.identification_scores` reads them). ``spread``: the standard deviation of the
     corresponding-layer CKA over the network pairs. A margin small against the spread makes identification a
     coin toss between neighbouring layers, whatever the similarity index.
     """
-    ordered = [
-        matrices[(i, j)] if i < j else matrices[(j, i)].T
-        for i in range(num_networks)
-        for j in range(num_networks)
-        if i != j
-    ]
-    average = np.mean(ordered, axis=0)
+    average = np.mean([matrix for _, _, matrix in ordered_pairs(matrices, num_networks)], axis=0)
     others = np.where(np.eye(len(average), dtype=bool), -np.inf, average).max(axis=1)
     diagonals = np.array([np.diag(matrices[pair]) for pair in matrices])
     return {

@@ -37,7 +37,7 @@ import glob
 import json
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,6 +315,17 @@ def _check_same_layers(recorded: Sequence[_Recorded]) -> None:
 TIE_TOLERANCE = 1e-6
 
 
+def ordered_pairs(
+    matrices: Mapping[tuple[int, int], np.ndarray], num_networks: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Every ordered pair of networks ``(i, j)``, ``i != j``, with its ``(L, L)`` CKA matrix (rows: ``i``'s layers),
+    from the matrices of the pairs ``i < j``: the pair ``(j, i)`` reads the transpose."""
+    for i in range(num_networks):
+        for j in range(num_networks):
+            if i != j:
+                yield i, j, matrices[(i, j)] if i < j else matrices[(j, i)].T
+
+
 def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_networks: int) -> np.ndarray:
     """Per layer, how many ordered network pairs identify it.
 
@@ -337,15 +348,11 @@ def identification_scores(matrices: Mapping[tuple[int, int], np.ndarray], num_ne
         [1, 2]
     """
     counts = None
-    for i in range(num_networks):
-        for j in range(num_networks):
-            if i == j:
-                continue
-            matrix = matrices[(i, j)] if i < j else matrices[(j, i)].T
-            diagonal = np.diag(matrix)
-            others = np.where(np.eye(len(matrix), dtype=bool) | np.isnan(matrix), -np.inf, matrix).max(axis=1)
-            hit = np.isfinite(diagonal) & (diagonal > others + TIE_TOLERANCE)
-            counts = hit.astype(int) if counts is None else counts + hit
+    for _, _, matrix in ordered_pairs(matrices, num_networks):
+        diagonal = np.diag(matrix)
+        others = np.where(np.eye(len(matrix), dtype=bool) | np.isnan(matrix), -np.inf, matrix).max(axis=1)
+        hit = np.isfinite(diagonal) & (diagonal > others + TIE_TOLERANCE)
+        counts = hit.astype(int) if counts is None else counts + hit
     return counts
 
 
@@ -425,11 +432,9 @@ class IdentifyResult:
         labels = [n["label"] for n in self.metadata.get("networks", [])]
         for pool, pairs in self.matrices.items():
             out[pool] = {}
-            for (i, j), matrix in pairs.items():
-                for a, b, m in ((i, j, matrix), (j, i, matrix.T)):
-                    best = [None if np.isnan(row).all() else int(np.nanargmax(row)) + 1 for row in m]
-                    name = f"{labels[a]} -> {labels[b]}" if labels else f"{a} -> {b}"
-                    out[pool][name] = best
+            for a, b, m in ordered_pairs(pairs, 1 + max(max(pair) for pair in pairs)):
+                best = [None if np.isnan(row).all() else int(np.nanargmax(row)) + 1 for row in m]
+                out[pool][f"{labels[a]} -> {labels[b]}" if labels else f"{a} -> {b}"] = best
         return out
 
 
