@@ -119,3 +119,20 @@ def test_models_lists_aliases_and_timm_names():
     assert result.exit_code == 0
     assert "vit_s " in result.output and "vit_small_patch16_224" in result.output
     assert "mobilenetv2" not in result.output
+
+
+def test_layers_with_pool_flatten_shows_each_layers_flattened_width():
+    # test_vit's MLP activations are (101, 192) per image: a class token and 100 patch tokens. Flattened under
+    # --tokens patch the class token is dropped (100 * 192); --tokens all keeps it (101 * 192); maps are C*H*W.
+    def widths(*args):
+        result = run("layers", *args, "--pool", "flatten")
+        assert result.exit_code == 0, result.output
+        rows = [line.split() for line in result.output.splitlines()[1:]]
+        rows = [row for row in rows if len(row) > 2 and row[0].isdigit()]  # not the "N layers" summary
+        return {row[1]: int(row[-1]) for row in rows}
+
+    patch = widths("test_vit")
+    assert patch and set(patch.values()) == {100 * 192}
+    assert set(widths("test_vit", "--tokens", "all").values()) == {101 * 192}
+    maps = widths("test_resnet")
+    assert maps["conv1.2"] == 16 * 80 * 80 and maps["layer4.0.act2"] == 96 * 5 * 5
