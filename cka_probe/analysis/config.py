@@ -248,11 +248,15 @@ class ZooJob(_Job):
 class IdentifyAnalysis(Section):
     layers: str | list[str] = "activations"
     tokens: Tokens = "patch"
+    layouts: dict[str, str] | list[str] = Field(default_factory=dict)
+    checkpoint_key: CheckpointSelect = "auto"
     pools: list[Pool] = Field(default_factory=lambda: ["mean", "flatten"], min_length=1)
     estimator: Estimator = "full"
     unbiased: bool = False
     precision: Precision = "float64"
     device: DeviceName = "auto"
+
+    _check_layouts = field_validator("layouts")(lambda value: _layouts(value))
 
 
 class IdentifyCheckpoint(Section):

@@ -46,9 +46,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._choices import CHECKPOINT_SELECT
 from .._config import read_yaml, validate
 from .._version import __version__
-from ..capture import FeatureRecorder
+from ..capture import FeatureRecorder, parse_layouts
 from ..capture.pooling import FLATTEN, POOLS
 from ..errors import ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
@@ -192,6 +193,8 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
         "unbiased": analysis["unbiased"],
         "precision": analysis["precision"],
         "device": analysis["device"],
+        "layouts": analysis["layouts"],
+        "checkpoint_select": analysis["checkpoint_key"],
     }
 
 
@@ -221,6 +224,8 @@ def _record_network(
     precision: str,
     device: torch.device,
     progress: bool,
+    layouts: Mapping[str, str],
+    checkpoint_select: str,
 ) -> _Recorded:
     """One forward pass over the probe images, every pooling recorded at once (one recorder per pooling)."""
     from tqdm.auto import tqdm
@@ -231,7 +236,9 @@ def _record_network(
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CheckpointKeysWarning)
-        loaded = load_model(network.model, checkpoint=network.checkpoint, device=device)
+        loaded = load_model(
+            network.model, checkpoint=network.checkpoint, device=device, checkpoint_select=checkpoint_select
+        )
     if loaded.missing_keys or loaded.unexpected_keys:
         raise IdentifyError(
             f"checkpoint {network.label} does not fit {loaded.timm_name}: {len(loaded.missing_keys)} missing and "
@@ -242,7 +249,8 @@ def _record_network(
     for warning in caught:
         if not issubclass(warning.category, CheckpointKeysWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    settings = {pool: FeatureSettings(network.layers, tokens, pool, (), batch_size, precision) for pool in pools}
+    overrides = tuple(layouts.items())
+    settings = {pool: FeatureSettings(network.layers, tokens, pool, overrides, batch_size, precision) for pool in pools}
     recorders = {pool: FeatureRecorder(loaded.model, **s.recorder_options()) for pool, s in settings.items()}
     bounds = minibatch_bounds(probe.n, batch_size)
     # Grams of many batches wait on disk, read back batch by batch (see .spool): O(L b^2) per network
@@ -466,6 +474,8 @@ def identify(
     device: str | torch.device = "auto",
     skip_bad: bool = False,
     progress: bool = True,
+    layouts: Mapping[str, str] | Sequence[str] | None = None,
+    checkpoint_select: str = "auto",
 ) -> IdentifyResult:
     """Kornblith et al.'s layer-identification check over several checkpoints of one architecture.
 
@@ -486,6 +496,10 @@ def identify(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         skip_bad: skip unreadable images instead of failing.
         progress: show progress bars.
+        layouts: ``{pattern: layout}`` (or ``["PATTERN=LAYOUT", ...]``) for layers whose layout cannot be
+            decided, as :class:`~cka_probe.capture.FeatureRecorder` takes them; the same for every network.
+        checkpoint_select: which weights of a training checkpoint: ``"auto"`` (the student), ``"student"``
+            or ``"ema"`` (:func:`~cka_probe.models.load_model`).
 
     Returns:
         An :class:`IdentifyResult`.
@@ -507,6 +521,11 @@ def identify(
         kernel="linear", unbiased=bool(unbiased), estimator=estimator, batch_size=batch_size, precision=precision
     ).check(n)
     _tokens(tokens)
+    layouts = parse_layouts(layouts, "--layouts") if layouts else {}
+    if checkpoint_select not in CHECKPOINT_SELECT:
+        raise IdentifyError(
+            f"unknown --checkpoint-key {checkpoint_select!r}; choose from {', '.join(CHECKPOINT_SELECT)}"
+        )
     networks = resolve_networks(model, checkpoints, layers)
     device = resolve_device(device)
     probe = load_probe_set(str(data), n=n, seed=seed, skip_bad=skip_bad)
@@ -514,7 +533,10 @@ def identify(
         check_pooling(pool, settings, probe.n)
     size = batch_size or probe.n
 
-    recorded = [_record_network(net, probe, pools, tokens, batch_size, precision, device, progress) for net in networks]
+    recorded = [
+        _record_network(net, probe, pools, tokens, batch_size, precision, device, progress, layouts, checkpoint_select)
+        for net in networks
+    ]
     _check_same_layers(recorded)
     labels = recorded[0].layers
     matrices: dict[str, dict[tuple[int, int], np.ndarray]] = {}
@@ -553,7 +575,7 @@ def identify(
         "cka_probe": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "check": "layer identification (Kornblith et al. 2019, section 6.1): is the most similar layer of every "
-        "other network the corresponding one (strict maximum of linear CKA)",
+        f"other network the corresponding one (maximum of linear CKA by more than {TIE_TOLERANCE:g})",
         "model": networks[0].model,
         "networks": [{"label": r.network.label, **r.provenance, "seconds": round(r.seconds, 3)} for r in recorded],
         "data": probe.provenance(),
@@ -564,6 +586,8 @@ def identify(
         "layers": recorded[0].layer_facts,
         "pooling": list(pools),
         "tokens": {"rule": tokens, "description": TOKEN_RULES[tokens]},
+        "layouts": dict(layouts),
+        "checkpoint_select": checkpoint_select,
         **settings.record(),
         "dtype": number_formats(pools, settings.precision),
         "device": str(device),

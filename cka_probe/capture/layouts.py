@@ -271,8 +271,8 @@ def _layouts_of_rank(ndim: int) -> list[str]:
 
 
 def _override_hint(name: str, candidates: Sequence[str]) -> str:
-    """The CLI fix for a layer whose layout is not decided: ``--layouts-a/-b 'NAME=LAYOUT'``."""
-    return f"--layouts-a/-b '{name}={candidates[0]}' (layouts: {', '.join(candidates)})"
+    """The CLI fix for a layer whose layout is not decided: ``--layouts-a/-b 'NAME=LAYOUT'`` (identify: ``--layouts``)."""
+    return f"--layouts-a/-b '{name}={candidates[0]}' (identify: --layouts; layouts: {', '.join(candidates)})"
 
 
 def _with_prefix(decided: LayerLayout, prefix_for) -> LayerLayout:

@@ -504,7 +504,7 @@ class FeatureRecorder:
         for pattern in self.overrides:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
                 raise LayerSelectionError(
-                    no_match_message(pattern, names, type(self.model).__name__, "--layouts-a/-b pattern")
+                    no_match_message(pattern, names, type(self.model).__name__, "--layouts-a/-b (or --layouts) pattern")
                 )
 
 

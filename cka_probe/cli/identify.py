@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from .._choices import ESTIMATORS
+from .._choices import CHECKPOINT_SELECT, ESTIMATORS
 from . import _options as opt
 from ._options import report_errors
 
@@ -24,6 +24,8 @@ _CONFIG_KEYS = {
     "precision": "precision",
     "device": "device",
     "skip_bad": "skip_bad",
+    "layouts": "layouts",
+    "checkpoint_key": "checkpoint_select",
 }
 
 
@@ -43,6 +45,19 @@ _CONFIG_KEYS = {
 @opt.SEED
 @opt.LAYERS
 @opt.TOKENS
+@click.option(
+    "--layouts",
+    multiple=True,
+    metavar="PATTERN=LAYOUT",
+    help="Layout of the layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC), for every network; repeatable.",
+)
+@click.option(
+    "--checkpoint-key",
+    type=click.Choice(CHECKPOINT_SELECT),
+    default="auto",
+    show_default=True,
+    help="Weights of training checkpoints: their student or their EMA (auto: the student).",
+)
 @click.option(
     "--pool",
     "pools",
@@ -82,6 +97,8 @@ def identify(
     seed,
     layer_spec,
     tokens,
+    layouts,
+    checkpoint_key,
     pools,
     estimator,
     unbiased,
@@ -116,6 +133,8 @@ def identify(
         "batch_size": batch_size,
         "layers": opt.split_layers(layer_spec),
         "tokens": tokens,
+        "layouts": opt.parse_layouts(layouts, "--layouts"),
+        "checkpoint_select": checkpoint_key,
         "pools": tuple(part.strip().lower() for part in pools.split(",") if part.strip()),
         "estimator": estimator,
         "unbiased": unbiased,

@@ -48,7 +48,7 @@ def test_override_of_wrong_rank_is_an_error():
     mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU())
     with pytest.raises(
         LayerSelectionError,
-        match=r"override \*=NCHW is 4-D but the output \(2, 5, 16\) is 3-D; use --layouts-a/-b .1=NCL. \(layouts: NCL, NLC\)",
+        match=r"override \*=NCHW is 4-D but the output \(2, 5, 16\) is 3-D; use --layouts-a/-b .1=NCL. \(identify: --layouts; layouts: NCL, NLC\)",
     ):
         _resolve(mlp, "1", (2, 5, 16), overrides={"*": "NCHW"})
     with pytest.raises(LayerSelectionError, match="unknown layout 'CHW'"):
@@ -188,7 +188,7 @@ def test_shape_rule_never_picks_between_two_readings(shape, image, verdict):
         _resolve(model, "1", shape, image_size=image)
     message = str(info.value)
     assert f"{verdict} of NCHW and NHWC fit the 32x32 input" in message
-    assert "use --layouts-a/-b '1=NCHW' (layouts: NCHW, NHWC)" in message and "\n" not in message
+    assert "use --layouts-a/-b '1=NCHW' (identify: --layouts; layouts: NCHW, NHWC)" in message and "\n" not in message
 
 
 def test_shape_rule_needs_an_image_input_and_skips_5d():

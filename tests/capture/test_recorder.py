@@ -302,7 +302,9 @@ def test_ambiguous_layout_raises_and_override_decides(raw_outputs, hand_pool):
 def test_selection_errors_at_construction():
     with pytest.raises(LayerSelectionError, match=r"layer pattern 'relux' .* close matches: relu"):
         FeatureRecorder(_toy(), layers=["relux"])
-    with pytest.raises(LayerSelectionError, match=r"--layouts-a/-b pattern 'reul' .* close matches: relu"):
+    with pytest.raises(
+        LayerSelectionError, match=r"--layouts-a/-b \(or --layouts\) pattern 'reul' .* close matches: relu"
+    ):
         FeatureRecorder(_toy(), layouts={"reul": "NCHW"})
     with pytest.raises(LayerSelectionError, match="unknown layout 'CHW'"):
         FeatureRecorder(_toy(), layouts={"relu": "CHW"})

@@ -100,6 +100,8 @@ IDENTIFY = {
     "--seed": ("-1", "--seed"),
     "--layers": ("no_such_layer*", "no_such_layer*"),
     "--tokens": ("first", "--tokens"),
+    "--layouts": ("blocks.*", "--layouts"),
+    "--checkpoint-key": ("teacher", "--checkpoint-key"),
     "--pool": ("median", "median"),
     "--estimator": ("auto", "--estimator"),
     "--precision": ("float16", "--precision"),

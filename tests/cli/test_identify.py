@@ -157,3 +157,29 @@ def test_float32_with_the_minibatch_estimator(nets, tmp_path, assert_one_line_er
     )
     assert_one_line_error(result, "--precision float32 applies to the full estimator")
     assert not (tmp_path / "o").exists()
+
+
+def test_layouts_and_checkpoint_key_reach_every_network(nets, tmp_path, one_thread, assert_one_line_error):
+    # --layouts overrides a layer's layout for every network (recorded in the JSON; here the layout it would have
+    # had, so the numbers are those without it); --checkpoint-key picks the weights of every checkpoint.
+    plain = _run(*nets, "--model", SMALL, "--out", str(tmp_path / "plain"))
+    given = _run(*nets, "--model", SMALL, "--layouts", "features.*=NCHW", "--out", str(tmp_path / "given"))
+    assert plain.exit_code == 0 and given.exit_code == 0, given.output
+    records = [json.loads((tmp_path / d / "identify.json").read_text()) for d in ("plain", "given")]
+    assert records[0]["layouts"] == {} and records[1]["layouts"] == {"features.*": "NCHW"}
+    assert records[0]["overall"] == records[1]["overall"]
+    assert records[1]["checkpoint_select"] == "auto"
+    out = tmp_path / "o"
+    assert_one_line_error(
+        _run(*nets, "--model", SMALL, "--layouts", "nomatch*=NCHW", "--out", str(out)), "--layouts", "nomatch*"
+    )
+    assert_one_line_error(_run(*nets, "--model", SMALL, "--layouts", "features.1", "--out", str(out)), "--layouts")
+    assert_one_line_error(_run(*nets, "--model", SMALL, "--checkpoint-key", "ema", "--out", str(out)), "no EMA weights")
+    config = tmp_path / "ema.yaml"
+    config.write_text(
+        f"model: {SMALL}\ncheckpoints: [{nets[0]}, {nets[1]}]\ndata: {{source: synthetic, n: 8}}\n"
+        "analysis: {checkpoint_key: ema, layouts: {'features.*': NCHW}}\n"
+    )
+    result = CliRunner().invoke(main, ["identify", "--config", str(config), "--out", str(out), "--no-progress"])
+    assert_one_line_error(result, "no EMA weights")  # the file's checkpoint_key reached the loader
+    assert not out.exists()
