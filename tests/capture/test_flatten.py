@@ -383,3 +383,19 @@ def test_streaming_take_grams_into_minibatch_cka_matches_numpy(raw_outputs, one_
     for a in labels:
         for b in labels:
             assert_rel(matrix[a, b], minibatch_cka_np(flat[a], flat[b]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize(("layout", "shape"), [("NCHW", (24, 8, 33, 35)), ("NLC", (24, 197, 40))])
+def test_cuda_flattened_gram_equals_the_cpu_one(precision, layout, shape):
+    # The same block loop on the GPU (block rows of products there): the Gram stays on the device and matches
+    # the CPU's to float64 rounding, or within the float32 bound relative to the largest entry.
+    x = torch.relu(torch.randn(*shape, generator=torch.Generator().manual_seed(3)) + 0.5)
+    prefix = 1 if layout == "NLC" else 0
+    cpu, width = flattened_gram(x, layout, prefix_tokens=prefix, precision=precision)
+    gpu, width_gpu = flattened_gram(x.cuda(), layout, prefix_tokens=prefix, precision=precision)
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float64 and width_gpu == width
+    scale = float(cpu.abs().max())
+    tolerance = 1e-12 if precision == "float64" else 1e-6
+    assert float((gpu.cpu() - cpu).abs().max()) <= tolerance * scale

@@ -134,3 +134,16 @@ def test_constant_layer_is_nan():
     with pytest.warns(ZeroVarianceWarning, match="dead"):
         result = metric.compute()
     assert torch.isnan(result.values[1]).all() and torch.isfinite(result.values[0]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_minibatch_cka_equals_the_cpu_one():
+    g = torch.Generator().manual_seed(9)
+    batches = [(torch.randn(16, 7, generator=g), torch.randn(16, 30, generator=g)) for _ in range(3)]
+    cpu, gpu = MinibatchCKA(), MinibatchCKA()
+    for x, y in batches:
+        cpu.update({"x": x}, {"y": y})
+        gpu.update({"x": x.cuda()}, {"y": y.cuda()})
+    on_gpu = gpu.compute().values
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), cpu.compute().values, rtol=0, atol=1e-12)
