@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import CKAProbeError
 from .cache import FeatureCache
 from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, safe_model_features
+from .spool import SpooledGrams
 
 __all__ = ["CONNECT_TIMEOUT_S", "MAX_RETRIES", "RayUnavailableError", "ray_features_for_models", "task_name"]
 
@@ -48,8 +49,10 @@ def _extract_task(
     settings: FeatureSettings,
     cache_dir: str | None,
     use_gpu: bool,
+    same_machine: bool = False,
 ):
-    """Runs on a Ray worker: one model's features (or its failure record)."""
+    """Runs on a Ray worker: one model's features (or its failure record). ``same_machine``: the driver runs on
+    this machine, so Grams spooled into the cache go back as references to the cache's files, not by value."""
     import torch
 
     from ..data import load_probe_set
@@ -67,6 +70,10 @@ def _extract_task(
     )
     if isinstance(result, ExtractedFeatures):
         result.to("cpu")
+        if same_machine and cache_dir is not None:
+            for value in result.features.values():
+                if isinstance(value, SpooledGrams) and value.spool.directory is None:  # files of a cache entry
+                    value.spool.shared = True
     return result
 
 
@@ -96,10 +103,12 @@ def ray_features_for_models(
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=MAX_RETRIES)(_extract_task)
         cache_dir = str(cache.directory) if cache is not None else None
+        here = ray.get_runtime_context().get_node_id()  # every live node is this one: workers share its files
+        same_machine = all(node["NodeID"] == here for node in ray.nodes() if node.get("Alive"))
         probe_sha = (probe.image_list_sha256, probe.content_sha256)
         futures = {
             task.options(name=task_name(r.display)).remote(
-                r, probe_spec, probe_sha, settings[r.display], cache_dir, use_gpu
+                r, probe_spec, probe_sha, settings[r.display], cache_dir, use_gpu, same_machine
             ): r.display
             for r in requests
         }

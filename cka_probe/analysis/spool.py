@@ -12,7 +12,9 @@ whatever ``n`` (the batch being read; the disk holds the rest).
 A spool lives in a directory of its own: inside the feature cache's directory when there is one (its files
 then become the cache entry's data files, see :mod:`cka_probe.analysis.cache`), else in a temporary directory
 removed when the spool is garbage collected. Sent to another process (a Ray worker's result), spooled Grams
-travel by value, as a list of tensors: a temporary directory on one node is not seen from another.
+travel by value, as a list of tensors: a temporary directory on one node is not seen from another. The files
+of a cache entry travel by reference when the receiver sees them too (:attr:`GramSpool.shared`: Ray started on
+this machine, where the driver reads the workers' cache entries batch by batch as well).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class GramSpool:
         self.layers = list(layers)
         self.sizes = [int(s) for s in sizes]
         self._loaded: tuple[int, dict[str, torch.Tensor]] | None = None
+        # Sent to another process, spooled Grams travel by value unless this is set: for the files of a cache
+        # entry when the receiver sees the same file system (Ray on this machine).
+        self.shared = False
 
     @classmethod
     def inside(cls, parent: str | os.PathLike) -> GramSpool:
@@ -135,7 +140,8 @@ class SpooledGrams(Sequence[torch.Tensor]):
     """One layer's per-batch ``(b_k, b_k)`` float64 Grams in a :class:`GramSpool`, read when indexed.
 
     Behaves as the list of Grams it stands for (``len``, indexing, iteration), read batch by batch; ``sizes``
-    gives the batch sizes without reading anything. Pickled, it becomes that list.
+    gives the batch sizes without reading anything. Pickled, it becomes that list, or, for a spool marked
+    :attr:`GramSpool.shared`, a reference to the same files.
     """
 
     def __init__(self, spool: GramSpool, name: str, device: torch.device) -> None:
@@ -162,4 +168,11 @@ class SpooledGrams(Sequence[torch.Tensor]):
         return SpooledGrams(self.spool, self.name, torch.device(device))
 
     def __reduce__(self):
+        if self.spool.shared:  # the files of a cache entry that the receiving process sees too: by reference
+            return _spooled, (self.spool.files, self.spool.layers, self.spool.sizes, self.name, str(self.device))
         return list, (list(self),)
+
+
+def _spooled(files: list[Path], layers: list[str], sizes: list[int], name: str, device: str) -> SpooledGrams:
+    """A :class:`SpooledGrams` sent by reference (:attr:`GramSpool.shared`), read from the same files here."""
+    return GramSpool(files=files, layers=layers, sizes=sizes).layer(name, device)

@@ -109,3 +109,31 @@ def test_a_killed_worker_is_retried_and_a_model_whose_worker_always_dies_is_reco
     assert manifest["failures"][0]["error_type"] == "WorkerCrashedError"
     assert list(manifest["models"]) == ["test_resnet", "test_convnext"] and manifest["pairs"] == 1
     assert not ray.is_initialized()
+
+
+def test_flattened_grams_over_many_batches_come_back_by_reference_on_this_machine(tmp_path):
+    # The workers spool each batch's Grams into the cache; with Ray on this machine the driver gets references to
+    # those files (read batch by batch, O(L b^2)), not the lists; the zoo's tables equal the local executor's.
+    from cka_probe.analysis.cache import FeatureCache
+    from cka_probe.analysis.features import FeatureSettings, ModelRequest
+    from cka_probe.analysis.spool import SpooledGrams
+    from cka_probe.data import load_probe_set
+
+    spec = {"source": "embedded", "n": 16, "seed": 0, "skip_bad": False}
+    probe = load_probe_set(**spec)
+    request = ModelRequest("test_resnet", weights="random")
+    settings = {request.display: FeatureSettings(pool="flatten", batch_size=8)}
+    results = ray_executor.ray_features_for_models(
+        [request], probe, spec, settings, cache=FeatureCache(tmp_path / "cache"), address=None, progress=False
+    )
+    values = list(results[request.display].features.values())
+    assert values and all(isinstance(v, SpooledGrams) and len(v) == 2 for v in values)
+    assert all(f.parent == tmp_path / "cache" for f in values[0].spool.files)
+    assert values[0][1].shape == (8, 8)
+
+    flat = {**CONFIG, "models": ["test_resnet", "test_vit"], "data": {"source": "embedded", "n": 16, "batch_size": 8}}
+    flat["analysis"] = {"pool": "flatten", "estimator": "minibatch"}
+    config = parse_job_config(flat, "zoo")
+    on_ray = run_zoo(config, output_dir=tmp_path / "ray", executor="ray", cache=tmp_path / "ray-cache", progress=False)
+    local = run_zoo(config, output_dir=tmp_path / "local", cache=tmp_path / "local-cache", progress=False)
+    pd.testing.assert_frame_equal(on_ray.long, local.long)
