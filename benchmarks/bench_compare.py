@@ -57,6 +57,22 @@ def measure_once(fn) -> tuple[float, float, object]:
     return seconds, (_status_kib("VmHWM") - before) / 1024, result
 
 
+def run_child(script: str, argv: list[str], threads: int) -> tuple[dict | None, str]:
+    """Run ``python SCRIPT ARGV`` in a fresh process with torch's and the BLAS libraries' threads set to
+    ``threads`` (SciPy's OpenBLAS forms Grams with one torch thread); ``(the JSON of its last output line, "")``,
+    or ``(None, the last line of its errors)`` when it fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, script, *argv], check=False, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        return None, (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+
+
 def measure_rounds(variants: dict, rounds: int) -> dict[str, tuple[float, float, object]]:
     """Each variant once per round, interleaved, so that a slow spell of the machine hits all of them;
     best time and largest peak per variant."""

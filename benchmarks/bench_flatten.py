@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +38,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_compare import measure_once  # noqa: E402  (one peak-memory method for every benchmark)
+from bench_compare import measure_once, run_child  # noqa: E402  (one peak-memory method for every benchmark)
 
 DATA = "fashion-mnist"
 MODELS = ("mobilenetv2", "vit_s")
@@ -222,8 +220,6 @@ def main() -> None:
 def _run_child(variant: str, n: int, args) -> dict | None:
     started = time.perf_counter()
     command = [
-        sys.executable,
-        __file__,
         "--child",
         variant,
         "--n",
@@ -237,14 +233,10 @@ def _run_child(variant: str, n: int, args) -> dict | None:
         "--precision",
         args.precision,
     ]
-    # BLAS outside torch (SciPy's OpenBLAS, used for Grams with one torch thread) gets the same thread count
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads)}
-    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"{variant} (n={n}) failed after {time.perf_counter() - started:.0f} s: {tail}", flush=True)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    row, error = run_child(__file__, command, args.threads)
+    if row is None:
+        print(f"{variant} (n={n}) failed after {time.perf_counter() - started:.0f} s: {error}", flush=True)
+    return row
 
 
 if __name__ == "__main__":

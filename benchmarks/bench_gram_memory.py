@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_compare import run_child  # noqa: E402
 
 N, C = 128, 32
 
@@ -65,9 +64,11 @@ def main() -> None:
     print(f"{'H = W':>6} {'activation MiB':>15} {'variant':>18} {'peak rise MiB':>14} {'s':>7}")
     for size in (int(v) for v in args.sizes.split(",") if v.strip()):
         for variant in ("cka-probe float64", "cka-probe float32", "plain float64"):
-            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads)}
-            command = [sys.executable, __file__, "--child", variant, str(size), "--threads", str(args.threads)]
-            row = json.loads(subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout)
+            row, error = run_child(
+                __file__, ["--child", variant, str(size), "--threads", str(args.threads)], args.threads
+            )
+            if row is None:
+                raise SystemExit(f"{variant}, H = W = {size} failed: {error}")
             activation = N * C * size * size * 4 / 2**20
             print(
                 f"{size:>6} {activation:15.0f} {variant:>18} {row['peak_mib']:14.1f} {row['seconds']:7.2f}", flush=True

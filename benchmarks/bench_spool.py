@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_compare import run_child  # noqa: E402
 
 MODELS = ("test_resnet", "test_vit")
 BATCH = 128
@@ -81,10 +80,9 @@ def main() -> None:
     rows = []
     for n in sizes:
         for variant in ("spooled", "held"):
-            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads)}
-            command = [sys.executable, __file__, "--child", variant, str(n), "--threads", str(args.threads)]
-            out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
+            row, error = run_child(__file__, ["--child", variant, str(n), "--threads", str(args.threads)], args.threads)
+            if row is None:
+                raise SystemExit(f"{variant}, n={n} failed: {error}")
             held = row["layers"] * n * BATCH * 8 / 2**20  # what keeping every batch's float64 Grams takes
             print(f"{variant:8} {n:>6} {row['seconds']:8.1f} {row['peak_mib']:9.0f} {held:16.0f}", flush=True)
             rows.append(row)

@@ -9,7 +9,18 @@ import traceback
 
 import click
 
-from .._choices import DEVICE_PATTERN, ESTIMATORS, FORMATS, KERNELS, LABELS, POOLS, PRECISIONS, TOKENS, WEIGHTS
+from .._choices import (
+    CHECKPOINT_SELECT,
+    DEVICE_PATTERN,
+    ESTIMATORS,
+    FORMATS,
+    KERNELS,
+    LABELS,
+    POOLS,
+    PRECISIONS,
+    TOKENS,
+    WEIGHTS,
+)
 from ..errors import CKAProbeError
 
 EXIT_USAGE = 2
@@ -127,12 +138,25 @@ CONFIG_OUT = click.option(
 )
 
 
-def layouts_option(side: str):
+def layouts_option(side: str | None = None, whose: str = ""):
+    """``--layouts-a`` / ``--layouts-b`` of one side of compare, or ``--layouts`` (``side=None``)."""
+    whose = whose or (f"{side.upper()}'s layers" if side else "the layers")
     return click.option(
-        f"--layouts-{side}",
+        f"--layouts-{side}" if side else "--layouts",
         multiple=True,
         metavar="PATTERN=LAYOUT",
-        help=f"Layout of {side.upper()}'s layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); repeatable.",
+        help=f"Layout of {whose} matching PATTERN (NCHW, NHWC, NLC, NCL, NC); repeatable.",
+    )
+
+
+def checkpoint_key_option(flag: str = "--checkpoint-key", help: str = "") -> click.Option:  # noqa: A002
+    """Which weights of a training checkpoint: ``auto`` (the student), ``student`` or ``ema``."""
+    return click.option(
+        flag,
+        type=click.Choice(CHECKPOINT_SELECT),
+        default="auto",
+        show_default=True,
+        help=help or "Which weights of a training checkpoint: the student or its EMA (auto: the student).",
     )
 
 

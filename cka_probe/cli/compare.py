@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from .._choices import CHECKPOINT_SELECT
 from . import _options as opt
 from ._options import report_errors
 
@@ -31,16 +30,10 @@ from ._options import report_errors
     help="Local weights for A (.pth, .pt, .safetensors).",
 )
 @click.option("--checkpoint-b", type=click.Path(dir_okay=False), default=None, help="Local weights for B.")
-@click.option(
-    "--checkpoint-key-a",
-    type=click.Choice(CHECKPOINT_SELECT),
-    default="auto",
-    show_default=True,
-    help="Weights of A's training checkpoint: its student or its EMA (auto: the student).",
+@opt.checkpoint_key_option(
+    "--checkpoint-key-a", "Weights of A's training checkpoint: its student or its EMA (auto: the student)."
 )
-@click.option(
-    "--checkpoint-key-b", type=click.Choice(CHECKPOINT_SELECT), default="auto", show_default=True, help="Same for B."
-)
+@opt.checkpoint_key_option("--checkpoint-key-b", "Same for B.")
 @click.option(
     "--num-classes-a",
     type=click.IntRange(min=1),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from .._choices import CHECKPOINT_SELECT, ESTIMATORS
+from .._choices import ESTIMATORS
 from . import _options as opt
 from ._options import report_errors
 
@@ -45,18 +45,9 @@ _CONFIG_KEYS = {
 @opt.SEED
 @opt.LAYERS
 @opt.TOKENS
-@click.option(
-    "--layouts",
-    multiple=True,
-    metavar="PATTERN=LAYOUT",
-    help="Layout of the layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC), for every network; repeatable.",
-)
-@click.option(
-    "--checkpoint-key",
-    type=click.Choice(CHECKPOINT_SELECT),
-    default="auto",
-    show_default=True,
-    help="Weights of training checkpoints: their student or their EMA (auto: the student).",
+@opt.layouts_option(whose="every network's layers")
+@opt.checkpoint_key_option(
+    help="Which weights of training checkpoints: their student or their EMA (auto: the student)."
 )
 @click.option(
     "--pool",

@@ -13,13 +13,7 @@ from ._options import report_errors
 @opt.LAYERS
 @opt.TOKENS
 @opt.POOL
-@click.option(
-    "--layouts",
-    "layouts",
-    multiple=True,
-    metavar="PATTERN=LAYOUT",
-    help="Layout of the layers matching PATTERN (NCHW, NHWC, NLC, NCL, NC); repeatable.",
-)
+@opt.layouts_option()
 @opt.VERBOSE
 @report_errors
 def layers(model, layer_spec, tokens, pool, layouts, verbose):

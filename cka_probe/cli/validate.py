@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .._choices import CHECKPOINT_SELECT, TRAIN_DATASETS
+from .._choices import TRAIN_DATASETS
 from . import _options as opt
 from ._options import report_errors
 
@@ -19,13 +19,7 @@ from ._options import report_errors
     help="Data set layout [default: the run's, else imagenet].",
 )
 @click.option("--model", default=None, help="Model name, for checkpoints that do not record it (e.g. a teacher's).")
-@click.option(
-    "--checkpoint-key",
-    type=click.Choice(CHECKPOINT_SELECT),
-    default="auto",
-    show_default=True,
-    help="Which weights of a training checkpoint: the student or its EMA.",
-)
+@opt.checkpoint_key_option()
 @click.option(
     "--num-classes",
     type=click.IntRange(min=1),
