@@ -95,7 +95,14 @@ class GramSpool:
             raise ShapeError("each batch must hold one Gram of every layer, in the first batch's order")
         path = self.directory / f"batch{len(self.files)}.safetensors"
         tensors = {name: grams[name][0].detach().to("cpu", torch.float64).contiguous() for name in layers}
-        save_file(tensors, str(path), metadata={"layers": json.dumps(layers), "batch": str(len(self.files))})
+        try:
+            save_file(tensors, str(path), metadata={"layers": json.dumps(layers), "batch": str(len(self.files))})
+        except (OSError, SafetensorError) as exc:  # a full disk, most likely
+            detail = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            raise SpooledGramsError(
+                f"cannot write the Grams of batch {len(self.files)} to {self.directory} ({detail}); free space "
+                "there, or point --cache-dir (or TMPDIR, without a cache) to a larger disk"
+            ) from exc
         self.files.append(path)
         self.sizes.append(int(grams[layers[0]][0].shape[0]))
 

@@ -174,3 +174,16 @@ def test_grams_removed_during_the_run_are_one_line(tmp_path):
     with pytest.raises(SpooledGramsError, match="batch 1 .*run again") as info:
         view[1]
     assert "\n" not in str(info.value)
+
+
+def test_a_spool_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    import cka_probe.analysis.spool as spool_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "save_file", full_disk)
+    spool = GramSpool(tmp_path)
+    with pytest.raises(SpooledGramsError, match="batch 0 .*No space left on device.*--cache-dir") as info:
+        spool.append(_grams([4])[0])
+    assert "\n" not in str(info.value)
