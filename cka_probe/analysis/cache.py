@@ -230,7 +230,7 @@ class FeatureCache:
         if problem is not None:
             return problem, None
         spool = GramSpool(files=paths, layers=meta["layers"], sizes=[part["batch_size"] for part in parts])
-        return None, {name: spool.layer(name) for name in meta["layers"]}
+        return None, spool.features()
 
     def save(self, key: dict[str, Any], extracted: Any) -> Path:
         """Store ``extracted`` under ``key``; returns the data file's path (of spooled Grams: the sidecar's).
@@ -278,8 +278,8 @@ class FeatureCache:
 
     def _save_spool(self, key: dict[str, Any], extracted: Any, spooled: set[GramSpool]) -> Path:
         _, meta_path = self.paths(key)
-        (spool,) = spooled
-        if list(extracted.features) != spool.layers or len(spooled) != 1:
+        spool = next(iter(spooled))
+        if len(spooled) != 1 or list(extracted.features) != spool.layers:
             raise ArgumentError("spooled Grams are cached only when every layer is one spool's, in its order")
         targets = self.part_paths(key, len(spool.files))
         if spool.directory is not None and spool.directory.parent.resolve() == self.directory.resolve():

@@ -146,7 +146,7 @@ def extract_features(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     if spooling:
-        features = {name: spool.layer(name, device) for name in recorder.layers}
+        features = spool.features(device)
     else:
         features = recorder.grams if recorder.pool == FLATTEN else recorder.features
     return ExtractedFeatures(

@@ -274,7 +274,7 @@ def _record_network(
     # what pair_tables takes: pooled (n, C) features, or one Gram per batch of a flattened layer
     per_pool = {pool: recorder.grams if pool == FLATTEN else recorder.features for pool, recorder in recorders.items()}
     if spool is not None:
-        per_pool[FLATTEN] = {name: spool.layer(name, device) for name in recorders[FLATTEN].layers}
+        per_pool[FLATTEN] = spool.features(device)
     facts = [
         {
             "name": i.name,

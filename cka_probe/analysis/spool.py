@@ -130,6 +130,11 @@ class GramSpool:
         """The Grams of one layer, batch by batch."""
         return SpooledGrams(self, name, torch.device(device))
 
+    def features(self, device: torch.device | str = "cpu") -> dict[str, SpooledGrams]:
+        """Every layer's Grams, in forward order: what :class:`~cka_probe.analysis.features.ExtractedFeatures`
+        holds for a flattened run."""
+        return {name: self.layer(name, device) for name in self.layers}
+
     def move_files(self, targets: Sequence[Path]) -> None:
         """Rename the batch files to ``targets`` (in the same file system) and remove the spool's own directory."""
         for source, target in zip(self.files, targets, strict=True):
