@@ -25,7 +25,7 @@ import torch
 
 from .._choices import PRECISIONS
 from ..errors import ArgumentError, ShapeError
-from ..math.kernels import FLOAT32_BLOCK, center_features_, full_precision_matmul, upper_gram_
+from ..math.kernels import FLOAT32_BLOCK, center_features_, full_precision_matmul, mean_left_matters, upper_gram_
 from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
 
 __all__ = ["FLATTEN", "POOLS", "TOKENS", "flatten_activation", "flattened_gram", "pool_activation"]
@@ -141,11 +141,12 @@ def flattened_gram(
         prefix_tokens: leading non-patch tokens of an ``NLC`` activation.
         tokens: ``"patch"``, ``"all"`` or ``"cls"``, as in :func:`flatten_activation`.
         precision: ``"float64"`` (default): blocks converted to float64, products in float64.
-            ``"float32"``: blocks of at most 4096 columns centred in float32 (twice, so that float32
-            rounding leaves no mean) and multiplied in float32, their sums added up in float64: 1.6x
-            faster on one CPU thread (0.16 against 0.26 s for a ``(128, 32, 112, 112)`` activation), within
-            1e-6 of float64 relative to the largest entry (the ``--precision float32`` option of the CKA
-            engine, carried to the Grams of flattened layers).
+            ``"float32"``: blocks of at most 4096 columns centred in float32 as they are copied (a second
+            time on the CPU where float32 rounding could leave a mean that matters,
+            :func:`~cka_probe.math.kernels.mean_left_matters`, and always on other devices) and multiplied in float32, their sums added up
+            in float64: 1.6x faster on one CPU thread (0.16 against 0.26 s for a ``(128, 32, 112, 112)``
+            activation), within 1e-6 of float64 relative to the largest entry (the ``--precision float32``
+            option of the CKA engine, carried to the Grams of flattened layers).
 
     Returns:
         ``(K, D)``: the ``(N, N)`` Gram (float64 storage) on the activation's device, and the flattened width.
@@ -169,14 +170,29 @@ def flattened_gram(
         gram = torch.zeros(n, n, dtype=torch.float64, device=device)
         part = torch.zeros(n, n, dtype=torch.float32, device=device) if single else None
         buffer = torch.empty(n * min(block, width), dtype=torch.float32 if single else torch.float64, device=device)
+        averaging = torch.full((1, n), 1.0 / n, dtype=torch.float32, device=device) if single else None
         for start in range(0, width, block):
             columns = rows[:, start : start + block]
-            centred = buffer[: columns.numel()].view(columns.shape).copy_(columns)
-            center_features_(centred)  # float32: twice
+            centred = buffer[: columns.numel()].view(columns.shape)
             if part is None:
+                center_features_(centred.copy_(columns))
                 upper_gram_(centred, gram, accumulate=True)
-            else:  # the block's float32 sum goes to float64
-                gram += upper_gram_(centred, part)
+                continue
+            if columns.dtype == torch.float32:  # copied and centred in one pass
+                mean = averaging @ columns
+                torch.sub(columns, mean, out=centred)
+            else:  # narrower: widened exactly first
+                mean = averaging @ centred.copy_(columns)
+                centred.sub_(mean)
+            if device.type != "cpu":  # the second pass always: the rule would wait on the device every block
+                centred.sub_(averaging @ centred)
+            upper_gram_(centred, part)
+            if device.type == "cpu":
+                mean_squares = n * float(mean.square().sum(dtype=torch.float64))
+                if mean_left_matters(mean_squares, float(part.diagonal().sum(dtype=torch.float64))):
+                    centred.sub_(averaging @ centred)
+                    upper_gram_(centred, part)
+            gram += part  # the block's float32 sum goes to float64
     return gram.triu() + gram.triu(1).T, width
 
 

@@ -53,6 +53,7 @@ from .kernels import (
     full_precision_matmul,
     gram_linear,
     identical_rows,
+    mean_left_matters,
     numpy_gram_,
     one_blas_thread,
     rbf_from_squared_distances,
@@ -92,13 +93,6 @@ _CHUNK_BYTES = (8 << 20, 256 << 20)
 
 # Form the Grams of equal-width layers with batched products on the CPU too (as on CUDA); tests flip it.
 _BATCHED_GRAMS = False
-
-# float32 features are centred a second time when n ||mean||^2 > this times tr(X_c X_c^T) after the first pass.
-# The first pass leaves a mean r of rounding, |r| ~ eps |mean|. Its terms in K_c are rank-2 (X_c r 1^T and its
-# transpose); they vanish against a centred Gram in the biased estimator and enter the unbiased one's closed form
-# through the diagonal at about |r| / |x_c| ~ eps sqrt(this): below the float32 Gram's own rounding. Constant
-# layers (tr ~ 0) always get the second pass, which leaves them exactly constant.
-_SECOND_PASS_OFFSET = 3.0
 
 # At most this many Python threads share the CPU Grams. A layer costs 31 us when it has one column (n = 128,
 # float32, one thread), the bookkeeping, part of it with the GIL held, against 51 us at width 64 and 175 us
@@ -614,7 +608,7 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
     thread's time while a core is still busy: torch's OpenMP workers spin for some milliseconds after a
     parallel op, which is also why the layers of all sides go in one call. The centring is that of
     :func:`~cka_probe.math.kernels.center_features_`, in NumPy so that the threads make no torch calls, except
-    that float32's second pass is made only where ``n ||mean||^2 > _SECOND_PASS_OFFSET tr(X_c X_c^T)`` after
+    that float32's second pass is made only where :func:`~cka_probe.math.kernels.mean_left_matters` after
     the first (constant layers among them, so that the constant-layer test sees them): the ``X_c X_c^T`` of
     the first pass is kept otherwise. Float64 features in float32 work are
     centred in float64, then rounded; narrower ones are widened first.
@@ -659,7 +653,7 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
                     numpy_gram_(centred, gram)
                     if centred.dtype == np.float32:  # second pass where the mean is large against the spread
                         offset = n * float(np.dot(first.ravel(), first.ravel()))
-                        if not offset <= _SECOND_PASS_OFFSET * np.trace(gram, dtype=np.float64):
+                        if mean_left_matters(offset, float(np.trace(gram, dtype=np.float64))):
                             centred -= averaging[np.float32] @ centred
                             numpy_gram_(centred, gram)
                     diag[i] = np.diagonal(gram)

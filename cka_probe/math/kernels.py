@@ -38,6 +38,7 @@ __all__ = [
     "full_precision_matmul",
     "gram_linear",
     "gram_rbf",
+    "mean_left_matters",
     "numpy_gram_",
     "one_blas_thread",
     "squared_distances",
@@ -121,8 +122,8 @@ def center_features_(x: torch.Tensor) -> torch.Tensor:
 
     Float32 is centred twice: the second pass removes the mean that float32 rounding left of the first
     (about 1e-7 of it), so that a constant layer centres to ~1e-14 of its values. (The CPU pass of
-    :func:`~cka_probe.math.cka_matrix` centres in NumPy, the second float32 pass only where the mean is large
-    against the spread, which it learns from the Gram of the first.)
+    :func:`~cka_probe.math.cka_matrix` and the float32 Grams of flattened layers make the second pass only where
+    the mean is large against the spread, which they learn from the Gram of the first: :func:`mean_left_matters`.)
 
     Returns:
         Each element's float64 ``||mean||^2`` (shape ``x.shape[:-2]``).
@@ -133,6 +134,21 @@ def center_features_(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.float32:
         x.sub_(averaging @ x)
     return mean.to(torch.float64).square().sum(dim=(-2, -1))
+
+
+# float32 features are centred a second time when n ||mean||^2 > this times tr(X_c X_c^T) after the first pass.
+# The first pass leaves a mean r of rounding, |r| ~ eps |mean|. Its terms in K_c are rank-2 (X_c r 1^T and its
+# transpose); they vanish against a centred Gram in the biased estimator and enter the unbiased one's closed form
+# through the diagonal at about |r| / |x_c| ~ eps sqrt(this): below the float32 Gram's own rounding. Constant
+# layers (tr ~ 0) always get the second pass, which leaves them exactly constant.
+SECOND_PASS_OFFSET = 3.0
+
+
+def mean_left_matters(mean_squares: float, trace: float) -> bool:
+    """Whether float32 features centred once need a second pass, from ``mean_squares = n ||mean||^2`` of the first
+    pass and ``trace = tr(X_c X_c^T)`` after it: ``mean_squares > SECOND_PASS_OFFSET * trace``, or either is NaN. The one rule of the CPU pass of :func:`~cka_probe.math.cka_matrix` and of the float32 Grams of
+    flattened layers (:func:`~cka_probe.capture.pooling.flattened_gram`)."""
+    return not mean_squares <= SECOND_PASS_OFFSET * trace
 
 
 def gram_linear(x: torch.Tensor | Gram) -> torch.Tensor:

@@ -136,6 +136,32 @@ def test_float32_gram_is_within_1e6_of_the_float64_reference(layout, shape, pref
     )
 
 
+def test_float32_gram_centres_again_where_the_mean_dwarfs_the_spread(monkeypatch, torch_threads):
+    # Blocks are centred as they are copied; where the mean is hundreds of times the spread (a ViT's massive
+    # activations), the mean float32 rounding leaves matters (2e-6 of the largest entry here without the second
+    # pass), so the rule centres such blocks again.
+    x = torch.relu(_randn(16, 8, 20, 30)) + 300.0
+    expected = centred_gram_np(flatten_by_hand(x, "NCHW"))
+    monkeypatch.setattr(pooling, "FLOAT32_BLOCK", 1000)
+    passes = []
+    rule = pooling.mean_left_matters
+    monkeypatch.setattr(pooling, "mean_left_matters", lambda *args: passes.append(rule(*args)) or passes[-1])
+    gram, _ = flattened_gram(x, "NCHW", precision="float32")
+    assert passes and all(passes)
+    np.testing.assert_allclose(gram.numpy(), expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_float32_gram_of_half_precision_activation_widens_it_exactly(dtype, monkeypatch):
+    # Activations under autocast: widened to float32 exactly, then centred; the reference widens them in float64.
+    x = torch.relu(_randn(12, 4, 6, 7)).to(dtype)
+    monkeypatch.setattr(pooling, "FLOAT32_BLOCK", 50)
+    gram, width = flattened_gram(x, "NCHW", precision="float32")
+    expected = centred_gram_np(flatten_by_hand(x, "NCHW"))
+    assert width == 4 * 6 * 7
+    np.testing.assert_allclose(gram.numpy(), expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 def test_constant_flattened_layer_is_nan_with_warning(precision, monkeypatch, torch_threads):
     # A layer whose activation is the same for every image (a bias alone, say) has no CKA. Its hook Gram must
