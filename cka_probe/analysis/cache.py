@@ -53,7 +53,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .._files import cache_root, sha256_file
+from .._files import cache_root, sha256_file, sha256_file_checked
 from .._version import __version__
 from ..capture import LayerInfo
 from ..errors import ArgumentError
@@ -222,14 +222,19 @@ class FeatureCache:
                 return f"its data file for batch {k} is missing", None
             if path.stat().st_size != part["size"]:
                 return f"its data file for batch {k} has {path.stat().st_size} bytes instead of {part['size']}", None
-            if sha256_file(path) != part["sha256"]:
+            if sha256_file_checked(path) != part["sha256"]:  # and again whenever the batch is read (GramSpool)
                 return f"its data file for batch {k} has another SHA-256", None
         with safe_open(str(paths[0]), framework="pt") as handle:
             stored_order = json.loads((handle.metadata() or {}).get("layers", "null"))
         problem = _layer_order_problem(meta, stored_order, key)
         if problem is not None:
             return problem, None
-        spool = GramSpool(files=paths, layers=meta["layers"], sizes=[part["batch_size"] for part in parts])
+        spool = GramSpool(
+            files=paths,
+            layers=meta["layers"],
+            sizes=[part["batch_size"] for part in parts],
+            digests=[part["sha256"] for part in parts],
+        )
         return None, spool.features()
 
     def save(self, key: dict[str, Any], extracted: Any) -> Path:
@@ -292,9 +297,9 @@ class FeatureCache:
             "key": key,
             "layers": list(extracted.features),
             "gram_batches": len(targets),
-            "parts": [
-                {"batch_size": size, "size": path.stat().st_size, "sha256": sha256_file(path)}
-                for size, path in zip(spool.sizes, targets)
+            "parts": [  # the SHA-256 of the bytes written, checked whenever a batch is read
+                {"batch_size": size, "size": path.stat().st_size, "sha256": digest}
+                for size, path, digest in zip(spool.sizes, targets, spool.digests)
             ],
             "layer_info": [asdict(info) for info in extracted.layers],
             "n": extracted.n,

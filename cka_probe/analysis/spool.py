@@ -15,10 +15,15 @@ removed when the spool is garbage collected. Sent to another process (a Ray work
 travel by value, as a list of tensors: a temporary directory on one node is not seen from another. The files
 of a cache entry travel by reference when the receiver sees them too (:attr:`GramSpool.shared`: Ray started on
 this machine, where the driver reads the workers' cache entries batch by batch as well).
+
+Every batch file's SHA-256 is taken from the bytes written and checked against the bytes read, each time a batch
+is read: a file changed between the writing and the reading (another job rewriting a cache entry) is one line,
+never other numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from .._files import remove_stale_temp_files, temp_prefix
 from ..errors import ArgumentError, ShapeError, SpooledGramsError
@@ -45,6 +50,7 @@ class GramSpool:
         files: existing batch files, in batch order (a cache entry's), instead of writing new ones.
         layers: the layer names of ``files``, in forward order.
         sizes: the batch sizes of ``files``.
+        digests: the hex SHA-256 of ``files``, checked whenever one is read.
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class GramSpool:
         files: Sequence[str | os.PathLike] = (),
         layers: Sequence[str] = (),
         sizes: Sequence[int] = (),
+        digests: Sequence[str] = (),
     ) -> None:
         if directory is None and not files:
             directory = tempfile.mkdtemp(prefix="cka-probe-grams-")
@@ -61,9 +68,14 @@ class GramSpool:
         else:
             self._cleanup = None
         self.directory = Path(directory) if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self.files = [Path(f) for f in files]
         self.layers = list(layers)
         self.sizes = [int(s) for s in sizes]
+        self.digests = [str(d) for d in digests]
+        if len(self.digests) != len(self.files):
+            raise ArgumentError("a spool of existing files needs the SHA-256 of each")
         self._loaded: tuple[int, dict[str, torch.Tensor]] | None = None
         # Sent to another process, spooled Grams travel by value unless this is set: for the files of a cache
         # entry when the receiver sees the same file system (Ray on this machine).
@@ -96,8 +108,12 @@ class GramSpool:
         path = self.directory / f"batch{len(self.files)}.safetensors"
         tensors = {name: grams[name][0].detach().to("cpu", torch.float64).contiguous() for name in layers}
         try:
-            save_file(tensors, str(path), metadata={"layers": json.dumps(layers), "batch": str(len(self.files))})
+            # one metadata key: safetensors writes several in an order that changes from process to process, and
+            # the same Grams must give the same bytes (another job recomputing this entry leaves it as it was)
+            data = save(tensors, metadata={"layers": json.dumps(layers)})
+            path.write_bytes(data)
         except (OSError, SafetensorError) as exc:  # a full disk, most likely
+            path.unlink(missing_ok=True)
             detail = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
             raise SpooledGramsError(
                 f"cannot write the Grams of batch {len(self.files)} to {self.directory} ({detail}); free space "
@@ -105,14 +121,21 @@ class GramSpool:
             ) from exc
         self.files.append(path)
         self.sizes.append(int(grams[layers[0]][0].shape[0]))
+        self.digests.append(hashlib.sha256(data).hexdigest())
 
     def batch(self, k: int) -> dict[str, torch.Tensor]:
-        """Every layer's Gram of batch ``k`` (the last batch read is kept, so reading layer after layer costs one
-        file read per batch)."""
+        """Every layer's Gram of batch ``k``, from the file's bytes once their SHA-256 matches the one written (the
+        last batch read is kept, so reading layer after layer costs one file read per batch)."""
         if self._loaded is None or self._loaded[0] != k:
             self._loaded = None  # drop the previous batch before reading the next
             try:
-                grams = load_file(str(self.files[k]))
+                data = self.files[k].read_bytes()
+                if hashlib.sha256(data).hexdigest() != self.digests[k]:
+                    raise SpooledGramsError(
+                        f"{self.files[k]} is not the file written for batch {k}: it changed during the run; run "
+                        "again (with --no-cache if it is a cache entry that another job rewrites)"
+                    )
+                grams = load(data)
                 missing = [name for name in self.layers if name not in grams]
             except (OSError, SafetensorError) as exc:
                 raise SpooledGramsError(
@@ -181,10 +204,13 @@ class SpooledGrams(Sequence[torch.Tensor]):
 
     def __reduce__(self):
         if self.spool.shared:  # the files of a cache entry that the receiving process sees too: by reference
-            return _spooled, (self.spool.files, self.spool.layers, self.spool.sizes, self.name, str(self.device))
+            spool = self.spool
+            return _spooled, (spool.files, spool.layers, spool.sizes, spool.digests, self.name, str(self.device))
         return list, (list(self),)
 
 
-def _spooled(files: list[Path], layers: list[str], sizes: list[int], name: str, device: str) -> SpooledGrams:
+def _spooled(
+    files: list[Path], layers: list[str], sizes: list[int], digests: list[str], name: str, device: str
+) -> SpooledGrams:
     """A :class:`SpooledGrams` sent by reference (:attr:`GramSpool.shared`), read from the same files here."""
-    return GramSpool(files=files, layers=layers, sizes=sizes).layer(name, device)
+    return GramSpool(files=files, layers=layers, sizes=sizes, digests=digests).layer(name, device)

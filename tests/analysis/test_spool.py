@@ -176,14 +176,55 @@ def test_grams_removed_during_the_run_are_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_batch_file_replaced_after_the_entry_was_checked_is_one_line_not_other_numbers(tmp_path):
+    # The cache checks every batch file when it loads an entry; a file replaced after that (another job writing
+    # other Grams under the same name) has the same size and is valid safetensors, and was read unchecked before.
+    spool = GramSpool(tmp_path)
+    for batch in _grams([4, 4]):
+        spool.append(batch)
+    other = GramSpool(tmp_path / "other")
+    for batch in _grams([4, 4], seed=1):
+        other.append(batch)
+    view = spool.layer("a")
+    assert spool.files[1].stat().st_size == other.files[1].stat().st_size
+    spool.files[1].write_bytes(other.files[1].read_bytes())
+    assert torch.equal(view[0], view[0])
+    with pytest.raises(SpooledGramsError, match="batch 1: it changed during the run") as info:
+        view[1]
+    assert "\n" not in str(info.value)
+
+
+def test_the_same_grams_give_the_same_file_bytes(tmp_path):
+    # The metadata is one key, so the bytes do not depend on the order in which safetensors writes keys (it changes
+    # from process to process): a job recomputing an entry leaves the files that a reader holds as they were.
+    digests = []
+    for folder in ("one", "two"):
+        spool = GramSpool(tmp_path / folder)
+        for batch in _grams([4, 5]):
+            spool.append(batch)
+        digests.append(spool.digests)
+        assert [len(d) for d in spool.digests] == [64, 64]
+    assert digests[0] == digests[1]
+    from safetensors import safe_open
+
+    with safe_open(str(spool.files[0]), framework="pt") as handle:
+        assert set(handle.metadata()) == {"layers"}  # two keys came out in either order from one process to the next
+
+
 def test_a_spool_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     import cka_probe.analysis.spool as spool_module
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spool_module, "save_file", full_disk)
+    def half_written(self, data):
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        full_disk()
+
+    monkeypatch.setattr(spool_module.Path, "write_bytes", half_written)
     spool = GramSpool(tmp_path)
     with pytest.raises(SpooledGramsError, match="batch 0 .*No space left on device.*--cache-dir") as info:
         spool.append(_grams([4])[0])
     assert "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
