@@ -608,8 +608,8 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
     thread's time while a core is still busy: torch's OpenMP workers spin for some milliseconds after a
     parallel op, which is also why the layers of all sides go in one call. The centring is that of
     :func:`~cka_probe.math.kernels.center_features_`, in NumPy so that the threads make no torch calls, except
-    that float32's second pass is made only where :func:`~cka_probe.math.kernels.mean_left_matters` after
-    the first (constant layers among them, so that the constant-layer test sees them): the ``X_c X_c^T`` of
+    that float32's second pass is made only where :func:`~cka_probe.math.kernels.mean_left_matters` says so
+    after the first (constant layers among them, so that the constant-layer test sees them): the ``X_c X_c^T`` of
     the first pass is kept otherwise. Float64 features in float32 work are
     centred in float64, then rounded; narrower ones are widened first.
     """

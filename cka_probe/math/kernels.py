@@ -146,8 +146,10 @@ SECOND_PASS_OFFSET = 3.0
 
 def mean_left_matters(mean_squares: float, trace: float) -> bool:
     """Whether float32 features centred once need a second pass, from ``mean_squares = n ||mean||^2`` of the first
-    pass and ``trace = tr(X_c X_c^T)`` after it: ``mean_squares > SECOND_PASS_OFFSET * trace``, or either is NaN. The one rule of the CPU pass of :func:`~cka_probe.math.cka_matrix` and of the float32 Grams of
-    flattened layers (:func:`~cka_probe.capture.pooling.flattened_gram`)."""
+    pass and ``trace = tr(X_c X_c^T)`` after it: ``mean_squares > SECOND_PASS_OFFSET * trace``, or either is NaN.
+
+    The one rule of the CPU pass of :func:`~cka_probe.math.cka_matrix` and of the float32 Grams of flattened
+    layers (:func:`~cka_probe.capture.pooling.flattened_gram`)."""
     return not mean_squares <= SECOND_PASS_OFFSET * trace
 
 
