@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import timm
 import torch
 from click.testing import CliRunner
@@ -136,3 +137,37 @@ def test_layers_with_pool_flatten_shows_each_layers_flattened_width():
     assert set(widths("test_vit", "--tokens", "all").values()) == {101 * 192}
     maps = widths("test_resnet")
     assert maps["conv1.2"] == 16 * 80 * 80 and maps["layer4.0.act2"] == 96 * 5 * 5
+
+
+@pytest.mark.parametrize("fault", ["full disk", "file changed"])
+def test_spooled_grams_that_cannot_be_written_or_read_back_are_one_line(
+    tmp_path, monkeypatch, fault, assert_one_line_error
+):
+    # --pool flatten over several batches keeps each batch's Grams on disk (analysis/spool.py): a disk that fills,
+    # or a batch file that another job replaces before it is read, ends the run with exit code 2 and one line.
+    import cka_probe.analysis.spool as spool_module
+
+    if fault == "full disk":
+
+        def save(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(spool_module, "save", save)
+        expected = ("No space left on device", "--cache-dir")
+    else:
+        append = spool_module.GramSpool.append
+
+        def append_then_change(self, grams):
+            append(self, grams)
+            self.digests[-1] = "0" * 64  # what a file written by someone else would hash to, here
+
+        monkeypatch.setattr(spool_module.GramSpool, "append", append_then_change)
+        expected = ("it changed during the run", "--no-cache")
+    out = tmp_path / "out"
+    args = ["--weights", "random", "-n", "16", "--batch-size", "8", "--no-progress", "--device", "cpu"]
+    result = run(
+        "compare", "test_resnet", "test_vit", *args, "--pool", "flatten", "--estimator", "minibatch", "--no-cache",
+        "--out", str(out),
+    )  # fmt: skip
+    assert_one_line_error(result, *expected)
+    assert not out.exists() or list(out.iterdir()) == []
