@@ -33,6 +33,7 @@ __all__ = [
     "pair_tables",
     "minibatch_bounds",
     "pooling_description",
+    "recorded_to",
     "LAYER_SEPARATOR",
 ]
 
@@ -238,13 +239,8 @@ def pair_tables(
     device = None
     for label in labels:
         for layer, value in features[label].items():
-            if isinstance(value, (torch.Tensor, SpooledGrams)):  # spooled Grams: read batch by batch, onto device
-                device = device or value.device
-                moved = value.to(device)
-            else:
-                device = device or value[0].device
-                moved = [g.to(device) for g in value]
-            combined[f"{label}{LAYER_SEPARATOR}{layer}"] = moved
+            device = device or (value.device if isinstance(value, (torch.Tensor, SpooledGrams)) else value[0].device)
+            combined[f"{label}{LAYER_SEPARATOR}{layer}"] = recorded_to(value, device)
     n = sum(_batch_sizes(next(iter(combined.values()))))
     settings.check(n)
     if settings.estimator == "full":
@@ -287,6 +283,16 @@ def pair_tables(
             columns=pd.Index(list(features[b]), name=b),
         )
     return tables
+
+
+def recorded_to(
+    value: torch.Tensor | list[torch.Tensor] | SpooledGrams, device: torch.device | str
+) -> torch.Tensor | list[torch.Tensor] | SpooledGrams:
+    """One layer's recorded value on ``device``: pooled features, a flattened layer's Grams per batch, or spooled
+    Grams (:class:`~cka_probe.analysis.spool.SpooledGrams`, which stay on disk and are read onto ``device``)."""
+    if isinstance(value, (torch.Tensor, SpooledGrams)):
+        return value.to(device)
+    return [g.to(device) for g in value]
 
 
 def _batch_sizes(value: torch.Tensor | list[torch.Tensor] | SpooledGrams) -> list[int]:

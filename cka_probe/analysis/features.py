@@ -27,7 +27,7 @@ from ..capture import FeatureRecorder, LayerInfo
 from ..capture.pooling import FLATTEN
 from ..errors import CKAProbeError
 from .cache import FeatureCache, feature_key
-from .estimation import minibatch_bounds
+from .estimation import minibatch_bounds, recorded_to
 from .spool import GramSpool, SpooledGrams
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "ModelFailure",
     "ModelRequest",
     "extract_features",
+    "gram_spool",
     "model_features",
     "model_provenance",
     "resolve_cache",
@@ -47,6 +48,14 @@ __all__ = [
 # With --pool flatten, a model's Grams go to a GramSpool (see .spool) when it runs this many forward batches or
 # more; with fewer they stay in memory. (benchmarks/bench_spool.py sets it out of reach for its in-memory rows.)
 SPOOL_FROM_BATCHES = 2
+
+
+def gram_spool(pool: str, batches: int, cache: FeatureCache | None = None) -> GramSpool | None:
+    """Where a pass's Grams of flattened layers wait: a :class:`~cka_probe.analysis.spool.GramSpool` (in the cache's
+    directory when there is a cache) over ``SPOOL_FROM_BATCHES`` batches or more, else None (they stay in memory)."""
+    if pool != FLATTEN or batches < SPOOL_FROM_BATCHES:
+        return None
+    return GramSpool.inside(cache.directory) if cache is not None else GramSpool()
 
 
 @dataclass
@@ -67,10 +76,7 @@ class ExtractedFeatures:
     def to(self, device: torch.device | str) -> ExtractedFeatures:
         """Move every recorded tensor (features or Grams) to ``device``, in place; returns ``self``. Spooled Grams
         (:class:`~cka_probe.analysis.spool.SpooledGrams`) stay on disk and are read onto ``device``."""
-        self.features = {
-            name: value.to(device) if isinstance(value, (torch.Tensor, SpooledGrams)) else [g.to(device) for g in value]
-            for name, value in self.features.items()
-        }
+        self.features = {name: recorded_to(value, device) for name, value in self.features.items()}
         return self
 
     def layer_provenance(self) -> list[dict[str, Any]]:
@@ -298,9 +304,7 @@ def model_features(
         num_classes=request.num_classes,
     )
     bounds = minibatch_bounds(probe.n, settings.batch_size)
-    spool = None
-    if settings.pool == FLATTEN and len(bounds) >= SPOOL_FROM_BATCHES:  # Grams of many batches wait on disk
-        spool = GramSpool.inside(cache.directory) if cache is not None else GramSpool()
+    spool = gram_spool(settings.pool, len(bounds), cache)
     extracted = extract_features(
         loaded.model,
         (images for images, _ in batches(probe, transform_for(loaded), bounds=bounds)),

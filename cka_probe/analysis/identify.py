@@ -56,10 +56,9 @@ from ..math import ZeroVarianceWarning
 from ._io import atomic_path, check_outputs, ensure_writable_dir
 from .comparison import TOKEN_RULES, _tokens
 from .estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
-from .features import SPOOL_FROM_BATCHES, FeatureSettings, resolve_device
+from .features import FeatureSettings, gram_spool, resolve_device
 from .provenance import environment, package_versions
 from .result import _jsonable, output_paths
-from .spool import GramSpool
 
 __all__ = [
     "DEFAULT_POOLS",
@@ -254,7 +253,7 @@ def _record_network(
     recorders = {pool: FeatureRecorder(loaded.model, **s.recorder_options()) for pool, s in settings.items()}
     bounds = minibatch_bounds(probe.n, batch_size)
     # Grams of many batches wait on disk, read back batch by batch (see .spool): O(L b^2) per network
-    spool = GramSpool() if FLATTEN in recorders and len(bounds) >= SPOOL_FROM_BATCHES else None
+    spool = gram_spool(FLATTEN, len(bounds)) if FLATTEN in recorders else None
     try:
         for recorder in recorders.values():
             recorder.attach()

@@ -19,8 +19,8 @@ With ``pool="flatten"`` the hook keeps no features: it reduces each output at on
 holds one Gram per layer and forward, :attr:`FeatureRecorder.grams`: ``O(L b^2)`` numbers per forward for
 ``L`` layers and batches of ``b``, whatever the spatial size (taken after every batch with
 :meth:`FeatureRecorder.take_grams`, ``O(L b^2)`` in all, whatever the number of batches). A layer whose
-flattened width changes
-between batches (the input size changed) is a :class:`~cka_probe.errors.FlattenWidthError`.
+flattened width changes between batches (the input size changed) is a
+:class:`~cka_probe.errors.FlattenWidthError`.
 
 Calls whose output does not have one row per image (its first axis differs from the batch size of
 the model's input) are not features: explicitly selected layers raise :class:`ShapeError`, and the
