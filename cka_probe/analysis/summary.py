@@ -27,11 +27,18 @@ are all NaN are left out; ties go to the shallowest layer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["depth_correspondence", "diagonal_band_mask", "diagonal_band_mean", "relative_depths"]
+__all__ = [
+    "depth_correspondence",
+    "diagonal_band_mask",
+    "diagonal_band_mean",
+    "relative_depths",
+    "score_interval",
+]
 
 DEFAULT_BAND = 0.1
 
@@ -98,3 +105,34 @@ def depth_correspondence(matrix: pd.DataFrame | np.ndarray) -> float:
         best = np.nanargmax(np.where(np.isnan(table[live]), -np.inf, table[live]), axis=1)
         gaps.append(np.abs(own[live] - other[best]).mean())
     return float(1.0 - 3.0 * 0.5 * (gaps[0] + gaps[1]))
+
+
+def score_interval(
+    replicates: np.ndarray, score: Callable[[np.ndarray], float] = diagonal_band_mean, level: float = 0.95
+) -> tuple[float, float]:
+    """Bootstrap percentile interval of a one-number summary of a CKA matrix.
+
+    ``score`` (:func:`diagonal_band_mean`, :func:`depth_correspondence`, ...) is applied to every
+    replicate matrix (:func:`cka_probe.math.bootstrap_replicates`: all cells of a replicate come from
+    one resample of the images) and the interval is ``[q_{(1 - level) / 2}, q_{(1 + level) / 2}]`` of
+    those values (Efron & Tibshirani 1993, Ch. 13; NumPy's linear interpolation), as
+    :func:`cka_probe.math.bootstrap_ci` takes it cell by cell. A replicate whose score is NaN makes the
+    interval NaN, as an undefined replicate does there.
+
+    Args:
+        replicates: ``(K, L_a, L_b)`` bootstrap replicates of the matrix.
+        score: the summary, a function of one ``(L_a, L_b)`` matrix.
+        level: confidence level in (0, 1).
+
+    Returns:
+        ``(low, high)``.
+
+    >>> reps = np.stack([np.eye(3) * v for v in (0.5, 0.7, 0.9)])
+    >>> [round(v, 6) for v in score_interval(reps, level=0.5)]
+    [0.6, 0.8]
+    """
+    values = np.array([score(matrix) for matrix in np.asarray(replicates, dtype=float)])
+    if values.size == 0 or np.isnan(values).any():
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(low), float(high)

@@ -28,7 +28,7 @@ from .kernels import (
     gram_rbf,
     squared_distances,
 )
-from .resampling import bootstrap_ci, permutation_test
+from .resampling import bootstrap_ci, bootstrap_replicates, permutation_test
 from .streaming import MinibatchCKA
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "MinibatchCKA",
     "ZeroVarianceWarning",
     "bootstrap_ci",
+    "bootstrap_replicates",
     "center_features",
     "center_gram",
     "center_gram_unbiased",

@@ -44,7 +44,7 @@ from .cka import (
 )
 from .kernels import Gram, check_sigma_frac, squared_distances, symmetric_gram
 
-__all__ = ["bootstrap_ci", "permutation_test"]
+__all__ = ["bootstrap_ci", "bootstrap_replicates", "permutation_test"]
 
 # Draws are processed in chunks whose largest temporary holds about this many float64 numbers
 # (128 MiB), whatever the number of draws.
@@ -238,9 +238,54 @@ def bootstrap_ci(
         >>> bool(low[0, 0] < high[0, 0] < 1)
         True
     """
-    _check_count(num_resamples, "num_resamples")
     if not 0.0 < level < 1.0:
         raise CKAProbeError(f"level must lie in (0, 1), got {level}; pass e.g. 0.95 for a 95% interval")
+    replicates, wrap = _bootstrap(feats_a, feats_b, num_resamples, seed, kernel, unbiased, sigma_frac)
+    low = _percentile(replicates, (1.0 - level) / 2.0)
+    high = _percentile(replicates, (1.0 + level) / 2.0)
+    undefined = torch.isnan(replicates).any(dim=0)
+    low[undefined] = float("nan")
+    high[undefined] = float("nan")
+    return wrap(low), wrap(high)
+
+
+def bootstrap_replicates(
+    feats_a: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram],
+    feats_b: Sequence[torch.Tensor | Gram] | Mapping[str, torch.Tensor | Gram] | None = None,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    kernel: str = "linear",
+    unbiased: bool = False,
+    sigma_frac: float = 1.0,
+) -> torch.Tensor:
+    """The bootstrap replicates of the whole CKA matrix, from which :func:`bootstrap_ci` takes its percentiles.
+
+    Replicate ``k`` is the ``(L_a, L_b)`` matrix of every cell's CKA on resample ``k`` (the same
+    resamples, estimator and rules as :func:`bootstrap_ci`, which this function shares; NaN where a
+    replicate is undefined, and in the cells of constant layers). A one-number summary of the matrix
+    (say, its diagonal-band mean) applied to every replicate gives that summary's bootstrap
+    distribution, with the dependence between cells kept: all cells of a replicate come from one
+    resample of the images.
+
+    Args:
+        feats_a, feats_b, num_resamples, seed, kernel, unbiased, sigma_frac: as :func:`bootstrap_ci`.
+
+    Returns:
+        A ``(num_resamples, L_a, L_b)`` float64 tensor, rows and columns in the inputs' layer order.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+        >>> reps = bootstrap_replicates([x, x.tanh()], [x], num_resamples=50)
+        >>> tuple(reps.shape), bool(torch.allclose(reps[:, 0, 0], torch.ones(50, dtype=torch.float64)))
+        ((50, 2, 1), True)
+    """
+    return _bootstrap(feats_a, feats_b, num_resamples, seed, kernel, unbiased, sigma_frac)[0]
+
+
+def _bootstrap(feats_a, feats_b, num_resamples, seed, kernel, unbiased, sigma_frac):
+    """Replicates ``(K, L_a, L_b)`` (NaN where undefined) and the function that labels a matrix as the inputs."""
+    _check_count(num_resamples, "num_resamples")
     sides = _Sides.from_inputs(feats_a, feats_b, kernel, unbiased, sigma_frac)
     grams_a, grams_b, norms_a, norms_b = _full_sample_grams(sides, kernel, unbiased, sigma_frac)
     nan_cells = torch.isnan(norms_a)[:, None] | torch.isnan(norms_b)[None, :]
@@ -272,12 +317,8 @@ def bootstrap_ci(
         start += len(indices)
 
     _warn_undefined(sides, undefined_a, undefined_b, too_few_distinct, num_resamples, nan_cells)
-    low = _percentile(replicates, (1.0 - level) / 2.0)
-    high = _percentile(replicates, (1.0 + level) / 2.0)
-    undefined = torch.isnan(replicates).any(dim=0) | nan_cells
-    low[undefined] = float("nan")
-    high[undefined] = float("nan")
-    return sides.wrap(low), sides.wrap(high)
+    replicates[:, nan_cells] = float("nan")
+    return replicates, sides.wrap
 
 
 # --------------------------------------------------------------------------- draws

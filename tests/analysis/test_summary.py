@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cka_probe.analysis.summary import diagonal_band_mask, diagonal_band_mean
+from cka_probe.analysis.summary import depth_correspondence, diagonal_band_mask, diagonal_band_mean, score_interval
 
 
 def test_band_of_a_3_by_5_matrix_by_hand():
@@ -45,3 +45,30 @@ def test_every_row_and_column_has_a_cell_in_the_band():
     for rows, cols in [(2, 40), (40, 2), (9, 4), (3, 3)]:
         mask = diagonal_band_mask(rows, cols, width=0.05)
         assert mask.any(axis=1).all() and mask.any(axis=0).all()
+
+
+def test_score_interval_is_the_percentiles_of_the_replicates_scores():
+    rng = np.random.default_rng(0)
+    replicates = rng.uniform(0, 1, size=(41, 4, 6))
+    # by hand: the band of a 4 x 6 matrix, per replicate, then NumPy's linear-interpolation quantiles
+    da, db = (np.arange(4) + 0.5) / 4, (np.arange(6) + 0.5) / 6
+    band = np.abs(da[:, None] - db[None, :]) <= 0.1
+    band |= (~band.any(axis=1, keepdims=True)) & (
+        np.abs(da[:, None] - db) == np.abs(da[:, None] - db).min(1, keepdims=True)
+    )
+    band |= (~band.any(axis=0, keepdims=True)) & (
+        np.abs(da[:, None] - db) == np.abs(da[:, None] - db).min(0, keepdims=True)
+    )
+    scores = np.array([r[band].mean() for r in replicates])
+    low, high = score_interval(replicates, level=0.9)
+    assert low == pytest.approx(np.quantile(scores, 0.05), abs=1e-14)
+    assert high == pytest.approx(np.quantile(scores, 0.95), abs=1e-14)
+    dc_low, dc_high = score_interval(replicates, depth_correspondence, level=0.9)
+    dc = np.array([depth_correspondence(r) for r in replicates])
+    assert (dc_low, dc_high) == pytest.approx(tuple(np.quantile(dc, [0.05, 0.95])), abs=1e-14)
+
+
+def test_score_interval_with_an_undefined_replicate_is_nan():
+    replicates = np.ones((3, 2, 2))
+    replicates[1] = np.nan
+    assert all(np.isnan(score_interval(replicates)))

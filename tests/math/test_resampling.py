@@ -15,6 +15,7 @@ from cka_probe.math import (
     LabeledMatrix,
     ZeroVarianceWarning,
     bootstrap_ci,
+    bootstrap_replicates,
     center_gram_unbiased,
     cka_matrix,
     permutation_test,
@@ -202,6 +203,32 @@ def test_intervals_equal_a_loop_over_the_same_resamples(kernel, unbiased):
             assert float(low[i, j]) == pytest.approx(expected[0], rel=RTOL, abs=1e-12)
             assert float(high[i, j]) == pytest.approx(expected[1], rel=RTOL, abs=1e-12)
             assert low[i, j] < high[i, j]
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_replicates_equal_each_resample_computed_directly(kernel, unbiased):
+    n, num_resamples, seed, sigma_frac = 10, 12, 3, 0.9
+    feats_a, feats_b = _related_layers(4, n, [3, 16], [4, 2], noise=1.0)
+    replicates = bootstrap_replicates(feats_a, feats_b, num_resamples, seed, kernel, unbiased, sigma_frac)
+    indices = _resample_indices(n, num_resamples, seed).numpy()
+    assert replicates.shape == (num_resamples, 2, 2) and replicates.dtype == torch.float64
+    for k, idx in enumerate(indices):
+        for i, x in enumerate(feats_a):
+            for j, y in enumerate(feats_b):
+                expected = _np_bootstrap_replicate(x.numpy(), y.numpy(), idx, kernel, unbiased, sigma_frac)
+                assert float(replicates[k, i, j]) == pytest.approx(expected, rel=RTOL, abs=1e-12)
+    # the interval is the replicates' percentiles, cell by cell
+    low, high = bootstrap_ci(feats_a, feats_b, num_resamples, seed, 0.9, kernel, unbiased, sigma_frac)
+    assert torch.allclose(low, torch.quantile(replicates, 0.05, dim=0), rtol=0, atol=1e-15)
+    assert torch.allclose(high, torch.quantile(replicates, 0.95, dim=0), rtol=0, atol=1e-15)
+
+
+def test_replicates_of_a_constant_layer_are_nan():
+    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with pytest.warns(ZeroVarianceWarning):
+        replicates = bootstrap_replicates([x, torch.ones(12, 2, dtype=torch.float64)], [x], num_resamples=5)
+    assert torch.isnan(replicates[:, 1, 0]).all() and not torch.isnan(replicates[:, 0, 0]).any()
 
 
 def test_unbiased_replicate_without_repeats_is_the_estimate():
