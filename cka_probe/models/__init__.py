@@ -8,11 +8,12 @@ Public API::
   pretrained, seeded-random or checkpoint weights, and returns a :class:`LoadedModel` with its timm data
   config and provenance.
 * :func:`transform_for` gives the evaluation transform that model was trained with, so two models can see
-  the same images, each prepared its own way.
+  the same images, each prepared its own way: for a ``cka-probe train`` checkpoint, the run's own
+  (:func:`eval_data_config` of its recorded recipe).
 * :data:`ALIASES` is the one alias table; :func:`register_alias` adds to it.
 """
 
-from . import _swin  # noqa: F401  (registers Swin-Nano/Pico, sec. B.2 of OFA-KD, with timm and the alias table)
+from . import _mini, _swin  # noqa: F401  (register Swin-Nano/Pico, sec. B.2 of OFA-KD, and a small Mixer with timm)
 from ._checkpoint import (
     CHECKPOINT_KEYS,
     CHECKPOINT_SELECT,
@@ -27,6 +28,7 @@ from ._checkpoint import (
     select_state_dict,
 )
 from ._load import (
+    DATA_CONFIG_SOURCES,
     WEIGHTS,
     LoadedModel,
     load_model,
@@ -45,12 +47,14 @@ from ._registry import (
     register_alias,
     resolve_name,
 )
+from ._run import RunRecord, checkpoint_label, eval_data_config
 from ._swin import SWIN_VARIANTS
 
 __all__ = [
     "ALIASES",
     "CHECKPOINT_KEYS",
     "CHECKPOINT_SELECT",
+    "DATA_CONFIG_SOURCES",
     "FAMILIES",
     "MODULE_FAMILIES",
     "SAFE_GLOBALS",
@@ -60,10 +64,13 @@ __all__ = [
     "LoadedCheckpoint",
     "LoadedModel",
     "ModelSpec",
+    "RunRecord",
     "SelectedState",
+    "checkpoint_label",
     "checkpoint_model_name",
     "checkpoint_num_classes",
     "create_pretrained",
+    "eval_data_config",
     "family_of",
     "pretrained_record",
     "list_models",
