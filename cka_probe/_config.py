@@ -59,13 +59,20 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
 def parse_override(item: str) -> tuple[str, Any]:
     """``"data.n=64"`` -> ``("data.n", 64)``; the value is read as YAML (numbers, booleans, null, lists).
 
+    A list item is named by its index among the keys: ``models.0.name=resnet18``.
+
     >>> parse_override("analysis.layers=[stem.*, head]")
     ('analysis.layers', ['stem.*', 'head'])
+    >>> parse_override("models.1.label=B")
+    ('models.1.label', 'B')
     """
     key, sep, raw = item.partition("=")
     key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
-        raise ConfigError(f"--set {item!r}: write it as key=value (sections joined by dots), e.g. --set data.n=64")
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.([A-Za-z_][\w-]*|\d+))*", key):
+        raise ConfigError(
+            f"--set {item!r}: write it as key=value, sections and list indices joined by dots, "
+            "e.g. --set data.n=64 or --set models.0.name=resnet18"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -83,16 +90,41 @@ def parse_overrides(items: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    """Set ``raw["a"]["b"] = value`` for ``dotted = "a.b"``, creating sections on the way."""
+    """Set ``raw["a"]["b"] = value`` for ``dotted = "a.b"``, creating sections on the way.
+
+    A number names an existing item of a list (``models.0.name``); a list item that is a plain value
+    (``models: [resnet18]``) becomes ``{"name": value}`` when one of its keys is set.
+    """
     keys = dotted.split(".")
-    node = raw
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if node is None:
-            node = raw[key] = {}
-        if not isinstance(node, dict):
+    node: Any = raw
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[:depth]) or "the file"
+        if isinstance(node, list):
+            if not key.isdigit():
+                raise ConfigError(f"--set {dotted}: {where} is a list; name its item by number, e.g. {where}.0.{key}")
+            index = int(key)
+            if index >= len(node):
+                raise ConfigError(
+                    f"--set {dotted}: {where} has {len(node)} items (numbered from 0); add the item in the file"
+                )
+            if last:
+                node[index] = value
+                return
+            if not isinstance(node[index], dict):
+                node[index] = {"name": node[index]} if isinstance(node[index], str) else {}
+            node = node[index]
+            continue
+        if not isinstance(node, dict) or key.isdigit():
+            raise ConfigError(f"--set {dotted}: {where} is not a list; list items are numbered, sections named")
+        if last:
+            node[key] = value
+            return
+        if node.get(key) is None:
+            node[key] = {}
+        elif not isinstance(node[key], dict | list):
             raise ConfigError(f"--set {dotted}: {key} is not a section")
-    node[keys[-1]] = value
+        node = node[key]
 
 
 def validate(schema: type[BaseModel], raw: Any, source: str = "config", *, overrides: bool = True) -> BaseModel:

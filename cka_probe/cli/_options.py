@@ -24,6 +24,7 @@ from .._choices import (
 from ..errors import CKAProbeError
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 1  # click's exit code when stdout's reader went away (it ends the command quietly)
 
 
 def _device(ctx, param, value):
@@ -208,6 +209,8 @@ def report_errors(func):
         verbose = bool(kwargs.get("verbose")) or bool(click.get_current_context().find_root().params.get("verbose"))
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            raise  # the reader of stdout went away: the entry point ends quietly
         except (CKAProbeError, OSError) as exc:
             if verbose:
                 traceback.print_exc(file=sys.stderr)

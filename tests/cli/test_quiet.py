@@ -1,0 +1,82 @@
+"""Failures that end quietly and say what happened: a closed pipe, a pattern that matches nothing, ``--set``
+on a list item."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import yaml
+from click.testing import CliRunner
+
+from cka_probe.analysis.config import load_job_config
+from cka_probe.cli.main import main
+
+
+def _run(args, tmp_path):
+    return CliRunner().invoke(main, [str(a) for a in args], env={"CKA_PROBE_CACHE": str(tmp_path / "cache")})
+
+
+def test_a_reader_that_stops_early_ends_the_listing_quietly(tmp_path):
+    """``cka-probe models | head``: the reader closes the pipe; no ``Error:`` line, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cka_probe", "models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "CKA_PROBE_CACHE": str(tmp_path / "cache")},
+    )
+    proc.stdout.close()  # before the command writes its first line: every write meets a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert stderr == ""
+
+
+def test_a_pattern_that_matches_no_model_says_so_and_fails(tmp_path, assert_one_line_error):
+    result = _run(["models", "nonexist*"], tmp_path)
+    assert_one_line_error(result, "no model name matches 'nonexist*'", "cka-probe models")
+
+
+def test_a_pattern_that_matches_lists_the_names(tmp_path):
+    result = _run(["models", "test_vit*"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "test_vit" in result.output.split()
+
+
+def _zoo_file(tmp_path):
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump({"weights": "random", "data": {"n": 8}, "models": ["test_resnet", "test_vit"]}))
+    return path
+
+
+def test_set_names_a_list_item_by_its_index(tmp_path):
+    config = load_job_config(
+        _zoo_file(tmp_path), "zoo", ["models.0.name=test_convnext", "models.1.label=V", "data.n=6"]
+    )
+    assert [m.name for m in config.models] == ["test_convnext", "test_vit"]
+    assert [m.display for m in config.models] == ["test_convnext", "V"]
+    assert config.data["n"] == 6
+
+
+def test_set_replaces_a_whole_list_item(tmp_path):
+    config = load_job_config(_zoo_file(tmp_path), "zoo", ["models.1=test_convnext"])
+    assert [m.name for m in config.models] == ["test_resnet", "test_convnext"]
+
+
+def test_set_on_a_list_item_that_is_not_there_is_one_line(tmp_path, assert_one_line_error):
+    out = tmp_path / "out"
+    result = _run(["zoo", _zoo_file(tmp_path), "--out", out, "--set", "models.5.name=test_vit"], tmp_path)
+    assert_one_line_error(result, "--set models.5.name: models has 2 items (numbered from 0)", "in the file")
+    assert not out.exists()
+
+
+def test_set_on_a_list_without_an_index_is_one_line(tmp_path, assert_one_line_error):
+    result = _run(["zoo", _zoo_file(tmp_path), "--out", tmp_path / "out", "--set", "models.name=x"], tmp_path)
+    assert_one_line_error(result, "models is a list; name its item by number, e.g. models.0.name")
+
+
+def test_set_with_a_list_index_is_not_called_malformed(tmp_path, assert_one_line_error):
+    """``--set models.0.name=resnet81`` reaches the config: the unknown name is what the error is about."""
+    result = _run(["zoo", _zoo_file(tmp_path), "--out", tmp_path / "out", "--set", "models.0.name=["], tmp_path)
+    assert_one_line_error(result, "--set 'models.0.name=[': the value is not valid YAML")
+    assert "write it as key=value" not in result.output
