@@ -4,12 +4,14 @@ Each branch maps a stage's ``(B, C, H, W)`` feature map (as :class:`~cka_probe.o
 returns it) to ``(B, num_classes)`` logits, which the OFA loss then matches to the teacher.
 
 CNN students (Table 9, first half)
-    stage ``s < 4``: ``4 - s`` separable-conv blocks (timm ``SeparableConvNormAct``: depthwise 3x3,
-    pointwise 1x1, BatchNorm, ReLU) with **stride 2**, doubling the channels each time except the
-    last, which goes to ``max(d_s, d_t)``; stage 4: a 1x1 convolution to ``max(d_s, d_t)``. Then
-    global average pooling and a linear classifier. Table 9 calls ``SeparableConvNormAct(in, out)``
-    with timm's default stride 1, which would not downsample; the reference implementation's block
-    strides by 2, and so do we.
+    stage ``s < 4``: ``4 - s`` downsampling blocks, each the official code's DARTS-style separable
+    convolution (``SepConv`` of ``distillers/utils.py``): two timm ``SeparableConvNormAct`` in a row
+    (depthwise 3x3, pointwise 1x1, BatchNorm, ReLU), the first with **stride 2** keeping the channels,
+    the second with stride 1 to the block's output; the blocks double the channels each time except
+    the last, which goes to ``max(d_s, d_t)``. Stage 4: a 1x1 convolution to ``max(d_s, d_t)``. Then
+    global average pooling and a linear classifier. Table 9 writes one ``SeparableConvNormAct(in,
+    out)`` per block with timm's default stride 1, which would not downsample; the official code's
+    block is the double one above, and ours equals it weight for weight.
 
 ViT / MLP students (Table 9, second half)
     ``merge_num = max(int(log2(grid / 7)), 0)`` Swin patch-merging steps, with ``grid`` the square
@@ -26,8 +28,8 @@ ViT / MLP students (Table 9, second half)
     the patch tokens (Table 9's ``x.mean(dim=1)``); the reference code instead re-attaches the class
     token after merging and classifies from it.
 
-Initialisation follows the reference code: truncated normal (std 0.02) for linear layers, He
-(fan-out) for convolutions, zero biases, unit norms.
+Initialisation follows the official code: truncated normal (std 0.02) and zero bias for linear layers,
+He (fan-out) for convolution weights (their biases keep PyTorch's default), unit BatchNorm.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "cnn_branch",
     "init_weights",
     "merge_count",
+    "sep_conv",
     "token_branch",
 ]
 
@@ -92,7 +95,8 @@ def build_branch(
 
 
 def cnn_branch(stage: int, in_chans: int, width: int, num_classes: int) -> nn.Sequential:
-    """Table 9's CNN branch: stride-2 separable convolutions (or a 1x1 conv at stage 4), pool, linear.
+    """Table 9's CNN branch as the official code builds it: double separable convolutions that halve the
+    resolution (or a 1x1 conv at stage 4), pool, linear.
 
     Args:
         stage: 1 to 4.
@@ -105,19 +109,35 @@ def cnn_branch(stage: int, in_chans: int, width: int, num_classes: int) -> nn.Se
         >>> branch(torch.zeros(2, 16, 8, 8)).shape
         torch.Size([2, 10])
     """
-    from timm.layers import SeparableConvNormAct
-
     _check_stage(stage)
     if stage != 4:
         blocks: list[nn.Module] = []
         num_blocks = 4 - stage
         for i in range(num_blocks):
             out_chans = width if i == num_blocks - 1 else in_chans * 2
-            blocks.append(SeparableConvNormAct(in_chans, out_chans, kernel_size=3, stride=2))
+            blocks.append(sep_conv(in_chans, out_chans))
             in_chans *= 2
     else:
         blocks = [nn.Conv2d(in_chans, width, kernel_size=1, stride=1, padding=0)]
     return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+
+def sep_conv(in_chans: int, out_chans: int) -> nn.Sequential:
+    """The official branch's downsampling block (DARTS' ``SepConv``): two timm ``SeparableConvNormAct``.
+
+    The first is depthwise 3x3 with stride 2, pointwise ``in -> in``, BatchNorm, ReLU; the second depthwise
+    3x3 with stride 1, pointwise ``in -> out``, BatchNorm, ReLU. No convolution has a bias.
+
+    Example:
+        >>> sep_conv(8, 16)(torch.zeros(1, 8, 6, 6)).shape
+        torch.Size([1, 16, 3, 3])
+    """
+    from timm.layers import SeparableConvNormAct
+
+    return nn.Sequential(
+        SeparableConvNormAct(in_chans, in_chans, kernel_size=3, stride=2),
+        SeparableConvNormAct(in_chans, out_chans, kernel_size=3, stride=1),
+    )
 
 
 class _NCHWToNHWC(nn.Module):
@@ -185,12 +205,11 @@ def token_branch(stage: int, feature_shape: Sequence[int], width: int, num_class
 
 
 def init_weights(module: nn.Module) -> None:
-    """The reference code's branch initialisation (applied to every submodule)."""
+    """The official code's branch initialisation (applied to every submodule; a convolution's bias, where it
+    has one, keeps PyTorch's default, as there)."""
     for sub in module.modules():
         if isinstance(sub, nn.Conv2d):
             nn.init.kaiming_normal_(sub.weight, mode="fan_out", nonlinearity="relu")
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
         elif isinstance(sub, nn.Linear):
             nn.init.trunc_normal_(sub.weight, std=0.02)
             if sub.bias is not None:
