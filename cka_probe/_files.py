@@ -32,6 +32,7 @@ __all__ = [
     "check_output_name",
     "cache_root",
     "remove_stale_temp_files",
+    "sha256_bytes",
     "sha256_file",
     "sha256_file_checked",
     "temp_prefix",
@@ -131,6 +132,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of bytes held in memory: those about to be written, or those just read."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

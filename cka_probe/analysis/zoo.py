@@ -6,7 +6,9 @@ Stages, each of which survives an interruption:
    whose features are cached is not run again, a model that fails is recorded and the others go on;
 2. pairs: the CKA of every unordered pair of working models from one vectorized product over all their
    layers (:func:`~cka_probe.analysis.estimation.pair_tables`), with permutation p-values and bootstrap
-   intervals when asked; the long table is kept in ``<out>/.zoo-state/`` and reused by a rerun;
+   intervals when asked; the long table is kept in ``<out>/.zoo-state/`` and reused by a rerun when its
+   bytes still have the size and SHA-256 taken from the bytes written (else it is recomputed, with a
+   :class:`~cka_probe.analysis.cache.CacheCorruptWarning`);
 3. outputs: written atomically; a per-pair file that exists is not redrawn when the pair table was
    reused; ``manifest.json`` is written last and marks the job complete. A process killed mid-write
    leaves a temporary file that the rerun's write of that output removes (:mod:`cka_probe._files`).
@@ -20,9 +22,14 @@ An output directory holding the results of another configuration is refused unle
 Outputs under the output directory:
 
 * ``pairs_long.parquet`` / ``.csv``: model_a, model_b, layer_a, layer_b, index_a, index_b, depth_a,
-  depth_b, cka, and p_value / ci_low / ci_high when asked;
+  depth_b, cka, and p_value / ci_low / ci_high when asked (with ``analysis.bootstrap``, also the pair's
+  score intervals below, the same on every row of a pair);
 * ``pairs_summary.parquet`` / ``.csv``: per pair: families, homogeneous flag, layer counts, mean CKA,
   diagonal-band CKA, depth correspondence (:mod:`cka_probe.analysis.summary`), share of significant cells;
+  with ``analysis.bootstrap``, ``diagonal_band_cka_low`` / ``_high`` and ``depth_correspondence_low`` /
+  ``_high``: percentile intervals (``analysis.confidence``) of the score over the bootstrap replicates of the
+  pair's whole matrix (:func:`~cka_probe.analysis.summary.score_interval`), from the same replicates as the
+  cells' intervals;
 * ``models.csv``: per model: status (ok / failed), error, timm name, family, layers, from cache, seconds;
 * ``zoo_summary.png``: clustered heatmap of a pair score between models (``output.summary_score``);
 * ``pairs/A_vs_B.csv`` and ``.png`` per pair with ``output.per_pair: true``;
@@ -33,9 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import itertools
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,22 +53,26 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._files import sha256_bytes
 from .._version import __version__
 from ..errors import CKAProbeError, OutputNameError
 from ._io import atomic_path, ensure_writable_dir, new_output_dir
-from .cache import feature_key, key_digest
+from .cache import CacheCorruptWarning, feature_key, key_digest
 from .config import ConfigError, JobConfig
 from .estimation import CKASettings, math_input, pair_tables, pooling_description
 from .executors import features_for_models
 from .features import ModelFailure, model_provenance, resolve_cache, resolve_device
 from .provenance import environment, package_versions, sha256_text
 from .result import _jsonable, output_stem, safe_name
-from .summary import depth_correspondence, diagonal_band_mean
+from .summary import depth_correspondence, diagonal_band_mean, score_interval
 from .tables import long_table
 
 __all__ = ["ZooResult", "run_zoo", "SUMMARY_SCORES"]
 
 SUMMARY_SCORES = ("diagonal_band_cka", "depth_correspondence", "mean_cka")
+SCORE_FUNCTIONS = {"diagonal_band_cka": diagonal_band_mean, "depth_correspondence": depth_correspondence}
+INTERVAL_SCORES = tuple(SCORE_FUNCTIONS)
+"""The pair scores that get bootstrap intervals (``analysis.bootstrap``): each replicate matrix is scored whole."""
 SCORE_RANGES = {"diagonal_band_cka": (0.0, 1.0), "mean_cka": (0.0, 1.0), "depth_correspondence": (-2.0, 1.0)}
 """The values each summary score can take (depth correspondence is negative against depth)."""
 STATE_DIR = ".zoo-state"
@@ -317,13 +330,9 @@ def _pair_stage(
         )
     )
     table_path, meta_path = state / "pairs.parquet", state / "pairs.json"
-    if meta_path.exists() and table_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("stage_key") == stage_key:
-                return pd.read_parquet(table_path), True
-        except (OSError, ValueError):
-            pass
+    saved = _saved_pair_table(table_path, meta_path, stage_key)
+    if saved is not None:
+        return saved, True
     tables = pair_tables({label: ext.features for label, ext in working.items()}, pairs, settings)
     frames = []
     for a, b in tqdm(pairs, desc="pairs", unit="pair", disable=not progress):
@@ -331,11 +340,51 @@ def _pair_stage(
         _add_statistics(frame, working[a], working[b], analysis)
         frames.append(frame)
     long = pd.concat(frames, ignore_index=True) if frames else _empty_long(analysis)
+    data = long.to_parquet(None, index=False)
     with atomic_path(table_path) as tmp:
-        long.to_parquet(tmp, index=False)
+        tmp.write_bytes(data)
+    meta = {"stage_key": stage_key, "config_sha256": digest, "size": len(data), "sha256": sha256_bytes(data)}
     with atomic_path(meta_path) as tmp:
-        tmp.write_text(json.dumps({"stage_key": stage_key, "config_sha256": digest}) + "\n")
+        tmp.write_text(json.dumps(meta) + "\n")
     return long, False
+
+
+def _saved_pair_table(table_path: Path, meta_path: Path, stage_key: str) -> pd.DataFrame | None:
+    """The pair table a previous run of this job saved, read from bytes whose size and SHA-256 match those taken
+    from the bytes written; ``None`` when there is none for this job, or (with a warning) when it fails its check."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a mapping")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        problem = f"its record {meta_path.name} cannot be read ({type(exc).__name__})"
+    else:
+        if meta.get("stage_key") != stage_key:
+            return None  # another job's (or other features') table: recomputed, nothing is wrong with it
+        data, problem = _checked_pair_table(table_path, meta)
+        if problem is None:
+            return pd.read_parquet(io.BytesIO(data))  # the bytes checked, not a second read
+    warnings.warn(
+        f"saved pair table {table_path} is not used: {problem}; recomputing the pairs",
+        CacheCorruptWarning,
+        stacklevel=3,
+    )
+    return None
+
+
+def _checked_pair_table(table_path: Path, meta: dict[str, Any]) -> tuple[bytes, str | None]:
+    """The saved pair table's bytes, and why they are not those written (``None`` when they are)."""
+    if "sha256" not in meta:
+        return b"", "it has no recorded SHA-256 (written by an older version)"
+    try:
+        data = table_path.read_bytes()
+    except OSError as exc:
+        return b"", f"it cannot be read ({exc.strerror or exc})"
+    if len(data) != meta.get("size") or sha256_bytes(data) != meta["sha256"]:
+        return data, "its bytes differ from those written (size or SHA-256)"
+    return data, None
 
 
 def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: dict) -> None:
@@ -352,24 +401,29 @@ def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: dict) -> None:
         )
         frame["p_value"] = p_values.values.cpu().numpy().ravel()
     if analysis["bootstrap"]:
-        from ..math import bootstrap_ci
+        from ..math import bootstrap_replicates, percentile_interval
 
-        low, high = bootstrap_ci(
-            feats_a,
-            feats_b,
-            num_resamples=analysis["bootstrap"],
-            seed=analysis["stats_seed"],
-            level=analysis["confidence"],
-            **kwargs,
+        # One set of replicates gives the cells' intervals and the pair scores' (each replicate matrix scored whole).
+        replicates = bootstrap_replicates(
+            feats_a, feats_b, num_resamples=analysis["bootstrap"], seed=analysis["stats_seed"], **kwargs
         )
-        frame["ci_low"] = low.values.cpu().numpy().ravel()
-        frame["ci_high"] = high.values.cpu().numpy().ravel()
+        low, high = percentile_interval(replicates, analysis["confidence"])
+        frame["ci_low"] = low.cpu().numpy().ravel()
+        frame["ci_high"] = high.cpu().numpy().ravel()
+        matrices = replicates.cpu().numpy()
+        for score in INTERVAL_SCORES:
+            frame[f"{score}_low"], frame[f"{score}_high"] = score_interval(
+                matrices, SCORE_FUNCTIONS[score], analysis["confidence"]
+            )
 
 
 def _empty_long(analysis: dict) -> pd.DataFrame:
     columns = ["model_a", "model_b", "layer_a", "layer_b", "index_a", "index_b", "depth_a", "depth_b", "cka"]
     columns += ["p_value"] if analysis["permutations"] else []
     columns += ["ci_low", "ci_high"] if analysis["bootstrap"] else []
+    columns += (
+        [f"{score}_{end}" for score in INTERVAL_SCORES for end in ("low", "high")] if analysis["bootstrap"] else []
+    )
     return pd.DataFrame({c: pd.Series(dtype=object if c.startswith(("model", "layer")) else float) for c in columns})
 
 
@@ -389,6 +443,11 @@ def _pair_summary(long: pd.DataFrame, working: dict, families: dict[str, str]) -
             "diagonal_band_cka": diagonal_band_mean(matrix),
             "depth_correspondence": depth_correspondence(matrix),
         }
+        for score in INTERVAL_SCORES:
+            if f"{score}_low" in frame:
+                row[f"{score}_low"], row[f"{score}_high"] = (
+                    float(frame[f"{score}_{end}"].iloc[0]) for end in ("low", "high")
+                )
         if "p_value" in frame:
             row["significant_share"] = float((frame["p_value"] < 0.05).mean())
         rows.append(row)
@@ -404,6 +463,7 @@ def _pair_summary(long: pd.DataFrame, working: dict, families: dict[str, str]) -
         "diagonal_band_cka",
         "depth_correspondence",
     ]
+    columns += [f"{score}_{end}" for score in INTERVAL_SCORES for end in ("low", "high") if f"{score}_low" in long]
     return pd.DataFrame(rows, columns=columns + (["significant_share"] if "p_value" in long else []))
 
 

@@ -13,8 +13,9 @@ import torch
 import cka_probe.analysis.features as features_module
 from cka_probe._files import check_output_name
 from cka_probe.analysis import ConfigError, parse_job_config, run_zoo
+from cka_probe.analysis.cache import CacheCorruptWarning
 from cka_probe.analysis.result import output_paths
-from cka_probe.analysis.summary import depth_correspondence
+from cka_probe.analysis.summary import depth_correspondence, diagonal_band_mean
 from cka_probe.data import load_probe_set
 from cka_probe.errors import OutputNameError
 
@@ -211,6 +212,19 @@ def test_statistics_in_the_long_table(tmp_path):
     np.testing.assert_allclose(long["ci_low"].to_numpy(), low.values.numpy().ravel())
     np.testing.assert_allclose(long["ci_high"].to_numpy(), high.values.numpy().ravel())
     assert ((long["p_value"] >= 1 / 31) & (long["p_value"] <= 1)).all()
+    # The pair scores' intervals: each of the same 20 resamples of the images, scored whole, by hand.
+    from cka_probe.math.resampling import _resample_indices
+
+    matrices = []
+    for idx in _resample_indices(12, 20, 3):
+        rows = [value[idx].double().numpy() for value in feats[0].values()]
+        cols = [value[idx].double().numpy() for value in feats[1].values()]
+        matrices.append([[reference.linear_cka(x, y) for y in cols] for x in rows])
+    pair = result.summary[(result.summary.model_a == "test_resnet") & (result.summary.model_b == "test_vit")].iloc[0]
+    for score, function in (("diagonal_band_cka", diagonal_band_mean), ("depth_correspondence", depth_correspondence)):
+        expected = np.quantile([function(np.array(m)) for m in matrices], [0.025, 0.975])
+        assert (pair[f"{score}_low"], pair[f"{score}_high"]) == pytest.approx(tuple(expected), abs=1e-9)
+        assert pair[f"{score}_low"] <= pair[score] + 0.05 and pair[f"{score}_low"] < pair[f"{score}_high"]
     again = run_zoo(config, output_dir=tmp_path / "again", cache=tmp_path / "cache", progress=False)
     pd.testing.assert_frame_equal(again.long, long)  # seeded: reproducible
 
@@ -274,3 +288,53 @@ def test_a_rerun_after_editing_the_images_computes_everything_again(tmp_path):
     pd.testing.assert_frame_equal(edited.long, fresh.long)
     assert pair_file.read_bytes() != before
     assert pair_file.read_bytes() == (tmp_path / "fresh" / "pairs" / "test_resnet_vs_test_vit.csv").read_bytes()
+
+
+def _after_pair_stage(tmp_path):
+    """A complete two-model zoo, then its outputs and manifest removed: what a kill after the pair stage leaves."""
+    config = _config(models=MODELS[:2])
+    reference = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    for path in sorted((tmp_path / "out").rglob("*"), reverse=True):
+        if ".zoo-state" not in path.parts:
+            path.rmdir() if path.is_dir() else path.unlink()
+    return config, reference
+
+
+def _flip_middle_bytes(path):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + 4):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _rewrite_one_value(path):
+    table = pd.read_parquet(path)
+    table.loc[3, "cka"] = 0.123456789
+    table.to_parquet(path, index=False)  # a valid table: only the hash tells it from the one written
+
+
+@pytest.mark.parametrize("damage", [_flip_middle_bytes, _rewrite_one_value], ids=["flipped-bytes", "one-value"])
+def test_a_damaged_saved_pair_table_is_recomputed_with_a_warning(tmp_path, damage):
+    config, reference = _after_pair_stage(tmp_path)
+    damage(tmp_path / "out" / ".zoo-state" / "pairs.parquet")
+    with pytest.warns(CacheCorruptWarning, match="saved pair table .*pairs.parquet is not used: its bytes differ"):
+        rerun = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    pd.testing.assert_frame_equal(rerun.long, reference.long)
+    served = pd.read_csv(tmp_path / "out" / "pairs_long.csv")
+    np.testing.assert_allclose(served["cka"], reference.long["cka"], rtol=1e-9)
+    assert served["cka"].between(-1e-9, 1 + 1e-9).all()
+    again = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    assert again.up_to_date  # the recomputed table was saved again with its hash
+
+
+def test_a_saved_pair_table_without_a_recorded_hash_is_recomputed(tmp_path):
+    import json
+
+    config, reference = _after_pair_stage(tmp_path)
+    meta_path = tmp_path / "out" / ".zoo-state" / "pairs.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({"stage_key": meta["stage_key"], "config_sha256": meta["config_sha256"]}))
+    with pytest.warns(CacheCorruptWarning, match="no recorded SHA-256"):
+        rerun = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    pd.testing.assert_frame_equal(rerun.long, reference.long)
