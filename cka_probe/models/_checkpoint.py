@@ -41,6 +41,7 @@ from torch import nn
 from .._choices import CHECKPOINT_SELECT
 from .._files import sha256_file
 from ..errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
+from ._run import RunRecord, run_record
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -90,6 +91,8 @@ class LoadedCheckpoint:
         key: The wrapper key the state dict was found under, or ``""`` for a bare state dict.
         missing_keys: Model entries the checkpoint did not provide (left at their seeded initialisation).
         unexpected_keys: Checkpoint entries the model has no place for (ignored).
+        run: What a ``cka-probe train`` checkpoint records of its run (model kwargs, evaluation data config,
+            epoch), or ``None`` for any other file.
     """
 
     path: str
@@ -97,6 +100,7 @@ class LoadedCheckpoint:
     key: str
     missing_keys: tuple[str, ...]
     unexpected_keys: tuple[str, ...]
+    run: RunRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,14 @@ class SelectedState:
         key: The wrapper key they were under (``""`` for a bare state dict).
         model_name: The timm name the checkpoint records (``model`` of a cka-probe run, ``arch`` of a timm
             ``CheckpointSaver`` file), or ``None``.
+        run: What a ``cka-probe train`` checkpoint records of its run (:class:`~cka_probe.models._run.RunRecord`:
+            the student's kwargs, the evaluation data config, the epoch), or ``None`` for any other file.
     """
 
     state_dict: dict[str, torch.Tensor]
     key: str
     model_name: str | None
+    run: RunRecord | None = None
 
 
 def _checked_path(path: str | os.PathLike) -> Path:
@@ -199,11 +206,13 @@ def select_state_dict(checkpoint: Mapping[str, Any], path: str | os.PathLike, se
         select: ``"auto"``, ``"student"`` or ``"ema"`` (see the module docstring).
 
     Raises:
-        CheckpointError: No such state dict in the file (the message lists what it holds).
+        CheckpointError: No such state dict in the file (the message lists what it holds), or a run's config
+            that does not say how the run evaluated (see :func:`~cka_probe.models._run.run_record`).
     """
     if select not in CHECKPOINT_SELECT:
         raise CheckpointError(f"unknown checkpoint selection {select!r}; use one of {', '.join(CHECKPOINT_SELECT)}")
     model_name = _recorded_model_name(checkpoint)
+    run = run_record(checkpoint, path) if _is_training_checkpoint(checkpoint) else None
     if select == "auto":
         if _is_training_checkpoint(checkpoint):
             keys: tuple[str, ...] = ("student",)
@@ -215,7 +224,7 @@ def select_state_dict(checkpoint: Mapping[str, Any], path: str | os.PathLike, se
         keys = _SELECT_KEYS[select]
     for key in keys:
         if _is_state_dict(checkpoint.get(key)):
-            return SelectedState(timm.models.clean_state_dict(dict(checkpoint[key])), key, model_name)
+            return SelectedState(timm.models.clean_state_dict(dict(checkpoint[key])), key, model_name, run)
     found = ", ".join(str(k) for k in list(checkpoint)[:6])
     if select == "ema":
         raise CheckpointError(
@@ -258,18 +267,24 @@ def checkpoint_model_name(path: str | os.PathLike) -> str:
 def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor], timm_name: str) -> int | None:
     """The classifier size of ``timm_name``'s weights in ``state_dict``: rows of its classifier weight.
 
-    The classifier is the one timm's pretrained config names (``fc``, ``head``, ``head.fc``, ...); ``None``
-    when the state dict has no such entry (or the model has none).
+    The classifier is the one timm's pretrained config names (``fc``, ``head``, ``head.fc``, ...), or its
+    older place where timm has moved it: ``head.fc`` was ``head`` in the Swin checkpoints of timm 0.6 and of
+    Microsoft's releases. ``None`` when the state dict has no such entry (or the model has none).
     """
     cfg = timm.models.get_pretrained_cfg(timm_name)
     classifier = getattr(cfg, "classifier", None)
     names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
-    for name in names:
-        if not isinstance(name, str):
-            continue
-        weight = state_dict.get(f"{name}.weight")
-        if weight is not None and weight.ndim >= 1:
-            return int(weight.shape[0])
+    return _classifier_rows(state_dict, [name for name in names if isinstance(name, str)])
+
+
+def _classifier_rows(state_dict: Mapping[str, torch.Tensor], classifiers: list[str]) -> int | None:
+    """Rows of the first classifier weight found, at its current name or (``X.fc`` -> ``X``) its old one."""
+    for name in classifiers:
+        candidates = [name] + ([name.rsplit(".", 1)[0]] if name.endswith(".fc") else [])
+        for candidate in candidates:
+            weight = state_dict.get(f"{candidate}.weight")
+            if weight is not None and weight.ndim >= 1:
+                return int(weight.shape[0])
     return None
 
 
@@ -298,11 +313,11 @@ def _fits(model_state: Mapping[str, torch.Tensor], state_dict: Mapping[str, torc
 def _mismatch_hint(model: nn.Module, mismatched: list[str], state_dict: Mapping[str, torch.Tensor]) -> str:
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
     if isinstance(classifier, str) and all(k.startswith(classifier + ".") for k in mismatched):
-        weight = state_dict.get(f"{classifier}.weight")
-        if weight is not None and weight.ndim >= 1:
+        classes = _classifier_rows(state_dict, [classifier])
+        if classes is not None:  # the count checkpoint_num_classes reads by default
             return (
-                f"only the classifier differs: the checkpoint has {weight.shape[0]} classes; "
-                f"leave --num-classes out or set it to {weight.shape[0]}"
+                f"only the classifier differs: the checkpoint has {classes} classes; "
+                f"leave --num-classes out or set it to {classes}"
             )
     return "pass the model name it was saved from"
 
@@ -340,7 +355,10 @@ def load_checkpoint(
     path = _checked_path(path)
     if selected is None:
         selected = select_state_dict(read_checkpoint(path), path, select)
-    _check_recorded_model(model, selected.model_name, path, model_label)
+    cfg = getattr(model, "pretrained_cfg", None)
+    check_recorded_architecture(
+        cfg.get("architecture") if isinstance(cfg, Mapping) else None, selected, path, model_label
+    )
     state_dict = selected.state_dict
 
     model_state = model.state_dict()
@@ -387,16 +405,21 @@ def load_checkpoint(
         key=selected.key,
         missing_keys=missing,
         unexpected_keys=unexpected,
+        run=selected.run,
     )
 
 
-def _check_recorded_model(model: nn.Module, recorded: str | None, path: Path, model_label: str) -> None:
-    """A checkpoint that records its architecture must be loaded into that architecture."""
-    if recorded is None:
-        return
-    cfg = getattr(model, "pretrained_cfg", None)
-    architecture = cfg.get("architecture") if isinstance(cfg, Mapping) else None
-    if architecture is None:
+def check_recorded_architecture(
+    architecture: str | None, selected: SelectedState, path: str | os.PathLike, model_label: str
+) -> None:
+    """A checkpoint that records its architecture must be loaded into that architecture (checked before a
+    run's ``student_kwargs`` are given to another architecture's constructor, and again when loading).
+
+    Raises:
+        CheckpointMismatchError: ``architecture`` (a timm name) is not the one the checkpoint records.
+    """
+    recorded = selected.model_name
+    if recorded is None or architecture is None:
         return
     from ._registry import resolve_name
 

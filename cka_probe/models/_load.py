@@ -16,6 +16,7 @@ from ..errors import ArgumentError, CheckpointError
 from ._checkpoint import (
     CHECKPOINT_SELECT,
     LoadedCheckpoint,
+    check_recorded_architecture,
     checkpoint_num_classes,
     load_checkpoint,
     read_checkpoint,
@@ -23,6 +24,7 @@ from ._checkpoint import (
 )
 from ._pretrained import create_pretrained
 from ._registry import family_of, resolve_name
+from ._run import RunRecord
 
 __all__ = [
     "CHECKPOINT_ATTRIBUTE",
@@ -38,6 +40,12 @@ CHECKPOINT_ATTRIBUTE = "cka_probe_checkpoint"
 
 WEIGHTS = ("pretrained", "random", "checkpoint")
 
+#: Where a model's ``data_config`` came from (``LoadedModel.data_config_source``).
+DATA_CONFIG_SOURCES = {
+    "run": "the run's own evaluation transform, recorded in its checkpoint",
+    "model": "the model's timm pretrained config",
+}
+
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
@@ -49,7 +57,9 @@ class LoadedModel:
         timm_name: The timm model name, or ``None`` for a module that is not a timm model.
         family: ``"cnn"``, ``"vit"``, ``"mlp"``, ``"hybrid"`` or ``"unknown"``.
         weights: ``"pretrained"``, ``"random"``, ``"checkpoint"``, or ``"given"`` for a module passed in as is.
-        data_config: timm's data config (input_size, interpolation, mean, std, crop_pct, crop_mode).
+        data_config: timm's data config (input_size, interpolation, mean, std, crop_pct, crop_mode): a
+            ``cka-probe train`` checkpoint's own evaluation transform, else the model's timm pretrained config;
+            ``input_size`` is the user's where ``img_size`` was given.
         num_prefix_tokens: Class/register tokens ahead of the patch tokens (0 for models without tokens).
         seed: The seed set before the model was built (it decides every randomly initialised entry).
         pretrained_tag: The timm pretrained tag the weights came from (``"pretrained"`` only), else ``None``.
@@ -58,6 +68,11 @@ class LoadedModel:
         checkpoint_key: The wrapper key its state dict was under (``""`` for a bare state dict), or ``None``.
         missing_keys: Model entries the checkpoint did not provide.
         unexpected_keys: Checkpoint entries the model ignored.
+        data_config_source: ``"run"`` or ``"model"`` (:data:`DATA_CONFIG_SOURCES`), with ``"user img_size over "``
+            in front where the caller set the input size.
+        epoch: Epochs a ``cka-probe train`` checkpoint had trained, else ``None``.
+        model_kwargs: Keyword arguments the model was built with besides ``num_classes`` (a run's
+            ``student_kwargs``).
     """
 
     model: nn.Module
@@ -74,6 +89,9 @@ class LoadedModel:
     checkpoint_key: str | None = None
     missing_keys: tuple[str, ...] = field(default=())
     unexpected_keys: tuple[str, ...] = field(default=())
+    data_config_source: str = "model"
+    epoch: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def provenance(self) -> dict[str, Any]:
         """A JSON-ready record of the model: names, family, weights and their source, preprocessing, versions."""
@@ -89,7 +107,10 @@ class LoadedModel:
             "missing_keys": list(self.missing_keys),
             "unexpected_keys": list(self.unexpected_keys),
             "seed": self.seed,
+            "epoch": self.epoch,
+            "model_kwargs": dict(self.model_kwargs),
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "data_config_source": self.data_config_source,
             "num_prefix_tokens": self.num_prefix_tokens,
             "timm_version": timm.__version__,
             "torch_version": torch.__version__,
@@ -111,6 +132,7 @@ def load_model(
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
     checkpoint_select: str = "auto",
+    img_size: int | None = None,
 ) -> LoadedModel:
     """Build a model by alias or timm name, or take a module, and ready it for probing.
 
@@ -128,7 +150,10 @@ def load_model(
     Training checkpoints: a file written by ``cka-probe train`` (or the official OFA-KD / timm ``train.py``)
     holds the student and, with EMA on, its EMA; ``checkpoint_select`` picks one. The classifier size is
     read from the checkpoint when ``num_classes`` is not given. ``name_or_module`` may also be such a
-    checkpoint file itself: the model name it records is built and the file loaded into it.
+    checkpoint file itself: the model name it records is built and the file loaded into it. A ``cka-probe
+    train`` run is rebuilt as it trained: its ``student_kwargs`` go to ``timm.create_model``, and its own
+    evaluation transform (resolution, crop, interpolation, the data set's mean and std) becomes the
+    ``data_config`` that :func:`transform_for` follows.
 
     Args:
         name_or_module: An alias (see :func:`~cka_probe.models.list_models`), a timm name, or an ``nn.Module``.
@@ -141,6 +166,8 @@ def load_model(
         device: Where the model is moved.
         num_classes: Classifier size, when it differs from the model's default (e.g. 100 for CIFAR-100);
             models built by name only. ``None`` with a checkpoint: the checkpoint's classifier size.
+        img_size: Input resolution the images are prepared at, over the run's or the model's own
+            (``None``: theirs); the rest of the preprocessing stays theirs.
 
     Returns:
         The :class:`LoadedModel`.
@@ -174,7 +201,12 @@ def load_model(
             f"unknown checkpoint_select {checkpoint_select!r}; use one of {', '.join(CHECKPOINT_SELECT)} "
             "(--checkpoint-key-a/-b on the command line)"
         )
+    if img_size is not None and (isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1):
+        raise ArgumentError(
+            f"img_size must be a positive number of pixels, got {img_size!r} (--img-size-a/-b on the command line)"
+        )
     selected = None
+    run_kwargs: dict[str, Any] = {}
     if checkpoint is not None and not isinstance(name_or_module, nn.Module):
         selected = select_state_dict(read_checkpoint(checkpoint), checkpoint, checkpoint_select)
         if name_or_module is None:
@@ -184,9 +216,13 @@ def load_model(
                     "(--checkpoint-a/-b, or checkpoint: in a config's model entry)"
                 )
             name_or_module = selected.model_name
+        target = resolve_name(name_or_module).timm_name
+        check_recorded_architecture(target, selected, checkpoint, target)  # before its kwargs meet another model
         if num_classes is None:
-            num_classes = checkpoint_num_classes(selected.state_dict, resolve_name(name_or_module).timm_name)
-    model_kwargs = {} if num_classes is None else {"num_classes": num_classes}
+            num_classes = checkpoint_num_classes(selected.state_dict, target)
+        if selected.run is not None:
+            run_kwargs = dict(selected.run.model_kwargs)
+    model_kwargs = {**run_kwargs, **({} if num_classes is None else {"num_classes": num_classes})}
 
     pretrained_tag = None
     given_checkpoint = None
@@ -213,10 +249,7 @@ def load_model(
             pretrained_tag = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
             used = "pretrained"
         else:
-            model = _seeded(
-                seed,
-                lambda: timm.create_model(timm_name, pretrained=False, **model_kwargs),
-            )
+            model = _seeded(seed, lambda: _create(timm_name, model_kwargs, checkpoint))
             used = "random"
 
     loaded_checkpoint = given_checkpoint if isinstance(given_checkpoint, LoadedCheckpoint) else None
@@ -231,13 +264,15 @@ def load_model(
         used = "checkpoint"
 
     model = model.to(device).eval()
+    run = loaded_checkpoint.run if loaded_checkpoint else None
+    data_config, data_config_source = _data_config(model, run, img_size)
     return LoadedModel(
         model=model,
         name=name,
         timm_name=timm_name,
         family=family,
         weights=used,
-        data_config=dict(timm.data.resolve_model_data_config(model)),
+        data_config=data_config,
         num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
         seed=seed,
         pretrained_tag=pretrained_tag,
@@ -246,7 +281,38 @@ def load_model(
         checkpoint_key=loaded_checkpoint.key if loaded_checkpoint else None,
         missing_keys=loaded_checkpoint.missing_keys if loaded_checkpoint else (),
         unexpected_keys=loaded_checkpoint.unexpected_keys if loaded_checkpoint else (),
+        data_config_source=data_config_source,
+        epoch=run.epoch if run else None,
+        model_kwargs=dict(run.model_kwargs) if run else {},
     )
+
+
+def _create(timm_name: str, kwargs: dict[str, Any], checkpoint: str | os.PathLike | None) -> nn.Module:
+    """``timm.create_model(timm_name, pretrained=False, **kwargs)``; kwargs a checkpoint's run recorded that
+    this timm does not take are one :class:`CheckpointError`."""
+    try:
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+    except TypeError as exc:
+        if checkpoint is None:
+            raise
+        extra = sorted(k for k in kwargs if k != "num_classes")
+        raise CheckpointError(
+            f"checkpoint {checkpoint} records student_kwargs {extra} that timm {timm.__version__}'s {timm_name} "
+            f"does not take ({exc}); use the timm version the run was trained with"
+        ) from None
+
+
+def _data_config(model: nn.Module, run: RunRecord | None, img_size: int | None) -> tuple[dict[str, Any], str]:
+    """The model's data config and where it came from: the run's evaluation transform, else timm's pretrained
+    config of the model; ``img_size`` replaces the input size of either."""
+    if run is not None and run.data_config is not None:
+        config, source = dict(run.data_config), "run"
+    else:
+        config, source = dict(timm.data.resolve_model_data_config(model)), "model"
+    if img_size is not None:
+        config["input_size"] = (int(config["input_size"][0]), img_size, img_size)
+        source = f"user img_size over {source}"
+    return config, source
 
 
 def model_from_checkpoint(
@@ -268,17 +334,20 @@ def model_from_checkpoint(
         strict: Refuse missing or unexpected keys (see :func:`~cka_probe.models.load_checkpoint`).
 
     Returns:
-        The model in train mode on the CPU, with its :class:`LoadedCheckpoint` as ``model.cka_probe_checkpoint``.
+        The model in train mode on the CPU, with its :class:`LoadedCheckpoint` as ``model.cka_probe_checkpoint``
+        (a ``cka-probe train`` run's student is built with the run's ``student_kwargs``).
     """
     selected = select_state_dict(read_checkpoint(path), path, checkpoint_select)
     name = name or selected.model_name
     if name is None:
         raise CheckpointError(f"checkpoint {path} does not record its model; give the model name with it")
     timm_name = resolve_name(name).timm_name
+    check_recorded_architecture(timm_name, selected, path, timm_name)
     if num_classes is None:
         num_classes = checkpoint_num_classes(selected.state_dict, timm_name)
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    model = _seeded(seed, lambda: timm.create_model(timm_name, pretrained=False, **kwargs))
+    kwargs = dict(selected.run.model_kwargs) if selected.run is not None else {}
+    kwargs.update({} if num_classes is None else {"num_classes": num_classes})
+    model = _seeded(seed, lambda: _create(timm_name, kwargs, path))
     loaded = load_checkpoint(model, path, model_label=timm_name, strict=strict, selected=selected)
     setattr(model, CHECKPOINT_ATTRIBUTE, loaded)
     return model
@@ -307,6 +376,9 @@ def _is_checkpoint_file(value: str | os.PathLike) -> bool:
 
 def transform_for(loaded: LoadedModel) -> Any:
     """The evaluation preprocessing this model was trained with: ``timm.data.create_transform(**data_config)``.
+
+    For a ``cka-probe train`` checkpoint this is the run's own evaluation transform (the one its validation
+    used); for any other model, its timm pretrained config's (see :attr:`LoadedModel.data_config`).
 
     Args:
         loaded: A :class:`LoadedModel` (its ``data_config`` decides input size, interpolation, crop, mean, std).

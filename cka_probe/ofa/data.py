@@ -2,8 +2,9 @@
 
 Transforms come from timm's ``create_transform``: for training, random-resized crop, flip, colour
 jitter (off when RandAugment is on, timm's rule), RandAugment (``auto_augment``), random erasing;
-for evaluation, resize and centre crop. Mixup / cutmix are applied per batch by the trainer
-(timm's ``Mixup``). Nothing is downloaded.
+for evaluation, resize and centre crop, with the settings :func:`eval_transform_settings` resolves
+(the run records them). Mixup / cutmix are applied per batch by the trainer (timm's ``Mixup``).
+Nothing is downloaded.
 
 Fashion-MNIST is read from the gzipped IDX files (as the Debian package ``dataset-fashion-mnist``
 installs them) by :func:`cka_probe.data.read_fashion_mnist` (torchvision's IDX reader); its 28 x 28
@@ -21,6 +22,8 @@ from torch.utils.data import Dataset, Subset
 
 from ..data import DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES, read_fashion_mnist
 from ..errors import DataNotFoundError
+from ..models._registry import resolve_name
+from ..models._run import DATASET_STATS, EVAL_KEYS, eval_data_config, student_eval_options
 from .config import TrainConfig
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "build_dataset",
     "build_datasets",
     "build_transforms",
+    "eval_transform_settings",
     "fixed_subset",
     "student_eval_options",
 ]
@@ -39,13 +43,6 @@ FASHION_MNIST_DIR = str(DEBIAN_FASHION_MNIST)
 """Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
 
 DATASET_CLASSES = {"imagenet": 1000, "cifar100": 100, "fashion_mnist": 10}
-
-DATASET_STATS = {
-    # (mean, std) per RGB channel; Fashion-MNIST's grey statistics repeated over the three channels.
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
-}
 
 
 class FashionMNIST(Dataset):
@@ -81,16 +78,13 @@ def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:
     """timm's training and evaluation transforms for ``config`` (Table 8's augmentations).
 
     Random erasing is left out of the per-image transform when ``erase_after_mixup`` is set (the trainer
-    then erases the mixed batch). With ``eval_preprocessing: student`` the evaluation crop fraction, crop
-    mode and interpolation are the student's own timm pretrained config's.
+    then erases the mixed batch). The evaluation transform is made from the run's evaluation data config
+    (:func:`cka_probe.models.eval_data_config`, which :func:`eval_transform_settings` records); its mean and
+    std normalise the training images too.
     """
     from timm.data import create_transform
 
-    mean, std = DATASET_STATS[config.dataset]
-    crop_pct = config.crop_pct if config.crop_pct is not None else (0.875 if config.dataset == "imagenet" else 1.0)
-    eval_options = {"crop_pct": crop_pct, "interpolation": config.interpolation}
-    if config.eval_preprocessing == "student":
-        eval_options = student_eval_options(config.student)
+    data_config = eval_data_config(**{key: getattr(config, key) for key in EVAL_KEYS})
     train_transform = create_transform(
         input_size=config.img_size,
         is_training=True,
@@ -99,36 +93,40 @@ def build_transforms(config: TrainConfig) -> tuple[Callable, Callable]:
         color_jitter=config.color_jitter,
         auto_augment=config.rand_augment,
         interpolation=config.train_interpolation or config.interpolation,
-        mean=mean,
-        std=std,
+        mean=data_config["mean"],
+        std=data_config["std"],
         re_prob=0.0 if config.erase_after_mixup else config.reprob,
         re_mode="pixel",
         re_count=1,
     )
-    eval_transform = create_transform(
-        input_size=config.img_size,
-        is_training=False,
-        mean=mean,
-        std=std,
-        **eval_options,
-    )
+    eval_transform = create_transform(is_training=False, **data_config)
     return train_transform, eval_transform
 
 
-def student_eval_options(student: str) -> dict:
-    """Crop fraction, crop mode and interpolation of a timm model's pretrained config (its evaluation recipe)."""
-    import timm.models
+def eval_transform_settings(config: TrainConfig) -> dict:
+    """What the run's evaluation transform is made of, as plain (JSON-able) values, for the run to record:
+    ``eval_preprocessing``, where the crop and interpolation come from (``source``), and the data config
+    itself (input size, crop fraction, crop mode, interpolation, mean, std).
 
-    from ..models import resolve_name
+    ``source`` names the timm version whose pretrained config decided the crop (``student``: the installed
+    timm's; ``official``: timm 0.6.5's, as the official OFA-KD runs resolved it), or the recipe.
 
-    cfg = timm.models.get_pretrained_cfg(resolve_name(student).timm_name)
-    if cfg is None:
-        return {"crop_pct": 0.875, "interpolation": "bicubic"}
-    return {
-        "crop_pct": cfg.crop_pct,
-        "crop_mode": cfg.crop_mode,
-        "interpolation": cfg.interpolation,
-    }
+    Example:
+        >>> from cka_probe.ofa.config import load_config
+        >>> settings = eval_transform_settings(load_config(None, ["eval_preprocessing=official"]))
+        >>> settings["source"], settings["crop_pct"], settings["interpolation"]
+        ('timm 0.6.5 data config of resnet18, as the official OFA-KD runs', 0.875, 'bilinear')
+    """
+    import timm
+
+    data_config = eval_data_config(**{key: getattr(config, key) for key in EVAL_KEYS})
+    name = resolve_name(config.student).timm_name
+    source = {
+        "official": f"timm 0.6.5 data config of {name.split('.')[0]}, as the official OFA-KD runs",
+        "student": f"timm {timm.__version__} pretrained config of {name}",
+    }.get(config.eval_preprocessing, "recipe (crop_pct, interpolation)")
+    plain = {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()}
+    return {"eval_preprocessing": config.eval_preprocessing, "source": source, **plain}
 
 
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
