@@ -45,7 +45,7 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,32 @@ def _layer_order_problem(meta: dict[str, Any], stored_order: list[str] | None, k
     return None
 
 
+_LAYER_FACTS = tuple(field.name for field in fields(LayerInfo))
+
+
+def _sidecar_facts(
+    meta: dict[str, Any], key: dict[str, Any], features: dict[str, Any]
+) -> tuple[list[LayerInfo] | None, str | None]:
+    """The layer facts of a sidecar, and why the sidecar cannot be trusted (``None`` when it can): facts with other
+    fields than this version writes, or an ``n`` other than the key's and the stored features' (a damaged or
+    foreign sidecar is a corrupt entry, recomputed, never an error of the job)."""
+    for info in meta["layer_info"]:
+        if not isinstance(info, dict) or sorted(info) != sorted(_LAYER_FACTS):
+            return None, "its layer facts do not have the fields this version writes"
+    n = meta["n"]
+    if not isinstance(n, int) or isinstance(n, bool) or n != key["data"].get("n"):
+        return None, f"its n ({n!r}) differs from the n of its key ({key['data'].get('n')})"
+    for name, value in features.items():
+        if isinstance(value, SpooledGrams):
+            rows = sum(value.sizes)
+        else:  # a (n, C) tensor, or one (b, b) Gram per batch
+            rows = sum(int(g.shape[0]) for g in value) if isinstance(value, list) else int(value.shape[0])
+        if rows != n:
+            return None, f"its layer {name} holds {rows} images, not n = {n}"
+    layers = [LayerInfo(**{**info, "raw_shape": tuple(info["raw_shape"])}) for info in meta["layer_info"]]
+    return layers, None
+
+
 def key_digest(key: dict[str, Any]) -> str:
     """The SHA-256 of a :func:`feature_key` record in canonical JSON (what names its cache entry)."""
     return sha256_text(json.dumps(key, sort_keys=True, default=str))
@@ -191,7 +217,9 @@ class FeatureCache:
                                 for name in meta["layers"]
                             }
                         )
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:  # bad JSON or header, no tensor
+            if problem is None:
+                layers, problem = _sidecar_facts(meta, key, features)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as exc:  # bad JSON or header
             problem = f"it cannot be read ({type(exc).__name__}: {exc})"
         if problem is not None:
             warnings.warn(
@@ -202,7 +230,7 @@ class FeatureCache:
             return None
         return dict(
             features=features,
-            layers=[LayerInfo(**{**info, "raw_shape": tuple(info["raw_shape"])}) for info in meta["layer_info"]],
+            layers=layers,
             n=int(meta["n"]),
             seconds=0.0,
             extra={

@@ -221,6 +221,77 @@ def test_an_entry_holding_a_layer_outside_the_requested_selection_is_recomputed(
     _assert_features_equal(again, reference)
 
 
+def _extra_fact(meta):
+    meta["layer_info"][0]["colour"] = "blue"
+
+
+def _missing_fact(meta):
+    del meta["layer_info"][1]["pooled_dim"]
+
+
+def _other_n(meta):
+    meta["n"] = 7
+
+
+def _n_as_text(meta):
+    meta["n"] = "8"
+
+
+def _facts_not_a_list(meta):
+    meta["layer_info"] = 3
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_extra_fact, "layer facts do not have the fields"),
+        (_missing_fact, "layer facts do not have the fields"),
+        (_other_n, r"its n \(7\) differs from the n of its key \(8\)"),
+        (_n_as_text, r"its n \('8'\) differs"),
+        (_facts_not_a_list, "cannot be read"),
+    ],
+    ids=["extra-fact", "missing-fact", "other-n", "n-as-text", "facts-not-a-list"],
+)
+def test_a_damaged_sidecar_is_a_corrupt_entry_recomputed_and_replaced(tmp_path, edit, expected):
+    cache, reference, _, sidecar = _entry(tmp_path)
+    meta = json.loads(sidecar.read_text())
+    edit(meta)
+    sidecar.write_text(json.dumps(meta))
+    with pytest.warns(CacheCorruptWarning, match=expected):
+        again = _features(cache)
+    assert again.extra["cached"] is False and again.n == 8
+    _assert_features_equal(again, reference)
+    assert json.loads(sidecar.read_text())["layer_info"] == json.loads(json.dumps(_facts(reference)))  # replaced
+    assert _features(cache).extra["cached"] is True
+
+
+def test_a_damaged_sidecar_lets_compare_run_again(tmp_path):
+    """What the user saw: every rerun ended with a TypeError traceback (exit 1) until the entry was removed."""
+    from click.testing import CliRunner
+
+    from cka_probe.cli.main import main
+
+    args = ["compare", "test_resnet", "test_vit", "--weights", "random", "-n", "8", "--no-progress"]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    assert CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")]).exit_code == 0
+    for sidecar in (tmp_path / "cache").glob("*.json"):
+        meta = json.loads(sidecar.read_text())
+        _extra_fact(meta)
+        sidecar.write_text(json.dumps(meta))
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "TypeError" not in result.output
+    assert (tmp_path / "a" / "test_resnet_vs_test_vit.csv").read_text() == (
+        tmp_path / "b" / "test_resnet_vs_test_vit.csv"
+    ).read_text()
+
+
+def _facts(extracted):
+    from dataclasses import asdict
+
+    return [asdict(info) for info in extracted.layers]
+
+
 # --------------------------------------------------------------------------- temporary files left by kill -9
 
 _WRITER = """
