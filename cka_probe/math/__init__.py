@@ -28,7 +28,7 @@ from .kernels import (
     gram_rbf,
     squared_distances,
 )
-from .resampling import bootstrap_ci, bootstrap_replicates, permutation_test
+from .resampling import bootstrap_ci, bootstrap_replicates, percentile_interval, permutation_test
 from .streaming import MinibatchCKA
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "hsic_biased",
     "hsic_unbiased",
     "linear_cka",
+    "percentile_interval",
     "permutation_test",
     "rbf_cka",
     "squared_distances",

@@ -44,7 +44,7 @@ from .cka import (
 )
 from .kernels import Gram, check_sigma_frac, squared_distances, symmetric_gram
 
-__all__ = ["bootstrap_ci", "bootstrap_replicates", "permutation_test"]
+__all__ = ["bootstrap_ci", "bootstrap_replicates", "percentile_interval", "permutation_test"]
 
 # Draws are processed in chunks whose largest temporary holds about this many float64 numbers
 # (128 MiB), whatever the number of draws.
@@ -238,15 +238,43 @@ def bootstrap_ci(
         >>> bool(low[0, 0] < high[0, 0] < 1)
         True
     """
-    if not 0.0 < level < 1.0:
-        raise CKAProbeError(f"level must lie in (0, 1), got {level}; pass e.g. 0.95 for a 95% interval")
+    _check_level(level)
     replicates, wrap = _bootstrap(feats_a, feats_b, num_resamples, seed, kernel, unbiased, sigma_frac)
+    low, high = percentile_interval(replicates, level)
+    return wrap(low), wrap(high)
+
+
+def percentile_interval(replicates: torch.Tensor, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile interval ``[q_{(1 - level) / 2}, q_{(1 + level) / 2}]`` of every cell over the replicates.
+
+    The rule of :func:`bootstrap_ci` (NumPy's linear interpolation; a cell with an undefined (NaN)
+    replicate gets a NaN interval), for replicates from :func:`bootstrap_replicates`, so that one set
+    of replicates gives both the cells' intervals and those of summaries of the matrix.
+
+    Args:
+        replicates: ``(K, ...)`` replicates.
+        level: confidence level in (0, 1).
+
+    Returns:
+        ``(low, high)``, each of the replicates' shape without the first dimension.
+
+    Example:
+        >>> low, high = percentile_interval(torch.arange(11.0)[:, None], level=0.8)
+        >>> float(low[0]), float(high[0])
+        (1.0, 9.0)
+    """
+    _check_level(level)
     low = _percentile(replicates, (1.0 - level) / 2.0)
     high = _percentile(replicates, (1.0 + level) / 2.0)
     undefined = torch.isnan(replicates).any(dim=0)
     low[undefined] = float("nan")
     high[undefined] = float("nan")
-    return wrap(low), wrap(high)
+    return low, high
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise CKAProbeError(f"level must lie in (0, 1), got {level}; pass e.g. 0.95 for a 95% interval")
 
 
 def bootstrap_replicates(
