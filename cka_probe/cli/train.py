@@ -35,6 +35,13 @@ from ._options import report_errors
     metavar="[CHECKPOINT]",
     help="Continue a run: from CHECKPOINT, or from OUTPUT_DIR/last.pth when given alone.",
 )
+@click.option(
+    "--cka-every",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Measure CKA to the teacher every N epochs (0: off) [default: the recipe's cka_every, 1].",
+)
 @click.option("--overwrite", is_flag=True, help="Allow writing into an output folder that already holds a run.")
 @click.option(
     "--nproc",
@@ -46,11 +53,17 @@ from ._options import report_errors
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @report_errors
-def train(config_path, overrides, resume, overwrite, nproc, progress, verbose) -> None:
-    """Train the student of a recipe; last/best checkpoints, metrics.jsonl and summary.csv go to its output_dir."""
+def train(config_path, overrides, resume, cka_every, overwrite, nproc, progress, verbose) -> None:
+    """Train the student of a recipe; last/best checkpoints, metrics.jsonl and summary.csv go to its output_dir.
+
+    With a teacher, the CKA of the student's stages to the teacher's is logged in metrics.jsonl every
+    --cka-every epochs and drawn in cka_to_teacher.png.
+    """
     from ..ofa.config import load_config
     from ..ofa.distributed import check_nproc, dist_info, launch, local_batch_size
 
+    if cka_every is not None:
+        overrides = (*overrides, f"cka_every={cka_every}")
     config = load_config(config_path, overrides)
     if nproc != 1 and "WORLD_SIZE" not in os.environ:
         check_nproc(nproc, config.device)  # refuse before starting anything

@@ -32,6 +32,10 @@ _ALTERNATIVES = (
     "run once with network access to fill the cache, or set HF_HOME to a cache that holds them"
 )
 
+_NO_WEIGHTS_ALTERNATIVES = (
+    "use random weights (--weights random) or a local checkpoint (--checkpoint-a/--checkpoint-b PATH)"
+)
+
 
 def _hub_files(pretrained_cfg) -> tuple[str, str | None, tuple[str, ...]]:
     """The hub repository, revision and candidate file names timm will ask for (safetensors first)."""
@@ -99,11 +103,12 @@ def _hub_unreachable_reason(repo_id: str, revision: str | None, filename: str) -
     return None
 
 
-def create_pretrained(timm_name: str, **model_kwargs) -> nn.Module:
+def create_pretrained(timm_name: str, *, alternatives: str = _ALTERNATIVES, **model_kwargs) -> nn.Module:
     """Create a timm model with its published pretrained weights, failing fast and clearly when they cannot be had.
 
     Args:
         timm_name: A timm model name, optionally with a pretrained tag.
+        alternatives: The fixes an error names, in the caller's terms (default: compare's options).
         **model_kwargs: Passed to ``timm.create_model`` (e.g. ``num_classes``).
 
     Returns:
@@ -117,7 +122,7 @@ def create_pretrained(timm_name: str, **model_kwargs) -> nn.Module:
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file or cfg.state_dict):
         raise WeightsUnavailableError(
             f"timm publishes no pretrained weights for {timm_name}; "
-            "use random weights (--weights random) or a local checkpoint (--checkpoint-a/--checkpoint-b PATH)"
+            f"{_NO_WEIGHTS_ALTERNATIVES if alternatives is _ALTERNATIVES else alternatives}"
         )
     where = f"pretrained weights for {timm_name}"
     cache = huggingface_hub.constants.HF_HUB_CACHE
@@ -128,16 +133,16 @@ def create_pretrained(timm_name: str, **model_kwargs) -> nn.Module:
             if huggingface_hub.constants.is_offline_mode():
                 raise WeightsUnavailableError(
                     f"{where} are not in the Hugging Face cache ({cache}) and the hub is in offline mode "
-                    f"(HF_HUB_OFFLINE); {_ALTERNATIVES}"
+                    f"(HF_HUB_OFFLINE); {alternatives}"
                 )
             reason = _hub_unreachable_reason(repo_id, revision, filenames[0])
             if reason is not None:
                 raise WeightsUnavailableError(
                     f"{where} are not in the Hugging Face cache ({cache}) and the hub cannot be reached "
-                    f"({reason}); {_ALTERNATIVES}"
+                    f"({reason}); {alternatives}"
                 )
     try:
         return timm.create_model(timm_name, pretrained=True, **model_kwargs)
     except OSError as exc:  # hub errors (offline, missing, gated) and URL download errors are all OSError
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsUnavailableError(f"{where} could not be loaded ({detail}); {_ALTERNATIVES}") from exc
+        raise WeightsUnavailableError(f"{where} could not be loaded ({detail}); {alternatives}") from exc

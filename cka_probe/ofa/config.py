@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AllowInfNan, BeforeValidator, Field, field_validator, model_validator
 
-from .._choices import TRAIN_DATASETS, Method, TrainDataset
+from .._choices import TRAIN_DATASETS, CheckpointSelect, Method, TrainDataset
 from .._config import DeviceName, Section, parse_overrides, read_yaml, validate
 from ..errors import ConfigError
 
@@ -63,8 +63,17 @@ class TrainConfig(Section):
     Model and method
         method: ``scratch``, ``kd``, ``fitnet`` or ``ofa``.
         student / teacher: timm model names; ``*_kwargs`` are passed to ``timm.create_model``.
-        teacher_checkpoint: state dict (``.pth`` / ``.safetensors``) or a cka-probe training checkpoint.
+        teacher_checkpoint: state dict (``.pth`` / ``.safetensors``), a cka-probe training checkpoint or an
+            official OFA-KD / timm ``train.py`` checkpoint.
+        teacher_checkpoint_key: which weights of ``teacher_checkpoint``: ``auto`` (a run's student, else the
+            file's state dict), ``student`` or ``ema`` (the EMA teacher, as the official ``--use-ema-teacher``).
         teacher_pretrained: load the teacher's timm pretrained weights instead (needs them cached).
+        student_pretrained: start the student from its timm pretrained weights (hub cache; with another
+            ``num_classes`` timm re-initialises the classifier).
+        initial_checkpoint: start the student from a checkpoint instead (any file ``teacher_checkpoint``
+            takes; its student weights). Every tensor must fit; a classifier of another size (ImageNet's
+            1,000 classes for a CIFAR-100 run) is left at its fresh initialisation, as timm does for
+            pretrained weights. Both are used only when a run starts; ``--resume`` restores the checkpoint.
         num_classes: ``None`` takes the data set's.
         img_size: training and evaluation resolution.
 
@@ -108,6 +117,10 @@ class TrainConfig(Section):
 
     Distillation: see :class:`~cka_probe.ofa.task.DistillationTask`.
 
+    CKA to the teacher during training (:mod:`cka_probe.ofa.monitor`): cka_every (every that many
+    epochs, and at the last; 0 turns it off), cka_probe_size (validation images, class-balanced, drawn once
+    with ``seed``).
+
     Run: seed, output_dir, device (``auto``: CUDA when available), amp (used on CUDA only),
     workers, limit_train_batches / limit_val_batches (``None``: all batches; for smoke runs).
     """
@@ -119,7 +132,10 @@ class TrainConfig(Section):
     teacher: str | None = None
     teacher_kwargs: dict[str, Any] = Field(default_factory=dict)
     teacher_checkpoint: str | None = None
+    teacher_checkpoint_key: CheckpointSelect = "auto"
     teacher_pretrained: bool = False
+    student_pretrained: bool = False
+    initial_checkpoint: str | None = None
     num_classes: int | None = Field(None, ge=1)
     img_size: int = Field(224, ge=1)
     # data
@@ -171,6 +187,9 @@ class TrainConfig(Section):
     ofa_temperature: Number = Field(1.0, gt=0)
     fitnet_stages: list[Stage] = Field(default_factory=lambda: [1, 2, 3, 4])
     fitnet_loss_weight: Number = Field(1.0, ge=0)
+    # CKA to the teacher during training
+    cka_every: int = Field(1, ge=0)
+    cka_probe_size: int = Field(128, ge=4)
     # run
     seed: int = Field(0, ge=0)
     output_dir: str = "runs/ofa"
@@ -210,6 +229,11 @@ class TrainConfig(Section):
         if self.method != "scratch" and not self.teacher:
             raise ValueError(
                 f"method {self.method!r} needs a teacher; set teacher in the recipe or --set teacher=MODEL"
+            )
+        if self.student_pretrained and self.initial_checkpoint:
+            raise ValueError(
+                "student_pretrained and initial_checkpoint both set the student's first weights; keep one with "
+                "--set student_pretrained=false or --set initial_checkpoint=null"
             )
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise ValueError(

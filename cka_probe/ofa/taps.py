@@ -151,10 +151,18 @@ class StageTaps:
             checked.append(stage)
         return sorted(set(checked))
 
-    def __call__(self, images: torch.Tensor, stages: Iterable[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Run the model once; return its logits and ``{stage: (B, C, H, W) features}`` for ``stages``."""
+    def __call__(
+        self, images: torch.Tensor, stages: Iterable[int], pre_logits: bool = False
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Run the model once; return its logits and ``{stage: (B, C, H, W) features}`` for ``stages``.
+
+        With ``pre_logits`` the first value is the features the classifier reads (``forward_head(...,
+        pre_logits=True)``, ``(B, pre_logit_width)``) instead of the logits.
+        """
         stages = self.check_stages(stages)
         if not stages:
+            if pre_logits:
+                return self.model.forward_head(self.model.forward_features(images), pre_logits=True), {}
             return self.model(images), {}
         indices = sorted({self.indices[stage] for stage in stages} - {FINAL})
         if indices:
@@ -163,7 +171,7 @@ class StageTaps:
             final, intermediates = self.model.forward_features(images), []
         by_index = dict(zip(indices, intermediates))
         by_index[FINAL] = final
-        logits = self.model.forward_head(final)
+        logits = self.model.forward_head(final, pre_logits=pre_logits)
         return logits, {stage: by_index[self.indices[stage]] for stage in stages}
 
     def _dry_run(self) -> tuple[dict[int, tuple[int, ...]], list[int] | None]:

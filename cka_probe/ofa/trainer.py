@@ -10,10 +10,20 @@ DistributedDataParallel: each process reads its share of every global batch thro
 ``DistributedSampler``, BatchNorm statistics stay per device and are averaged (``dist_bn: reduce``)
 before evaluation unless ``sync_bn`` is on, every process keeps the EMA, and only rank 0 writes.
 
-Resuming from a checkpoint continues exactly: model, branch, optimiser, scheduler, EMA and
-grad-scaler states are restored, and every epoch starts by seeding the Python, NumPy and torch
-generators from ``(seed, epoch, rank)`` and draws its data order from ``(seed, epoch)``, so the
-resumed run takes the same next step as an uninterrupted one, on any number of processes.
+Resuming from a checkpoint continues exactly: model, branch, optimiser, EMA and grad-scaler states
+are restored, and every epoch starts by seeding the Python, NumPy and torch generators from
+``(seed, epoch, rank)`` and draws its data order from ``(seed, epoch)``, so the resumed run takes the
+same next step as an uninterrupted one, on any number of processes. The learning-rate schedule is
+built from this run's ``epochs`` and stepped to the resumed epoch (timm's ``train.py``), so a resume
+with a larger ``epochs`` follows the longer schedule: every added epoch gets the learning rate an
+uninterrupted run of that length gives it, never the end of the old schedule.
+
+The student starts from seeded random weights, its timm pretrained weights (``student_pretrained``) or
+a checkpoint (``initial_checkpoint``); the teacher from a checkpoint (its student or EMA weights,
+``teacher_checkpoint_key``) or its pretrained weights. With a teacher, rank 0 measures the linear CKA of
+the student's (and its EMA's) stages to the teacher's every ``cka_every`` epochs on a fixed probe set
+(:mod:`cka_probe.ofa.monitor`), logs it in ``metrics.jsonl`` and draws ``cka_to_teacher.png`` when the
+run ends.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import json
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +47,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .._device import resolve_device
-from ..errors import CheckpointError, ConfigError, OutputExistsError
+from ..errors import CheckpointError, CheckpointMismatchError, ConfigError, OutputExistsError
+from ..models import CheckpointKeysWarning, checkpoint_num_classes, read_checkpoint, select_state_dict
 from ..models import load_checkpoint as load_weights
-from ..models import read_checkpoint
 from .checkpoint import CHECKPOINT_FORMAT, check_state_dict, save_checkpoint
 from .config import TrainConfig
 from .distributed import default_workers, init_distributed, local_batch_size
@@ -48,6 +59,7 @@ __all__ = [
     "BEST_EMA_NAME",
     "BEST_NAME",
     "CHECKPOINT_NAME",
+    "CKA_FIGURE_NAME",
     "SUMMARY_NAME",
     "TrainResult",
     "Trainer",
@@ -55,6 +67,7 @@ __all__ = [
     "build_scheduler",
     "epoch_line",
     "evaluate_model",
+    "load_initial_checkpoint",
     "train",
 ]
 
@@ -63,6 +76,17 @@ BEST_NAME = "best.pth"
 BEST_EMA_NAME = "best_ema.pth"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.csv"
+CKA_FIGURE_NAME = "cka_to_teacher.png"
+
+# The fixes a one-line error names when hub weights cannot be had, in the train command's terms.
+_STUDENT_WEIGHTS_FIX = (
+    "start from random weights (--set student_pretrained=false) or a local file (--set initial_checkpoint=PATH), "
+    "run once with network access to fill the cache, or set HF_HOME to a cache that holds them"
+)
+_TEACHER_WEIGHTS_FIX = (
+    "give the teacher's weights as a file (--set teacher_checkpoint=PATH --set teacher_pretrained=false), "
+    "run once with network access to fill the cache, or set HF_HOME to a cache that holds them"
+)
 
 # Settings that define what is trained; a checkpoint must agree on them to be resumed.
 _IDENTITY_KEYS = (
@@ -154,8 +178,12 @@ class Trainer:
         student_kwargs = dict(config.student_kwargs)
         if config.drop_path is not None:
             student_kwargs["drop_path_rate"] = config.drop_path
-        student = _create_model(config.student, self.num_classes, student_kwargs, pretrained=False)
+        student = _create_model(
+            config.student, self.num_classes, student_kwargs, config.student_pretrained, _STUDENT_WEIGHTS_FIX
+        )
         self.student_timm_name = student.pretrained_cfg.get("architecture", config.student)
+        if config.initial_checkpoint:
+            load_initial_checkpoint(student, config.initial_checkpoint, config.student)
         teacher = self._create_teacher() if config.method != "scratch" else None
         self.mixup = self._create_mixup()
         self.task = DistillationTask(
@@ -193,6 +221,7 @@ class Trainer:
         self.ema = ModelEmaV3(self.task.student, decay=config.ema_decay) if config.ema_decay else None
         self.eraser = self._create_eraser()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        self.monitor = self._create_monitor() if self.dist.is_main else None
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
         self.best: dict[str, dict[str, float]] = {}  # "student" / "ema" -> {"top1", "epoch"}
@@ -206,19 +235,39 @@ class Trainer:
                 f"method {config.method!r} needs a trained teacher: --set teacher_checkpoint=PATH (or --set teacher_pretrained=true)"
             )
         teacher = _create_model(
-            config.teacher,
-            self.num_classes,
-            config.teacher_kwargs,
-            config.teacher_pretrained,
+            config.teacher, self.num_classes, config.teacher_kwargs, config.teacher_pretrained, _TEACHER_WEIGHTS_FIX
         )
         if config.teacher_checkpoint:
             load_weights(
                 teacher,
                 config.teacher_checkpoint,
                 model_label=config.teacher,
+                select=config.teacher_checkpoint_key,
                 strict=True,
             )
         return teacher
+
+    def _create_monitor(self):
+        """CKA of the student (and EMA) to the teacher on the probe set; ``None`` when off or without a teacher.
+
+        Under ``scratch`` a ``teacher`` with weights (a checkpoint or pretrained) is built for the measurement
+        alone, so a baseline's CKA to the teacher can be drawn beside the distilled students'.
+        """
+        config = self.config
+        if config.cka_every == 0:
+            return None
+        teacher = self.task.teacher
+        if teacher is None:
+            if not config.teacher or not (config.teacher_checkpoint or config.teacher_pretrained):
+                return None
+            teacher = self._create_teacher().to(self.device).eval().requires_grad_(False)
+        from .monitor import TeacherCKA, probe_images
+
+        images, _ = probe_images(self.val_set, config.cka_probe_size)
+        models = {"student": self.task.student}
+        if self.ema is not None:
+            models["ema"] = self.ema.module
+        return TeacherCKA(teacher, models, images.to(self.device), batch_size=self.local_batch)
 
     def _create_mixup(self) -> Callable | None:
         from timm.data import Mixup
@@ -424,12 +473,15 @@ class Trainer:
         )
         self.task.trainable.adapters.load_state_dict(state["adapters"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state["ema"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
+        if self.scheduler is not None:
+            # timm's train.py: the schedule of this run's epochs, stepped to the resumed epoch. The saved
+            # scheduler state is not loaded: it would keep the old length, and the epochs a resume adds
+            # would run past its end (at min_lr, 0 in some recipes) instead of along the longer schedule.
+            self.scheduler.step(self.epoch)
         self.step = int(state["step"])
         self.best = {key: dict(value) for key, value in state.get("best", {}).items()}
 
@@ -468,6 +520,10 @@ class Trainer:
             record["val"] = self.evaluate()
             if self.ema is not None:
                 record["val_ema"] = self.evaluate(self.ema.module)
+            if self._measures_cka(self.epoch + 1):
+                measured = time.perf_counter()
+                record["cka_to_teacher"] = {"n": self.monitor.n, **self.monitor.measure()}
+                record["cka_seconds"] = round(time.perf_counter() - measured, 3)
             self.epoch += 1
             if self.scheduler is not None:
                 self.scheduler.step(self.epoch)
@@ -478,11 +534,37 @@ class Trainer:
                 self._write_epoch(record, improved)
             self._barrier()
             result.history.append(record)
+        if self.monitor is not None and result.history:
+            self.draw_cka()
         if (self.output_dir / BEST_NAME).exists():
             result.best = self.output_dir / BEST_NAME
         if (self.output_dir / BEST_EMA_NAME).exists():
             result.best_ema = self.output_dir / BEST_EMA_NAME
         return result
+
+    def _measures_cka(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) ends with a CKA measurement: every ``cka_every``-th, and the last."""
+        every = self.config.cka_every
+        return self.monitor is not None and (epoch % every == 0 or epoch == self.config.epochs)
+
+    def draw_cka(self) -> Path | None:
+        """Draw ``cka_to_teacher.png`` from every CKA record of ``metrics.jsonl`` (``None`` when there is none)."""
+        from .monitor import cka_history
+
+        history = cka_history(self.metrics_path)
+        if not history:
+            return None
+        from .._files import atomic_path
+        from ..plots.training import plot_cka_to_teacher
+
+        config = self.config
+        figure = plot_cka_to_teacher(
+            history, student=config.student, teacher=str(config.teacher), data=config.dataset, method=config.method
+        )
+        target = self.output_dir / CKA_FIGURE_NAME
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, format="png", dpi=150)
+        return target
 
     def _update_best(self, record: dict[str, Any]) -> list[str]:
         improved = []
@@ -672,18 +754,52 @@ def train(
     return trainer.fit(resume=resume)
 
 
-def _create_model(name: str, num_classes: int, kwargs: dict, pretrained: bool) -> nn.Module:
+def load_initial_checkpoint(model: nn.Module, path: str | Path, model_label: str) -> None:
+    """Load the student weights of ``path`` (a run, an official checkpoint, a state dict) into ``model``.
+
+    Every tensor must be there and fit (:func:`cka_probe.models.load_checkpoint`, strict), except a classifier
+    of another number of classes: it is left at the model's fresh initialisation, as timm does when it loads
+    pretrained weights into a model of another ``num_classes`` (fine-tuning ImageNet weights on CIFAR-100).
+    """
+    selected = select_state_dict(read_checkpoint(path), path, "auto")
+    timm_name = model.pretrained_cfg.get("architecture", model_label)
+    classes = checkpoint_num_classes(selected.state_dict, timm_name)
+    if classes is None or classes == getattr(model, "num_classes", classes):
+        load_weights(model, path, model_label=model_label, strict=True, selected=selected)
+        return
+    classifier = model.pretrained_cfg.get("classifier")
+    prefixes = tuple(f"{name}." for name in ([classifier] if isinstance(classifier, str) else classifier))
+    kept = {k: v for k, v in selected.state_dict.items() if not k.startswith(prefixes)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CheckpointKeysWarning)
+        loaded = load_weights(
+            model, path, model_label=model_label, selected=type(selected)(kept, selected.key, selected.model_name)
+        )
+    missing = [k for k in loaded.missing_keys if not k.startswith(prefixes)]
+    if missing or loaded.unexpected_keys:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not fit {model_label}: {len(missing)} missing key(s) {missing[:2]}, "
+            f"{len(loaded.unexpected_keys)} unexpected key(s) {list(loaded.unexpected_keys[:2])}; "
+            "give initial_checkpoint a checkpoint of the student's architecture"
+        )
+
+
+def _create_model(name: str, num_classes: int, kwargs: dict, pretrained: bool, weights_fix: str = "") -> nn.Module:
+    """A timm model; ``pretrained`` weights come through :func:`cka_probe.models.create_pretrained` (one line
+    naming ``weights_fix`` when they cannot be had offline)."""
     import timm
 
     from ..errors import UnknownModelError
-    from ..models import resolve_name
+    from ..models import create_pretrained, resolve_name
 
     try:
         timm_name = resolve_name(name).timm_name
     except UnknownModelError:
         raise ConfigError(f"unknown timm model {name!r}; see timm.list_models()") from None
     try:
-        return timm.create_model(timm_name, pretrained=pretrained, **{"num_classes": num_classes, **kwargs})
+        if pretrained:
+            return create_pretrained(timm_name, alternatives=weights_fix, **{"num_classes": num_classes, **kwargs})
+        return timm.create_model(timm_name, pretrained=False, **{"num_classes": num_classes, **kwargs})
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ConfigError(f"unknown timm model {name!r}; see timm.list_models()") from None
