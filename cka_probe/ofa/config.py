@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 DATASETS = TRAIN_DATASETS
-EvalPreprocessing = Literal["recipe", "student"]
+EvalPreprocessing = Literal["recipe", "student", "official"]
 DistBN = Literal["reduce", "broadcast", "none"]
 Sched = Literal["cosine", "tanh", "step", "multistep", "poly", "none"]
 """timm's per-epoch schedules (``plateau`` is left out: it steps on a metric, not an epoch)."""
@@ -86,9 +86,10 @@ class TrainConfig(Section):
         interpolation: evaluation (and, unless ``train_interpolation`` is set, training) resize interpolation.
         train_interpolation: training interpolation (``random``: bilinear or bicubic per image, as the
             official OFA-KD runs); ``None``: ``interpolation``.
-        eval_preprocessing: ``recipe`` (crop_pct and interpolation above) or ``student`` (crop fraction,
-            crop mode and interpolation of the student's own timm pretrained config, as the official
-            OFA-KD runs evaluate, on CIFAR-100 too).
+        eval_preprocessing: ``recipe`` (crop_pct and interpolation above), ``student`` (crop fraction,
+            crop mode and interpolation of the student's pretrained config in the installed timm) or
+            ``official`` (as the official OFA-KD runs evaluated, on CIFAR-100 too: the student's config
+            in timm 0.6.5, and on ImageNet its mean / std; the official code's students only).
         erase_after_mixup: apply random erasing to the batch after mixup / cutmix (as timm's prefetching
             loader in the official runs does) instead of to each image before it.
         workers: data-loading processes per device; ``None``: the CPU cores this process may use, shared
@@ -235,6 +236,10 @@ class TrainConfig(Section):
                 "student_pretrained and initial_checkpoint both set the student's first weights; keep one with "
                 "--set student_pretrained=false or --set initial_checkpoint=null"
             )
+        if self.eval_preprocessing == "official":
+            from ..models._official_data import official_eval_config
+
+            official_eval_config(self.student)  # a student the official code never had: one line naming the fix
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise ValueError(
                 f"mixup and cutmix need an even batch_size, got {self.batch_size}; fix it with --set batch_size=VALUE"

@@ -163,6 +163,9 @@ class Trainer:
         self.workers = config.workers if config.workers is not None else default_workers(self.dist.local_world_size)
         self.use_amp = bool(config.amp) and self.device.type == "cuda"
         _seed_everything(config.seed)
+        from .data import eval_transform_settings
+
+        self.eval_transform = eval_transform_settings(config)  # the recipe's, recorded in checkpoints and metrics
 
         if datasets is None:
             from .data import build_datasets
@@ -431,6 +434,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "config": self.config.to_dict(),
+            "eval_transform": self.eval_transform,
             "student": self.task.student.state_dict(),
             "branches": self.task.trainable.branches.state_dict(),
             "adapters": self.task.trainable.adapters.state_dict(),
@@ -518,6 +522,7 @@ class Trainer:
                 "train": train_metrics,
             }
             record["val"] = self.evaluate()
+            record["eval_transform"] = self.eval_transform
             if self.ema is not None:
                 record["val_ema"] = self.evaluate(self.ema.module)
             if self._measures_cka(self.epoch + 1):

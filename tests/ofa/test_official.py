@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from torchvision import transforms as T
 
 from cka_probe.ofa.config import TrainConfig, load_config
+from cka_probe.ofa.data import build_transforms, eval_transform_settings
 from cka_probe.ofa.task import TrainableModules
 from cka_probe.ofa.trainer import build_optimizer, build_scheduler
 
@@ -27,7 +29,7 @@ OFFICIAL = {
 }  # fmt: skip
 EVERY_RECIPE = {
     "train_interpolation": "random",
-    "eval_preprocessing": "student",
+    "eval_preprocessing": "official",
     "weight_decay_exempt_embeddings": False,
 }
 
@@ -126,24 +128,152 @@ def test_weight_decay_groups_follow_the_official_code_unless_exempted(student, e
     assert decayed == multi_dim - embeddings and undecayed == one_dim | embeddings
 
 
-def test_official_transforms_random_train_interpolation_student_eval_crop_and_erasing_after_mixup():
-    from torchvision import transforms as T
-
-    from cka_probe.ofa.data import build_transforms
-
+def test_official_transforms_random_train_interpolation_and_erasing_after_mixup():
     config = load_config(CONFIGS / "official" / "imagenet_vit_mlp.yaml")
-    train, evaluation = build_transforms(config)
+    train, _ = build_transforms(config)
     crop = train.transforms[0]
     assert {str(m) for m in crop.interpolation} == {"InterpolationMode.BILINEAR", "InterpolationMode.BICUBIC"}
     assert not any(type(t).__name__ == "RandomErasing" for t in train.transforms)  # erased after mixup instead
-    # reference: deit_tiny's pretrained config, crop 0.9 bicubic -> resize to floor(224 / 0.9) = 248, centre crop 224
-    cfg = timm.models.get_pretrained_cfg("deit_tiny_patch16_224")
-    resize = next(t for t in evaluation.transforms if isinstance(t, T.Resize))
-    assert (cfg.crop_pct, cfg.interpolation) == (0.9, "bicubic")
-    assert resize.size == math.floor(224 / 0.9) and resize.interpolation == T.InterpolationMode.BICUBIC
     table8_train, table8_eval = build_transforms(load_config(CONFIGS / "imagenet_vit_mlp.yaml"))
     assert any(type(t).__name__ == "RandomErasing" for t in table8_train.transforms)
     assert next(t for t in table8_eval.transforms if isinstance(t, T.Resize)).size == math.floor(224 / 0.875)
+
+
+# What timm 0.6.5 (the official runs' version) resolves for each student, measured with timm 0.6.5 itself:
+# timm.data.resolve_data_config() on the model, with the official train.py's argument defaults.
+# (crop_pct, interpolation, mean / std); input 224 x 224 for every one.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+TIMM_065 = {
+    "resnet18": (0.875, "bilinear", IMAGENET_STATS),
+    "mobilenetv2_100": (0.875, "bicubic", IMAGENET_STATS),
+    "deit_tiny_patch16_224": (0.9, "bicubic", IMAGENET_STATS),
+    "vit_small_patch16_224": (0.9, "bicubic", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    "swin_nano_patch4_window7_224": (0.9, "bicubic", IMAGENET_STATS),
+    "swin_pico_patch4_window7_224": (0.9, "bicubic", IMAGENET_STATS),
+    "resmlp_12_224": (0.875, "bicubic", IMAGENET_STATS),
+}
+CIFAR_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))  # official train.py's CIFAR-100 override
+
+
+def _official_eval_reference(student: str, dataset: str) -> T.Compose:
+    """The official runs' evaluation transform (timm 0.6.5's transforms_imagenet_eval), written with torchvision."""
+    crop_pct, interpolation, stats = TIMM_065[student]
+    mean, std = stats if dataset == "imagenet" else CIFAR_STATS
+    return T.Compose(
+        [
+            T.Resize(math.floor(224 / crop_pct), interpolation=T.InterpolationMode(interpolation)),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "student"),
+    [
+        ("imagenet_cnn", None),  # resnet18
+        ("imagenet_cnn", "mobilenetv2_100"),
+        ("imagenet_vit_mlp", None),  # deit_tiny_patch16_224
+        ("imagenet_vit_mlp", "vit_small_patch16_224"),
+        ("imagenet_vit_mlp", "swin_nano_patch4_window7_224"),
+        ("imagenet_vit_mlp", "resmlp_12_224"),
+        ("cifar100_cnn", None),  # resnet18
+        ("cifar100_cnn", "mobilenetv2_100"),
+        ("cifar100_vit_mlp", None),  # swin_pico_patch4_window7_224
+        ("cifar100_vit_mlp", "resmlp_12_224"),
+    ],
+)
+def test_official_recipes_evaluate_as_the_official_runs(name, student):
+    from PIL import Image
+
+    config = load_config(CONFIGS / "official" / f"{name}.yaml", {"student": student} if student else {})
+    _, evaluation = build_transforms(config)
+    reference = _official_eval_reference(config.student, config.dataset)
+    generator = torch.Generator().manual_seed(0)
+    for size in ((32, 32), (300, 260)):  # a CIFAR image, upsampled as the official runs do, and a photo-sized one
+        pixels = torch.randint(0, 256, (*size, 3), dtype=torch.uint8, generator=generator).numpy()
+        image = Image.fromarray(pixels)
+        torch.testing.assert_close(evaluation(image), reference(image), rtol=0, atol=1e-6)
+    settings = eval_transform_settings(config)
+    crop_pct, interpolation, _ = TIMM_065[config.student]
+    assert (settings["crop_pct"], settings["interpolation"]) == (crop_pct, interpolation)
+    assert settings["source"] == f"timm 0.6.5 data config of {config.student}, as the official OFA-KD runs"
+
+
+def test_resnet18_official_eval_differs_from_timm_1s_pretrained_config():
+    # issue 19: timm 1.0 resolves crop 0.95 bicubic for resnet18, the official runs used 0.875 bilinear (Resize 256)
+    official = eval_transform_settings(load_config(CONFIGS / "official" / "imagenet_cnn.yaml"))
+    current = eval_transform_settings(
+        load_config(CONFIGS / "official" / "imagenet_cnn.yaml", ["eval_preprocessing=student"])
+    )
+    assert (official["crop_pct"], official["interpolation"]) == (0.875, "bilinear")
+    assert (current["crop_pct"], current["interpolation"]) == (0.95, "bicubic")
+    resize = next(
+        t
+        for t in build_transforms(load_config(CONFIGS / "official" / "imagenet_cnn.yaml"))[1].transforms
+        if isinstance(t, T.Resize)
+    )
+    assert resize.size == 256 and resize.interpolation == T.InterpolationMode.BILINEAR
+
+
+def test_official_eval_of_a_vit_student_normalises_training_images_with_its_mean_and_std_on_imagenet():
+    # the official train.py builds both loaders from the student's data config: ViT-S's mean / std are 0.5
+    config = load_config(CONFIGS / "official" / "imagenet_vit_mlp.yaml", ["student=vit_small_patch16_224"])
+    train, _ = build_transforms(config)
+    normalize = next(t for t in train.transforms if isinstance(t, T.Normalize))
+    assert list(normalize.mean) == [0.5, 0.5, 0.5] and list(normalize.std) == [0.5, 0.5, 0.5]
+    cifar = load_config(CONFIGS / "official" / "cifar100_vit_mlp.yaml", ["student=vit_small_patch16_224"])
+    normalize = next(t for t in build_transforms(cifar)[0].transforms if isinstance(t, T.Normalize))
+    assert tuple(normalize.mean) == pytest.approx(CIFAR_STATS[0])
+
+
+def test_official_eval_refuses_a_student_the_official_code_never_had(tmp_path):
+    from click.testing import CliRunner
+
+    from cka_probe.cli.main import main
+    from cka_probe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_preprocessing official knows the official OFA-KD code's students"):
+        load_config(CONFIGS / "official" / "imagenet_cnn.yaml", ["student=test_resnet"])
+    args = ["train", "--config", str(CONFIGS / "official" / "imagenet_cnn.yaml"), "--set", "student=test_resnet"]
+    result = CliRunner().invoke(main, args, env={"CKA_PROBE_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output
+    assert "not 'test_resnet'" in lines[0] and "--set eval_preprocessing=student" in lines[0]
+    assert load_config(
+        CONFIGS / "official" / "imagenet_cnn.yaml", ["student=test_resnet", "eval_preprocessing=student"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        ("official/cifar100_cnn", {"eval_preprocessing": "official", "crop_pct": 0.875, "interpolation": "bilinear"}),
+        ("cifar100_cnn", {"eval_preprocessing": "recipe", "crop_pct": 1.0, "interpolation": "bilinear"}),
+    ],
+)
+def test_a_run_records_its_evaluation_transform(tmp_path, recipe, expected):
+    import json
+
+    from torch.utils.data import TensorDataset
+
+    from cka_probe.models import read_checkpoint
+    from cka_probe.ofa.trainer import Trainer
+
+    overrides = {
+        "method": "scratch", "teacher": None, "num_classes": 10, "img_size": 16, "epochs": 1, "batch_size": 4,
+        "workers": 0, "device": "cpu", "amp": False, "output_dir": str(tmp_path), "warmup_epochs": 0,
+    }  # fmt: skip
+    config = load_config(CONFIGS / f"{recipe}.yaml", overrides)
+    data = TensorDataset(torch.zeros(8, 3, 16, 16), torch.zeros(8, dtype=torch.long))
+    Trainer(config, datasets=(data, data)).fit()
+    checkpoint = read_checkpoint(tmp_path / "last.pth")["eval_transform"]
+    logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["eval_transform"]
+    assert checkpoint == logged
+    assert {key: checkpoint[key] for key in expected} == expected
+    assert checkpoint["input_size"] == [3, 16, 16] and checkpoint["mean"] == list(CIFAR_STATS[0])
 
 
 def test_erasing_after_mixup_erases_the_mixed_batch(tmp_path):
