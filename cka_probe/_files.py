@@ -29,6 +29,7 @@ from .errors import OutputNameError
 __all__ = [
     "STALE_AFTER_S",
     "atomic_path",
+    "atomic_paths",
     "check_output_name",
     "cache_root",
     "remove_stale_temp_files",
@@ -108,6 +109,21 @@ def remove_stale_temp_files(target: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _new_temp_file(target: Path) -> Path:
+    remove_stale_temp_files(target)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target), suffix=".tmp")
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def _flush_to_disk(tmp: Path) -> None:
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is flushed to disk and renamed onto ``target``.
@@ -116,22 +132,33 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     half-written file. A process killed while writing leaves ``target`` untouched too, but its
     temporary file stays until the next write of ``target`` removes it (see the module docstring).
     """
-    target = Path(target)
-    remove_stale_temp_files(target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target), suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    with atomic_paths({"target": target}) as temps:
+        yield temps["target"]
+
+
+@contextlib.contextmanager
+def atomic_paths(targets: dict[str, str | os.PathLike]) -> Iterator[dict[str, Path]]:
+    """:func:`atomic_path` for a set of outputs written as one: a temporary path per target, all flushed, then
+    renamed onto their targets in the mapping's order, one right after another, once every file is written.
+
+    An exception while writing leaves every target untouched. A process killed before the renames leaves
+    no target (and stale temporary files); one killed between two renames (a window of microseconds) leaves
+    the first targets only: put the file that marks a set complete last.
+    """
+    paths = {key: Path(target) for key, target in targets.items()}
+    temps: dict[str, Path] = {}
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, target)
+        for key, target in paths.items():
+            temps[key] = _new_temp_file(target)
+        yield dict(temps)
+        for tmp in temps.values():
+            _flush_to_disk(tmp)
+        for key, tmp in temps.items():
+            os.replace(tmp, paths[key])
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp in temps.values():
+            if tmp.exists():
+                tmp.unlink()
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,4 +1,10 @@
-"""Writing outputs: atomically (temporary file, then rename) and never over an existing file unless asked."""
+"""Writing outputs: atomically (temporary file, then rename) and never over an existing file unless asked.
+
+The outputs of one result (a CSV, a JSON record and figures) are written as one set
+(:func:`~cka_probe._files.atomic_paths`): every file to a temporary name, then all renamed, the JSON record
+last. A set whose JSON record is missing was cut short by a kill between two renames; :func:`check_outputs`
+lets a rerun complete it without ``--overwrite``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,14 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .._files import atomic_path, remove_stale_temp_files, temp_prefix
+from .._files import atomic_path, atomic_paths, remove_stale_temp_files, temp_prefix
 from ..errors import CKAProbeError, OutputExistsError
 
 __all__ = [
     "OutputDirError",
     "OutputExistsError",
     "atomic_path",
+    "atomic_paths",
     "check_outputs",
     "ensure_writable_dir",
     "new_output_dir",
@@ -44,10 +51,18 @@ def ensure_writable_dir(
 
 
 def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
-    """Refuse to go on when any output exists already and ``overwrite`` is false."""
+    """Refuse to go on when any output exists already and ``overwrite`` is false.
+
+    When the outputs are a set with a JSON record (written last, see the module docstring) and that record is
+    missing, the files present are what a killed run left: they are not refused, the rerun replaces them.
+    """
     if overwrite:
         return
-    existing = [str(p) for p in paths if Path(p).exists()]
+    paths = [Path(p) for p in paths]
+    records = [p for p in paths if p.suffix == ".json"]
+    if len(records) == 1 and not records[0].exists():
+        return  # an incomplete set: completed by this run
+    existing = [str(p) for p in paths if p.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more of its outputs)" if len(existing) > 1 else ""
         raise OutputExistsError(

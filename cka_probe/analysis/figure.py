@@ -11,7 +11,7 @@ from typing import Any
 from .._files import check_output_name
 from .._version import __version__
 from ..errors import CKAProbeError
-from ._io import atomic_path, check_outputs, ensure_writable_dir
+from ._io import atomic_paths, check_outputs, ensure_writable_dir
 from .config import JobConfig
 from .estimation import pair_tables, pooling_description
 from .executors import features_for_models
@@ -71,14 +71,13 @@ class FigureResult:
         formats = list(self.config.output["formats"])
         ensure_writable_dir(paths["json"].parent)
         check_outputs(paths.values(), overwrite)
-        fig = self.draw()
-        for fmt in formats:
-            with atomic_path(paths[fmt]) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=200)
-        with atomic_path(paths["csv"]) as tmp:
-            self.long_table().to_csv(tmp, index=False, float_format="%.10g")
-        with atomic_path(paths["json"]) as tmp:
-            tmp.write_text(json.dumps(_jsonable(self.metadata), indent=2) + "\n")
+        with atomic_paths({**{fmt: paths[fmt] for fmt in formats}, "csv": paths["csv"], "json": paths["json"]}) as tmp:
+            if formats:
+                fig = self.draw()
+                for fmt in formats:
+                    fig.savefig(tmp[fmt], format=fmt, dpi=200)
+            self.long_table().to_csv(tmp["csv"], index=False, float_format="%.10g")
+            tmp["json"].write_text(json.dumps(_jsonable(self.metadata), indent=2) + "\n")
         return paths
 
     def long_table(self):

@@ -53,7 +53,7 @@ from ..capture import FeatureRecorder, parse_layouts
 from ..capture.pooling import FLATTEN, POOLS
 from ..errors import ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
-from ._io import atomic_path, check_outputs, ensure_writable_dir
+from ._io import atomic_paths, check_outputs, ensure_writable_dir
 from .comparison import TOKEN_RULES, _tokens
 from .estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
 from .features import FeatureSettings, gram_spool, resolve_device
@@ -411,26 +411,26 @@ class IdentifyResult:
     ) -> dict[str, Path]:
         """Write ``stem.csv`` (the table), ``stem.json`` (overall shares, best matches, provenance) and the figure.
 
-        Each file is written atomically; nothing is written when any exists and ``overwrite`` is false.
+        Written as one set, the JSON renamed last (:mod:`cka_probe.analysis._io`); nothing is written when any
+        exists and ``overwrite`` is false, unless the set is one a kill cut short (its JSON missing).
         """
         paths = identify_outputs(directory, stem, formats)
         ensure_writable_dir(directory)
         check_outputs(paths.values(), overwrite)
-        with atomic_path(paths["csv"]) as tmp:
-            self.table.to_csv(tmp, index=False, float_format="%.10g")
         record = {
             **self.metadata,
             "overall": self.overall,
             "per_layer": self.table.to_dict(orient="records"),
             "best_matches": self._best_matches(),
         }
-        with atomic_path(paths["json"]) as tmp:
-            tmp.write_text(json.dumps(_jsonable(record), indent=2) + "\n")
-        if list(formats):
-            fig = self.plot()
-            for fmt in formats:
-                with atomic_path(paths[fmt]) as tmp:
-                    fig.savefig(tmp, format=fmt, dpi=dpi)
+        formats = list(formats)
+        with atomic_paths({**{fmt: paths[fmt] for fmt in formats}, "csv": paths["csv"], "json": paths["json"]}) as tmp:
+            if formats:
+                fig = self.plot()
+                for fmt in formats:
+                    fig.savefig(tmp[fmt], format=fmt, dpi=dpi)
+            self.table.to_csv(tmp["csv"], index=False, float_format="%.10g")
+            tmp["json"].write_text(json.dumps(_jsonable(record), indent=2) + "\n")
         return paths
 
     def _best_matches(self) -> dict[str, dict[str, list[int | None]]]:

@@ -14,7 +14,7 @@ import pandas as pd
 from .._choices import FORMATS
 from .._files import check_output_name
 from ..errors import CKAProbeError
-from ._io import atomic_path, check_outputs, ensure_writable_dir
+from ._io import atomic_paths, check_outputs, ensure_writable_dir
 from .summary import DEFAULT_BAND, diagonal_band_mean
 
 __all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "safe_name", "FIGURE_FORMATS"]
@@ -140,10 +140,12 @@ class CKAResult:
         dpi: int = 200,
         labels: str = "auto",
     ) -> dict[str, Path]:
-        """Write ``A_vs_B.csv``, ``A_vs_B.json`` and the heatmap in each format, atomically.
+        """Write ``A_vs_B.csv``, ``A_vs_B.json`` and the heatmap in each format, atomically and as one set (the JSON
+        renamed last: :mod:`cka_probe.analysis._io`).
 
-        Nothing is written when any target exists and ``overwrite`` is false. ``labels`` sets the heatmap's
-        axis labels: ``"names"``, ``"index"`` or ``"auto"`` (see :func:`cka_probe.plots.plot_cka_heatmap`).
+        Nothing is written when any target exists and ``overwrite`` is false, unless the set is one a kill cut
+        short (its JSON missing). ``labels`` sets the heatmap's axis labels: ``"names"``, ``"index"`` or
+        ``"auto"`` (see :func:`cka_probe.plots.plot_cka_heatmap`).
         """
         from ..plots.titles import check_labels
 
@@ -151,19 +153,19 @@ class CKAResult:
         paths = self.paths(directory, formats, stem)
         ensure_writable_dir(directory)
         check_outputs(paths.values(), overwrite)
-        with atomic_path(paths["csv"]) as tmp:
-            self.matrix.to_csv(tmp, float_format="%.10g")
-        with atomic_path(paths["json"]) as tmp:
-            tmp.write_text(json.dumps(_jsonable(self.metadata), indent=2, sort_keys=False) + "\n")
         figure_formats = list(formats)
-        if figure_formats:  # the figure is drawn once and saved in every format
-            from ..plots import new_figure
+        with atomic_paths(
+            {**{fmt: paths[fmt] for fmt in figure_formats}, "csv": paths["csv"], "json": paths["json"]}
+        ) as tmp:
+            if figure_formats:  # the figure is drawn once and saved in every format
+                from ..plots import new_figure
 
-            fig = new_figure()
-            self.plot(ax=fig.subplots(), labels=labels)
-            for fmt in figure_formats:
-                with atomic_path(paths[fmt]) as tmp:
-                    fig.savefig(tmp, format=fmt, dpi=dpi)
+                fig = new_figure()
+                self.plot(ax=fig.subplots(), labels=labels)
+                for fmt in figure_formats:
+                    fig.savefig(tmp[fmt], format=fmt, dpi=dpi)
+            self.matrix.to_csv(tmp["csv"], float_format="%.10g")
+            tmp["json"].write_text(json.dumps(_jsonable(self.metadata), indent=2, sort_keys=False) + "\n")
         return paths
 
     @classmethod

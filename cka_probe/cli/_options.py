@@ -169,8 +169,11 @@ def split_layers(value: str) -> str | list[str]:
 
 
 def split_formats(value: str) -> list[str]:
-    """``png,pdf`` as a list (``""``: no figure), each checked here, before the library (and its imports) load."""
+    """``png,pdf`` as a list, each checked here, before the library (and its imports) load; at least one (as the
+    job configs' ``output.formats``: an empty value is a mistake, not a way to skip the figure)."""
     formats = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not formats:
+        raise CKAProbeError(f"--format {value!r} names no figure format; give one or more of {', '.join(FORMATS)}")
     unknown = [fmt for fmt in formats if fmt not in FORMATS]
     if unknown:
         raise CKAProbeError(f"--format: unknown figure format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
