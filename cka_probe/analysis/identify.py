@@ -514,8 +514,10 @@ def identify(
     started = time.perf_counter()
     pools = tuple(dict.fromkeys(pools))
     unknown = [p for p in pools if p not in POOLS]
-    if unknown or not pools:
-        raise IdentifyError(f"unknown pooling {unknown[0] if unknown else 'none'}; choose from {', '.join(POOLS)}")
+    if not pools:
+        raise IdentifyError(f"pools= names no pooling; give one or more of {', '.join(POOLS)}")
+    if unknown:
+        raise IdentifyError(f"unknown pooling {unknown[0]}; choose from {', '.join(POOLS)}")
     settings = CKASettings(
         kernel="linear", unbiased=bool(unbiased), estimator=estimator, batch_size=batch_size, precision=precision
     ).check(n)

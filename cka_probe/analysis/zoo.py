@@ -105,6 +105,11 @@ def run_zoo(
 
     A run that fails leaves no empty output folder nor an empty state folder behind.
     """
+    if len(config.models) < 2:
+        raise ConfigError(
+            f"{config.source or 'zoo config'}: models lists {len(config.models)} model, and a zoo compares pairs; "
+            "list at least two (or use cka-probe layers / compare for one network)"
+        )
     if config.output.get("per_pair"):
         _check_pair_file_names([m.display for m in config.models])
     with new_output_dir(Path(output_dir or config.output["dir"])) as out:
@@ -156,7 +161,7 @@ def _run_zoo(
     failures = [ext.record() for ext in features.values() if isinstance(ext, ModelFailure)]
     feature_seconds = time.perf_counter() - started
     if len(working) < 2:
-        first = failures[0] if failures else {"label": "?", "error": "no model"}
+        first = failures[0]  # two models at least were listed (run_zoo checked), so one failed at least
         raise CKAProbeError(
             f"{len(failures)} of {len(config.models)} models failed, leaving no pair to compare "
             f"(first: {first['label']}: {first['error']}); fix the models or list at least two that run"

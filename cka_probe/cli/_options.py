@@ -180,6 +180,17 @@ def split_formats(value: str) -> list[str]:
     return formats
 
 
+def split_pools(value: str, option: str = "--pool") -> tuple[str, ...]:
+    """``mean,flatten`` as a tuple of poolings (each once), checked here as :func:`split_formats` checks formats."""
+    pools = tuple(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
+    if not pools:
+        raise CKAProbeError(f"{option} {value!r} names no pooling; give one or more of {', '.join(POOLS)}")
+    unknown = [pool for pool in pools if pool not in POOLS]
+    if unknown:
+        raise CKAProbeError(f"{option}: unknown pooling {unknown[0]}; choose from {', '.join(POOLS)}")
+    return pools
+
+
 def parse_layouts(values, option: str) -> dict[str, str]:
     """``PATTERN=LAYOUT`` strings as an ordered ``{pattern: layout}`` mapping (the first match wins)."""
     from ..capture import parse_layouts as parse

@@ -126,7 +126,7 @@ def identify(
         "tokens": tokens,
         "layouts": opt.parse_layouts(layouts, "--layouts"),
         "checkpoint_select": checkpoint_key,
-        "pools": tuple(part.strip().lower() for part in pools.split(",") if part.strip()),
+        "pools": opt.split_pools(pools),
         "estimator": estimator,
         "unbiased": unbiased,
         "precision": precision,

@@ -80,3 +80,34 @@ def test_set_with_a_list_index_is_not_called_malformed(tmp_path, assert_one_line
     result = _run(["zoo", _zoo_file(tmp_path), "--out", tmp_path / "out", "--set", "models.0.name=["], tmp_path)
     assert_one_line_error(result, "--set 'models.0.name=[': the value is not valid YAML")
     assert "write it as key=value" not in result.output
+
+
+def test_identify_with_an_empty_pool_is_one_line(tmp_path, assert_one_line_error):
+    nets = [tmp_path / "seed0.pth", tmp_path / "seed1.pth"]
+    out = tmp_path / "out"
+    result = _run(["identify", *nets, "--model", "test_resnet", "--pool", "", "--out", out], tmp_path)
+    assert_one_line_error(result, "--pool '' names no pooling; give one or more of mean, max, flatten")
+    assert "none" not in result.output
+    result = _run(["identify", *nets, "--model", "test_resnet", "--pool", "mean,median", "--out", out], tmp_path)
+    assert_one_line_error(result, "--pool: unknown pooling median; choose from mean, max, flatten")
+    assert not out.exists()
+
+
+def test_identify_in_python_names_its_argument():
+    import pytest
+
+    from cka_probe.analysis.identify import identify
+    from cka_probe.errors import IdentifyError
+
+    with pytest.raises(IdentifyError, match=r"^pools= names no pooling; give one or more of mean, max, flatten$"):
+        identify("test_resnet", ["a.pth", "b.pth"], pools=())
+
+
+def test_a_one_model_zoo_is_refused_before_any_model_runs(tmp_path, assert_one_line_error):
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump({"weights": "random", "data": {"n": 8}, "models": ["test_resnet"]}))
+    out = tmp_path / "out"
+    result = _run(["zoo", path, "--out", out, "--no-progress"], tmp_path)
+    assert_one_line_error(result, "models lists 1 model, and a zoo compares pairs; list at least two")
+    assert "?" not in result.output and "no model" not in result.output
+    assert not out.exists() and not (tmp_path / "cache").exists()  # nothing was computed
