@@ -11,6 +11,7 @@ import re
 from typing import Literal, get_args
 
 __all__ = [
+    "FITNET_METHODS",
     "FORMATS",
     "Format",
     "DEVICE_PATTERN",
@@ -22,6 +23,7 @@ __all__ = [
     "KERNELS",
     "LABELS",
     "METHODS",
+    "OFA_METHODS",
     "POOLS",
     "TOKENS",
     "TRAIN_DATASETS",
@@ -65,8 +67,9 @@ Format = Literal["png", "pdf", "svg"]
 Labels = Literal["auto", "names", "index"]
 """Heatmap tick labels: layer names, 1-based layer numbers, or names when they fit."""
 
-Method = Literal["scratch", "kd", "fitnet", "ofa"]
-"""Training method (``cka-probe train``): no teacher, Hinton KD, FitNet hints, or One-for-All KD."""
+Method = Literal["scratch", "kd", "fitnet", "ofa", "ofa+fitnet"]
+"""Training method (``cka-probe train``): no teacher, Hinton KD, FitNet hints, One-for-All KD, or One-for-All KD
+with FitNet hints added (each term with its own weight)."""
 
 TrainDataset = Literal["imagenet", "cifar100", "fashion_mnist"]
 """Data set layouts of ``cka-probe train`` and ``cka-probe validate``."""
@@ -81,6 +84,10 @@ LABELS: tuple[str, ...] = get_args(Labels)
 FORMATS: tuple[str, ...] = get_args(Format)
 CHECKPOINT_SELECT: tuple[str, ...] = get_args(CheckpointSelect)
 METHODS: tuple[str, ...] = get_args(Method)
+OFA_METHODS: tuple[str, ...] = ("ofa", "ofa+fitnet")
+"""The methods that train OFA branches (``ofa_stages``, ``ofa_gamma``, ``ofa_loss_weight`` apply)."""
+FITNET_METHODS: tuple[str, ...] = ("fitnet", "ofa+fitnet")
+"""The methods that add FitNet hints (``fitnet_stages``, ``fitnet_loss_weight`` apply)."""
 TRAIN_DATASETS: tuple[str, ...] = get_args(TrainDataset)
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AllowInfNan, BeforeValidator, Field, field_validator, model_validator
 
-from .._choices import TRAIN_DATASETS, CheckpointSelect, Method, TrainDataset
+from .._choices import OFA_METHODS, TRAIN_DATASETS, CheckpointSelect, Method, TrainDataset
 from .._config import DeviceName, Section, parse_overrides, read_yaml, validate
 from ..errors import ConfigError
 
@@ -61,7 +61,7 @@ class TrainConfig(Section):
     distillation defaults.
 
     Model and method
-        method: ``scratch``, ``kd``, ``fitnet`` or ``ofa``.
+        method: ``scratch``, ``kd``, ``fitnet``, ``ofa`` or ``ofa+fitnet`` (OFA with FitNet hints added).
         student / teacher: timm model names; ``*_kwargs`` are passed to ``timm.create_model``.
         teacher_checkpoint: state dict (``.pth`` / ``.safetensors``), a cka-probe training checkpoint or an
             official OFA-KD / timm ``train.py`` checkpoint.
@@ -244,7 +244,7 @@ class TrainConfig(Section):
             raise ValueError(
                 f"mixup and cutmix need an even batch_size, got {self.batch_size}; fix it with --set batch_size=VALUE"
             )
-        if self.method == "ofa":
+        if self.method in OFA_METHODS:
             stages = len(self.ofa_stages)
             for key, length, shape in (
                 ("ofa_gamma", stages + 1, "one per stage of ofa_stages plus one for the logits"),

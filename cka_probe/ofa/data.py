@@ -120,11 +120,13 @@ def eval_transform_settings(config: TrainConfig) -> dict:
     import timm
 
     data_config = eval_data_config(**{key: getattr(config, key) for key in EVAL_KEYS})
-    name = resolve_name(config.student).timm_name
-    source = {
-        "official": f"timm 0.6.5 data config of {name.split('.')[0]}, as the official OFA-KD runs",
-        "student": f"timm {timm.__version__} pretrained config of {name}",
-    }.get(config.eval_preprocessing, "recipe (crop_pct, interpolation)")
+    source = "recipe (crop_pct, interpolation)"
+    if config.eval_preprocessing != "recipe":  # the student's name matters (and was resolved) only here
+        name = resolve_name(config.student).timm_name
+        source = {
+            "official": f"timm 0.6.5 data config of {name.split('.')[0]}, as the official OFA-KD runs",
+            "student": f"timm {timm.__version__} pretrained config of {name}",
+        }[config.eval_preprocessing]
     plain = {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()}
     return {"eval_preprocessing": config.eval_preprocessing, "source": source, **plain}
 

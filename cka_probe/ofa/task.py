@@ -6,19 +6,27 @@ The teacher runs in eval mode under ``torch.no_grad()``; its parameters never re
 
 Methods and their components:
 
-=========  ================================================================  =====================================
-method     loss                                                              components
-=========  ================================================================  =====================================
-scratch    ``w_gt * CE``                                                     ``ce``
-kd         ``w_gt * CE + w_kd * KD_T`` (Hinton, ``T**2`` scaled)             ``ce``, ``kd``
-fitnet     ``w_gt * CE + w_fit * sum_s MSE(adapter_s(f^s_s), f^t_s)``        ``ce``, ``fitnet_stage{s}``
-ofa        ``w_gt * CE + w_kd * OFA(z_s) + sum_s w_s * OFA(branch_s(f^s_s))``  ``ce``, ``ofa_logits``, ``ofa_stage{s}``
-=========  ================================================================  =====================================
+==========  ================================================================  =====================================
+method      loss                                                              components
+==========  ================================================================  =====================================
+scratch     ``w_gt * CE``                                                     ``ce``
+kd          ``w_gt * CE + w_kd * KD_T`` (Hinton, ``T**2`` scaled)             ``ce``, ``kd``
+fitnet      ``w_gt * CE + w_fit * sum_s MSE(adapter_s(f^s_s), f^t_s)``        ``ce``, ``fitnet_stage{s}``
+ofa         ``w_gt * CE + w_kd * OFA(z_s) + sum_s w_s * OFA(branch_s(f^s_s))``  ``ce``, ``ofa_logits``, ``ofa_stage{s}``
+ofa+fitnet  the ``ofa`` loss ``+ w_fit * sum_s MSE(adapter_s(f^s_s), f^t_s)``   both sets
+==========  ================================================================  =====================================
 
 ``CE`` is the criterion the trainer passes (soft-target CE under mixup / cutmix, label-smoothing CE,
 or plain CE). For OFA, ``gamma`` may be one value or one per stage plus a last one for the
 logits, as in the reference code (where it is called ``eps``); the OFA weight of the branches may be
-one value or one per stage.
+one value or one per stage. Both lists are paired with the stages in the order the user gives them,
+as the reference code pairs ``--ofa-eps`` with ``--ofa-stage`` (``zip`` of the two lists), so stages
+``[3, 1]`` with gammas ``[a, b, c]`` give stage 3 ``a``, stage 1 ``b`` and the logits ``c``. A stage
+listed twice is refused (the reference would build one branch and train it twice).
+
+``ofa+fitnet`` (the reference's issues #5 and #10: OFA with FitNet hints on heterogeneous pairs) adds
+FitNet's adapters and hint losses on ``fitnet_stages``, weighted by ``fitnet_loss_weight``, to
+everything ``ofa`` trains; the teacher runs once for its logits and its stage features.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .._choices import METHODS
+from .._choices import FITNET_METHODS, METHODS, OFA_METHODS
 from ..errors import ConfigError, ModelMismatchError
 from .branches import build_branch
 from .fitnet import FitNetAdapter
@@ -68,9 +76,9 @@ class DistillationTask(nn.Module):
         gt_loss_weight: weight of the task loss.
         kd_loss_weight: weight of the logit distillation term (KD, or OFA on the student's logits).
         kd_temperature: Hinton KD temperature.
-        ofa_stages: student stages that get a branch (1 to 4).
-        ofa_gamma: one ``gamma``, or one per stage followed by one for the logits.
-        ofa_loss_weight: weight of the branch losses, one value or one per stage.
+        ofa_stages: student stages that get a branch (1 to 4), each once, in the order the lists below follow.
+        ofa_gamma: one ``gamma``, or one per stage of ``ofa_stages`` (in its order) followed by one for the logits.
+        ofa_loss_weight: weight of the branch losses, one value or one per stage of ``ofa_stages`` (in its order).
         ofa_temperature: OFA temperature.
         fitnet_stages: stages whose features are aligned.
         fitnet_loss_weight: weight of the hint losses.
@@ -105,7 +113,8 @@ class DistillationTask(nn.Module):
         self.kd_temperature = float(kd_temperature)
         self.ofa_temperature = float(ofa_temperature)
         self.fitnet_loss_weight = float(fitnet_loss_weight)
-        self.stages: list[int] = []
+        self.ofa_stages: list[int] = []
+        self.fitnet_stages: list[int] = []
         self.ofa_gamma: list[float] = []
         self.ofa_loss_weight: list[float] = []
         self.student_taps: StageTaps | None = None
@@ -121,31 +130,36 @@ class DistillationTask(nn.Module):
         teacher.requires_grad_(False)
         self.teacher = teacher
         num_classes = int(student.num_classes)
-
-        if method == "ofa":
+        if method in OFA_METHODS or method in FITNET_METHODS:
             self.student_taps = StageTaps(student, input_size)
-            self.stages = self.student_taps.check_stages(ofa_stages)
+
+        if method in OFA_METHODS:
+            self.ofa_stages = _stages_once(self.student_taps, ofa_stages, "ofa_stages")
             self.ofa_gamma = _per_stage(
-                ofa_gamma, len(self.stages) + 1, "ofa_gamma", "one per stage plus one for the logits"
+                ofa_gamma, len(self.ofa_stages) + 1, "ofa_gamma", "one per stage plus one for the logits"
             )
-            self.ofa_loss_weight = _per_stage(ofa_loss_weight, len(self.stages), "ofa_loss_weight", "one per stage")
+            self.ofa_loss_weight = _per_stage(ofa_loss_weight, len(self.ofa_stages), "ofa_loss_weight", "one per stage")
             d_s, d_t = pre_logit_width(student), pre_logit_width(teacher)
-            for stage in self.stages:
+            for stage in self.ofa_stages:
                 self.trainable.branches[f"stage{stage}"] = build_branch(
                     self.student_taps.kind, stage, self.student_taps.shapes[stage], d_s, d_t, num_classes
                 )
-        elif method == "fitnet":
-            self.student_taps = StageTaps(student, input_size)
+        if method in FITNET_METHODS:
             self.teacher_taps = StageTaps(teacher, input_size)
-            self.stages = self.student_taps.check_stages(fitnet_stages)
-            self.teacher_taps.check_stages(self.stages)
-            for stage in self.stages:
+            self.fitnet_stages = _stages_once(self.student_taps, fitnet_stages, "fitnet_stages")
+            self.teacher_taps.check_stages(self.fitnet_stages)
+            for stage in self.fitnet_stages:
                 self.trainable.adapters[f"stage{stage}"] = FitNetAdapter(
                     self.student_taps.kind,
                     self.teacher_taps.kind,
                     self.student_taps.shapes[stage],
                     self.teacher_taps.shapes[stage],
                 )
+
+    @property
+    def stages(self) -> list[int]:
+        """The stages whose features the student's loss reads: the OFA stages, then any other FitNet stage."""
+        return self.ofa_stages + [stage for stage in self.fitnet_stages if stage not in self.ofa_stages]
 
     @property
     def student(self) -> nn.Module:
@@ -172,31 +186,30 @@ class DistillationTask(nn.Module):
                 "kd": kd_loss(logits, teacher_logits, self.kd_temperature),
             }
             return self._total(logits, parts, {"ce": self.gt_loss_weight, "kd": self.kd_loss_weight})
-        if self.method == "fitnet":
-            logits, student_features = self.student_taps(images, self.stages)
+        logits, student_features = self.student_taps(images, self.stages)
+        parts = {"ce": self.criterion(logits, target)}
+        weights = {"ce": self.gt_loss_weight}
+        uses_fitnet = self.method in FITNET_METHODS
+        if uses_fitnet:
             with torch.no_grad():
-                _, teacher_features = self.teacher_taps(images, self.stages)
-            parts = {"ce": self.criterion(logits, target)}
-            weights = {"ce": self.gt_loss_weight}
-            for stage in self.stages:
+                teacher_logits, teacher_features = self.teacher_taps(images, self.fitnet_stages)
+            for stage in self.fitnet_stages:
                 aligned, reference = self.trainable.adapters[f"stage{stage}"](
                     student_features[stage], teacher_features[stage]
                 )
                 parts[f"fitnet_stage{stage}"] = hint_loss(aligned, reference)
                 weights[f"fitnet_stage{stage}"] = self.fitnet_loss_weight
-            return self._total(logits, parts, weights)
-        # ofa
-        logits, student_features = self.student_taps(images, self.stages)
-        teacher_logits = self._teacher_logits(images)
-        parts = {
-            "ce": self.criterion(logits, target),
-            "ofa_logits": ofa_loss(logits, teacher_logits, target, self.ofa_gamma[-1], self.ofa_temperature),
-        }
-        weights = {"ce": self.gt_loss_weight, "ofa_logits": self.kd_loss_weight}
-        for stage, gamma, weight in zip(self.stages, self.ofa_gamma, self.ofa_loss_weight):
-            branch_logits = self.trainable.branches[f"stage{stage}"](student_features[stage])
-            parts[f"ofa_stage{stage}"] = ofa_loss(branch_logits, teacher_logits, target, gamma, self.ofa_temperature)
-            weights[f"ofa_stage{stage}"] = weight
+        if self.method in OFA_METHODS:
+            if not uses_fitnet:
+                teacher_logits = self._teacher_logits(images)
+            parts["ofa_logits"] = ofa_loss(logits, teacher_logits, target, self.ofa_gamma[-1], self.ofa_temperature)
+            weights["ofa_logits"] = self.kd_loss_weight
+            for stage, gamma, weight in zip(self.ofa_stages, self.ofa_gamma, self.ofa_loss_weight):
+                branch_logits = self.trainable.branches[f"stage{stage}"](student_features[stage])
+                parts[f"ofa_stage{stage}"] = ofa_loss(
+                    branch_logits, teacher_logits, target, gamma, self.ofa_temperature
+                )
+                weights[f"ofa_stage{stage}"] = weight
         return self._total(logits, parts, weights)
 
     def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -220,6 +233,18 @@ def _check_pair(student: nn.Module, teacher: nn.Module) -> None:
             f"teacher {type(teacher).__name__} has {t_classes} classes, student {type(student).__name__} has "
             f"{s_classes}; create both with the same num_classes"
         )
+
+
+def _stages_once(taps: StageTaps, stages: Sequence[int], name: str) -> list[int]:
+    """``stages`` checked against the student (:meth:`StageTaps.check_stages`), in the order given, each once."""
+    stages = list(stages)
+    taps.check_stages(stages)
+    repeated = sorted({stage for stage in stages if stages.count(stage) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{name} lists stage {repeated[0]} more than once ({stages}); list each stage once with --set {name}=[...]"
+        )
+    return stages
 
 
 def _per_stage(value: float | Sequence[float], length: int, name: str, shape: str) -> list[float]:

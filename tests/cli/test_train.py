@@ -80,7 +80,8 @@ def test_unknown_recipe_key(tmp_path, assert_one_line_error):
 def test_unknown_method_and_override_key(recipe, assert_one_line_error):
     assert_one_line_error(
         run("train", "--config", str(recipe), "--set", "method=dkd"),
-        "method: input should be 'scratch', 'kd', 'fitnet' or 'ofa' (got 'dkd'); fix it in the file or with --set method=VALUE",
+        "method: input should be 'scratch', 'kd', 'fitnet', 'ofa' or 'ofa+fitnet' (got 'dkd'); fix it in the file or with "
+        "--set method=VALUE",
     )
     assert_one_line_error(run("train", "--config", str(recipe), "--set", "epoch=3"), "unknown key 'epoch'")
 

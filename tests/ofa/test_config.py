@@ -82,7 +82,9 @@ def test_unknown_key_names_the_key_and_the_valid_ones(tmp_path):
 def test_unknown_override_key_and_method():
     with pytest.raises(ConfigError, match="unknown key 'epoch'; valid keys are .*; did you mean 'epochs'.$"):
         load_config(None, ["epoch=3"])
-    with pytest.raises(ConfigError, match="method: input should be 'scratch', 'kd', 'fitnet' or 'ofa' .got 'dkd'."):
+    with pytest.raises(
+        ConfigError, match="method: input should be 'scratch', 'kd', 'fitnet', 'ofa' or 'ofa.fitnet' .got 'dkd'."
+    ):
         load_config(None, ["method=dkd"])
     with pytest.raises(ConfigError, match="needs a teacher; set teacher in the recipe or --set teacher=MODEL"):
         load_config(None, ["method=ofa"])
