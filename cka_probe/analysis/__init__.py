@@ -12,6 +12,7 @@ _PUBLIC = {
     "FeatureCache": "cache",
     "TOKEN_RULES": "comparison",
     "compare": "comparison",
+    "side_labels": "comparison",
     "CKASettings": "estimation",
     "pair_tables": "estimation",
     "ConfigError": "config",

@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ from .provenance import environment, package_versions
 from .result import CKAResult
 from .summary import DEFAULT_BAND
 
-__all__ = ["compare", "TOKEN_RULES"]
+__all__ = ["compare", "side_labels", "TOKEN_RULES"]
 
 TOKEN_RULES = {
     "patch": "mean over patch tokens, prefix (class/distillation/register) tokens excluded",
@@ -70,6 +71,8 @@ def compare(
     checkpoint_key_b: str = "auto",
     num_classes_a: int | None = None,
     num_classes_b: int | None = None,
+    img_size_a: int | None = None,
+    img_size_b: int | None = None,
     kernel: str = "linear",
     unbiased: bool = False,
     sigma_frac: float = 1.0,
@@ -100,6 +103,10 @@ def compare(
         checkpoint_key_a, checkpoint_key_b: which weights of a training checkpoint: ``"auto"``,
             ``"student"`` or ``"ema"``.
         num_classes_a, num_classes_b: classifier size (default: ImageNet's, or the checkpoint's own).
+        img_size_a, img_size_b: one side's input resolution over its own preprocessing. Each model sees the
+            same probe images prepared its own way: a ``cka-probe train`` checkpoint as the run's validation
+            prepared them (its resolution, crop, interpolation, mean and std), any other model by its timm
+            pretrained config; the provenance records each side's ``data_config`` and its source.
         layers_a, layers_b: ``"activations"``, glob patterns or module names.
         tokens: ``"patch"``, ``"all"`` or ``"cls"`` for token layers of models with prefix tokens;
             ``tokens_a`` / ``tokens_b`` set one side's own (e.g. a CNN against a ViT's class token).
@@ -133,6 +140,7 @@ def compare(
             seed if seed_a is None else seed_a,
             checkpoint_key_a,
             num_classes_a,
+            img_size_a,
             FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size, precision),
         ),
         "b": _Side(
@@ -140,10 +148,12 @@ def compare(
             seed if seed_b is None else seed_b,
             checkpoint_key_b,
             num_classes_b,
+            img_size_b,
             FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size, precision),
         ),
     }
     device = resolve_device(device)
+    label_a, label_b = side_labels(a, b, checkpoint_a, checkpoint_b, checkpoint_key_a, checkpoint_key_b)
 
     inputs = _Inputs(data, n=n, seed=seed, skip_bad=skip_bad, batch_size=batch_size)
     same_model = isinstance(a, str) and sides["a"] == sides["b"]
@@ -160,6 +170,7 @@ def compare(
                 side.seed,
                 checkpoint_select=side.checkpoint_key,
                 num_classes=side.num_classes,
+                img_size=side.img_size,
             )
             extracted[key] = model_features(
                 request, inputs.probe, side.settings, device=device, cache=store, progress=progress
@@ -171,12 +182,13 @@ def compare(
             extracted[key] = _extract_direct(side, inputs, weights=weights, device=device, progress=progress)
     extracted_a = extracted["a"]
     extracted_b = extracted.get("b", extracted_a)
-    model_a, model_b = extracted_a.extra["model"], extracted_b.extra["model"]
+    model_a = {**extracted_a.extra["model"], "label": label_a}
+    model_b = {**extracted_b.extra["model"], "label": label_b}
     _check_same_n(extracted_a, extracted_b, inputs.n)
 
     pair = ("a", "a" if same_model else "b")
     matrix = pair_tables({key: ext.features for key, ext in extracted.items()}, [pair], settings)[pair]
-    matrix.index.name, matrix.columns.name = model_a["name"], model_b["name"]
+    matrix.index.name, matrix.columns.name = label_a, label_b
     result = CKAResult(matrix=matrix, metadata={})
     result.metadata = {
         "cka_probe": __version__,
@@ -252,6 +264,7 @@ class _Side:
     seed: int
     checkpoint_key: str
     num_classes: int | None
+    img_size: int | None
     settings: FeatureSettings
 
 
@@ -262,6 +275,57 @@ def _named(model: Any, checkpoint: str | None) -> tuple[Any, str | None]:
     from ..models import name_and_checkpoint
 
     return name_and_checkpoint(model, checkpoint)
+
+
+def side_labels(
+    a: Any,
+    b: Any,
+    checkpoint_a: str | None = None,
+    checkpoint_b: str | None = None,
+    checkpoint_key_a: str = "auto",
+    checkpoint_key_b: str = "auto",
+) -> tuple[str, str]:
+    """How a comparison calls its two sides in the title, the axis labels and the default file stem.
+
+    A model without a checkpoint is its name; one with a checkpoint adds the file's folder and name, ``EMA``
+    when its EMA weights are taken, and the epoch a training checkpoint had reached
+    (``"resnet18 · seed0/best.pth (epoch 7)"``), so two runs of one architecture read apart. Two files whose
+    folder and name agree show more of their paths.
+
+    >>> side_labels("resnet18", "vit_s")
+    ('resnet18', 'vit_s')
+    """
+    from ..models import checkpoint_label
+
+    sides = []
+    for model, checkpoint, select in ((a, checkpoint_a, checkpoint_key_a), (b, checkpoint_b, checkpoint_key_b)):
+        name, path = _named(model, checkpoint)
+        if not isinstance(name, str):
+            attached = getattr(name, "cka_probe_checkpoint", None)  # a module built by model_from_checkpoint
+            name = type(name).__name__
+            path = getattr(attached, "path", None) if path is None else path
+        sides.append((name, path, *(_checkpoint_facts(path, select) if path else (None, False))))
+    paths = [Path(path).expanduser().resolve() if path else None for _, path, _, _ in sides]
+    parts = 2
+    if all(paths) and paths[0] != paths[1]:
+        longest = max(len(p.parts) for p in paths)
+        while parts < longest and paths[0].parts[-parts:] == paths[1].parts[-parts:]:
+            parts += 1
+    labels = []
+    for (name, _path, epoch, ema), resolved in zip(sides, paths):
+        labels.append(f"{name} · {checkpoint_label(resolved, epoch, ema, parts)}" if resolved else name)
+    return labels[0], labels[1]
+
+
+def _checkpoint_facts(path: str, select: str) -> tuple[int | None, bool]:
+    """The epoch a checkpoint records (a run's, or a timm ``CheckpointSaver``'s) and whether ``select`` takes EMA weights."""
+    from ..models import EMA_KEYS, read_checkpoint, select_state_dict
+
+    checkpoint = read_checkpoint(path)
+    selected = select_state_dict(checkpoint, path, select)
+    epoch = selected.run.epoch if selected.run is not None else checkpoint.get("epoch")
+    epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    return epoch, selected.key in EMA_KEYS
 
 
 def _extract_direct(side: _Side, inputs: _Inputs, *, weights, device, progress):
@@ -276,6 +340,7 @@ def _extract_direct(side: _Side, inputs: _Inputs, *, weights, device, progress):
         device=device,
         checkpoint_select=side.checkpoint_key,
         num_classes=side.num_classes,
+        img_size=side.img_size,
     )
     extracted = extract_features(
         loaded.model,

@@ -9,8 +9,8 @@ Both kinds share these sections::
                 permutations: 0, bootstrap: 0, confidence: 0.95, stats_seed: 0}
     cache:     null                  # feature cache directory (null: the default one; false: no cache)
     models:                          # names (or training checkpoints), or mappings with name/label/weights/
-      - mobilenetv2                  # checkpoint/checkpoint_key/num_classes/family/seed/layers/tokens/layouts
-      - {name: vit_s, label: ViT-S, family: vit}
+      - mobilenetv2                  # checkpoint/checkpoint_key/num_classes/img_size/family/seed/layers/
+      - {name: vit_s, label: ViT-S, family: vit}   # tokens/layouts
 
 A figure adds ``title``, ``panels`` (rows of ``[row model, column model]`` label pairs, ``null`` for an
 empty cell) and ``output: {dir, name, formats, labels}``; a zoo adds
@@ -18,6 +18,9 @@ empty cell) and ``output: {dir, name, formats, labels}``; a zoo adds
 has everywhere (:mod:`cka_probe.analysis.estimation`): ``full`` over all n images, ``minibatch`` over
 batches of ``data.batch_size``. ``layouts`` maps layer-name patterns to layouts (``{"blocks.*.act": NLC}``).
 Relative paths (data directories, checkpoints, output directories) are taken from the current directory.
+Each model sees the probe images prepared its own way: a ``cka-probe train`` checkpoint as its run's
+validation did, any other model by its timm pretrained config; a model entry's ``img_size`` sets its
+input resolution instead.
 The schema is checked whole, before any model runs; the first problem is one line naming its key.
 """
 
@@ -125,6 +128,7 @@ class ModelEntry(Section):
     layouts: dict[str, str] | list[str] | None = None
     checkpoint_key: CheckpointSelect = "auto"
     num_classes: int | None = Field(None, ge=1)
+    img_size: int | None = Field(None, ge=1)
 
     _check_layouts = field_validator("layouts")(lambda value: _layouts(value))
 
@@ -250,6 +254,7 @@ class IdentifyAnalysis(Section):
     tokens: Tokens = "patch"
     layouts: dict[str, str] | list[str] = Field(default_factory=dict)
     checkpoint_key: CheckpointSelect = "auto"
+    img_size: int | None = Field(None, ge=1)
     pools: list[Pool] = Field(default_factory=lambda: ["mean", "flatten"], min_length=1)
     estimator: Estimator = "full"
     unbiased: bool = False
@@ -368,6 +373,7 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
             family=entry.family,
             checkpoint_select=entry.checkpoint_key,
             num_classes=entry.num_classes,
+            img_size=entry.img_size,
         )
         models.append(request)
         if entry.layers is not None:

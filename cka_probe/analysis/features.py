@@ -45,6 +45,11 @@ __all__ = [
 ]
 
 
+#: How a model's images are prepared, in its cache key: a ``cka-probe train`` checkpoint's own evaluation
+#: transform, any other model's timm pretrained config. (Entries cached before runs kept their own transform
+#: were made at the pretrained config's size; naming the rule keeps them from being read back.)
+PREPROCESSING_RULE = "run checkpoint: the run's evaluation transform; else: the model's pretrained config"
+
 # With --pool flatten, a model's Grams go to a GramSpool (see .spool) when it runs this many forward batches or
 # more; with fewer they stay in memory. (benchmarks/bench_spool.py sets it out of reach for its in-memory rows.)
 SPOOL_FROM_BATCHES = 2
@@ -176,6 +181,8 @@ class ModelRequest:
         family: family label overriding the registry's (``cnn``, ``vit``, ``mlp``, ``hybrid``).
         checkpoint_select: which weights of a training checkpoint: ``auto``, ``student`` or ``ema``.
         num_classes: classifier size (``None``: ImageNet's, or the checkpoint's own).
+        img_size: input resolution over the model's own preprocessing (``None``: a run checkpoint's own
+            evaluation transform, else the model's timm pretrained config; see :func:`cka_probe.models.load_model`).
     """
 
     name: str
@@ -186,6 +193,7 @@ class ModelRequest:
     family: str | None = None
     checkpoint_select: str = "auto"
     num_classes: int | None = None
+    img_size: int | None = None
 
     @classmethod
     def from_argument(cls, name_or_path: str, checkpoint: str | None = None, **kwargs: Any) -> ModelRequest:
@@ -222,6 +230,9 @@ class ModelRequest:
             "num_classes": self.num_classes,
             "pretrained": pretrained_record(spec.timm_name) if weights == "pretrained" else None,
             "seed": self.seed if weights == "random" else None,
+            # the preprocessing: a run checkpoint's own (decided by its bytes, hashed above), else the model's
+            # pretrained config, unless the user sets the size
+            "preprocessing": {"rule": PREPROCESSING_RULE, "img_size": self.img_size},
         }
 
 
@@ -302,6 +313,7 @@ def model_features(
         device=device,
         checkpoint_select=request.checkpoint_select,
         num_classes=request.num_classes,
+        img_size=request.img_size,
     )
     bounds = minibatch_bounds(probe.n, settings.batch_size)
     spool = gram_spool(settings.pool, len(bounds), cache)

@@ -98,7 +98,8 @@ def resolve_networks(model: str | None, checkpoints: Sequence[Any], layers: Any 
     """Expand paths, globs and config mappings into :class:`Network` entries, checked for the check's needs.
 
     Args:
-        model: the architecture every entry uses unless it names its own (``{checkpoint, model}``).
+        model: the architecture every entry uses unless it names its own (``{checkpoint, model}``); ``None``:
+            the one each checkpoint records (a ``cka-probe train`` run's student).
         checkpoints: paths, glob patterns (sorted matches), or mappings with ``checkpoint`` and optionally
             ``model``, ``label``, ``layers``.
         layers: the default layer selection.
@@ -134,7 +135,7 @@ def resolve_networks(model: str | None, checkpoints: Sequence[Any], layers: Any 
         )
     networks = []
     for entry, path in zip(entries, paths):
-        name = entry.get("model", model)
+        name = entry.get("model", model) or _recorded_model(path)
         if not name:
             raise IdentifyError(f"no model name for checkpoint {path}; pass --model NAME (a timm name or alias)")
         label = str(entry.get("label") or Path(path).name)
@@ -150,6 +151,13 @@ def resolve_networks(model: str | None, checkpoints: Sequence[Any], layers: Any 
             f"{networks[other].label} is {archs[other]}; identify compares networks of one architecture (one --model)"
         )
     return networks
+
+
+def _recorded_model(path: str) -> str | None:
+    """The model a checkpoint records (a ``cka-probe train`` run's student), else ``None``."""
+    from ..models import read_checkpoint, select_state_dict
+
+    return select_state_dict(read_checkpoint(path), path).model_name
 
 
 def load_identify_config(path: str | Path) -> dict[str, Any]:
@@ -194,6 +202,7 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
         "device": analysis["device"],
         "layouts": analysis["layouts"],
         "checkpoint_select": analysis["checkpoint_key"],
+        "img_size": analysis["img_size"],
     }
 
 
@@ -225,6 +234,7 @@ def _record_network(
     progress: bool,
     layouts: Mapping[str, str],
     checkpoint_select: str,
+    img_size: int | None = None,
 ) -> _Recorded:
     """One forward pass over the probe images, every pooling recorded at once (one recorder per pooling)."""
     from tqdm.auto import tqdm
@@ -236,7 +246,11 @@ def _record_network(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CheckpointKeysWarning)
         loaded = load_model(
-            network.model, checkpoint=network.checkpoint, device=device, checkpoint_select=checkpoint_select
+            network.model,
+            checkpoint=network.checkpoint,
+            device=device,
+            checkpoint_select=checkpoint_select,
+            img_size=img_size,
         )
     if loaded.missing_keys or loaded.unexpected_keys:
         raise IdentifyError(
@@ -475,6 +489,7 @@ def identify(
     progress: bool = True,
     layouts: Mapping[str, str] | Sequence[str] | None = None,
     checkpoint_select: str = "auto",
+    img_size: int | None = None,
 ) -> IdentifyResult:
     """Kornblith et al.'s layer-identification check over several checkpoints of one architecture.
 
@@ -499,6 +514,8 @@ def identify(
             decided, as :class:`~cka_probe.capture.FeatureRecorder` takes them; the same for every network.
         checkpoint_select: which weights of a training checkpoint: ``"auto"`` (the student), ``"student"``
             or ``"ema"`` (:func:`~cka_probe.models.load_model`).
+        img_size: input resolution of every network (``None``: each network's own preprocessing, a
+            ``cka-probe train`` run's evaluation transform or the model's pretrained config; recorded per network).
 
     Returns:
         An :class:`IdentifyResult`.
@@ -535,7 +552,9 @@ def identify(
     size = batch_size or probe.n
 
     recorded = [
-        _record_network(net, probe, pools, tokens, batch_size, precision, device, progress, layouts, checkpoint_select)
+        _record_network(
+            net, probe, pools, tokens, batch_size, precision, device, progress, layouts, checkpoint_select, img_size
+        )
         for net in networks
     ]
     _check_same_layers(recorded)

@@ -17,16 +17,18 @@ def describe_model_layers(
     tokens: str = "patch",
     pool: str = "mean",
     layouts: Any = None,
+    img_size: int | None = None,
 ) -> list[dict]:
     """Layers of ``model`` in forward order, with type, layout, output shape (batch dim dropped) and the
     width of the feature CKA sees: channels when pooled, the whole flattened activation with ``pool="flatten"``.
 
     The model is built with random weights (the layer set does not depend on them) and run once on a
-    blank image of its own input size.
+    blank image of its own input size: a ``cka-probe train`` checkpoint (``model`` may be one) is built as
+    the run trained it, with its weights, at the run's own resolution; ``img_size`` sets another.
     """
     from ..models import load_model
 
-    loaded = load_model(model, weights="random", seed=0, device="cpu")
+    loaded = load_model(model, weights="random", seed=0, device="cpu", img_size=img_size)
     example = torch.zeros(1, *loaded.data_config["input_size"])
     infos = describe_layers(loaded.model.eval(), example, layers=layers, pool=pool, tokens=tokens, layouts=layouts)
     return [

@@ -176,8 +176,9 @@ class CKAResult:
         json_path = csv_path.with_suffix(".json")
         metadata = json.loads(json_path.read_text()) if json_path.exists() else {}
         models = metadata.get("models", {})
-        matrix.index.name = models.get("a", {}).get("name", matrix.index.name)
-        matrix.columns.name = models.get("b", {}).get("name")
+        side_a, side_b = models.get("a", {}), models.get("b", {})
+        matrix.index.name = side_a.get("label", side_a.get("name", matrix.index.name))
+        matrix.columns.name = side_b.get("label", side_b.get("name"))
         return cls(matrix=matrix, metadata=metadata)
 
 

@@ -42,6 +42,13 @@ from ._options import report_errors
 )
 @click.option("--num-classes-b", type=click.IntRange(min=1), default=None, help="Same for B.")
 @click.option(
+    "--img-size-a",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Input resolution of A [default: a training run's own, else the model's pretrained config's].",
+)
+@click.option("--img-size-b", type=click.IntRange(min=1), default=None, help="Same for B.")
+@click.option(
     "--layers-a",
     default="activations",
     show_default=True,
@@ -88,6 +95,8 @@ def compare(
     checkpoint_key_b,
     num_classes_a,
     num_classes_b,
+    img_size_a,
+    img_size_b,
     layers_a,
     layers_b,
     tokens,
@@ -115,7 +124,9 @@ def compare(
     """CKA of every layer of MODEL_A (rows) against every layer of MODEL_B (columns).
 
     A model is a name (alias or timm name) or a training checkpoint that records its model
-    (cka-probe train's last.pth / best.pth). Writes A_vs_B.csv, A_vs_B.json (provenance) and the heatmap under --out.
+    (cka-probe train's last.pth / best.pth), rebuilt as its run trained it and fed images prepared as
+    its run's validation prepared them. Writes A_vs_B.csv, A_vs_B.json (provenance) and the heatmap
+    under --out; a checkpoint's side is named by its folder, file and epoch.
     """
     from .._files import check_output_name
 
@@ -125,10 +136,12 @@ def compare(
     layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
 
     from ..analysis import compare as run_compare
-    from ..analysis import output_paths, output_stem
+    from ..analysis import output_paths, output_stem, side_labels
     from ..analysis._io import check_outputs, new_output_dir
 
-    stem = name or output_stem(model_a, model_b)
+    stem = name or output_stem(
+        *side_labels(model_a, model_b, checkpoint_a, checkpoint_b, checkpoint_key_a, checkpoint_key_b)
+    )
     with new_output_dir(out) as directory:  # fails before any model runs; removed again if nothing is written
         check_outputs(output_paths(directory, stem, fmt).values(), overwrite)
         result = run_compare(
@@ -147,6 +160,8 @@ def compare(
             checkpoint_key_b=checkpoint_key_b,
             num_classes_a=num_classes_a,
             num_classes_b=num_classes_b,
+            img_size_a=img_size_a,
+            img_size_b=img_size_b,
             layers_a=opt.split_layers(layers_a),
             layers_b=opt.split_layers(layers_b),
             tokens=tokens,
@@ -171,6 +186,6 @@ def compare(
     cached = [side for side, hit in result.metadata["seconds"]["features_from_cache"].items() if hit]
     from_cache = f" (features of {' and '.join(cached).upper()} from the cache)" if cached else ""
     click.echo(
-        f"{model_a} vs {model_b}: {rows} x {cols} layers, n={result.metadata['n']}, "
+        f"{result.name_a} vs {result.name_b}: {rows} x {cols} layers, n={result.metadata['n']}, "
         f"diagonal-band CKA {band:.3f}{from_cache}; wrote {files}"
     )

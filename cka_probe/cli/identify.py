@@ -31,7 +31,12 @@ _CONFIG_KEYS = {
 
 @click.command("identify")
 @click.argument("checkpoints", nargs=-1)
-@click.option("-m", "--model", default=None, help="Architecture of every checkpoint: an alias or timm name.")
+@click.option(
+    "-m",
+    "--model",
+    default=None,
+    help="Architecture of every checkpoint: an alias or timm name [default: the one each checkpoint records].",
+)
 @click.option(
     "--config",
     "config_file",
@@ -144,11 +149,7 @@ def identify(
                 "checkpoints are given both on the command line and in --config; give them in one place"
             )
     else:
-        settings = {**given, "checkpoints": list(checkpoints)}
-        if not model:
-            raise CKAProbeError(
-                "identify needs the architecture of the checkpoints; pass --model NAME (timm name or alias)"
-            )
+        settings = {**given, "checkpoints": list(checkpoints)}  # no --model: each checkpoint's recorded one
 
     fmt = opt.split_formats(formats)
     check_output_name(stem, "--name")

@@ -14,14 +14,21 @@ from ._options import report_errors
 @opt.TOKENS
 @opt.POOL
 @opt.layouts_option()
+@click.option(
+    "--img-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Input resolution [default: a training run's own, else the model's pretrained config's].",
+)
 @opt.VERBOSE
 @report_errors
-def layers(model, layer_spec, tokens, pool, layouts, verbose):
+def layers(model, layer_spec, tokens, pool, layouts, img_size, verbose):
     """List the layers of MODEL that compare would record: name, type, layout, output shape and the
     width of the feature CKA sees (channels when pooled, the flattened activation with --pool flatten).
 
     The model is built with random weights (the layers do not depend on them) and run once on a
-    blank image of its own input size.
+    blank image of its own input size. MODEL may be a training checkpoint (cka-probe train's best.pth):
+    it is built as its run trained it, at the run's resolution.
     """
     from ..analysis import describe_model_layers
 
@@ -31,6 +38,7 @@ def layers(model, layer_spec, tokens, pool, layouts, verbose):
         tokens=tokens,
         pool=pool,
         layouts=opt.parse_layouts(layouts, "--layouts") or None,
+        img_size=img_size,
     )
     width_label = "flattened" if pool == "flatten" else "pooled"
     table = [("#", "layer", "type", "layout", "output", width_label)]

@@ -17,6 +17,7 @@ from . import _mini, _swin  # noqa: F401  (register Swin-Nano/Pico, sec. B.2 of 
 from ._checkpoint import (
     CHECKPOINT_KEYS,
     CHECKPOINT_SELECT,
+    EMA_KEYS,
     SAFE_GLOBALS,
     CheckpointKeysWarning,
     LoadedCheckpoint,
@@ -55,6 +56,7 @@ __all__ = [
     "CHECKPOINT_KEYS",
     "CHECKPOINT_SELECT",
     "DATA_CONFIG_SOURCES",
+    "EMA_KEYS",
     "FAMILIES",
     "MODULE_FAMILIES",
     "SAFE_GLOBALS",

@@ -46,6 +46,7 @@ from ._run import RunRecord, run_record
 __all__ = [
     "CHECKPOINT_KEYS",
     "CHECKPOINT_SELECT",
+    "EMA_KEYS",
     "SAFE_GLOBALS",
     "TRAINING_CHECKPOINT_FORMAT",
     "CheckpointKeysWarning",
@@ -69,9 +70,12 @@ SAFE_GLOBALS = (argparse.Namespace,)
 #: The ``format`` entry of the checkpoints ``cka-probe train`` writes.
 TRAINING_CHECKPOINT_FORMAT = "cka-probe/ofa-train/1"
 
+#: Keys under which checkpoints keep EMA weights (a cka-probe run's, a timm ``CheckpointSaver``'s).
+EMA_KEYS = ("ema", "state_dict_ema", "model_ema")
+
 _SELECT_KEYS = {
     "student": ("student", "state_dict", "model"),
-    "ema": ("ema", "state_dict_ema", "model_ema"),
+    "ema": EMA_KEYS,
 }
 
 _SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar", ".safetensors")
@@ -159,12 +163,14 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         except safetensors.SafetensorError as exc:
             raise CheckpointError(f"cannot read safetensors checkpoint {path} ({exc}); check the file") from exc
     try:
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)), warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it then refuses: the error below says what they are
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path)
         if not unsafe:
-            raise CheckpointError(f"cannot read checkpoint {path} (not a torch.save file); check the file") from exc
+            raise CheckpointError(_unreadable_pickle(path, exc)) from exc
         allowed = ", ".join(_global_name(g) for g in SAFE_GLOBALS)
         raise UnsafeCheckpointError(
             f"checkpoint {path} pickles {', '.join(unsafe[:3])}, outside the allowlist of harmless globals "
@@ -177,6 +183,25 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict or a mapping")
     return dict(state)
+
+
+def _unreadable_pickle(path: Path, exc: Exception) -> str:
+    """What a file that ``torch.load(weights_only=True)`` cannot unpickle is, and what to do with it."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    if torch.serialization.MAGIC_NUMBER.to_bytes(10, "little") in head:
+        return (
+            f"checkpoint {path} is a legacy torch.save file (the format before torch 1.6, not a zip archive) that "
+            f"torch.load(weights_only=True) cannot read ({detail}); if you trust its source, re-save it as a current "
+            "one: torch.save(torch.load(OLD, weights_only=False), NEW), and pass NEW"
+        )
+    if head[:1] == b"\x80":  # pickle's PROTO opcode, without torch.save's zip archive around it
+        return (
+            f"checkpoint {path} is a plain pickle file (pickle.dump), not a torch.save file; cka-probe does not "
+            "unpickle arbitrary objects: save the weights with torch.save(model.state_dict(), PATH) and pass PATH"
+        )
+    return f"checkpoint {path} is not a torch.save file ({detail}); pass a .pth/.pt/.bin written by torch.save"
 
 
 def _unsafe_globals(path: Path) -> list[str]:

@@ -100,7 +100,7 @@ def weights_text(metadata: Mapping[str, Any], detail: bool = True) -> str:
     phrases = {key: _weights_phrase(record, detail) for key, record in models.items()}
     if len(set(phrases.values())) == 1:
         return next(iter(phrases.values()))
-    names = [str(models[key]["name"]) for key in phrases]
+    names = [str(models[key].get("label") or models[key]["name"]) for key in phrases]  # compare's side labels
     labels = names if len(set(names)) == len(names) else [f"{n} ({k.upper()})" for n, k in zip(names, phrases)]
     return "; ".join(f"{label}: {phrase}" for label, phrase in zip(labels, phrases.values()))
 
