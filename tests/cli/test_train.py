@@ -219,3 +219,51 @@ def test_validate_refuses_a_checkpoint_pickling_an_object_outside_the_allowlist(
     torch.save({"state_dict": timm.create_model("test_resnet").state_dict(), "extra": _Pickled()}, path)
     result = run("validate", str(path), "--model", "test_resnet", "--dataset", "fashion_mnist")
     assert_one_line_error(result, "_Pickled, outside the allowlist of harmless globals (argparse.Namespace)")
+
+
+def test_cka_every_logs_and_draws_cka_to_the_teacher_and_zero_turns_it_off(tmp_path, data_dir, recipe):
+    teacher = tmp_path / "teacher.pth"
+    torch.save(__import__("timm").create_model("test_resnet", num_classes=10).state_dict(), teacher)
+    base = [
+        "train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}", "--set", "method=kd",
+        "--set", "teacher=test_resnet", "--set", f"teacher_checkpoint={teacher}", "--set", "epochs=2",
+    ]  # fmt: skip
+    on = run(*base, "--set", f"output_dir={tmp_path / 'on'}", "--cka-every", "2")
+    assert on.exit_code == 0, on.output
+    log = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    assert ["cka_to_teacher" in record for record in log] == [False, True]
+    assert set(log[1]["cka_to_teacher"]["student"]) == {"stage1", "stage2", "stage3", "stage4", "final"}
+    assert (tmp_path / "on" / "cka_to_teacher.png").exists()
+
+    off = run(*base, "--set", f"output_dir={tmp_path / 'off'}", "--cka-every", "0")
+    assert off.exit_code == 0, off.output
+    log = [json.loads(line) for line in (tmp_path / "off" / "metrics.jsonl").read_text().splitlines()]
+    assert all("cka_to_teacher" not in record for record in log)
+    assert not (tmp_path / "off" / "cka_to_teacher.png").exists()
+
+
+def test_bad_cka_every_and_bad_start_weights_are_one_line(tmp_path, data_dir, recipe, assert_one_line_error):
+    base = ["train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}"]
+    result = run(*base, "--cka-every", "-1")
+    assert result.exit_code == 2 and "--cka-every" in result.output and "-1 is not in the range x>=0" in result.output
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    result = run(*base, "--set", f"initial_checkpoint={tmp_path / 'garbage.pth'}", "--set", f"output_dir={tmp_path}")
+    assert_one_line_error(result, "cannot read checkpoint", "garbage.pth")
+    torch.save(__import__("timm").create_model("test_vit").state_dict(), tmp_path / "vit.pth")
+    result = run(*base, "--set", f"initial_checkpoint={tmp_path / 'vit.pth'}", "--set", f"output_dir={tmp_path}")
+    assert_one_line_error(result, "shares no parameter name with test_resnet")
+    result = run(*base, "--set", "student_pretrained=true", "--set", f"initial_checkpoint={tmp_path / 'vit.pth'}")
+    assert_one_line_error(result, "keep one with --set student_pretrained=false or --set initial_checkpoint=null")
+
+
+def test_pretrained_student_offline_is_one_line(tmp_path, data_dir, recipe, assert_one_line_error, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    result = run(
+        "train", "--config", str(recipe), *TINY, "--set", f"data_dir={data_dir}", "--set", "student_pretrained=true",
+        "--set", f"output_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert_one_line_error(result, "offline mode", "--set student_pretrained=false", "--set initial_checkpoint=PATH")
+    assert not (tmp_path / "run" / "last.pth").exists()
