@@ -25,7 +25,7 @@ from .._device import resolve_device
 from .._files import sha256_file_checked
 from ..capture import FeatureRecorder, LayerInfo
 from ..capture.pooling import FLATTEN
-from ..errors import CKAProbeError
+from ..errors import CheckpointError, CKAProbeError
 from .cache import FeatureCache, feature_key
 from .estimation import minibatch_bounds, recorded_to
 from .spool import GramSpool, SpooledGrams
@@ -219,6 +219,11 @@ class ModelRequest:
         from ..models import pretrained_record, resolve_name
 
         spec = resolve_name(self.name)
+        if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} of model {self.display} does not exist; fix its path (checkpoint: "
+                "of that model in the job config, or --checkpoint-a / --checkpoint-b of compare)"
+            )
         checkpoint_sha = sha256_file_checked(self.checkpoint) if self.checkpoint else None
         weights = "checkpoint" if self.checkpoint else self.weights
         return {

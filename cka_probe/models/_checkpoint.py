@@ -177,6 +177,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"({allowed}) that torch.load(weights_only=True) refuses; "
             "re-save just its weights with torch.save(model.state_dict(), PATH)"
         ) from exc
+    except (KeyError, IndexError) as exc:  # bytes that are no pickle send torch's unpickler astray
+        raise CheckpointError(_unreadable_pickle(path, exc)) from exc
     except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:  # truncated or foreign bytes
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path} ({detail}); check the file") from exc
@@ -189,7 +191,10 @@ def _unreadable_pickle(path: Path, exc: Exception) -> str:
     """What a file that ``torch.load(weights_only=True)`` cannot unpickle is, and what to do with it."""
     with open(path, "rb") as handle:
         head = handle.read(64)
-    detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # torch's message is a page of advice; the unpickler's own reason is the line after "WeightsUnpickler error:"
+    reason = [line for before, line in zip(lines, lines[1:]) if before.endswith("WeightsUnpickler error:")]
+    detail = reason[0] if reason and isinstance(exc, pickle.UnpicklingError) else type(exc).__name__
     if torch.serialization.MAGIC_NUMBER.to_bytes(10, "little") in head:
         return (
             f"checkpoint {path} is a legacy torch.save file (the format before torch 1.6, not a zip archive) that "
@@ -201,7 +206,9 @@ def _unreadable_pickle(path: Path, exc: Exception) -> str:
             f"checkpoint {path} is a plain pickle file (pickle.dump), not a torch.save file; cka-probe does not "
             "unpickle arbitrary objects: save the weights with torch.save(model.state_dict(), PATH) and pass PATH"
         )
-    return f"checkpoint {path} is not a torch.save file ({detail}); pass a .pth/.pt/.bin written by torch.save"
+    return (
+        f"cannot read checkpoint {path}: not a torch.save file ({detail}); pass a .pth/.pt/.bin written by torch.save"
+    )
 
 
 def _unsafe_globals(path: Path) -> list[str]:
