@@ -184,7 +184,7 @@ def compare(
     band = result.metadata["summary"]["diagonal_band_mean"]
     files = ", ".join(str(p) for p in paths.values())
     cached = [side for side, hit in result.metadata["seconds"]["features_from_cache"].items() if hit]
-    from_cache = f" (features of {' and '.join(cached).upper()} from the cache)" if cached else ""
+    from_cache = f" (features of {' and '.join(side.upper() for side in cached)} from the cache)" if cached else ""
     click.echo(
         f"{result.name_a} vs {result.name_b}: {rows} x {cols} layers, n={result.metadata['n']}, "
         f"diagonal-band CKA {band:.3f}{from_cache}; wrote {files}"

@@ -183,3 +183,11 @@ def test_side_labels_of_modules_built_from_runs_and_of_ema_weights(runs, tmp_pat
         f"{STUDENT} · seed0/last.pth (epoch 1)",
         f"{STUDENT} · seed0/last.pth (EMA, epoch 1)",
     )
+
+
+def test_cached_features_are_keyed_by_the_input_size(runs, tmp_path):
+    args = ["compare", runs[0] / "best.pth", "test_resnet", *FAST, "--weights", "random", "--overwrite"]
+    assert "from the cache" not in run(*args, "--out", tmp_path / "1").output
+    assert "(features of A and B from the cache)" in run(*args, "--out", tmp_path / "2").output
+    resized = run(*args, "--img-size-b", 48, "--out", tmp_path / "3")
+    assert resized.exit_code == 0 and "(features of A from the cache)" in resized.output
