@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def compare(
     b: str | nn.Module,
     data: Any = "embedded",
     *,
-    n: int = 128,
+    n: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
     weights: str = "pretrained",
@@ -93,7 +94,8 @@ def compare(
         data: a probe source (``"embedded"``, a directory, ``"fashion-mnist[:DIR]"``, ``"imagenette"``,
             ``"synthetic"``), a tensor of prepared images ``(N, 3, H, W)`` fed to both models as is, or an
             iterable of such tensors (or of ``(images, labels)`` pairs, e.g. a DataLoader).
-        n: number of images (a class-balanced, seeded subset of the source).
+        n: number of images: a class-balanced, seeded subset of a source (``None``: the probe sets' default,
+            128), or the first n of a tensor or an iterable (``None``: all the images they hold).
         batch_size: images per forward pass; ``None`` is all n in one batch, as in the paper.
         seed: subset choice, and the initialisation of ``weights="random"``.
         weights: ``"pretrained"`` (timm hub weights) or ``"random"``; a checkpoint overrides it per side.
@@ -130,6 +132,14 @@ def compare(
         A :class:`~cka_probe.analysis.result.CKAResult`.
     """
     started = time.perf_counter()
+    inputs = None
+    if n is None and (isinstance(data, str) or hasattr(data, "__fspath__")):
+        from ..data import load_probe_set
+
+        n = inspect.signature(load_probe_set).parameters["n"].default  # the probe sets' own default, defined there
+    elif n is None:  # a tensor or a DataLoader: the images the caller handed over define n
+        inputs = _Inputs(data, n=None, seed=seed, skip_bad=skip_bad, batch_size=batch_size)
+        n = inputs.n
     settings = _check_settings(n, batch_size, kernel, unbiased, sigma_frac, estimator, precision)
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling {pool!r}; choose --pool {', '.join(POOLS)}")
@@ -155,7 +165,7 @@ def compare(
     device = resolve_device(device)
     label_a, label_b = side_labels(a, b, checkpoint_a, checkpoint_b, checkpoint_key_a, checkpoint_key_b)
 
-    inputs = _Inputs(data, n=n, seed=seed, skip_bad=skip_bad, batch_size=batch_size)
+    inputs = inputs or _Inputs(data, n=n, seed=seed, skip_bad=skip_bad, batch_size=batch_size)
     same_model = isinstance(a, str) and sides["a"] == sides["b"]
     extracted = {}
     if inputs.probe is not None and isinstance(a, str) and isinstance(b, str):
@@ -371,7 +381,7 @@ def _spec_text(spec: Any) -> Any:
 class _Inputs:
     """The images both models see: a probe set prepared per model, or tensors given by the caller."""
 
-    def __init__(self, data: Any, *, n: int, seed: int, skip_bad: bool, batch_size: int | None) -> None:
+    def __init__(self, data: Any, *, n: int | None, seed: int, skip_bad: bool, batch_size: int | None) -> None:
         self.batch_size = batch_size
         self.probe = None
         self.tensor: torch.Tensor | None = None
@@ -384,7 +394,10 @@ class _Inputs:
             if data.ndim != 4:
                 raise ShapeError(f"a tensor of images must be (N, 3, H, W), got shape {tuple(data.shape)}")
             if n is not None and n > len(data):
-                raise ShapeError(f"n={n} but the tensor holds {len(data)} images; lower -n")
+                raise ShapeError(
+                    f"n={n} but the tensor holds {len(data)} images; pass n <= {len(data)}, or leave n out (the "
+                    "tensor's images define it)"
+                )
             self.tensor = data[:n] if n is not None else data
             self.n = len(self.tensor)
         elif isinstance(data, Iterable):
@@ -435,5 +448,8 @@ def _collect(data: Iterable, n: int | None) -> torch.Tensor:
         raise CKAProbeError("the data loader yielded no images")
     images = torch.cat(parts)
     if n is not None and len(images) < n:
-        raise ShapeError(f"n={n} but the data loader yielded {len(images)} images; lower -n")
+        raise ShapeError(
+            f"n={n} but the data loader yielded {len(images)} images; pass n <= {len(images)}, or leave n out (the "
+            "loader's images define it)"
+        )
     return images[:n] if n is not None else images

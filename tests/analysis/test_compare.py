@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -190,3 +191,35 @@ def test_modules_given_directly_take_the_gram_precision_to_their_hooks(two_cnns,
     )
     exact = compare(a, b, images, n=12, pool="mean", progress=False, device="cpu")
     assert exact.metadata["dtype"] == "pooled features float32, CKA float64"
+
+
+def test_a_tensor_handed_over_defines_n():
+    """``compare(..., data=tensor_of_48)`` without n: the 48 images, not the probe sets' 128."""
+    images = torch.rand(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    result = compare("test_resnet", "test_vit", images, weights="random", progress=False, device="cpu", cache=False)
+    assert result.metadata["n"] == 48
+    assert result.metadata["data"]["n"] == 48
+
+
+def test_a_data_loader_handed_over_defines_n():
+    images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(20)), batch_size=6)
+    result = compare("test_resnet", "test_vit", loader, weights="random", progress=False, device="cpu", cache=False)
+    assert result.metadata["n"] == 20
+    whole = compare("test_resnet", "test_vit", images, weights="random", progress=False, device="cpu", cache=False)
+    pd.testing.assert_frame_equal(result.matrix, whole.matrix)
+
+
+def test_an_n_larger_than_the_tensor_names_the_python_argument():
+    images = torch.rand(12, 3, 32, 32)
+    with pytest.raises(ShapeError, match=r"^n=16 but the tensor holds 12 images; pass n <= 12, or leave n out") as info:
+        compare("test_resnet", "test_vit", images, n=16, weights="random", progress=False, device="cpu", cache=False)
+    assert "-n" not in str(info.value).replace("n=16", "")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images), batch_size=5)
+    with pytest.raises(ShapeError, match=r"^n=16 but the data loader yielded 12 images; pass n <= 12, or leave n out"):
+        compare("test_resnet", "test_vit", loader, n=16, weights="random", progress=False, device="cpu", cache=False)
+
+
+def test_a_source_without_n_takes_the_probe_sets_default():
+    result = compare("test_resnet", "test_vit", "embedded", weights="random", progress=False, device="cpu", cache=False)
+    assert result.metadata["n"] == 128
