@@ -7,6 +7,7 @@ two half-batch means (DDP's gradient average), or the sum of two half-batch mean
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -147,7 +148,11 @@ def test_ddp_ranks_stay_identical_and_resume_is_exact(runs, one_thread):
 def test_only_rank_0_wrote_and_every_file_is_there(runs):
     run_dir = runs["tmp"] / "ddp_full"
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["best.pth", "best_ema.pth", "config.json", "last.pth", "metrics.jsonl", "summary.csv"]
+    assert names == [
+        "best.pth", "best_ema.pth", "cka_to_teacher.png", "config.json", "last.pth", "metrics.jsonl", "summary.csv"
+    ]  # fmt: skip
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(record["cka_to_teacher"]) == {"n", "student", "ema"} for record in log)  # measured by rank 0
     rows = (run_dir / "summary.csv").read_text().splitlines()
     assert len(rows) == 3  # header and one row per epoch, written once
 
