@@ -33,7 +33,16 @@ from ..data import balanced_order
 from ..math import cka_matrix
 from .taps import STAGES, StageTaps
 
-__all__ = ["FINAL_NAME", "PROBE_SEED", "TeacherCKA", "cka_history", "dataset_labels", "probe_images"]
+__all__ = [
+    "FINAL_NAME",
+    "PROBE_SEED",
+    "TeacherCKA",
+    "cka_history",
+    "dataset_labels",
+    "draw_cka",
+    "draw_cka_runs",
+    "probe_images",
+]
 
 PROBE_SEED = 0
 """Seed of the probe draw: fixed, so that runs of different seeds and methods are measured on the same images."""
@@ -137,3 +146,59 @@ def cka_history(metrics: str | Path | Sequence[Mapping[str, Any]]) -> list[dict[
         lines = path.read_text().splitlines() if path.exists() else []
         metrics = [json.loads(line) for line in lines if line.strip()]
     return [dict(record) for record in metrics if "cka_to_teacher" in record]
+
+
+def draw_cka(
+    metrics: str | Path | Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    student: str,
+    teacher: str,
+    data: str,
+    method: str = "",
+) -> Path | None:
+    """Draw one run's CKA to the teacher against epochs into the PNG ``path`` (``None``: nothing measured).
+
+    Args:
+        metrics: the run's ``metrics.jsonl`` (or its records).
+        path: the PNG to write (atomically).
+        student / teacher / data / method: for the title.
+    """
+    history = cka_history(metrics)
+    if not history:
+        return None
+    from ..plots.training import plot_cka_to_teacher
+
+    figure = plot_cka_to_teacher(history, student=student, teacher=teacher, data=data, method=method)
+    return _save_png(figure, path)
+
+
+def draw_cka_runs(
+    runs: Mapping[str, str | Path], path: str | Path, *, student: str, teacher: str, data: str
+) -> Path | None:
+    """Draw several runs side by side (e.g. one per method of a study), one panel each, into the PNG ``path``.
+
+    Args:
+        runs: panel title (e.g. the method) -> the run's ``output_dir`` (its ``metrics.jsonl`` is read).
+        path: the PNG to write (atomically).
+        student / teacher / data: for the title.
+
+    Returns:
+        ``path``, or ``None`` when no run measured anything.
+    """
+    histories = {label: cka_history(Path(folder) / "metrics.jsonl") for label, folder in runs.items()}
+    if not any(histories.values()):
+        return None
+    from ..plots.training import plot_cka_runs
+
+    figure = plot_cka_runs(histories, student=student, teacher=teacher, data=data)
+    return _save_png(figure, path)
+
+
+def _save_png(figure, path: str | Path) -> Path:
+    from .._files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=150)
+    return path

@@ -554,22 +554,17 @@ class Trainer:
 
     def draw_cka(self) -> Path | None:
         """Draw ``cka_to_teacher.png`` from every CKA record of ``metrics.jsonl`` (``None`` when there is none)."""
-        from .monitor import cka_history
-
-        history = cka_history(self.metrics_path)
-        if not history:
-            return None
-        from .._files import atomic_path
-        from ..plots.training import plot_cka_to_teacher
+        from .monitor import draw_cka
 
         config = self.config
-        figure = plot_cka_to_teacher(
-            history, student=config.student, teacher=str(config.teacher), data=config.dataset, method=config.method
+        return draw_cka(
+            self.metrics_path,
+            self.output_dir / CKA_FIGURE_NAME,
+            student=config.student,
+            teacher=str(config.teacher),
+            data=config.dataset,
+            method=config.method,
         )
-        target = self.output_dir / CKA_FIGURE_NAME
-        with atomic_path(target) as tmp:
-            figure.savefig(tmp, format="png", dpi=150)
-        return target
 
     def _update_best(self, record: dict[str, Any]) -> list[str]:
         improved = []

@@ -109,3 +109,19 @@ def test_history_keeps_the_records_that_hold_cka(tmp_path):
     assert cka_history(path) == records[1:]
     assert cka_history(records) == records[1:]
     assert cka_history(tmp_path / "none.jsonl") == []
+
+
+def test_several_runs_are_drawn_side_by_side_and_nothing_measured_draws_nothing(tmp_path):
+    from cka_probe.ofa.monitor import draw_cka, draw_cka_runs
+
+    record = {"epoch": 1, "cka_to_teacher": {"n": 8, "student": {"stage1": 0.5, "final": 0.25}}}
+    for method, records in (("kd", [record]), ("ofa", [record]), ("scratch", [{"epoch": 1}])):
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    kwargs = {"student": "s", "teacher": "t", "data": "d"}
+    target = tmp_path / "methods.png"
+    runs = {method: tmp_path / method for method in ("scratch", "kd", "ofa")}
+    assert draw_cka_runs(runs, target, **kwargs) == target and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert draw_cka_runs({"scratch": tmp_path / "scratch"}, tmp_path / "none.png", **kwargs) is None
+    assert draw_cka(tmp_path / "scratch" / "metrics.jsonl", tmp_path / "none.png", **kwargs) is None
+    assert not (tmp_path / "none.png").exists()
