@@ -48,7 +48,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .._device import resolve_device
 from ..errors import CheckpointError, CheckpointMismatchError, ConfigError, OutputExistsError
-from ..models import CheckpointKeysWarning, checkpoint_num_classes, read_checkpoint, select_state_dict
+from ..models import (
+    CheckpointKeysWarning,
+    SelectedState,
+    checkpoint_num_classes,
+    read_checkpoint,
+    select_state_dict,
+)
 from ..models import load_checkpoint as load_weights
 from .checkpoint import CHECKPOINT_FORMAT, check_state_dict, save_checkpoint
 from .config import TrainConfig
@@ -773,7 +779,7 @@ def load_initial_checkpoint(model: nn.Module, path: str | Path, model_label: str
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CheckpointKeysWarning)
         loaded = load_weights(
-            model, path, model_label=model_label, selected=type(selected)(kept, selected.key, selected.model_name)
+            model, path, model_label=model_label, selected=SelectedState(kept, selected.key, selected.model_name)
         )
     missing = [k for k in loaded.missing_keys if not k.startswith(prefixes)]
     if missing or loaded.unexpected_keys:
