@@ -39,6 +39,9 @@ DATASET_STATS = {
 #: The settings of a run's config that decide its evaluation transform.
 EVAL_KEYS = ("dataset", "img_size", "crop_pct", "interpolation", "eval_preprocessing", "student")
 
+#: The entries of a timm data config, as a run records the one it evaluated with (``eval_transform``).
+DATA_CONFIG_KEYS = ("input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std")
+
 
 def student_eval_options(student: str) -> dict[str, Any]:
     """Crop fraction, crop mode and interpolation of a timm model's pretrained config (its evaluation recipe)."""
@@ -106,6 +109,9 @@ class RunRecord:
 def run_record(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> RunRecord:
     """The :class:`RunRecord` of a ``cka-probe train`` checkpoint read by :func:`~cka_probe.models.read_checkpoint`.
 
+    The data config is the one the run recorded having evaluated with (``eval_transform``), where it did;
+    else :func:`eval_data_config` of its recipe (checkpoints written before runs recorded it).
+
     Raises:
         CheckpointError: its config lacks a setting the evaluation transform needs, or its ``student_kwargs``
             are not a mapping.
@@ -126,6 +132,12 @@ def run_record(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> RunRec
             f"checkpoint {path} records a run config without {', '.join(missing)}, so its evaluation transform "
             "cannot be rebuilt; check the file (cka-probe train records them all)"
         )
+    recorded = checkpoint.get("eval_transform")
+    if isinstance(recorded, Mapping) and all(key in recorded for key in DATA_CONFIG_KEYS):
+        data_config = {
+            key: tuple(recorded[key]) if isinstance(recorded[key], list) else recorded[key] for key in DATA_CONFIG_KEYS
+        }
+        return RunRecord(model_kwargs=dict(kwargs), data_config=data_config, epoch=epoch)
     settings = {key: config[key] for key in EVAL_KEYS}
     try:
         data_config = eval_data_config(**settings)

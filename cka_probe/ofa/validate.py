@@ -1,8 +1,10 @@
 """Evaluate a checkpoint on a validation set: a ``cka-probe train`` run's student or EMA, an official OFA-KD /
 timm ``train.py`` checkpoint, or a teacher's state dict.
 
-The data and its preprocessing: a run's checkpoint carries its recipe, so its own evaluation transform is
-used (``data_dir`` and ``dataset`` may be overridden). Any other checkpoint is evaluated with the model's own
+The data and its preprocessing: a run's checkpoint carries its recipe, so its student is rebuilt with its
+``student_kwargs`` and its own evaluation transform is used, read as every reader of a run reads it
+(:func:`cka_probe.models.load_model`: the data config the run recorded; ``data_dir``, ``dataset`` and
+``img_size`` may be overridden). Any other checkpoint is evaluated with the model's own
 timm pretrained config (resolution, crop fraction, crop mode, interpolation) and the data set's mean/std.
 """
 
@@ -16,8 +18,9 @@ from torch.utils.data import DataLoader
 
 from .._device import resolve_device
 from ..errors import ConfigError
-from ..models import model_from_checkpoint, read_checkpoint, select_state_dict
+from ..models import eval_data_config, load_model, model_from_checkpoint, read_checkpoint, select_state_dict
 from ..models._checkpoint import TRAINING_CHECKPOINT_FORMAT
+from ..models._run import EVAL_KEYS
 from .config import TrainConfig
 from .data import build_dataset
 from .distributed import default_workers
@@ -55,7 +58,8 @@ def validate_checkpoint(
         img_size: Resolution (``None``: the run's, or the model's pretrained config's).
 
     Returns:
-        ``{"model", "checkpoint", "checkpoint_key", "dataset", "loss", "top1", "top5", "n"}``.
+        ``{"model", "checkpoint", "checkpoint_key", "dataset", "data_config", "loss", "top1", "top5", "n"}``
+        (``data_config``: the timm data config of the evaluation transform).
     """
     raw = read_checkpoint(path)
     selected = select_state_dict(raw, path, checkpoint_select)
@@ -65,7 +69,8 @@ def validate_checkpoint(
     network = model_from_checkpoint(
         path, name=name, checkpoint_select=checkpoint_select, num_classes=num_classes, strict=True
     )
-    if raw.get("format") == TRAINING_CHECKPOINT_FORMAT:
+    is_run = raw.get("format") == TRAINING_CHECKPOINT_FORMAT
+    if is_run:
         values = dict(raw["config"])
         values.update({"student": name, "num_classes": int(network.num_classes)})
     else:
@@ -78,7 +83,14 @@ def validate_checkpoint(
     values.update({"method": "scratch", "teacher": None, "teacher_checkpoint": None, "batch_size": batch_size})
     values.update({"output_dir": str(Path(path).parent), "device": device})
     config = TrainConfig.from_dict(values, source=f"checkpoint {path}")
-    val_set = build_dataset(config, train=False)
+    if is_run:  # the run's own transform, as compare and the other readers of a run take it
+        data_config = load_model(network, img_size=img_size).data_config
+    else:
+        data_config = eval_data_config(**{key: getattr(config, key) for key in EVAL_KEYS})
+    from timm.data import create_transform
+
+    transform = create_transform(**data_config, is_training=False)
+    val_set = build_dataset(config, train=False, transform=transform)
     target_device = resolve_device(device)
     loader = DataLoader(
         val_set,
@@ -93,5 +105,6 @@ def validate_checkpoint(
         "checkpoint": str(Path(path)),
         "checkpoint_key": selected.key,
         "dataset": config.dataset,
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
         **metrics,
     }

@@ -35,6 +35,8 @@ COMPARE = {
     "--checkpoint-key-b": ("best", "--checkpoint-key-b"),
     "--num-classes-a": ("0", "--num-classes-a"),
     "--num-classes-b": ("ten", "--num-classes-b"),
+    "--img-size-a": ("0", "--img-size-a"),
+    "--img-size-b": ("big", "--img-size-b"),
     "--layers-a": ("no_such_layer*", "no_such_layer*"),
     "--layers-b": ("no_such_layer*", "no_such_layer*"),
     "--tokens": ("first", "--tokens"),
@@ -58,6 +60,7 @@ LAYERS = {
     "--tokens": ("first", "--tokens"),
     "--pool": ("median", "--pool"),
     "--layouts": ("blocks.*", "--layouts"),
+    "--img-size": ("-4", "--img-size"),
 }
 JOB = {
     "--set": ("data.n=[1", "data.n=[1"),

@@ -149,6 +149,18 @@ def test_validate_reads_a_run_with_student_kwargs(runs):
     assert result.output.startswith(f"{STUDENT} [student] on fashion_mnist (8 images): top-1 ")
 
 
+def test_validate_takes_the_transform_the_run_recorded(runs, tmp_path):
+    from cka_probe.models import read_checkpoint
+    from cka_probe.ofa.validate import validate_checkpoint
+
+    state = read_checkpoint(runs[0] / "best.pth")
+    state["eval_transform"].update(crop_pct=0.5)
+    torch.save(state, tmp_path / "best.pth")
+    result = validate_checkpoint(tmp_path / "best.pth", workers=0, device="cpu")
+    assert result["data_config"]["crop_pct"] == 0.5 and result["data_config"]["input_size"] == RUN_INPUT
+    assert result["data_config"]["mean"] == pytest.approx(FASHION_MNIST_MEAN) and result["n"] == 8
+
+
 def test_a_config_img_size_must_be_positive(tmp_path, assert_one_line_error):
     config = tmp_path / "zoo.yaml"
     config.write_text(yaml.safe_dump({"models": [{"name": "test_resnet", "img_size": 0}, "test_vit"]}))

@@ -116,12 +116,25 @@ def test_a_run_checkpoint_in_another_architecture_is_refused_before_its_kwargs(r
         model_from_checkpoint(run_dir / "best.pth", name="resnet18")
 
 
-def _edited(run_dir: Path, tmp_path: Path, edit) -> Path:
+def _edited(run_dir: Path, tmp_path: Path, edit, recorded: bool = False) -> Path:
+    """The run's last.pth with its config edited; without the data config it recorded unless ``recorded``."""
     state = read_checkpoint(run_dir / "last.pth")
-    edit(state["config"])
+    if not recorded:
+        state.pop("eval_transform", None)
+    edit(state if recorded else state["config"])
     path = tmp_path / "edited.pth"
     torch.save(state, path)
     return path
+
+
+def test_the_data_config_a_run_recorded_is_the_one_used(run_dir, tmp_path):
+    recorded = read_checkpoint(run_dir / "last.pth")["eval_transform"]
+    assert recorded["input_size"] == [3, IMG_SIZE, IMG_SIZE]
+    changed = _edited(run_dir, tmp_path, lambda c: c["eval_transform"].update(crop_pct=0.5, mean=[0.1] * 3), True)
+    config = load_model(str(changed)).data_config
+    assert config["crop_pct"] == 0.5 and config["mean"] == (0.1, 0.1, 0.1) and config["input_size"] == (3, 32, 32)
+    unrecorded = load_model(str(_edited(run_dir, tmp_path, lambda c: None))).data_config  # rebuilt from its recipe
+    assert unrecorded["crop_pct"] == 1.0 and unrecorded["mean"] == pytest.approx(FASHION_MNIST_MEAN)
 
 
 def test_run_configs_that_cannot_be_rebuilt(run_dir, tmp_path):
