@@ -11,12 +11,22 @@ is recorded as failed, as a model that cannot be built is, and the other models 
 every node must see the same data source path and, for reuse across jobs, the same cache directory
 (a shared filesystem); see the README's "Model zoos on a Ray cluster".
 
+An ``address`` is checked before the job uses it: its port must accept a connection and a Ray cluster must
+answer there (a child process connects and leaves, and is killed at the deadline), all within
+:data:`CONNECT_TIMEOUT_S`; otherwise one :class:`RayUnavailableError` line, Ray's own output kept for ``--verbose``.
+
 Ray is an optional extra: ``pip install "cka-probe[ray]"``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +37,7 @@ from .spool import SpooledGrams
 
 __all__ = ["CONNECT_TIMEOUT_S", "MAX_RETRIES", "RayUnavailableError", "ray_features_for_models", "task_name"]
 
+#: Seconds from the first connection attempt to the error, when no Ray cluster answers at ``--address``.
 CONNECT_TIMEOUT_S = 10.0
 
 #: How many times a task whose worker died is run again before its model is recorded as failed.
@@ -34,7 +45,15 @@ MAX_RETRIES = 2
 
 
 class RayUnavailableError(CKAProbeError):
-    """Ray is not installed, or the cluster cannot be reached."""
+    """Ray is not installed, or the cluster cannot be reached.
+
+    Attributes:
+        details: what Ray printed while trying (shown by the command line with ``--verbose``), or ``""``.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 def task_name(label: str) -> str:
@@ -146,6 +165,7 @@ def _connect(ray, address: str | None) -> None:
     if address is None:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         return
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
     host_port = address.split("://", 1)[-1]
     if address != "auto" and ":" in host_port:
         host, port = host_port.rsplit(":", 1)
@@ -156,9 +176,53 @@ def _connect(ray, address: str | None) -> None:
                 f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
                 "check the address (ray status on the head node) or drop --address to run Ray locally"
             ) from None
+    _probe_cluster(address, deadline)
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, TimeoutError) as exc:
         raise RayUnavailableError(
             f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}"
         ) from None
+
+
+# Connects to the cluster and leaves at once; run in a child process, whose output is kept (Ray's C++ client
+# writes its retries straight to the terminal) and which is killed at the deadline (Ray retries for 20 s or more).
+_PROBE = """
+import sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False, logging_level="ERROR")
+ray.shutdown()
+"""
+
+
+def _probe_cluster(address: str, deadline: float) -> None:
+    """Fail with one line, by ``deadline``, when no Ray cluster answers at ``address`` (an open port is not enough:
+    something else may listen there). What Ray printed meanwhile goes with the error (``--verbose`` shows it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: killed whole at the deadline
+    )
+    try:
+        log, _ = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        raise RayUnavailableError(
+            f"no Ray cluster answered at {address} within {CONNECT_TIMEOUT_S:g} s (something may listen there, "
+            "but not a Ray head); check the address (ray status on the head node) or drop --address to run Ray "
+            "locally",
+            details=log,
+        ) from None
+    if proc.returncode != 0:
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line.split(":", 1)[0]]  # Python's last line, "XError: ..."
+        reason = errors[-1] if errors else (lines[-1] if lines else f"exit code {proc.returncode}")
+        raise RayUnavailableError(
+            f"cannot connect to the Ray cluster at {address} ({reason}); check the address (ray status on the head "
+            "node) or drop --address to run Ray locally",
+            details=log,
+        )

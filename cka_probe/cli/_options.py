@@ -215,7 +215,8 @@ def run_options(command):
 def report_errors(func):
     """Turn a :class:`CKAProbeError` (or ``OSError``) into one line on stderr and exit code 2.
 
-    The traceback is printed only when the command was given ``--verbose``.
+    The traceback, and the ``details`` an error carries (what Ray printed while connecting), are printed only
+    when the command was given ``--verbose``.
     """
 
     @functools.wraps(func)
@@ -228,6 +229,8 @@ def report_errors(func):
         except (CKAProbeError, OSError) as exc:
             if verbose:
                 traceback.print_exc(file=sys.stderr)
+                if getattr(exc, "details", ""):  # what a tool printed meanwhile (Ray's log), kept out of plain runs
+                    click.echo(exc.details.rstrip(), err=True)
             click.echo(f"Error: {one_line(exc)}", err=True)
             sys.exit(EXIT_USAGE)
 

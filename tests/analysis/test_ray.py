@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -137,3 +141,74 @@ def test_flattened_grams_over_many_batches_come_back_by_reference_on_this_machin
     on_ray = run_zoo(config, output_dir=tmp_path / "ray", executor="ray", cache=tmp_path / "ray-cache", progress=False)
     local = run_zoo(config, output_dir=tmp_path / "local", cache=tmp_path / "local-cache", progress=False)
     pd.testing.assert_frame_equal(on_ray.long, local.long)
+
+
+class _SilentListener:
+    """A local port that accepts connections and never answers: an open port where no Ray head runs (a firewall,
+    another service), which made ray.init retry for 20 s and more, printing a line per try."""
+
+    def __enter__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+        return self
+
+    def _accept(self):
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.server.accept()[0])
+
+    def __exit__(self, *exc):
+        self.server.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return server.getsockname()[1]  # closed when the block ends: nothing listens there
+
+
+def test_a_closed_port_fails_within_the_stated_bound(tmp_path):
+    config = parse_job_config(CONFIG, "zoo")
+    address = f"127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(RayUnavailableError, match=f"cannot reach the Ray cluster at {address}"):
+        run_zoo(config, output_dir=tmp_path / "out", executor="ray", ray_address=address, progress=False)
+    assert time.monotonic() - started < CONNECT_TIMEOUT_S
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_an_open_port_where_no_ray_head_answers_fails_within_the_stated_bound(tmp_path):
+    config = parse_job_config(CONFIG, "zoo")
+    with _SilentListener() as listener:
+        address = f"127.0.0.1:{listener.port}"
+        started = time.monotonic()
+        with pytest.raises(RayUnavailableError, match=f"no Ray cluster answered at {address} within 10 s") as info:
+            run_zoo(config, output_dir=tmp_path / "out", executor="ray", ray_address=address, progress=False)
+        elapsed = time.monotonic() - started
+    assert CONNECT_TIMEOUT_S - 1 < elapsed < CONNECT_TIMEOUT_S + 3  # the deadline, plus loading the probe images
+    assert "\n" not in str(info.value)
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["closed", "silent"])
+def test_the_command_line_prints_one_line_and_no_ray_log(tmp_path, where):
+    config = tmp_path / "zoo.yaml"
+    config.write_text(json.dumps(CONFIG))  # JSON is YAML
+    with _SilentListener() as listener:
+        port = listener.port if where == "silent" else _closed_port()
+        args = [sys.executable, "-m", "cka_probe", "zoo", str(config), "--out", str(tmp_path / "out")]
+        args += ["--executor", "ray", "--address", f"127.0.0.1:{port}", "--no-progress"]
+        env = {**os.environ, "CKA_PROBE_CACHE": str(tmp_path / "cache")}
+        quiet = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+        verbose = subprocess.run([*args, "--verbose"], capture_output=True, text=True, env=env, timeout=120)
+    assert quiet.returncode == 2 and quiet.stdout == ""
+    assert quiet.stderr.count("\n") == 1 and quiet.stderr.startswith("Error: "), quiet.stderr
+    assert "gcs_client" not in quiet.stderr and "rpc_client" not in quiet.stderr
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert verbose.stderr.rstrip().splitlines()[-1] == quiet.stderr.rstrip()
