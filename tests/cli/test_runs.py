@@ -203,3 +203,11 @@ def test_cached_features_are_keyed_by_the_input_size(runs, tmp_path):
     assert "(features of A and B from the cache)" in run(*args, "--out", tmp_path / "2").output
     resized = run(*args, "--img-size-b", 48, "--out", tmp_path / "3")
     assert resized.exit_code == 0 and "(features of A from the cache)" in resized.output
+
+
+def test_identify_without_model_on_files_that_record_none_is_one_line(tmp_path, assert_one_line_error):
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / f"net{seed}.pth")
+    result = run("identify", tmp_path / "net0.pth", tmp_path / "net1.pth", *FAST, "--out", tmp_path / "o")
+    assert_one_line_error(result, "no model name for checkpoint", "net0.pth", "pass --model NAME")
