@@ -147,15 +147,10 @@ def make_jobs(out: Path, scale: dict[str, Any]) -> tuple[dict[str, dict], dict[s
                     seed=seed,
                     epochs=scale["epochs"],
                     output_dir=str(out / pair / f"{method}_seed{seed}"),
-                    **(
-                        {}
-                        if method == "scratch"
-                        else {
-                            "teacher": t_name,
-                            "teacher_kwargs": t_kwargs,
-                            "teacher_checkpoint": str(teacher_dir / "last.pth"),
-                        }
-                    ),
+                    # scratch trains without the teacher; given one, it measures its CKA to it every epoch
+                    teacher=t_name,
+                    teacher_kwargs=t_kwargs,
+                    teacher_checkpoint=str(teacher_dir / "last.pth"),
                 ),
             }  # fmt: skip
             for method in METHODS
@@ -353,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     results = train_all(teachers, students, args.workers)
     trained = time.perf_counter() - started
     print(f"trained {len(results)} models in {trained:.0f}s; evaluating and probing", flush=True)
+    from cka_probe.ofa.monitor import draw_cka_runs
+
+    for pair, spec in PAIRS.items():  # CKA to the teacher during training, seed 0 of each method side by side
+        runs = {method: out / pair / f"{method}_seed0" for method in METHODS}
+        path = draw_cka_runs(runs, out / f"cka_to_teacher_{pair}.png", student=MODELS[spec["student"]][0],
+                             teacher=MODELS[spec["teacher"]][0], data="Fashion-MNIST")  # fmt: skip
+        print(f"CKA to the teacher during training ({spec['title']}): {path}", flush=True)
     evaluation = evaluate_and_probe(out, teachers, students, scale)
     table = summary_table(evaluation, teachers, students)
     figure = out / "cka_heatmaps.png" if (args.smoke or args.no_docs) else REPO / "docs" / "ofa_study_cka.png"

@@ -59,7 +59,10 @@ def _draw_axes(ax: Axes, records: Sequence[Mapping[str, Any]], legend: bool) -> 
                 markersize=3,
                 color=colours[name],
             )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if 0 < len(epochs) <= 12:
+        ax.set_xticks(epochs)  # each measured epoch (a locator would put fractions between one or two of them)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("linear CKA to the teacher")
     ax.set_ylim(0.0, 1.02)

@@ -57,3 +57,10 @@ def test_several_runs_side_by_side_one_panel_per_method():
     assert [ax.get_legend() is not None for ax in fig.axes] == [False, False, True]
     assert fig.axes[1].get_ylim() == pytest.approx(fig.axes[0].get_ylim())  # one CKA axis for every panel
     assert "128 probe images" in fig._suptitle.get_text()
+
+
+def test_the_epoch_axis_shows_whole_epochs_only():
+    for epochs in ([1], [2, 4, 6], list(range(1, 41))):
+        fig = plot_cka_to_teacher(_records(epochs), student="s", teacher="t", data="d")
+        ticks = [t for t in fig.axes[0].get_xticks() if min(epochs) - 0.5 <= t <= max(epochs) + 0.5]
+        assert ticks and all(float(t).is_integer() for t in ticks), epochs
