@@ -21,7 +21,7 @@ ALLOWED = {
     "data": {"math"},
     "analysis": {"math", "capture", "models", "data", "plots"},  # plots only to draw a result it is asked to
     "plots": {"math"},
-    "ofa": {"math", "capture", "models", "data"},
+    "ofa": {"math", "capture", "models", "data", "plots"},  # plots only to draw a run's CKA to its teacher
     "cli": {"math", "capture", "models", "data", "analysis", "plots", "ofa"},
 }
 LEAVES = {"errors", "_choices", "_config", "_files", "_version", "_device", "_lazy"}
