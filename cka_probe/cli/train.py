@@ -6,6 +6,7 @@ On many GPUs: ``torchrun --nproc_per_node=N -m cka_probe train --config ...`` or
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -65,6 +66,7 @@ def train(config_path, overrides, resume, cka_every, overwrite, nproc, progress,
     if cka_every is not None:
         overrides = (*overrides, f"cka_every={cka_every}")
     config = load_config(config_path, overrides)
+    _check_resume(resume, Path(config.output_dir))
     if nproc != 1 and "WORLD_SIZE" not in os.environ:
         check_nproc(nproc, config.device)  # refuse before starting anything
         local_batch_size(config.batch_size, nproc, config.grad_accum_steps)
@@ -90,3 +92,20 @@ def train(config_path, overrides, resume, cka_every, overwrite, nproc, progress,
         )
     else:
         click.echo(f"nothing to do: {result.checkpoint} has already completed {config.epochs} epochs")
+
+
+def _check_resume(resume: str | None, output_dir: Path) -> None:
+    """A ``--resume`` checkpoint that is not there is one line naming the option, before anything starts."""
+    from ..errors import CheckpointError
+    from ..ofa.trainer import CHECKPOINT_NAME
+
+    if resume == "last" and not (output_dir / CHECKPOINT_NAME).is_file():
+        raise CheckpointError(
+            f"--resume: {output_dir} holds no {CHECKPOINT_NAME} to continue from; drop --resume to start the run, or give "
+            "the checkpoint to continue from (--resume PATH)"
+        )
+    if resume not in (None, "last") and not Path(resume).expanduser().is_file():
+        raise CheckpointError(
+            f"--resume {resume}: no such checkpoint file; give one of the run's (OUTPUT_DIR/last.pth), or --resume "
+            "alone to continue from the recipe's output_dir"
+        )

@@ -81,6 +81,7 @@ TRAIN = {
     "--set": ("epochs=[1", "--set 'epochs=[1'"),
     "--resume": (NOT_A_FILE, NOT_A_FILE),
     "--nproc": ("0", "--nproc"),
+    "--cka-every": ("-1", "--cka-every"),
 }
 VALIDATE = {
     "--data": ("/nonexistent/cka-probe/images", "/nonexistent/cka-probe/images"),

@@ -111,3 +111,29 @@ def test_a_one_model_zoo_is_refused_before_any_model_runs(tmp_path, assert_one_l
     assert_one_line_error(result, "models lists 1 model, and a zoo compares pairs; list at least two")
     assert "?" not in result.output and "no model" not in result.output
     assert not out.exists() and not (tmp_path / "cache").exists()  # nothing was computed
+
+
+def _recipe(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    run = tmp_path / "run"
+    path.write_text(
+        yaml.safe_dump(
+            {"method": "scratch", "student": "test_resnet", "dataset": "fashion_mnist", "output_dir": str(run)}
+        )
+    )
+    return path, run
+
+
+def test_a_resume_checkpoint_that_is_not_there_names_the_option(tmp_path, assert_one_line_error):
+    recipe, run = _recipe(tmp_path)
+    missing = tmp_path / "none.pth"
+    result = _run(["train", "--config", recipe, "--resume", missing, "--no-progress"], tmp_path)
+    assert_one_line_error(result, f"--resume {missing}: no such checkpoint file", "--resume alone")
+    assert not run.exists()
+
+
+def test_resume_without_a_run_to_continue_names_the_option(tmp_path, assert_one_line_error):
+    recipe, run = _recipe(tmp_path)
+    result = _run(["train", "--config", recipe, "--resume", "--no-progress"], tmp_path)
+    assert_one_line_error(result, f"--resume: {run} holds no last.pth to continue from; drop --resume")
+    assert not run.exists()
