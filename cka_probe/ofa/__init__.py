@@ -12,6 +12,8 @@ Public API (imported lazily; Swin-Nano/Pico are registered by :mod:`cka_probe.mo
         Trainer, train, TrainResult,             # the training loop, checkpoints, resume, DDP
         build_optimizer, build_scheduler,        # timm's optimiser and scheduler of a recipe
         evaluate_model, validate_checkpoint,     # top-1 / top-5 of a model or a checkpoint
+        load_initial_checkpoint,                 # a student's first weights from any checkpoint
+        TeacherCKA, draw_cka, draw_cka_runs,     # CKA to the teacher while the student trains
         launch, local_batch_size,                # torchrun launch, global batch split
         build_datasets, FashionMNIST,            # data
     )
@@ -48,6 +50,10 @@ _PUBLIC = {
     "build_scheduler": "trainer",
     "evaluate_model": "trainer",
     "epoch_line": "trainer",
+    "load_initial_checkpoint": "trainer",
+    "TeacherCKA": "monitor",
+    "draw_cka": "monitor",
+    "draw_cka_runs": "monitor",
     "validate_checkpoint": "validate",
     "launch": "distributed",
     "local_batch_size": "distributed",
@@ -65,6 +71,7 @@ __all__ = [
     "FashionMNIST",
     "FitNetAdapter",
     "StageTaps",
+    "TeacherCKA",
     "TrainConfig",
     "TrainResult",
     "TrainableModules",
@@ -76,6 +83,8 @@ __all__ = [
     "build_scheduler",
     "build_transforms",
     "cnn_branch",
+    "draw_cka",
+    "draw_cka_runs",
     "epoch_line",
     "evaluate_model",
     "hint_loss",
@@ -83,6 +92,7 @@ __all__ = [
     "kd_loss",
     "launch",
     "load_config",
+    "load_initial_checkpoint",
     "local_batch_size",
     "model_kind",
     "ofa_loss",
