@@ -120,7 +120,7 @@ class TrainConfig(Section):
 
     CKA to the teacher during training (:mod:`cka_probe.ofa.monitor`): cka_every (every that many
     epochs, and at the last; 0 turns it off), cka_probe_size (validation images, class-balanced, drawn once
-    with ``seed``).
+    with probe seed 0 whatever ``seed`` is, so every run of a study is measured on the same images).
 
     Run: seed, output_dir, device (``auto``: CUDA when available), amp (used on CUDA only),
     workers, limit_train_batches / limit_val_batches (``None``: all batches; for smoke runs).
