@@ -29,7 +29,6 @@ from ._checkpoint import (
     select_state_dict,
 )
 from ._load import (
-    DATA_CONFIG_SOURCES,
     WEIGHTS,
     LoadedModel,
     load_model,
@@ -55,7 +54,6 @@ __all__ = [
     "ALIASES",
     "CHECKPOINT_KEYS",
     "CHECKPOINT_SELECT",
-    "DATA_CONFIG_SOURCES",
     "EMA_KEYS",
     "FAMILIES",
     "MODULE_FAMILIES",

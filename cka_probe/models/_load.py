@@ -40,12 +40,6 @@ CHECKPOINT_ATTRIBUTE = "cka_probe_checkpoint"
 
 WEIGHTS = ("pretrained", "random", "checkpoint")
 
-#: Where a model's ``data_config`` came from (``LoadedModel.data_config_source``).
-DATA_CONFIG_SOURCES = {
-    "run": "the run's own evaluation transform, recorded in its checkpoint",
-    "model": "the model's timm pretrained config",
-}
-
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
@@ -68,8 +62,9 @@ class LoadedModel:
         checkpoint_key: The wrapper key its state dict was under (``""`` for a bare state dict), or ``None``.
         missing_keys: Model entries the checkpoint did not provide.
         unexpected_keys: Checkpoint entries the model ignored.
-        data_config_source: ``"run"`` or ``"model"`` (:data:`DATA_CONFIG_SOURCES`), with ``"user img_size over "``
-            in front where the caller set the input size.
+        data_config_source: Where ``data_config`` came from: ``"run"`` (the run's own evaluation transform,
+            as its checkpoint records it) or ``"model"`` (the model's timm pretrained config), with
+            ``"user img_size over "`` in front where the caller set the input size.
         epoch: Epochs a ``cka-probe train`` checkpoint had trained, else ``None``.
         model_kwargs: Keyword arguments the model was built with besides ``num_classes`` (a run's
             ``student_kwargs``).
