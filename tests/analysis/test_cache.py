@@ -265,6 +265,19 @@ def test_a_damaged_sidecar_is_a_corrupt_entry_recomputed_and_replaced(tmp_path, 
     assert _features(cache).extra["cached"] is True
 
 
+def test_a_foreign_sidecar_is_a_corrupt_entry_recomputed_and_replaced(tmp_path):
+    """Another entry's sidecar put in this entry's place (a copy gone wrong): warned, recomputed, replaced."""
+    cache, reference, _, sidecar = _entry(tmp_path)
+    other = _features(cache, request=ModelRequest("test_vit", weights="random"))
+    foreign = next(p for p in tmp_path.glob("test_vit-*.json"))
+    sidecar.write_text(foreign.read_text())
+    with pytest.warns(CacheCorruptWarning, match="its key record differs from the one asked for"):
+        again = _features(cache)
+    _assert_features_equal(again, reference)
+    assert json.loads(sidecar.read_text())["key"]["model"]["name"] == "test_resnet"
+    assert list(other.features) != list(again.features)
+
+
 def test_a_damaged_sidecar_lets_compare_run_again(tmp_path):
     """What the user saw: every rerun ended with a TypeError traceback (exit 1) until the entry was removed."""
     from click.testing import CliRunner
