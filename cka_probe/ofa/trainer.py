@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .._device import resolve_device
-from ..errors import CheckpointError, CheckpointMismatchError, ConfigError, OutputExistsError
+from ..errors import CheckpointError, CheckpointMismatchError, ConfigError, OutputExistsError, StageError
 from ..models import (
     CheckpointKeysWarning,
     SelectedState,
@@ -276,7 +276,10 @@ class Trainer:
         models = {"student": self.task.student}
         if self.ema is not None:
             models["ema"] = self.ema.module
-        return TeacherCKA(teacher, models, images.to(self.device), batch_size=self.local_batch)
+        try:
+            return TeacherCKA(teacher, models, images.to(self.device), batch_size=self.local_batch)
+        except StageError as exc:  # a model without four stages: kd and scratch train it, the probe cannot tap it
+            raise StageError(f"CKA to the teacher taps four stages: {exc}; or turn it off with --cka-every 0") from None
 
     def _create_mixup(self) -> Callable | None:
         from timm.data import Mixup

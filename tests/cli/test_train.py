@@ -254,6 +254,13 @@ def test_bad_cka_every_and_bad_start_weights_are_one_line(tmp_path, data_dir, re
     assert_one_line_error(result, "shares no parameter name with test_resnet")
     result = run(*base, "--set", "student_pretrained=true", "--set", f"initial_checkpoint={tmp_path / 'vit.pth'}")
     assert_one_line_error(result, "keep one with --set student_pretrained=false or --set initial_checkpoint=null")
+    torch.save(__import__("timm").create_model("test_resnet", num_classes=10).state_dict(), tmp_path / "t.pth")
+    shallow = "student_kwargs={img_size: 16, patch_size: 4, depth: 2, embed_dim: 32, num_heads: 2}"
+    result = run(
+        *base, "--set", "method=kd", "--set", "teacher=test_resnet", "--set", f"teacher_checkpoint={tmp_path / 't.pth'}",
+        "--set", "student=vit_tiny_patch16_224", "--set", shallow, "--set", f"output_dir={tmp_path / 'kd'}",
+    )  # fmt: skip
+    assert_one_line_error(result, "2 blocks has no four stages", "or turn it off with --cka-every 0")
 
 
 def test_pretrained_student_offline_is_one_line(tmp_path, data_dir, recipe, assert_one_line_error, monkeypatch):

@@ -11,7 +11,13 @@ import safetensors.torch
 import timm
 import torch
 
-from cka_probe.errors import CheckpointError, CheckpointMismatchError, ConfigError, WeightsUnavailableError
+from cka_probe.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    ConfigError,
+    StageError,
+    WeightsUnavailableError,
+)
 from cka_probe.ofa.config import load_config
 from cka_probe.ofa.trainer import CKA_FIGURE_NAME, Trainer
 
@@ -247,3 +253,13 @@ def test_a_resumed_run_draws_every_epoch_of_its_log(tmp_path, make_datasets, tea
     from cka_probe.ofa.monitor import cka_history
 
     assert [record["epoch"] for record in cka_history(result.output_dir / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_student_the_probe_cannot_tap_is_one_line_naming_cka_every_0(tmp_path, make_datasets, teacher_file):
+    shallow = {"student": "vit_tiny_patch16_224", "student_kwargs": {
+        "img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num_heads": 2,
+    }}  # fmt: skip
+    config = _config(tmp_path, method="kd", teacher="test_resnet", teacher_checkpoint=str(teacher_file), **shallow)
+    with pytest.raises(StageError, match=r"2 blocks has no four stages.*; or turn it off with --cka-every 0$"):
+        Trainer(config, datasets=make_datasets())
+    Trainer(config.replace(cka_every=0), datasets=make_datasets()).fit()  # KD itself needs no stages
