@@ -81,7 +81,8 @@ class Network:
     Attributes:
         model: alias or timm name of the architecture.
         checkpoint: the weights file.
-        label: how tables call it (default: the checkpoint's file name).
+        label: how tables call it (default: the checkpoint's file name, with as many of its folders as tell
+            same-named files apart: ``seed0/best.pth``).
         layers: the layer selection (``"activations"``, names or glob patterns).
     """
 
@@ -141,8 +142,15 @@ def resolve_networks(model: str | None, checkpoints: Sequence[Any], layers: Any 
         label = str(entry.get("label") or Path(path).name)
         networks.append(Network(str(name), path, label, entry.get("layers", layers)))
     labels = [n.label for n in networks]
-    if len(set(labels)) != len(labels):  # same file names in different folders: label by the path instead
-        networks = [Network(n.model, n.checkpoint, n.checkpoint, n.layers) for n in networks]
+    if len(set(labels)) != len(labels):  # same file names in different folders: as much of the path as tells them apart
+        from ..models import checkpoint_label
+
+        parts = 2
+        while len({checkpoint_label(n.checkpoint, parts=parts) for n in networks}) < len(networks):
+            parts += 1
+        networks = [
+            Network(n.model, n.checkpoint, checkpoint_label(n.checkpoint, parts=parts), n.layers) for n in networks
+        ]
     archs = [timm.models.get_arch_name(resolve_name(n.model).timm_name) for n in networks]
     other = next((i for i, arch in enumerate(archs) if arch != archs[0]), None)
     if other is not None:

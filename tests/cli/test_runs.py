@@ -138,7 +138,7 @@ def test_identify_reads_runs_without_model(runs, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "identify.json").read_text())
-    assert len(meta["networks"]) == 2
+    assert [network["label"] for network in meta["networks"]] == ["seed0/best.pth", "seed1/best.pth"]
     for network in meta["networks"]:
         _assert_run_side(network)
 
