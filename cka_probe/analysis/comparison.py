@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import inspect
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -309,7 +310,7 @@ def side_labels(
 
     sides = []
     for model, checkpoint, select in ((a, checkpoint_a, checkpoint_key_a), (b, checkpoint_b, checkpoint_key_b)):
-        name, path = _named(model, checkpoint)
+        name, path = _named(os.fspath(model) if isinstance(model, os.PathLike) else model, checkpoint)
         if not isinstance(name, str):
             attached = getattr(name, "cka_probe_checkpoint", None)  # a module built by model_from_checkpoint
             name = type(name).__name__

@@ -187,6 +187,7 @@ def test_side_labels_of_modules_built_from_runs_and_of_ema_weights(runs, tmp_pat
     from cka_probe.analysis import side_labels
     from cka_probe.models import model_from_checkpoint
 
+    assert side_labels(runs[0] / "best.pth", "test_resnet")[0] == f"{STUDENT} · seed0/best.pth (epoch 1)"  # a Path
     module = model_from_checkpoint(runs[0] / "best.pth")
     assert side_labels(module, "test_resnet") == ("VisionTransformer · seed0/best.pth (epoch 1)", "test_resnet")
     ema_run = train_tiny_run(tmp_path, seed=0, data_dir=write_fashion_mnist(tmp_path / "fmnist"), ema_decay=0.9)
