@@ -86,8 +86,6 @@ def test_config_file_and_command_line_override(nets, tmp_path, one_thread):
             "--no-progress",
             "--out",
             str(tmp_path / "o"),
-            "--format",
-            "",
         ],
     )
     assert result.exit_code == 0, result.output
