@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from ._choices import DEVICE_PATTERN
+from ._choices import DEVICE_PATTERN, DEVICES, one_of
 from .errors import ConfigError
 
 __all__ = ["DeviceName", "Section", "parse_override", "parse_overrides", "read_yaml", "set_dotted", "validate"]
@@ -31,7 +31,7 @@ class Section(BaseModel):
 
 def _device_name(value: str) -> str:
     if not DEVICE_PATTERN.match(value):
-        raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+        raise ValueError(f"must be {one_of(DEVICES)}")
     return value
 
 

@@ -1,9 +1,11 @@
-"""One device rule for every command: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (and any other torch device string)."""
+"""One device rule for every command: ``auto``, ``cpu``, ``mps``, ``cuda``, ``cuda:N`` (and any other torch device
+string)."""
 
 from __future__ import annotations
 
 import torch
 
+from ._choices import DEVICES, one_of
 from .errors import DeviceError
 
 __all__ = ["resolve_device"]
@@ -25,7 +27,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"unknown device {str(device)!r}; use --device auto, cpu, cuda or cuda:N") from None
+        raise DeviceError(f"unknown device {str(device)!r}; use --device {one_of(DEVICES)}") from None
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

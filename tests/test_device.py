@@ -17,7 +17,7 @@ def test_cpu_and_auto():
 
 @pytest.mark.parametrize("bad", ["gpu", "cuda:x", "", "cpu:0:1"])
 def test_unknown_strings_name_the_option(bad):
-    with pytest.raises(DeviceError, match=r"unknown device .*--device auto, cpu, cuda or cuda:N") as info:
+    with pytest.raises(DeviceError, match=r"unknown device .*--device auto, cpu, mps, cuda or cuda:N") as info:
         resolve_device(bad)
     assert "\n" not in str(info.value)
 

@@ -30,18 +30,20 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from .._choices import (
     CheckpointSelect,
     Estimator,
+    Family,
     Format,
     Kernel,
     Labels,
     Pool,
     Precision,
+    SummaryScore,
     Tokens,
     Weights,
 )
@@ -54,9 +56,6 @@ if TYPE_CHECKING:  # features load torch and timm: a config is checked without t
     from .features import FeatureSettings, ModelRequest
 
 __all__ = ["ConfigError", "JobConfig", "load_job_config", "parse_job_config"]
-
-Family = Literal["cnn", "vit", "mlp", "hybrid", "unknown"]
-SummaryScore = Literal["diagonal_band_cka", "depth_correspondence", "mean_cka"]
 
 
 def _formats(value: Any) -> Any:

@@ -8,13 +8,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._choices import EXECUTORS, one_of
 from ..errors import CKAProbeError
 from .cache import FeatureCache
 from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, safe_model_features
 
 __all__ = ["EXECUTORS", "features_for_models"]
-
-EXECUTORS = ("local", "ray")
 
 
 def features_for_models(
@@ -54,7 +53,7 @@ def features_for_models(
             requests, probe, probe_spec, settings, cache=cache, address=ray_address, progress=progress
         )
     if executor not in EXECUTORS:
-        raise CKAProbeError(f"unknown executor {executor!r}; choose --executor {' or '.join(EXECUTORS)}")
+        raise CKAProbeError(f"unknown executor {executor!r}; choose --executor {one_of(EXECUTORS)}")
     results: dict[str, ExtractedFeatures | ModelFailure] = {}
     for request in tqdm(requests, desc="models", unit="model", disable=not progress):
         results[request.display] = safe_model_features(

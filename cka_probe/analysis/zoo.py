@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._choices import INTERVAL_SCORES, SUMMARY_SCORES
 from .._files import sha256_bytes
 from .._version import __version__
 from ..errors import CKAProbeError, OutputNameError
@@ -69,10 +70,7 @@ from .tables import long_table
 
 __all__ = ["ZooResult", "run_zoo", "SUMMARY_SCORES"]
 
-SUMMARY_SCORES = ("diagonal_band_cka", "depth_correspondence", "mean_cka")
 SCORE_FUNCTIONS = {"diagonal_band_cka": diagonal_band_mean, "depth_correspondence": depth_correspondence}
-INTERVAL_SCORES = tuple(SCORE_FUNCTIONS)
-"""The pair scores that get bootstrap intervals (``analysis.bootstrap``): each replicate matrix is scored whole."""
 SCORE_RANGES = {"diagonal_band_cka": (0.0, 1.0), "mean_cka": (0.0, 1.0), "depth_correspondence": (-2.0, 1.0)}
 """The values each summary score can take (depth correspondence is negative against depth)."""
 STATE_DIR = ".zoo-state"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .._choices import PRECISIONS
+from .._choices import POOLS, PRECISIONS, TOKENS
 from ..errors import ArgumentError, ShapeError
 from ..math.kernels import FLOAT32_BLOCK, center_features_, full_precision_matmul, mean_left_matters, upper_gram_
 from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
@@ -31,8 +31,6 @@ from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
 __all__ = ["FLATTEN", "POOLS", "TOKENS", "flatten_activation", "flattened_gram", "pool_activation"]
 
 FLATTEN = "flatten"
-POOLS = ("mean", "max", FLATTEN)
-TOKENS = ("patch", "all", "cls")
 
 # Elements of one float64 block of columns in flattened_gram: 2**20 * 8 bytes = 8 MiB, whatever
 # the activation's size, so the Gram costs one activation (already in memory) plus this block.

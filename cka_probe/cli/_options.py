@@ -12,6 +12,7 @@ import click
 from .._choices import (
     CHECKPOINT_SELECT,
     DEVICE_PATTERN,
+    DEVICES,
     ESTIMATORS,
     FORMATS,
     KERNELS,
@@ -20,6 +21,7 @@ from .._choices import (
     PRECISIONS,
     TOKENS,
     WEIGHTS,
+    one_of,
 )
 from ..errors import CKAProbeError
 
@@ -29,7 +31,7 @@ EXIT_BROKEN_PIPE = 1  # click's exit code when stdout's reader went away (it end
 
 def _device(ctx, param, value):
     if value is not None and not DEVICE_PATTERN.match(value):
-        raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+        raise click.BadParameter(f"{value!r} is not {one_of(DEVICES)}")
     return value
 
 
@@ -66,7 +68,7 @@ DEVICE = click.option(
     default="auto",
     show_default=True,
     callback=_device,
-    help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N; the CKA runs there too.",
+    help=f"{one_of(DEVICES)} (auto: CUDA when there is a GPU); the CKA runs there too.",
 )
 SEED = click.option(
     "--seed",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._choices import EXECUTORS
 from . import _options as opt
 from ._options import report_errors
 
@@ -14,7 +15,7 @@ from ._options import report_errors
 @opt.CONFIG_OUT
 @click.option(
     "--executor",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(EXECUTORS),
     default="local",
     show_default=True,
     help="local: models one after another here; ray: one Ray task per model.",

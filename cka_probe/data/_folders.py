@@ -14,12 +14,11 @@ from pathlib import Path
 from torchvision.datasets import ImageFolder, Imagenette
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from .._choices import IMAGENETTE_SIZES
 from ..errors import DataNotFoundError
 from ._pool import Pool, path_loader
 
 __all__ = ["IMAGENETTE_SIZES", "folder_pool", "imagenette_pool"]
-
-IMAGENETTE_SIZES = ("full", "320px", "160px")
 
 _FALLBACK = (
     "use the embedded probe set (--data embedded; data.source: embedded in a config) or another folder of images"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._choices import PROBE_SOURCES
 from .._files import cache_root
 from ..errors import ArgumentError, DataNotFoundError
 from ._fashion_mnist import DEBIAN_FASHION_MNIST, embedded_pool, fashion_mnist_pool
@@ -15,8 +16,8 @@ from ._synthetic import synthetic_pool
 
 __all__ = ["SOURCES", "default_cache_dir", "load_probe_set"]
 
-#: Named sources; anything else is taken as a directory.
-SOURCES = ("embedded", "fashion-mnist[:DIR]", "imagenette[:SIZE]", "synthetic")
+SOURCES = PROBE_SOURCES
+"""Named sources (:data:`cka_probe._choices.PROBE_SOURCES`); anything else is taken as a directory."""
 
 
 def default_cache_dir() -> Path:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._choices import KERNELS
+from .._choices import KERNELS, PRECISIONS
 from ..errors import KernelError, NonFiniteFeatureError, PrecisionError, ShapeError
 from .kernels import (
     FLOAT32_BLOCK,
@@ -75,8 +75,6 @@ __all__ = [
     "linear_cka",
     "rbf_cka",
 ]
-
-PRECISIONS = ("float64", "float32")
 
 Layer = torch.Tensor | Gram
 

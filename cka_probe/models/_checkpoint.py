@@ -38,7 +38,7 @@ import timm.models
 import torch
 from torch import nn
 
-from .._choices import CHECKPOINT_SELECT
+from .._choices import CHECKPOINT_SELECT, CHECKPOINT_SUFFIXES
 from .._files import sha256_file
 from ..errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 from ._run import RunRecord, run_record
@@ -77,8 +77,6 @@ _SELECT_KEYS = {
     "student": ("student", "state_dict", "model"),
     "ema": EMA_KEYS,
 }
-
-_SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar", ".safetensors")
 
 
 class CheckpointKeysWarning(UserWarning):
@@ -130,8 +128,8 @@ def _checked_path(path: str | os.PathLike) -> Path:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
-    if not path.name.endswith(_SUFFIXES):
-        raise CheckpointError(f"checkpoint {path} has an unsupported type; use one of {', '.join(_SUFFIXES)}")
+    if not path.name.endswith(CHECKPOINT_SUFFIXES):
+        raise CheckpointError(f"checkpoint {path} has an unsupported type; use one of {', '.join(CHECKPOINT_SUFFIXES)}")
     return path
 
 

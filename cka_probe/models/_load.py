@@ -12,6 +12,7 @@ import timm.data
 import torch
 from torch import nn
 
+from .._choices import CHECKPOINT_SUFFIXES, MODEL_WEIGHTS
 from ..errors import ArgumentError, CheckpointError
 from ._checkpoint import (
     CHECKPOINT_SELECT,
@@ -38,7 +39,8 @@ __all__ = [
 #: Attribute :func:`model_from_checkpoint` sets on the module it builds: the :class:`LoadedCheckpoint` it read.
 CHECKPOINT_ATTRIBUTE = "cka_probe_checkpoint"
 
-WEIGHTS = ("pretrained", "random", "checkpoint")
+WEIGHTS = MODEL_WEIGHTS
+"""The ``weights`` choices of :func:`load_model` (:data:`cka_probe._choices.MODEL_WEIGHTS`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -366,7 +368,7 @@ def name_and_checkpoint(name_or_path: str, checkpoint: str | os.PathLike | None 
 
 def _is_checkpoint_file(value: str | os.PathLike) -> bool:
     path = Path(value).expanduser()
-    return path.name.endswith((".pth", ".pt", ".bin", ".pth.tar", ".safetensors")) and path.is_file()
+    return path.name.endswith(CHECKPOINT_SUFFIXES) and path.is_file()
 
 
 def transform_for(loaded: LoadedModel) -> Any:

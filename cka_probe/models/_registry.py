@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import timm
 import timm.models
 
+from .._choices import FAMILIES
 from ..errors import ArgumentError, UnknownModelError
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "register_alias",
     "resolve_name",
 ]
-
-FAMILIES = ("cnn", "vit", "mlp", "hybrid", "unknown")
 
 
 @dataclass(frozen=True)

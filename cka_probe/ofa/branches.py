@@ -40,8 +40,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._choices import MODEL_KINDS
 from ..errors import ArgumentError, ShapeError, StageError
-from .taps import MODEL_KINDS
 
 __all__ = [
     "BRANCH_HEADS",

@@ -13,11 +13,25 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any
 
 from pydantic import AllowInfNan, BeforeValidator, Field, field_validator, model_validator
 
-from .._choices import OFA_METHODS, TRAIN_DATASETS, CheckpointSelect, Method, TrainDataset
+from .._choices import (
+    DIST_BN,
+    EVAL_PREPROCESSING,
+    OFA_METHODS,
+    TRAIN_DATASETS,
+    CheckpointSelect,
+    DistBN,
+    EvalPreprocessing,
+    Interpolation,
+    Method,
+    Schedule,
+    Stage,
+    TrainDataset,
+    TrainInterpolation,
+)
 from .._config import DeviceName, Section, parse_overrides, read_yaml, validate
 from ..errors import ConfigError
 
@@ -30,16 +44,6 @@ __all__ = [
 ]
 
 DATASETS = TRAIN_DATASETS
-EvalPreprocessing = Literal["recipe", "student", "official"]
-DistBN = Literal["reduce", "broadcast", "none"]
-Sched = Literal["cosine", "tanh", "step", "multistep", "poly", "none"]
-"""timm's per-epoch schedules (``plateau`` is left out: it steps on a metric, not an epoch)."""
-Interpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]
-"""timm's resize interpolations (``timm.data.transforms.str_to_interp_mode``)."""
-TrainInterpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random"]
-EVAL_PREPROCESSING: tuple[str, ...] = get_args(EvalPreprocessing)
-DIST_BN: tuple[str, ...] = get_args(DistBN)
-Stage = Literal[1, 2, 3, 4]
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
@@ -161,7 +165,7 @@ class TrainConfig(Section):
     opt: str = "adamw"
     momentum: Number = Field(0.9, ge=0, le=1)
     weight_decay: Number = Field(0.05, ge=0)
-    sched: Sched = "cosine"
+    sched: Schedule = "cosine"
     decay_milestones: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [30, 60, 90])
     decay_epochs: Number = Field(30.0, gt=0)
     decay_rate: Number = Field(0.1, gt=0)

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._choices import MODEL_KINDS
 from ..errors import ArgumentError
 from .branches import init_weights
-from .taps import MODEL_KINDS
 
 __all__ = ["FitNetAdapter"]
 

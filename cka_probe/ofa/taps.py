@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from .._choices import STAGES
 from ..errors import StageError
 
 __all__ = [
@@ -44,17 +45,11 @@ __all__ = [
     "pre_logit_width",
 ]
 
-STAGES = (1, 2, 3, 4)
-"""The stage numbers of the paper (Table 9): four per model, 1 the shallowest."""
-
 ISOTROPIC_FRACTIONS = (1 / 6, 1 / 3, 5 / 6, 1.0)
 """Depth fractions of the four stages of an isotropic model: blocks 1, 3, 9, 11 of 12 (official OFA-KD code)."""
 
 FINAL = -1
 """Index standing for the ``final`` output of ``forward_intermediates`` (a CNN's head convolution)."""
-
-MODEL_KINDS = ("cnn", "vit")
-"""``"cnn"`` for convolutional students; ``"vit"`` for patch-token models, ViT and MLP alike (Table 9)."""
 
 
 def model_kind(model: nn.Module) -> str:

@@ -52,7 +52,7 @@ def validate_checkpoint(
         checkpoint_select: ``"auto"``, ``"student"`` or ``"ema"``.
         num_classes: Classifier size; ``None`` reads it from the checkpoint.
         batch_size: Images per forward pass.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``.
         workers: Data-loading processes (``None``: the CPU cores available).
         samples: Evaluate a fixed subset of this many images.
         img_size: Resolution (``None``: the run's, or the model's pretrained config's).
