@@ -8,7 +8,26 @@ import torch
 from ._choices import DEVICES, one_of
 from .errors import DeviceError
 
-__all__ = ["resolve_device"]
+__all__ = ["parse_device", "resolve_device"]
+
+
+def parse_device(device: str | torch.device = "auto") -> str:
+    """A ``--device`` value checked for form only: ``auto`` stays ``auto``, anything else as torch writes it.
+
+    Nothing is looked up, so a job run on other machines (Ray workers) can check its device here and let each
+    machine resolve it with :func:`resolve_device`. A string torch does not know raises
+    :class:`~cka_probe.errors.DeviceError` (one line naming ``--device``).
+
+    Example:
+        >>> parse_device("cuda:1"), parse_device("auto")
+        ('cuda:1', 'auto')
+    """
+    if str(device) == "auto":
+        return "auto"
+    try:
+        return str(torch.device(device))
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {str(device)!r}; use --device {one_of(DEVICES)}") from None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -22,12 +41,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         >>> resolve_device("cpu")
         device(type='cpu')
     """
-    if str(device) == "auto":
+    if parse_device(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise DeviceError(f"unknown device {str(device)!r}; use --device {one_of(DEVICES)}") from None
+    resolved = torch.device(device)
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

@@ -9,11 +9,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .._choices import EXECUTORS, one_of
+from .._device import parse_device, resolve_device
 from ..errors import CKAProbeError
 from .cache import FeatureCache
 from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, safe_model_features
 
-__all__ = ["EXECUTORS", "features_for_models"]
+__all__ = ["EXECUTORS", "features_for_models", "record_device"]
 
 
 def features_for_models(
@@ -21,7 +22,7 @@ def features_for_models(
     probe,
     settings: dict[str, FeatureSettings],
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "auto",
     cache: FeatureCache | None = None,
     progress: bool = True,
     executor: str = "local",
@@ -36,7 +37,9 @@ def features_for_models(
         requests: the models.
         probe: the probe set every model sees.
         settings: per model label, what to record.
-        device: where models run locally.
+        device: where the models run (``analysis.device``): a device name (``auto`` is resolved on the machine
+            that runs each model: here, or each Ray worker) or a ``torch.device``. Each model's provenance
+            records the device its features were computed on (``device``).
         cache: feature cache (``None``: none).
         progress: tqdm bars over models.
         executor: ``"local"`` (one model after another in this process) or ``"ray"``.
@@ -44,19 +47,38 @@ def features_for_models(
         probe_spec: the :func:`~cka_probe.data.load_probe_set` arguments of ``probe``, for Ray workers
             to load the same images themselves.
     """
+    if executor not in EXECUTORS:
+        raise CKAProbeError(f"unknown executor {executor!r}; choose --executor {one_of(EXECUTORS)}")
     if executor == "ray":
         from .ray_executor import ray_features_for_models
 
         if probe_spec is None:
             raise CKAProbeError("the Ray executor needs probe_spec, the load_probe_set arguments of the probe set")
         return ray_features_for_models(
-            requests, probe, probe_spec, settings, cache=cache, address=ray_address, progress=progress
+            requests,
+            probe,
+            probe_spec,
+            settings,
+            cache=cache,
+            address=ray_address,
+            progress=progress,
+            device=parse_device(device),
         )
-    if executor not in EXECUTORS:
-        raise CKAProbeError(f"unknown executor {executor!r}; choose --executor {one_of(EXECUTORS)}")
+    resolved = resolve_device(device)
     results: dict[str, ExtractedFeatures | ModelFailure] = {}
     for request in tqdm(requests, desc="models", unit="model", disable=not progress):
-        results[request.display] = safe_model_features(
-            request, probe, settings[request.display], device=device, cache=cache, progress=progress
+        results[request.display] = record_device(
+            safe_model_features(
+                request, probe, settings[request.display], device=resolved, cache=cache, progress=progress
+            ),
+            resolved,
         )
     return results
+
+
+def record_device(result: ExtractedFeatures | ModelFailure, device: torch.device) -> ExtractedFeatures | ModelFailure:
+    """``result`` with ``device`` (where its features were computed, or loaded to from the cache) in its model's
+    provenance; a failure is returned as it is."""
+    if isinstance(result, ExtractedFeatures):
+        result.extra["model"] = {**(result.extra.get("model") or {}), "device": str(device)}
+    return result

@@ -1,8 +1,11 @@
 """Ray executor for zoo jobs: one Ray task per model's feature extraction, pairs computed on the driver.
 
 Each task loads the probe set itself from the same source (and checks that its image list and the
-images' content hash to the driver's), builds its model, runs it (on a GPU when the cluster has them:
-the task asks for one), and writes the features into the feature cache directory before returning them.
+images' content hash to the driver's), builds its model, runs it on the job's device (``analysis.device``,
+resolved on the worker: ``auto`` is a GPU when the worker has one), and writes the features into the feature cache
+directory before returning them; each model's provenance records the device it ran on. A task asks Ray for one GPU
+when its device is ``cuda`` or ``cuda:N`` (Ray picks the GPU, so N does not choose a worker's GPU) or when it is
+``auto`` and the cluster has GPUs; ``cuda`` on a cluster without GPUs is refused before any task starts.
 Tasks are named ``cka-probe features LABEL`` (Ray's dashboard and the worker's process title show it).
 
 A task whose worker dies (killed, out of memory, node lost) is run again, up to :data:`MAX_RETRIES`
@@ -30,7 +33,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import CKAProbeError
+from .._device import parse_device
+from ..errors import CKAProbeError, DeviceError
 from .cache import FeatureCache
 from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, safe_model_features
 from .spool import SpooledGrams
@@ -67,14 +71,15 @@ def _extract_task(
     probe_sha: tuple[str, str],
     settings: FeatureSettings,
     cache_dir: str | None,
-    use_gpu: bool,
+    device: str,
     same_machine: bool = False,
 ):
-    """Runs on a Ray worker: one model's features (or its failure record). ``same_machine``: the driver runs on
-    this machine, so Grams spooled into the cache go back as references to the cache's files, not by value."""
-    import torch
-
+    """Runs on a Ray worker: one model's features (or its failure record) on ``device`` (a :func:`parse_device` name,
+    resolved here; ``cuda:N`` is the GPU Ray gave this task). ``same_machine``: the driver runs on this machine, so
+    Grams spooled into the cache go back as references to the cache's files, not by value."""
+    from .._device import resolve_device
     from ..data import load_probe_set
+    from .executors import record_device
 
     probe = load_probe_set(**probe_spec)
     if (probe.image_list_sha256, probe.content_sha256) != probe_sha:
@@ -83,10 +88,14 @@ def _extract_task(
             f"this worker's probe images differ from the driver's ({probe.source}); every node must see the same data",
             "ProbeMismatch",
         )
-    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    try:
+        resolved = resolve_device("cuda" if device.startswith("cuda") else device)
+    except DeviceError as exc:
+        return ModelFailure(request.display, str(exc), type(exc).__name__)
     result = safe_model_features(
-        request, probe, settings, device=device, cache=FeatureCache(cache_dir) if cache_dir else None, progress=False
+        request, probe, settings, device=resolved, cache=FeatureCache(cache_dir) if cache_dir else None, progress=False
     )
+    record_device(result, resolved)
     if isinstance(result, ExtractedFeatures):
         result.to("cpu")
         if same_machine and cache_dir is not None:
@@ -105,8 +114,11 @@ def ray_features_for_models(
     cache: FeatureCache | None,
     address: str | None,
     progress: bool = True,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Each model's features from a Ray task; the dictionary the local executor returns, in request order."""
+    """Each model's features from a Ray task on ``device`` (``analysis.device``); the dictionary the local executor
+    returns, in request order."""
+    device = parse_device(device)
     try:
         import ray
     except ImportError:
@@ -119,15 +131,16 @@ def ray_features_for_models(
     if started_here:
         _connect(ray, address)
     try:
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=MAX_RETRIES)(_extract_task)
+        task = ray.remote(
+            num_gpus=_gpus_per_task(device, ray.cluster_resources().get("GPU", 0)), max_retries=MAX_RETRIES
+        )(_extract_task)
         cache_dir = str(cache.directory) if cache is not None else None
         here = ray.get_runtime_context().get_node_id()  # every live node is this one: workers share its files
         same_machine = all(node["NodeID"] == here for node in ray.nodes() if node.get("Alive"))
         probe_sha = (probe.image_list_sha256, probe.content_sha256)
         futures = {
             task.options(name=task_name(r.display)).remote(
-                r, probe_spec, probe_sha, settings[r.display], cache_dir, use_gpu, same_machine
+                r, probe_spec, probe_sha, settings[r.display], cache_dir, device, same_machine
             ): r.display
             for r in requests
         }
@@ -146,6 +159,18 @@ def ray_features_for_models(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _gpus_per_task(device: str, cluster_gpus: float) -> int:
+    """The GPUs a task on ``device`` asks Ray for: one for ``cuda``/``cuda:N`` and for ``auto`` on a cluster with
+    GPUs, else none. ``cuda`` on a cluster without GPUs would wait for ever: refused."""
+    if device.startswith("cuda"):
+        if cluster_gpus <= 0:
+            raise DeviceError(
+                f"--device {device} was asked for but the Ray cluster has no GPU; use --device cpu or auto"
+            )
+        return 1
+    return 1 if device == "auto" and cluster_gpus > 0 else 0
 
 
 def _ray_failure(ray, label: str, exc: Exception):

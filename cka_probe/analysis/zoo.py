@@ -148,7 +148,7 @@ def _run_zoo(
         config.models,
         probe,
         {m.display: config.settings_for(m.display) for m in config.models},
-        device=device,
+        device=analysis["device"],  # as configured: each Ray worker resolves auto on its own machine
         cache=store,
         progress=progress,
         executor=executor,
