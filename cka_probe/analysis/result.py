@@ -161,7 +161,7 @@ class CKAResult:
                 from ..plots import new_figure
 
                 fig = new_figure()
-                self.plot(ax=fig.subplots(), labels=labels)
+                self.plot(ax=fig.subplots(), labels=labels, key=paths["csv"].name)
                 for fmt in figure_formats:
                     fig.savefig(tmp[fmt], format=fmt, dpi=dpi)
             self.matrix.to_csv(tmp["csv"], float_format="%.10g")

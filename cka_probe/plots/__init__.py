@@ -24,6 +24,7 @@ _EXPORTS = {
     "check_labels": "titles",
     "data_text": "titles",
     "figure_title": "titles",
+    "settings_text": "titles",
     "weights_text": "titles",
 }
 
@@ -42,6 +43,7 @@ __all__ = [
     "plot_pair_scores",
     "plot_panel_grid",
     "score_colours",
+    "settings_text",
     "thinned_ticks",
     "weights_text",
 ]

@@ -47,6 +47,18 @@ def _extend(values: np.ndarray, vmin: float, vmax: float) -> str:
     return {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[(low, high)]
 
 
+def _upright_labels(ax, fig: Figure) -> None:
+    """Model names read left to right beside the rows, and under the columns where each fits its column (turned
+    upright, one per column, where one does not): seaborn turns the row names when it finds them crowded, and
+    turned names of neighbouring rows run into one another ("swin_n" and "mobilenetv2" read "swin_mobilenetv2")."""
+    ax.set_yticks(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()], rotation=0, va="center")
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    fontsize = ax.get_xticklabels()[0].get_fontsize() if names else 10.0
+    column = ax.get_position().width * fig.get_figwidth() * 72.0 / max(1, len(names))
+    fits = all(text_size(name, fontsize)[0] <= 0.9 * column for name in names)
+    ax.set_xticks(ax.get_xticks(), names, rotation=0 if fits else 90, ha="center")
+
+
 def plot_pair_scores(
     scores: pd.DataFrame,
     families: pd.Series | None = None,
@@ -136,6 +148,7 @@ def plot_pair_scores(
     grid.ax_cbar.tick_params(labelsize=8.0)
     if isinstance(norm, TwoSlopeNorm):  # the ends and the centre, which the short bar's locator may skip
         grid.ax_heatmap.collections[0].colorbar.set_ticks([low, 0.0, high])
+    _upright_labels(grid.ax_heatmap, fig)
     text = fig.suptitle(heading, y=1.0 - 0.08 / size, va="top", fontsize=fontsize)
     if present:
         handles = [Patch(facecolor=FAMILY_COLOURS[f], edgecolor="none", label=FAMILY_NAMES[f]) for f in present]

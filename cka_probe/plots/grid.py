@@ -11,7 +11,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ._text import keep_titles_inside, wrap_to_width
-from .heatmap import TITLE_FONTSIZE, new_figure, plot_cka_heatmap
+from .heatmap import TITLE_FONTSIZE, names_fit_heatmap, new_figure, numbering_note, plot_cka_heatmap
 
 __all__ = ["Panel", "plot_panel_grid"]
 
@@ -35,6 +35,7 @@ def plot_panel_grid(
     cmap: str = "magma",
     panel_size: float = 3.0,
     max_ticks: int = 6,
+    key: str | None = None,
 ) -> Figure:
     """Draw rows of panels (``None`` leaves a cell empty) with one colour bar for the whole figure.
 
@@ -42,19 +43,27 @@ def plot_panel_grid(
         panels: rows of panels.
         title: the figure's headline (e.g. the config's ``title``).
         subtitle: second line(s): weights, data, n (see :func:`cka_probe.plots.figure_title`).
-        labels: ``"names"``, ``"index"`` or ``"auto"``, for every panel (see :func:`plot_cka_heatmap`).
+        labels: ``"names"``, ``"index"`` or ``"auto"``, for every panel (see :func:`plot_cka_heatmap`); ``"auto"``
+            is decided once for the figure: names on every panel where they fit on every panel, else numbers.
         cmap: colour map.
         panel_size: inches per panel.
         max_ticks: most ticks per axis when numbers are shown.
+        key: where the layer names of numbered axes are written beside the figure; when the panels carry
+            numbers, the heading says so and names it (see :func:`~cka_probe.plots.heatmap.numbering_note`).
 
     Returns:
         The figure (not yet saved); every title is wrapped to lie inside it.
     """
     rows = len(panels)
     cols = max(len(row) for row in panels)
-    heading = "\n".join(part for part in (title, subtitle) if part)
-    fig = new_figure(width=panel_size * cols + 1.0, height=panel_size * rows + (0.5 if heading else 0.0))
+    fig = new_figure(width=panel_size * cols + 1.0, height=panel_size * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False)
+    drawn = [(panels[r][c], axes[r][c]) for r in range(rows) for c in range(len(panels[r])) if panels[r][c]]
+    if labels == "auto":  # one decision for the figure, so that no panel has names beside a panel of numbers
+        labels = "names" if all(names_fit_heatmap(panel.matrix, ax) for panel, ax in drawn) else "index"
+    if labels == "index":
+        subtitle = "\n".join(part for part in (subtitle, numbering_note(key)) if part)
+    heading = "\n".join(part for part in (title, subtitle) if part)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]

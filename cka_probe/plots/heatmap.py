@@ -12,7 +12,15 @@ from matplotlib.figure import Figure
 from ._text import keep_titles_inside, text_size, wrap_to_width
 from .titles import check_labels
 
-__all__ = ["NAME_FONTSIZE", "names_fit", "new_figure", "plot_cka_heatmap", "thinned_ticks"]
+__all__ = [
+    "NAME_FONTSIZE",
+    "names_fit",
+    "names_fit_heatmap",
+    "new_figure",
+    "numbering_note",
+    "plot_cka_heatmap",
+    "thinned_ticks",
+]
 
 NAME_FONTSIZE = 7.0
 """Font size (points) of layer names: the smallest that stays legible in print."""
@@ -72,21 +80,39 @@ def names_fit(names: Sequence[str], length: float, room: float, fontsize: float 
     return widest <= room and len(names) * _line_height(fontsize) <= length
 
 
-def _choose_names(
-    labels: str, x_names: Sequence[str], y_names: Sequence[str], width: float, height: float
-) -> tuple[bool, bool]:
-    """(names on x, names on y) for ``labels``; ``"auto"`` measures the names against the axes
-    (``width`` x ``height`` points), each axis's names taking their width from the other axis's length."""
-    if labels != "auto":
-        return labels == "names", labels == "names"
+def _axes_size(ax: Axes) -> tuple[float, float]:
+    """Width and height in points that the heatmap of ``ax`` keeps once the figure is laid out (estimated)."""
+    fig = ax.figure.figure  # the root figure (an axes may sit in a subfigure); positions are fractions of it
+    position = ax.get_position()
+    return (
+        LAYOUT_SHARE * position.width * fig.get_figwidth() * 72.0,
+        LAYOUT_SHARE * position.height * fig.get_figheight() * 72.0,
+    )
+
+
+def _names_fit_axes(x_names: Sequence[str], y_names: Sequence[str], width: float, height: float) -> bool:
+    """Whether both axes can carry names at once, each axis's names taking their width from the other's length."""
     x_wide = max(text_size(str(n), NAME_FONTSIZE)[0] for n in x_names) if len(x_names) else 0.0
     y_wide = max(text_size(str(n), NAME_FONTSIZE)[0] for n in y_names) if len(y_names) else 0.0
-    for x_on, y_on in ((True, True), (True, False), (False, True)):
-        x_ok = not x_on or names_fit(x_names, width - (y_wide if y_on else 0.0), NAME_ROOM * height)
-        y_ok = not y_on or names_fit(y_names, height - (x_wide if x_on else 0.0), NAME_ROOM * width)
-        if x_ok and y_ok:
-            return x_on, y_on
-    return False, False
+    return names_fit(x_names, width - y_wide, NAME_ROOM * height) and names_fit(
+        y_names, height - x_wide, NAME_ROOM * width
+    )
+
+
+def names_fit_heatmap(matrix: pd.DataFrame, ax: Axes) -> bool:
+    """Whether the layer names of ``matrix`` fit on both axes of a heatmap drawn on ``ax`` (``--labels auto``:
+    names on both axes where they do, numbers on both where they do not, never one of each)."""
+    width, height = _axes_size(ax)
+    return _names_fit_axes([str(c) for c in matrix.columns], [str(i) for i in matrix.index], width, height)
+
+
+def numbering_note(key: str | None) -> str:
+    """What a figure with numbered axes says about its numbers, and where their layer names are.
+
+    >>> numbering_note("grid_layers.csv")
+    'layers numbered from 1 in forward order; names in grid_layers.csv'
+    """
+    return "layers numbered from 1 in forward order" + (f"; names in {key}" if key else "")
 
 
 def _set_ticks(ax: Axes, axis: str, names: Sequence, show_names: bool, length: float, max_ticks: int) -> None:
@@ -122,6 +148,7 @@ def plot_cka_heatmap(
     mask: pd.DataFrame | np.ndarray | None = None,
     hatch_mask: pd.DataFrame | np.ndarray | None = None,
     fit_titles: bool = True,
+    key: str | None = None,
 ) -> Axes:
     """Draw a CKA matrix: rows (model A) on the y-axis with the first layer at the bottom, columns
     (model B) on the x-axis, colour scale fixed to [0, 1], NaN cells left blank.
@@ -134,7 +161,8 @@ def plot_cka_heatmap(
         xlabel, ylabel: axis labels (default "layers of <columns.name>" / "<index.name>").
         max_ticks: most ticks per axis with ``labels="index"``; the labels are thinned evenly beyond that.
         labels: ``"names"`` (layer names), ``"index"`` (1-based layer numbers, as in the paper) or ``"auto"``
-            (names on an axis where every name fits at a legible size, measured; numbers elsewhere).
+            (names on both axes where every name fits at a legible size, measured; else numbers on both, never
+            names on one axis and numbers on the other).
         cmap: colour map.
         colorbar: draw a colour bar.
         mask: extra cells to leave blank (True = hidden), beside the NaN ones.
@@ -142,6 +170,8 @@ def plot_cka_heatmap(
         fit_titles: wrap the title to the figure's width, lay the figure out and re-wrap any title that would be
             clipped at the figure's edges; off, the title is wrapped to the axes' width (a grid's panels, whose
             titles the grid fits at once).
+        key: where the numbered layers' names are written beside the figure (e.g. the result's CSV); when the
+            axes carry numbers, the subtitle says so and names it (see :func:`numbering_note`).
 
     Returns:
         The axes drawn on.
@@ -174,12 +204,13 @@ def plot_cka_heatmap(
     ax.invert_yaxis()  # the first layer of A at the bottom
     fig = ax.figure.figure  # the root figure (an axes may sit in a subfigure); positions are fractions of it
     position = ax.get_position()
-    width = LAYOUT_SHARE * position.width * fig.get_figwidth() * 72.0
-    height = LAYOUT_SHARE * position.height * fig.get_figheight() * 72.0
+    width, height = _axes_size(ax)
     x_names, y_names = [str(c) for c in matrix.columns], [str(i) for i in matrix.index]
-    names_x, names_y = _choose_names(labels, x_names, y_names, width, height)
-    _set_ticks(ax, "x", x_names, names_x, width, max_ticks)
-    _set_ticks(ax, "y", y_names, names_y, height, max_ticks)
+    names = labels == "names" or (labels == "auto" and _names_fit_axes(x_names, y_names, width, height))
+    _set_ticks(ax, "x", x_names, names, width, max_ticks)
+    _set_ticks(ax, "y", y_names, names, height, max_ticks)
+    if not names and fit_titles:  # a figure's one heatmap says what its numbers are (a grid says it once)
+        subtitle = "\n".join(part for part in (subtitle, numbering_note(key)) if part)
     if hatch_mask is not None:
         r, c = np.nonzero(np.asarray(hatch_mask, dtype=bool) & ~hidden)
         ax.scatter(c + 0.5, r + 0.5, s=4, c="white", marker=".", linewidths=0)

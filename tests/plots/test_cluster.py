@@ -126,3 +126,36 @@ def test_values_beyond_the_range_get_an_arrow():
     scores.iloc[0, 2] = scores.iloc[2, 0] = -0.05  # an unbiased CKA slightly below 0
     fig = plot_pair_scores(scores, FAMILIES)
     assert _mesh(fig).colorbar.extend == "min"
+
+
+def _overlapping(labels, renderer):
+    """Pairs of drawn tick labels whose boxes intersect (more than a pixel)."""
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels if t.get_text() and t.get_visible()]
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0) > 1
+        and min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0) > 1
+    ]
+
+
+@pytest.mark.parametrize(
+    "models",
+    [["resnet18", "mobilenetv2", "swin_n", "vit_s"], [f"model_with_a_long_name_{i}" for i in range(12)]],
+    ids=["zoo-of-four", "twelve-long-names"],
+)
+def test_model_names_do_not_overlap(models):
+    """Row and column names each stand apart at every saving dpi ("swin_n" beside "mobilenetv2" once read
+    "swin_mobilenetv2": seaborn turned the row names upright and neighbours ran into each other)."""
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.2, 0.9, (len(models), len(models)))
+    scores = pd.DataFrame((values + values.T) / 2, index=models, columns=models)
+    families = pd.Series(["cnn", "vit"] * (len(models) // 2), index=models)
+    fig = plot_pair_scores(scores, families, subtitle="random weights (seed 0) · synthetic images · n=128")
+    heatmap = _mesh(fig, models).axes
+    for dpi in SAVE_DPIS:
+        renderer = rendered(fig, dpi)
+        assert _overlapping(heatmap.get_yticklabels(), renderer) == []
+        assert _overlapping(heatmap.get_xticklabels(), renderer) == []
+    assert all(t.get_rotation() == 0 for t in heatmap.get_yticklabels())  # names beside rows read across

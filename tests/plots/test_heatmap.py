@@ -74,13 +74,18 @@ def test_auto_shows_short_names_on_both_axes():
         assert all(inside_figure(fig, t, renderer) for t in ticks)
 
 
-def test_auto_numbers_35_long_names_and_names_12():
-    """A MobileNetV2 (35 layers) against a ViT-S (12): numbers on the crowded axis, names on the other."""
+def test_auto_numbers_both_axes_when_one_axis_cannot_carry_names():
+    """A MobileNetV2 (35 layers) against a ViT-S (12): the 35 names do not fit, so both axes carry numbers (names
+    on one axis and numbers on the other could not be matched to each other), and the subtitle says where the
+    names are."""
     ax = new_figure().subplots()
-    plot_cka_heatmap(_matrix(35, 12, MOBILENET_NAMES, VIT_NAMES), ax)
-    y = _labels(ax, "y")
+    plot_cka_heatmap(_matrix(35, 12, MOBILENET_NAMES, VIT_NAMES), ax, subtitle="n=128", key="A_vs_B.csv")
+    y, x = _labels(ax, "y"), _labels(ax, "x")
     assert y[0] == "1" and y[-1] == "35" and all(text.isdigit() for text in y)
-    assert _labels(ax, "x") == VIT_NAMES
+    assert x[0] == "1" and x[-1] == "12" and all(text.isdigit() for text in x)
+    assert (
+        ax.get_title().replace("\n", " ").endswith("n=128 layers numbered from 1 in forward order; names in A_vs_B.csv")
+    )
 
     ax = new_figure().subplots()
     plot_cka_heatmap(_matrix(35, 35, MOBILENET_NAMES, MOBILENET_NAMES), ax)
@@ -137,7 +142,9 @@ def test_long_title_is_wrapped_inside_the_figure():
             _matrix(35, 12, MOBILENET_NAMES, VIT_NAMES), fig.subplots(), title=LONG_TITLE, subtitle=LONG_SUBTITLE
         )
         assert not _title_is_clipped(fig, ax.title)
-        assert ax.title.get_text().replace("\n", "").replace(" ", "") == (LONG_TITLE + LONG_SUBTITLE).replace(" ", "")
+        note = "layers numbered from 1 in forward order"  # 35 names do not fit: numbers, and the note says so
+        expected = (LONG_TITLE + LONG_SUBTITLE + note).replace(" ", "")
+        assert ax.title.get_text().replace("\n", "").replace(" ", "") == expected
 
 
 def test_title_inside_when_the_axes_sits_in_a_subfigure():
@@ -159,5 +166,19 @@ def test_grid_titles_inside_and_labels_passed_to_every_panel():
     for text in [fig._suptitle] + [ax.title for ax in fig.axes[:2]]:
         assert not _title_is_clipped(fig, text)
     assert all(t.get_text().isdigit() for ax in fig.axes[:2] for t in ax.get_xticklabels() + ax.get_yticklabels())
-    fig = plot_panel_grid(panels, labels="auto")
+    fig = plot_panel_grid(panels, labels="auto")  # decided once: the 35 names do not fit, so no panel has names
+    assert all(t.get_text().isdigit() for ax in fig.axes[:2] for t in ax.get_xticklabels() + ax.get_yticklabels())
+    fig = plot_panel_grid([[panels[0][1], panels[0][1]]], labels="auto", key="grid_layers.csv")
     assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == [f"c{i}" for i in range(6)]
+    assert "numbered" not in fig.get_suptitle()  # names drawn: nothing to explain
+
+
+def test_grid_of_numbers_says_where_the_names_are():
+    panels = [[Panel(_matrix(35, 12, MOBILENET_NAMES, VIT_NAMES), "M vs V"), Panel(_matrix(6, 5), "short")]]
+    fig = plot_panel_grid(panels, title="grid", subtitle="n=128", labels="auto", key="grid_layers.csv")
+    assert (
+        fig.get_suptitle()
+        .replace("\n", " ")
+        .endswith("layers numbered from 1 in forward order; names in grid_layers.csv")
+    )
+    assert all(t.get_text().isdigit() for ax in fig.axes[:2] for t in ax.get_xticklabels())

@@ -62,3 +62,37 @@ def test_save_passes_labels_and_checks_them_before_writing(result, tmp_path):
     assert paths["png"].stat().st_size > 0
     ax = result.plot(ax=new_figure().subplots(), labels="names")
     assert ax.get_xticklabels()[0].get_text() == result.matrix.columns[0]
+
+
+@pytest.mark.parametrize(
+    "settings, said",
+    [
+        ({"pool": "max"}, "max pooling"),
+        (
+            {"pool": "flatten", "estimator": "minibatch", "batch_size": 4},
+            "flattened (no pooling) · minibatch estimator, batches of 4",
+        ),
+        ({"tokens_a": "cls", "tokens_b": "all", "b": "test_vit"}, "tokens cls (A), all (B)"),
+        ({"kernel": "rbf", "sigma_frac": 0.5}, "rbf kernel (σ 0.5 × median)"),
+        ({}, None),
+    ],
+    ids=["max", "flatten-minibatch", "tokens-per-side", "rbf", "defaults"],
+)
+def test_title_names_every_setting_that_differs_from_b1(settings, said, tmp_path):
+    """The drawn title names pooling, estimator, kernel and tokens when they differ from B.1's (mean, full,
+    linear, patch); with B.1's settings it names none of them."""
+    settings = dict(settings)
+    b = settings.pop("b", "test_resnet")
+    result = compare(
+        "test_vit", b, "synthetic", n=8, weights="random", progress=False, device="cpu", cache=False, **settings
+    )
+    paths = result.save(tmp_path, labels="names")
+    drawn = " ".join(result.title().split("\n")[1:])
+    assert paths["png"].exists()
+    fig = new_figure()
+    ax = result.plot(ax=fig.subplots(), labels="names")
+    assert ax.get_title().replace("\n", " ") == f"{result.title().splitlines()[0]} {drawn}"
+    if said is None:
+        assert drawn == "random weights (seed 0) · synthetic images · n=8"
+    else:
+        assert drawn == f"random weights (seed 0) · synthetic images · n=8 · {said}"

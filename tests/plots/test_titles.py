@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cka_probe.errors import CKAProbeError
-from cka_probe.plots import LABEL_MODES, check_labels, data_text, figure_title, weights_text
+from cka_probe.plots import LABEL_MODES, check_labels, data_text, figure_title, settings_text, weights_text
 
 
 def _compare_metadata(weights_a="random", weights_b="random", **extra_a):
@@ -93,3 +93,36 @@ def test_titles_module_does_not_load_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_twelve_models_of_two_checkpoints_keep_the_weights_to_one_short_phrase():
+    """Six best.pth and six init.pth checkpoints: counted per file, not listed per model (five lines before)."""
+    models = {
+        f"net{i}": {
+            "name": f"mobilenetv2_{i:03d}",
+            "weights": "checkpoint",
+            "checkpoint_path": f"runs/study/net{i}/{'best' if i < 6 else 'init'}.pth",
+            "checkpoint_key": "student" if i < 6 else None,
+        }
+        for i in range(12)
+    }
+    meta = {"models": models, "data": {"source": "Fashion-MNIST test split (/x)"}, "n": 128}
+    assert weights_text(meta) == "weights: best.pth ×6, init.pth ×6"
+    assert figure_title(meta).subtitle == "weights: best.pth ×6, init.pth ×6 · Fashion-MNIST test split · n=128"
+    mixed = {**models, "r": {"name": "resnet18", "weights": "random", "seed": 0}}
+    assert weights_text({"models": mixed}) == "weights: best.pth ×6, init.pth ×6, random (seed 0) ×1"
+
+
+def test_settings_are_read_from_what_each_result_records():
+    from cka_probe.analysis.estimation import _POOLING, pooling_description
+
+    for pool in _POOLING:  # every recorded pooling description is read back as its pooling
+        said = settings_text({"pooling": pooling_description(pool)})
+        assert said == ("" if pool == "mean" else {"max": "max pooling", "flatten": "flattened (no pooling)"}[pool])
+    # a figure or zoo job records one token rule; identify records {"rule": ...}
+    assert settings_text({"tokens": "cls"}) == "tokens cls"
+    assert settings_text({"tokens": {"rule": "all", "description": "..."}}) == "tokens all"
+    assert settings_text({"estimator": "full", "unbiased": True}) == "unbiased HSIC"
+    assert settings_text({"estimator": "minibatch", "minibatch_size": 32, "unbiased": True}) == (
+        "minibatch estimator, batches of 32"
+    )
