@@ -116,3 +116,23 @@ def test_light_imports_do_not_load_timm_pandas_or_plotting(module):
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", f"import {module} loads {loaded}"
+
+
+def _registered_after(statement: str) -> str:
+    code = (
+        f"{statement}; import timm; "
+        "print([timm.create_model(name, num_classes=10).num_features if timm.is_model(name) else None "
+        "for name in ('swin_nano_patch4_window7_224', 'swin_pico_patch4_window7_224')])"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("statement", ["import cka_probe.models", "from cka_probe.ofa import train"])
+def test_swin_nano_and_pico_are_registered_by_the_imports_the_docs_name(statement):
+    # B.2: embedding width 64 (Nano) / 48 (Pico), doubled at each of the three patch mergings
+    assert _registered_after(statement) == str([64 * 8, 48 * 8])
+
+
+def test_the_light_package_root_alone_registers_no_model():
+    # The docs say so: import cka_probe loads neither timm nor the models package; import cka_probe.models does
+    assert _registered_after("import cka_probe") == "[None, None]"

@@ -4,9 +4,9 @@ Two smaller Swin-Tiny variants the paper introduces so that teachers outperform 
 patch 4, window 7, depths ``(2, 2, 2, 2)`` and heads ``(2, 4, 8, 16)``, with embedding width 64
 (Nano) or 48 (Pico), against Swin-Tiny's 96, ``(2, 2, 6, 2)`` and ``(3, 6, 12, 24)``.
 
-Importing :mod:`cka_probe.models` (hence :mod:`cka_probe`) imports this module, so
-``timm.create_model("swin_nano_patch4_window7_224")`` works afterwards, and the aliases ``swin_n`` /
-``swin_p`` resolve. There are no pretrained weights.
+Importing :mod:`cka_probe.models` imports this module, so ``timm.create_model("swin_nano_patch4_window7_224")``
+works afterwards, and the aliases ``swin_n`` / ``swin_p`` resolve; ``import cka_probe`` alone does not (the
+package root is lazy: it imports no timm). There are no pretrained weights.
 
 Example:
     >>> import timm
