@@ -16,6 +16,7 @@ from .config import JobConfig
 from .estimation import pair_tables, pooling_description
 from .executors import features_for_models
 from .features import ModelFailure, model_provenance, resolve_cache, resolve_device
+from .preflight import check_models
 from .provenance import environment, package_versions
 from .result import FIGURE_FORMATS, _jsonable
 from .tables import long_table
@@ -24,7 +25,9 @@ __all__ = ["FigureResult", "figure_paths", "make_figure"]
 
 
 def figure_paths(config: JobConfig, directory: str | Path | None = None) -> dict[str, Path]:
-    """Where a figure job writes: one file per figure format, the panels' long table and the provenance JSON."""
+    """Where a figure job writes: one file per figure format, the panels' long table, the layer key (each model's
+    layers numbered from 1 in forward order, the numbers the panels show when names do not fit) and the provenance
+    JSON."""
     out = config.output
     directory = Path(directory or out["dir"])
     name = check_output_name(out["name"] or (Path(config.source).stem if config.source else "figure"), "output.name")
@@ -33,6 +36,7 @@ def figure_paths(config: JobConfig, directory: str | Path | None = None) -> dict
             raise CKAProbeError(f"output.formats: unknown format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
     paths = {fmt: directory / f"{name}.{fmt}" for fmt in out["formats"]}
     paths["csv"] = directory / f"{name}_panels.csv"
+    paths["layers"] = directory / f"{name}_layers.csv"
     paths["json"] = directory / f"{name}.json"
     return paths
 
@@ -45,7 +49,8 @@ class FigureResult:
         self.tables = tables
         self.metadata = metadata
 
-    def draw(self):
+    def draw(self, key: str | None = None):
+        """The grid of panels; ``key`` names the layer key file that numbered axes refer to."""
         from ..plots import Panel, plot_panel_grid
         from ..plots.titles import figure_title
 
@@ -63,7 +68,7 @@ class FigureResult:
             rows.append(cells)
         heading = figure_title(self.metadata, title=self.config.title)
         return plot_panel_grid(
-            rows, title=heading.title, subtitle=heading.subtitle, labels=self.config.output["labels"]
+            rows, title=heading.title, subtitle=heading.subtitle, labels=self.config.output["labels"], key=key
         )
 
     def save(self, directory: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
@@ -71,14 +76,29 @@ class FigureResult:
         formats = list(self.config.output["formats"])
         ensure_writable_dir(paths["json"].parent)
         check_outputs(paths.values(), overwrite)
-        with atomic_paths({**{fmt: paths[fmt] for fmt in formats}, "csv": paths["csv"], "json": paths["json"]}) as tmp:
+        files = {**{fmt: paths[fmt] for fmt in formats}, "csv": paths["csv"], "layers": paths["layers"]}
+        with atomic_paths({**files, "json": paths["json"]}) as tmp:
             if formats:
-                fig = self.draw()
+                fig = self.draw(key=paths["layers"].name)
                 for fmt in formats:
                     fig.savefig(tmp[fmt], format=fmt, dpi=200)
             self.long_table().to_csv(tmp["csv"], index=False, float_format="%.10g")
+            self.layer_key().to_csv(tmp["layers"], index=False)
             tmp["json"].write_text(json.dumps(_jsonable(self.metadata), indent=2) + "\n")
         return paths
+
+    def layer_key(self):
+        """One row per layer of each model in the panels: ``model``, ``number`` (1-based, forward order, as the
+        numbered axes show it) and ``layer``."""
+        import pandas as pd
+
+        rows, seen = [], set()
+        for (a, b), table in self.tables.items():
+            for model, layers in ((a, table.index), (b, table.columns)):
+                if model not in seen:
+                    seen.add(model)
+                    rows += [{"model": model, "number": i, "layer": str(layer)} for i, layer in enumerate(layers, 1)]
+        return pd.DataFrame(rows, columns=["model", "number", "layer"])
 
     def long_table(self):
         import pandas as pd
@@ -91,6 +111,11 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
     from ..data import load_probe_set
 
     started = time.perf_counter()
+    check_models(
+        config.models,
+        {m.display: config.settings_for(m.display).layers for m in config.models},
+        config.source or "figure config",
+    )
     data, analysis = config.data, config.analysis
     device = resolve_device(analysis["device"])
     probe = load_probe_set(data["source"], n=data["n"], seed=data["seed"], skip_bad=data["skip_bad"])

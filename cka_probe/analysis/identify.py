@@ -51,12 +51,13 @@ from .._config import read_yaml, validate
 from .._version import __version__
 from ..capture import FeatureRecorder, parse_layouts
 from ..capture.pooling import FLATTEN, POOLS
-from ..errors import ConfigError, IdentifyError
+from ..errors import CKAProbeError, ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
 from ._io import atomic_paths, check_outputs, ensure_writable_dir
 from .comparison import TOKEN_RULES, _tokens
 from .estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
-from .features import FeatureSettings, gram_spool, resolve_device
+from .features import FeatureSettings, ModelRequest, gram_spool, resolve_device
+from .preflight import check_model
 from .provenance import environment, package_versions
 from .result import _jsonable, output_paths
 
@@ -231,6 +232,21 @@ class _Recorded:
     seconds: float
 
 
+def _check_complete(network: Network, loaded) -> None:
+    """Refuse a checkpoint that misses or adds tensors of the architecture (identify compares whole networks).
+
+    Raises:
+        IdentifyError: missing or unexpected tensors.
+    """
+    if loaded.missing_keys or loaded.unexpected_keys:
+        raise IdentifyError(
+            f"checkpoint {network.label} does not fit {loaded.timm_name}: {len(loaded.missing_keys)} missing and "
+            f"{len(loaded.unexpected_keys)} unexpected tensors (e.g. "
+            f"{(list(loaded.missing_keys) + list(loaded.unexpected_keys))[0]}); identify needs checkpoints of one "
+            "architecture, the one --model names"
+        )
+
+
 def _record_network(
     network: Network,
     probe,
@@ -260,13 +276,7 @@ def _record_network(
             checkpoint_select=checkpoint_select,
             img_size=img_size,
         )
-    if loaded.missing_keys or loaded.unexpected_keys:
-        raise IdentifyError(
-            f"checkpoint {network.label} does not fit {loaded.timm_name}: {len(loaded.missing_keys)} missing and "
-            f"{len(loaded.unexpected_keys)} unexpected tensors (e.g. "
-            f"{(list(loaded.missing_keys) + list(loaded.unexpected_keys))[0]}); identify needs checkpoints of one "
-            "architecture, the one --model names"
-        )
+    _check_complete(network, loaded)
     for warning in caught:
         if not issubclass(warning.category, CheckpointKeysWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
@@ -415,13 +425,11 @@ class IdentifyResult:
     def plot(self):
         """The per-layer shares, one line per pooling (see :func:`cka_probe.plots.plot_identification`)."""
         from ..plots import plot_identification
+        from ..plots.titles import identify_subtitle
 
         networks = self.metadata.get("networks", [])
-        title = (
-            f"layer identification: {len(networks)} × {self.metadata.get('model', '?')}, "
-            f"n={self.metadata.get('n', '?')}"
-        )
-        return plot_identification(self.table, self.overall, title=title)
+        title = f"layer identification: {len(networks)} × {self.metadata.get('model', '?')}"
+        return plot_identification(self.table, self.overall, title=title, subtitle=identify_subtitle(self.metadata))
 
     def save(
         self,
@@ -553,6 +561,19 @@ def identify(
             f"unknown --checkpoint-key {checkpoint_select!r}; choose from {', '.join(CHECKPOINT_SELECT)}"
         )
     networks = resolve_networks(model, checkpoints, layers)
+    for net in networks:  # every checkpoint matched to its architecture and layers before any forward pass
+        request = ModelRequest(
+            net.model,
+            checkpoint=net.checkpoint,
+            label=net.label,
+            checkpoint_select=checkpoint_select,
+            img_size=img_size,
+        )
+        try:
+            loaded = check_model(request, net.layers)
+        except CKAProbeError as exc:
+            raise type(exc)(f"network {net.label}: {exc}") from None
+        _check_complete(net, loaded)
     device = resolve_device(device)
     probe = load_probe_set(str(data), n=n, seed=seed, skip_bad=skip_bad)
     for pool in pools:

@@ -63,6 +63,7 @@ from .config import ConfigError, JobConfig
 from .estimation import CKASettings, math_input, pair_tables, pooling_description
 from .executors import features_for_models
 from .features import ModelFailure, model_provenance, resolve_cache, resolve_device
+from .preflight import check_models
 from .provenance import environment, package_versions, sha256_text
 from .result import _jsonable, output_stem, safe_name
 from .summary import depth_correspondence, diagonal_band_mean, score_interval
@@ -110,6 +111,11 @@ def run_zoo(
         )
     if config.output.get("per_pair"):
         _check_pair_file_names([m.display for m in config.models])
+    check_models(
+        config.models,
+        {m.display: config.settings_for(m.display).layers for m in config.models},
+        config.source or "zoo config",
+    )
     with new_output_dir(Path(output_dir or config.output["dir"])) as out:
         try:
             return _run_zoo(
@@ -181,10 +187,13 @@ def _run_zoo(
     }
     summary = _pair_summary(long, working, families)
     models = _model_table(config, features, families)
-    heading = {
+    heading = {  # what the figures' subtitles say: weights, data, n, and the settings that differ from B.1's
         "models": {label: model_provenance(ext) for label, ext in working.items()},
         "data": probe.provenance(),
         "n": probe.n,
+        **config.cka_settings().record(),
+        "tokens": analysis["tokens"],
+        "pooling": pooling_description(analysis["pool"]),
     }
     files = _write_outputs(
         out, config, long, summary, models, score, working, keep_pair_files=pairs_reused, heading=heading
@@ -579,6 +588,7 @@ def _write_outputs(
                     hatch_mask=not_significant,
                     subtitle=figure_title(pair_heading).subtitle,
                     labels=config.output["labels"],
+                    key=f"{stem}.csv",  # written beside it: its rows and columns are the layers in forward order
                 )
                 write(target, lambda p, f=fig, fm=fmt: f.savefig(p, format=fm, dpi=150))
     return files

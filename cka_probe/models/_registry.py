@@ -257,6 +257,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def _unknown(name: str, candidates: list[str], what: str = "model") -> UnknownModelError:
+    candidates = list(dict.fromkeys(candidates))  # an alias may also be a timm name (resnet18): suggest it once
     close = difflib.get_close_matches(name.lower(), candidates, n=4, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "no close name found;"
     return UnknownModelError(

@@ -99,7 +99,7 @@ def test_set_into_a_value_that_is_not_a_section():
 
 def test_figure_with_a_model_that_fails(tmp_path):
     raw = {**BASE, "models": ["test_resnet", "no_such_model_zz"], "panels": [[["test_resnet", "no_such_model_zz"]]]}
-    with pytest.raises(CKAProbeError, match="model no_such_model_zz failed: unknown model"):
+    with pytest.raises(CKAProbeError, match="figure config: model no_such_model_zz: unknown model"):
         make_figure(parse_job_config(raw, "figure"), progress=False, cache=tmp_path)
 
 

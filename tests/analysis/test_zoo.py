@@ -17,7 +17,7 @@ from cka_probe.analysis.cache import CacheCorruptWarning
 from cka_probe.analysis.result import output_paths
 from cka_probe.analysis.summary import depth_correspondence, diagonal_band_mean
 from cka_probe.data import load_probe_set
-from cka_probe.errors import OutputNameError
+from cka_probe.errors import OutputNameError, UnknownModelError
 
 from ..math import reference
 
@@ -100,20 +100,40 @@ def test_one_forward_pass_per_model_and_pairs_equal_an_independent_computation(t
     assert result.manifest["complete"] and result.manifest["pairs"] == 6
 
 
-def test_a_failing_model_is_recorded_and_the_others_go_on(tmp_path):
+def test_a_failing_model_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    real = features_module.model_features
+
+    def fails_for_convnext(request, *args, **kwargs):  # a model that resolves but fails while it runs
+        if request.display == "test_convnext":
+            raise RuntimeError("CUDA out of memory while running test_convnext")
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(features_module, "model_features", fails_for_convnext)
     result = run_zoo(
-        _config(models=["test_resnet", "no_such_model_zz", "test_vit"]),
+        _config(models=["test_resnet", "test_convnext", "test_vit"]),
         output_dir=tmp_path / "out",
         cache=tmp_path / "cache",
         progress=False,
     )
     models = result.models.set_index("label")
-    assert models.loc["no_such_model_zz", "status"] == "failed"
-    assert "no_such_model_zz" in models.loc["no_such_model_zz", "error"]
+    assert models.loc["test_convnext", "status"] == "failed"
+    assert "out of memory" in models.loc["test_convnext", "error"]
     assert list(result.summary[["model_a", "model_b"]].itertuples(index=False, name=None)) == [
         ("test_resnet", "test_vit")
     ]
-    assert result.manifest["failures"][0]["label"] == "no_such_model_zz"
+    assert result.manifest["failures"][0]["label"] == "test_convnext"
+
+
+def test_an_unknown_model_stops_the_zoo_before_any_model_runs(tmp_path, monkeypatch):
+    calls = _count_forward_passes(monkeypatch)
+    with pytest.raises(UnknownModelError, match=r"model no_such_model_zz: unknown model 'no_such_model_zz'"):
+        run_zoo(
+            _config(models=["test_resnet", "test_vit", "no_such_model_zz"]),
+            output_dir=tmp_path / "out",
+            cache=tmp_path / "cache",
+            progress=False,
+        )
+    assert calls == [] and not (tmp_path / "out").exists()
 
 
 def test_killed_job_resumes_without_recomputing_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
