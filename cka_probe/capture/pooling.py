@@ -142,8 +142,8 @@ def flattened_gram(
             ``"float32"``: blocks of at most 4096 columns centred in float32 as they are copied (a second
             time on the CPU where float32 rounding could leave a mean that matters,
             :func:`~cka_probe.math.kernels.mean_left_matters`, and always on other devices) and multiplied
-            in float32, their sums added up in float64: 1.6x faster on one CPU thread (0.16 against 0.26 s
-            for a ``(128, 32, 112, 112)`` activation), within 1e-6 of float64 relative to the largest entry
+            in float32, their sums added up in float64: faster (``benchmarks/README.md``), within 1e-6 of float64
+            relative to the largest entry
             (the ``--precision float32`` option of the CKA engine, carried to the Grams of flattened layers).
 
     Returns:

@@ -92,10 +92,9 @@ _CHUNK_BYTES = (8 << 20, 256 << 20)
 # Form the Grams of equal-width layers with batched products on the CPU too (as on CUDA); tests flip it.
 _BATCHED_GRAMS = False
 
-# At most this many Python threads share the CPU Grams. A layer costs 31 us when it has one column (n = 128,
-# float32, one thread), the bookkeeping, part of it with the GIL held, against 51 us at width 64 and 175 us
-# at 448: more threads than about five would queue for the GIL. Each also holds a buffer of the widest layer.
-# (Speed measured on 2 cores only.)
+# At most this many Python threads share the CPU Grams. Each layer carries a fixed cost, its bookkeeping, part of
+# it with the GIL held, of the order of a narrow layer's whole Gram (benchmarks/README.md, bench_gram_kernels.py):
+# more threads than about five would queue for the GIL. Each also holds a buffer of the widest layer.
 _MAX_GRAM_THREADS = 8
 
 
@@ -655,7 +654,7 @@ def _cpu_grams(jobs: Sequence[tuple[Sequence[Layer], Sequence[int], torch.Tensor
                             centred -= averaging[np.float32] @ centred
                             numpy_gram_(centred, gram)
                     diag[i] = np.diagonal(gram)
-                    np.take(gram, upper_flat, out=packed[i], mode="clip")  # "raise" copies first: 15x slower
+                    np.take(gram, upper_flat, out=packed[i], mode="clip")  # "raise" buffers out first: slower
         except BaseException as error:  # re-raised in the calling thread
             failures.append(error)
 

@@ -187,12 +187,11 @@ def upper_gram_(x: torch.Tensor, out: torch.Tensor, accumulate: bool = False) ->
 
     * On the CPU with one torch thread (``torch.get_num_threads() == 1``, e.g. ``OMP_NUM_THREADS=1``), a
       2-D float32 or float64 ``x`` goes to BLAS's symmetric rank-k update on NumPy views (:func:`numpy_gram_`),
-      with that BLAS held to one thread as well: measured 1.2-1.6x the rate of ``torch.mm`` in float32 and
-      1.5-2x in float64 on ``(128, 64..16384)`` inputs.
+      with that BLAS held to one thread as well (its rate against ``torch.mm``: ``benchmarks/README.md``).
     * Otherwise (several threads, CUDA, stacks ``(g, n, d)``), block rows of ``torch.mm``/``torch.bmm``: row
       block ``k`` is ``x[rows_k] @ x[rows_k.start:]^T``, about ``(B + 1) / 2B`` of the full product for
       ``B`` blocks, on torch's threads. (Two thread pools, NumPy's BLAS and torch's OpenMP, running by
-      turns wait on each other: measured 1.6x slower than torch alone.)
+      turns wait on each other.)
 
     Args:
         x: ``(n, d)`` features, or a stack ``(g, n, d)``.
@@ -229,12 +228,11 @@ def numpy_gram_(x: np.ndarray, out: np.ndarray, accumulate: bool = False) -> np.
     C-contiguous ``(n, d)`` ``x`` is the column-major ``(d, n)`` matrix ``A = x^T``, and the C-contiguous
     ``out`` is the column-major ``out^T``, whose lower triangle is ``out``'s upper one, so ``?syrk("L", "T")``
     writes (``beta = 0``) or adds to (``beta = 1``) ``A^T A`` there in place; below the diagonal ``out``
-    keeps what it held. Measured on one thread at n = 128, float32: 7 µs a call at width 1 against 19 µs for
-    NumPy's ``x @ x.T`` (which calls ``?syrk`` and then mirrors), 20 against 26 µs at width 64, 63 against 73
-    µs at 256, and 6 % slower at 1024 (SciPy's OpenBLAS build against NumPy's).
+    keeps what it held. NumPy's ``x @ x.T`` calls ``?syrk`` too, then mirrors the triangle (the time of each per
+    call: ``benchmarks/README.md``).
 
     Arrays of other layouts or dtypes, overlapping ones, or all where SciPy's Cython BLAS cannot be reached,
-    go through NumPy's ``x @ x.T``. The first call loads :mod:`scipy.linalg`: about 0.1 s once per process,
+    go through NumPy's ``x @ x.T``. The first call loads :mod:`scipy.linalg`, once per process,
     which a process drawing figures pays anyway (seaborn loads it).
     """
     n, k = x.shape
