@@ -13,7 +13,8 @@ from .heatmap import new_figure, thinned_ticks
 
 __all__ = ["plot_identification"]
 
-_POOL_STYLE = {"flatten": ("#d95f02", "o"), "mean": ("#1b9e77", "s"), "max": ("#7570b3", "^")}
+_POOL_STYLE = {"flatten": ("#d95f02", "o", "--"), "mean": ("#1b9e77", "s", "-"), "max": ("#7570b3", "^", ":")}
+"""Colour, marker and line style per pooling: dashed and dotted lines let a line that runs under another show."""
 
 
 def plot_identification(
@@ -57,11 +58,21 @@ def plot_identification(
         else:
             same[0].append(str(pool))
     for pools, rows in groups:
-        colour, marker = _POOL_STYLE.get(pools[0], ("#999999", "x"))
+        colour, marker, style = _POOL_STYLE.get(pools[0], ("#999999", "x", "-."))
         label = " = ".join(pools)
         if overall and pools[0] in overall:
             label += f" ({100 * overall[pools[0]]['share']:.1f} % overall)"
-        ax.plot(rows["position"], 100 * rows["share"], marker=marker, color=colour, label=label, lw=1.2, ms=4)
+        ax.plot(
+            rows["position"],
+            100 * rows["share"],
+            marker=marker,
+            color=colour,
+            linestyle=style,
+            label=label,
+            lw=1.2,
+            ms=4,
+            mfc="none" if len(groups) > 1 and style != "-" else colour,  # hollow: the marker under it shows
+        )
     layers = table.drop_duplicates("position").sort_values("position")
     ticks = thinned_ticks(len(layers), 12)
     ax.set_xticks(layers["position"].to_numpy()[ticks])

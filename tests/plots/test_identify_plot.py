@@ -55,4 +55,6 @@ def test_poolings_with_the_same_shares_are_one_line_named_after_both():
     assert _legend(fig) == ["mean = flatten (75.0 % overall)"]
     fig = _result([1.0, 0.5, 0.25, 1.0]).plot()
     assert _legend(fig) == ["mean (75.0 % overall)", "flatten (68.8 % overall)"]
-    assert len(fig.axes[0].get_lines()) == 2
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()  # where they run together, the dashes show both
