@@ -206,3 +206,25 @@ def test_resolve_device_names_mps_among_the_devices():
 
     with pytest.raises(DeviceError, match=r"^unknown device 'gpu'; use --device auto, cpu, mps, cuda or cuda:N$"):
         resolve_device("gpu")
+
+
+@pytest.mark.parametrize(
+    "command, option, choices",
+    [
+        ("compare", "--checkpoint-a", _choices.CHECKPOINT_SUFFIXES),
+        ("compare", "--format", _choices.FORMATS),
+        ("identify", "--pool", _choices.POOLS),
+        ("identify", "--format", _choices.FORMATS),
+        ("figure", "--labels", _choices.LABELS),
+        ("zoo", "--labels", _choices.LABELS),
+    ],
+)
+def test_help_that_lists_choices_lists_every_one(command, option, choices):
+    from click.testing import CliRunner
+
+    from cka_probe.cli.main import main
+
+    result = CliRunner().invoke(main, [command, "--help"], terminal_width=1000)
+    assert result.exit_code == 0
+    (line,) = [line for line in result.output.splitlines() if line.strip().startswith(option + " ")]
+    assert all(re.search(rf"(?<![\w.]){re.escape(choice)}(?![\w])", line) for choice in choices), line

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator, model_validator
 
 from .._choices import (
+    FORMATS,
     CheckpointSelect,
     Estimator,
     Family,
@@ -149,7 +150,7 @@ class _Output(Section):
     @classmethod
     def _some_format(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError("list at least one of png, pdf, svg")
+            raise ValueError(f"list at least one of {', '.join(FORMATS)}")
         return list(dict.fromkeys(value))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._choices import CHECKPOINT_SUFFIXES, FORMATS
 from . import _options as opt
 from ._options import report_errors
 
@@ -27,7 +28,7 @@ from ._options import report_errors
     "--checkpoint-a",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Local weights for A (.pth, .pt, .safetensors).",
+    help=f"Local weights for A ({', '.join(CHECKPOINT_SUFFIXES)}).",
 )
 @click.option("--checkpoint-b", type=click.Path(dir_okay=False), default=None, help="Local weights for B.")
 @opt.checkpoint_key_option(
@@ -69,7 +70,11 @@ from ._options import report_errors
 @click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True, help="Output directory.")
 @click.option("--name", default=None, help="Output file stem [default: A_vs_B].")
 @click.option(
-    "--format", "formats", default="png", show_default=True, help="Figure formats, comma-separated: png,pdf,svg."
+    "--format",
+    "formats",
+    default="png",
+    show_default=True,
+    help=f"Figure formats, comma-separated: {','.join(FORMATS)}.",
 )
 @opt.LABELS
 @opt.OVERWRITE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._choices import LABELS, one_of
 from . import _options as opt
 from ._options import report_errors
 
@@ -17,7 +18,7 @@ from ._options import report_errors
     "--labels",
     type=click.Choice(opt.LABEL_CHOICES),
     default=None,
-    help="Heatmap axes: names, index or auto [default: the config's output.labels].",
+    help=f"Heatmap axes: {one_of(LABELS)} [default: the config's output.labels].",
 )
 @opt.run_options
 @report_errors

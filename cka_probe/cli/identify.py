@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from .._choices import ESTIMATORS
+from .._choices import ESTIMATORS, FORMATS, POOLS
 from . import _options as opt
 from ._options import report_errors
 
@@ -59,7 +59,7 @@ _CONFIG_KEYS = {
     "pools",
     default="mean,flatten",
     show_default=True,
-    help="Poolings to score, comma-separated: mean, max, flatten (the whole activation).",
+    help=f"Poolings to score, comma-separated: {', '.join(POOLS)} (flatten: the whole activation).",
 )
 @click.option(
     "--estimator",
@@ -76,7 +76,11 @@ _CONFIG_KEYS = {
 )
 @click.option("--name", "stem", default="identify", show_default=True, help="File stem of the outputs.")
 @click.option(
-    "--format", "formats", default="png", show_default=True, help="Figure formats, comma-separated: png,pdf,svg."
+    "--format",
+    "formats",
+    default="png",
+    show_default=True,
+    help=f"Figure formats, comma-separated: {','.join(FORMATS)}.",
 )
 @opt.OVERWRITE
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images instead of failing.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .._choices import EXECUTORS
+from .._choices import EXECUTORS, LABELS, one_of
 from . import _options as opt
 from ._options import report_errors
 
@@ -37,7 +37,7 @@ from ._options import report_errors
     "--labels",
     type=click.Choice(opt.LABEL_CHOICES),
     default=None,
-    help="Per-pair heatmap axes: names, index or auto [default: the config's output.labels].",
+    help=f"Per-pair heatmap axes: {one_of(LABELS)} [default: the config's output.labels].",
 )
 @opt.run_options
 @report_errors

@@ -46,6 +46,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from .._choices import SCHEDULES, one_of
 from .._device import resolve_device
 from ..errors import CheckpointError, CheckpointMismatchError, ConfigError, OutputExistsError, StageError
 from ..models import (
@@ -673,7 +674,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
         warmup_epochs=config.warmup_epochs,
     )
     if scheduler is None and config.sched != "none":
-        raise ConfigError(f"unknown sched {config.sched!r}; use cosine, step, multistep or none")
+        raise ConfigError(f"unknown sched {config.sched!r}; use {one_of(SCHEDULES)}")
     return scheduler
 
 
