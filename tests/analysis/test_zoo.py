@@ -358,3 +358,30 @@ def test_a_saved_pair_table_without_a_recorded_hash_is_recomputed(tmp_path):
     with pytest.warns(CacheCorruptWarning, match="no recorded SHA-256"):
         rerun = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     pd.testing.assert_frame_equal(rerun.long, reference.long)
+
+
+def test_per_pair_and_summary_figures_name_the_settings_that_differ_from_b1(tmp_path, monkeypatch):
+    import cka_probe.plots as plots
+
+    said = []
+    for name in ("plot_cka_heatmap", "plot_pair_scores"):
+        real = getattr(plots, name)
+
+        def spy(*args, _real=real, **kwargs):
+            said.append(kwargs.get("subtitle"))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(plots, name, spy)
+    raw = {
+        "weights": "random",
+        "data": {"source": "synthetic", "n": 8, "batch_size": 4},
+        "analysis": {"pool": "max", "estimator": "minibatch", "tokens": "all"},
+        "models": ["test_resnet", "test_vit"],
+        "output": {"per_pair": True, "formats": ["png"]},
+    }
+    run_zoo(parse_job_config(raw, "zoo"), output_dir=tmp_path / "out", cache=False, progress=False)
+    expected = (
+        "random weights (seed 0) · synthetic images · n=8 · max pooling · minibatch estimator, batches of 4 · "
+        "tokens all"
+    )
+    assert said == [expected, expected]  # the summary, then the one pair's heatmap
