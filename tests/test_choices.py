@@ -228,3 +228,26 @@ def test_help_that_lists_choices_lists_every_one(command, option, choices):
     assert result.exit_code == 0
     (line,) = [line for line in result.output.splitlines() if line.strip().startswith(option + " ")]
     assert all(re.search(rf"(?<![\w.]){re.escape(choice)}(?![\w])", line) for choice in choices), line
+
+
+def test_modules_import_choice_lists_from_choices_not_from_a_module_that_imported_them():
+    """A package's ``__init__`` may re-export one (its public names); every other module imports it from
+    ``_choices``. A same-named different object (``cka_probe.data.Pool``, a class) is not a choice list."""
+    import importlib
+
+    names = set(_choices.__all__)
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or (node.module or "").endswith("_choices"):
+                continue
+            for alias in (a for a in node.names if a.name in names):
+                source = importlib.import_module(
+                    "." * node.level + (node.module or ""), package=module.rpartition(".")[0]
+                )
+                if getattr(source, alias.name) is getattr(_choices, alias.name):
+                    wrong.append(f"{module} imports {alias.name} from {source.__name__}")
+    assert not wrong, wrong

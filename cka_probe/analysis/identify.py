@@ -46,11 +46,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._choices import CHECKPOINT_SELECT
+from .._choices import CHECKPOINT_SELECT, POOLS
 from .._config import read_yaml, validate
 from .._version import __version__
 from ..capture import FeatureRecorder, parse_layouts
-from ..capture.pooling import FLATTEN, POOLS
+from ..capture.pooling import FLATTEN
 from ..errors import CKAProbeError, ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
 from ._io import atomic_paths, check_outputs, ensure_writable_dir

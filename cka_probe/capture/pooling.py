@@ -28,7 +28,7 @@ from ..errors import ArgumentError, ShapeError
 from ..math.kernels import FLOAT32_BLOCK, center_features_, full_precision_matmul, mean_left_matters, upper_gram_
 from .layouts import LAYOUTS, TOKEN_LAYOUT, check_layout_name
 
-__all__ = ["FLATTEN", "POOLS", "TOKENS", "flatten_activation", "flattened_gram", "pool_activation"]
+__all__ = ["FLATTEN", "flatten_activation", "flattened_gram", "pool_activation"]
 
 FLATTEN = "flatten"
 

@@ -47,10 +47,10 @@ from typing import Any, Self
 import torch
 from torch import nn
 
-from .._choices import PRECISIONS
+from .._choices import POOLS, PRECISIONS, TOKENS
 from ..errors import ArgumentError, CaptureError, FlattenWidthError, LayerSelectionError, ShapeError
 from .layouts import TOKEN_LAYOUT, LayerLayout, ancestors_of, class_token_counts, parse_layouts, resolve_layout
-from .pooling import FLATTEN, POOLS, TOKENS, flattened_gram, pool_activation
+from .pooling import FLATTEN, flattened_gram, pool_activation
 from .selection import DEFAULT_LAYERS, LayerSpec, no_match_message, select_layers
 
 __all__ = ["FeatureRecorder", "LayerInfo", "describe_layers"]

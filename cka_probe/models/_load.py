@@ -12,10 +12,9 @@ import timm.data
 import torch
 from torch import nn
 
-from .._choices import CHECKPOINT_SUFFIXES, MODEL_WEIGHTS
+from .._choices import CHECKPOINT_SELECT, CHECKPOINT_SUFFIXES, MODEL_WEIGHTS
 from ..errors import ArgumentError, CheckpointError
 from ._checkpoint import (
-    CHECKPOINT_SELECT,
     LoadedCheckpoint,
     check_recorded_architecture,
     checkpoint_num_classes,

@@ -28,10 +28,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from .._choices import STAGES
 from ..capture.pooling import pool_activation
 from ..data import balanced_order
 from ..math import cka_matrix
-from .taps import STAGES, StageTaps
+from .taps import StageTaps
 
 __all__ = [
     "FINAL_NAME",
