@@ -12,9 +12,9 @@ from .._choices import EXECUTORS, one_of
 from .._device import parse_device, resolve_device
 from ..errors import CKAProbeError
 from .cache import FeatureCache
-from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, safe_model_features
+from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, record_device, safe_model_features
 
-__all__ = ["EXECUTORS", "features_for_models", "record_device"]
+__all__ = ["EXECUTORS", "features_for_models"]
 
 
 def features_for_models(
@@ -74,11 +74,3 @@ def features_for_models(
             resolved,
         )
     return results
-
-
-def record_device(result: ExtractedFeatures | ModelFailure, device: torch.device) -> ExtractedFeatures | ModelFailure:
-    """``result`` with ``device`` (where its features were computed, or loaded to from the cache) in its model's
-    provenance; a failure is returned as it is."""
-    if isinstance(result, ExtractedFeatures):
-        result.extra["model"] = {**(result.extra.get("model") or {}), "device": str(device)}
-    return result

@@ -39,6 +39,7 @@ __all__ = [
     "gram_spool",
     "model_features",
     "model_provenance",
+    "record_device",
     "resolve_cache",
     "resolve_device",
     "safe_model_features",
@@ -374,3 +375,11 @@ def safe_model_features(
 def model_provenance(extracted: ExtractedFeatures) -> dict[str, Any]:
     """The model record stored with its features (name, timm name, family, weights, ...)."""
     return dict(extracted.extra.get("model") or {})
+
+
+def record_device(result: ExtractedFeatures | ModelFailure, device: torch.device) -> ExtractedFeatures | ModelFailure:
+    """``result`` with ``device`` (where its features were computed, or loaded to from the cache) in its model's
+    provenance; a failure is returned as it is."""
+    if isinstance(result, ExtractedFeatures):
+        result.extra["model"] = {**(result.extra.get("model") or {}), "device": str(device)}
+    return result

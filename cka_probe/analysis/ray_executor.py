@@ -36,7 +36,7 @@ from typing import Any
 from .._device import parse_device
 from ..errors import CKAProbeError, DeviceError
 from .cache import FeatureCache
-from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, safe_model_features
+from .features import ExtractedFeatures, FeatureSettings, ModelFailure, ModelRequest, record_device, safe_model_features
 from .spool import SpooledGrams
 
 __all__ = ["CONNECT_TIMEOUT_S", "MAX_RETRIES", "RayUnavailableError", "ray_features_for_models", "task_name"]
@@ -79,7 +79,6 @@ def _extract_task(
     Grams spooled into the cache go back as references to the cache's files, not by value."""
     from .._device import resolve_device
     from ..data import load_probe_set
-    from .executors import record_device
 
     probe = load_probe_set(**probe_spec)
     if (probe.image_list_sha256, probe.content_sha256) != probe_sha:
