@@ -22,11 +22,19 @@ from cka_probe.analysis.ray_executor import CONNECT_TIMEOUT_S, RayUnavailableErr
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]"); the Ray executor is untested')
 
+# The third model passes the pre-flight checks (its name resolves) and fails in its worker: its pretrained weights
+# cannot be had offline (HF_HUB_OFFLINE, set for the workers by the fixture below, and an empty HF_HOME).
 CONFIG = {
     "weights": "random",
     "data": {"source": "embedded", "n": 8},
-    "models": ["test_resnet", "test_vit", "no_such_model_zz"],
+    "models": ["test_resnet", "test_vit", {"name": "test_convnext", "weights": "pretrained"}],
 }
+
+
+@pytest.fixture(autouse=True)
+def _hub_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
 
 
 def test_ray_outputs_equal_the_local_executors(tmp_path):
@@ -36,7 +44,8 @@ def test_ray_outputs_equal_the_local_executors(tmp_path):
     pd.testing.assert_frame_equal(on_ray.long, local.long)
     pd.testing.assert_frame_equal(on_ray.summary, local.summary)
     assert on_ray.manifest["executor"] == "ray"
-    assert on_ray.models.set_index("label").loc["no_such_model_zz", "status"] == "failed"
+    assert on_ray.models.set_index("label").loc["test_convnext", "status"] == "failed"
+    assert "offline" in on_ray.models.set_index("label").loc["test_convnext", "error"]
     assert len(list((tmp_path / "ray-cache").glob("*.safetensors"))) == 2  # the workers filled the cache
     assert not ray.is_initialized()  # the local instance it started is shut down
 

@@ -323,9 +323,19 @@ def test_settings_that_cannot_go_together_are_one_line(tmp_path):
     assert not out.exists()
 
 
-def test_a_zoo_left_with_fewer_than_two_models_is_one_line(tmp_path):
+def test_a_zoo_left_with_fewer_than_two_models_is_one_line(tmp_path, monkeypatch):
+    import cka_probe.analysis.features as features_module
+
+    real = features_module.model_features
+
+    def fails_for_vit(request, *args, **kwargs):  # a model that passes the pre-flight checks and fails as it runs
+        if request.display == "test_vit":
+            raise RuntimeError("CUDA out of memory while running test_vit")
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(features_module, "model_features", fails_for_vit)
     config = tmp_path / "zoo.yaml"
-    config.write_text(yaml.safe_dump({"weights": "random", "data": {"n": 8}, "models": ["test_resnet", "no_such_zz"]}))
+    config.write_text(yaml.safe_dump({"weights": "random", "data": {"n": 8}, "models": ["test_resnet", "test_vit"]}))
     result = _run(["zoo", config, "--out", tmp_path / "out", "--no-progress"], tmp_path)
     _assert_one_line(result, "1 of 2 models failed, leaving no pair to compare")
     assert not (tmp_path / "out" / "manifest.json").exists()
