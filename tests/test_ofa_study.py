@@ -107,3 +107,11 @@ def test_projection_scales_each_runs_step_time_to_its_full_recipe(study):
     steps = 2 * (60000 // 128)  # None: all 60,000 training images, whole batches
     per_epoch_eval = 8 * 0.5 + 0.25  # ceil(1000 / 128) = 8 validation batches and one CKA measurement
     assert seconds == pytest.approx((steps * 0.2 + 2 * per_epoch_eval) / 2)
+
+
+def test_one_seed_is_refused_before_any_work(study, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["--smoke", "--seeds", "1", "1", "--out", str(tmp_path / "study")])
+    assert exit_info.value.code == 2
+    assert "give at least two different --seeds" in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()
