@@ -31,7 +31,7 @@ import time
 import torch
 
 from cka_probe.math import cka_matrix
-from cka_probe.math.cka import _PACK_RATIO, _centered_stacks
+from cka_probe.math.engine import _PACK_RATIO, _centered_stacks
 
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024)
 

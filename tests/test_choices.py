@@ -156,7 +156,7 @@ def test_literal_types_and_tuples_agree():
     [
         ("cka_probe.capture.pooling", "POOLS", "POOLS"),
         ("cka_probe.capture.pooling", "TOKENS", "TOKENS"),
-        ("cka_probe.math.cka", "PRECISIONS", "PRECISIONS"),
+        ("cka_probe.math.checks", "PRECISIONS", "PRECISIONS"),
         ("cka_probe.models._registry", "FAMILIES", "FAMILIES"),
         ("cka_probe.analysis.zoo", "SUMMARY_SCORES", "SUMMARY_SCORES"),
         ("cka_probe.analysis.zoo", "INTERVAL_SCORES", "INTERVAL_SCORES"),

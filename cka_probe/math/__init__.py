@@ -6,19 +6,10 @@ wrapped in :class:`Gram` (for flattened activations that are never held whole).
 Nothing here knows about models, hooks or files.
 """
 
-from .cka import (
-    KERNELS,
-    PRECISIONS,
-    LabeledMatrix,
-    ZeroVarianceWarning,
-    centered_grams,
-    cka_matrix,
-    constant_layers,
-    hsic_biased,
-    hsic_unbiased,
-    linear_cka,
-    rbf_cka,
-)
+from .._choices import KERNELS, PRECISIONS
+from .checks import ZeroVarianceWarning, constant_layers
+from .engine import LabeledMatrix, centered_grams, cka_matrix
+from .estimators import hsic_biased, hsic_unbiased, linear_cka, rbf_cka
 from .kernels import (
     Gram,
     center_features,

@@ -34,14 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import CKAProbeError
-from .cka import (
-    LabeledMatrix,
-    ZeroVarianceWarning,
-    _check_examples,
-    _check_kernel,
-    _layer_list,
-    _stack_pair,
-)
+from .checks import ZeroVarianceWarning, _check_examples, _check_kernel, _layer_list
+from .engine import LabeledMatrix, _stack_pair
 from .kernels import Gram, check_sigma_frac, squared_distances, symmetric_gram
 
 __all__ = ["bootstrap_ci", "bootstrap_replicates", "percentile_interval", "permutation_test"]
@@ -198,7 +192,7 @@ def bootstrap_ci(
     few non-zero examples were all missed) has no CKA on that resample; such replicates are NaN
     and make the interval of their cells NaN, with a :class:`ZeroVarianceWarning` (dropping
     them would condition on the luckier resamples and understate the uncertainty). Constant
-    layers give NaN cells as in :func:`~cka_probe.math.cka.cka_matrix`.
+    layers give NaN cells as in :func:`~cka_probe.math.engine.cka_matrix`.
 
     The percentile interval does not correct bias. A resample holds about ``0.632 n`` distinct
     examples, so the biased estimator's replicates carry more of its upward bias than the

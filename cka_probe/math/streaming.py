@@ -16,16 +16,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..errors import ArgumentError, ShapeError
-from .cka import (
-    LabeledMatrix,
-    _check_examples,
-    _check_kernel,
-    _layer_list,
-    _stack_pair,
-    _warn_constant,
-    _warn_degenerate,
-    constant_layers,
-)
+from .checks import _check_examples, _check_kernel, _layer_list, _warn_constant, _warn_degenerate, constant_layers
+from .engine import LabeledMatrix, _stack_pair
 from .kernels import Gram, check_sigma_frac
 
 __all__ = ["MinibatchCKA"]
@@ -37,7 +29,7 @@ class MinibatchCKA:
     The state is float64 sums and a batch count: ``hsic_ab`` (L_a, L_b), ``hsic_aa`` (L_a,),
     ``hsic_bb`` (L_b,), and ``spread_a`` (2, L_a), ``spread_b`` (2, L_b), the sums over batches of
     each layer's within-batch ``V = ||X_c||_F^2`` and ``S = ||X||_F^2`` for the constant-layer test
-    that every estimator shares (:func:`~cka_probe.math.cka.constant_layers`: a layer constant in
+    that every estimator shares (:func:`~cka_probe.math.checks.constant_layers`: a layer constant in
     every batch is NaN). They add across batches and across processes (:meth:`merge`,
     :meth:`sync`). Each update holds the U-centred Grams of one batch, O(L n^2) memory, whatever
     the number of images seen; a layer may arrive as its per-batch :class:`Gram` (``(b, b)``, e.g.

@@ -230,9 +230,9 @@ def test_cuda_matrix_equals_cpu_matrix(dtype):
 def test_batched_and_per_layer_gram_formation_match_the_reference(monkeypatch, torch_threads, batched, dtype):
     # The batched path is the one CUDA takes; the CPU goes layer by layer through BLAS's syrk, on one
     # thread or several. Every combination runs on the CPU against the NumPy reference.
-    from cka_probe.math import cka as cka_module
+    from cka_probe.math import engine
 
-    monkeypatch.setattr(cka_module, "_BATCHED_GRAMS", batched)
+    monkeypatch.setattr(engine, "_BATCHED_GRAMS", batched)
     g = torch.Generator().manual_seed(6)
     feats = [torch.relu(torch.randn(70, d, generator=g)) + 0.5 for d in (8, 30, 8, 100, 30)]
     feats[2] = feats[2][:, :5] @ torch.randn(5, 8, generator=g)
@@ -263,7 +263,7 @@ def test_mixed_input_dtypes_on_both_sides_match_the_reference(torch_threads, dty
 
 
 def test_a_failure_in_a_gram_thread_reaches_the_caller(monkeypatch):
-    from cka_probe.math import cka as cka_module
+    from cka_probe.math import engine
 
     calls = []
 
@@ -271,7 +271,7 @@ def test_a_failure_in_a_gram_thread_reaches_the_caller(monkeypatch):
         calls.append(x.shape[1])
         raise MemoryError("no room for this Gram")
 
-    monkeypatch.setattr(cka_module, "numpy_gram_", failing)
+    monkeypatch.setattr(engine, "numpy_gram_", failing)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -288,10 +288,10 @@ def test_a_failure_in_a_gram_thread_reaches_the_caller(monkeypatch):
 def test_packed_and_in_place_triangles_give_the_reference(monkeypatch, ratio, batched, unbiased):
     # cka_matrix gathers the upper triangles for many layers, and always in the CPU pass of linear
     # features; force either representation here (in place only with the batched Grams).
-    from cka_probe.math import cka as cka_module
+    from cka_probe.math import engine
 
-    monkeypatch.setattr(cka_module, "_PACK_RATIO", ratio)
-    monkeypatch.setattr(cka_module, "_BATCHED_GRAMS", batched)
+    monkeypatch.setattr(engine, "_PACK_RATIO", ratio)
+    monkeypatch.setattr(engine, "_BATCHED_GRAMS", batched)
     g = torch.Generator().manual_seed(8)
     feats = [torch.randn(33, d, generator=g, dtype=torch.float64) + 1.0 for d in (4, 50, 7)]
     grams = {"g": Gram(feats[1] @ feats[1].T)}

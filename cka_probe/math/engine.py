@@ -1,57 +1,39 @@
-"""HSIC estimators and Centered Kernel Alignment (CKA).
+"""The all-pairs CKA engine: every layer of one model against every layer of another in one pass.
 
-CKA between representations ``X`` (n x p) and ``Y`` (n x q) of the same n examples
-(Kornblith et al., ICML 2019, eq. 4)::
-
-    CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) * HSIC(L, L))
-
-with kernel matrices ``K = k(X)``, ``L = l(Y)``. Two HSIC estimators are offered:
-
-* biased (Gretton et al. 2005): ``HSIC_0(K, L) = tr(K H L H) / (n-1)^2``;
-* unbiased (Song et al. 2012): ``HSIC_1(K, L) = <U(K), U(L)>_F / (n (n-3))``, with ``U`` the
-  U-centring of :func:`~cka_probe.math.kernels.center_gram_unbiased` (the "debiased CKA").
-
-For the linear kernel the biased CKA has the feature-space form
-``||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019, eq. 5).
-
-Every layer may be given as ``(n, d)`` features or as a :class:`~cka_probe.math.kernels.Gram`
-(its ``(n, n)`` linear Gram ``X X^T``, e.g. of a flattened activation): linear CKA needs only
-``K``, and the RBF kernel's squared distances are ``K_ii + K_jj - 2 K_ij``.
-
-Results are float64 and never clamped: the biased estimator lies in [0, 1] by Cauchy-Schwarz,
-the unbiased one can leave that interval by sampling noise, and callers see it as it is.
-
-Constant layers: a layer whose features do not vary over the examples has no defined CKA. One
-test serves every estimator (:func:`constant_layers`): with ``V = ||X_c||_F^2 = tr(H K H)``,
-the spread of the features around their mean, and ``S = ||X||_F^2 = tr(K)``, their raw size,
-a layer is constant when ``V <= 1e-24 S``, i.e. ``||X_c||_F <= 1e-12 ||X||_F``. For a Gram,
-``V = sum_ij D_ij / (2n)`` from the squared distances with exact zeros between identical rows, so
-a layer of identical rows gives ``V = 0`` whatever rounding the Gram carries. Such a layer's row
-or column is NaN and one :class:`ZeroVarianceWarning` names every constant layer.
+Each layer's centred kernel is formed once (on the CPU by BLAS's symmetric rank-k update, layer by
+layer on several threads; on CUDA by batched products), packed as its upper triangle, and all pairs
+come from one matrix product of the stacks (:func:`cka_matrix`, :func:`centered_grams`). The pairwise
+estimators of :mod:`~cka_probe.math.estimators` are this engine on one pair of layers.
 """
 
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .._choices import KERNELS, PRECISIONS
-from ..errors import KernelError, NonFiniteFeatureError, PrecisionError, ShapeError
+from ..errors import ShapeError
+from .checks import (
+    Layer,
+    _check_examples,
+    _check_finite,
+    _check_kernel,
+    _layer_list,
+    _resolve_dtype,
+    _warn_constant,
+    _warn_degenerate,
+    constant_layers,
+)
 from .kernels import (
     FLOAT32_BLOCK,
     Gram,
-    center_features,
     center_features_,
     center_gram,
-    center_gram_unbiased,
     check_sigma_frac,
     full_precision_matmul,
-    gram_linear,
     identical_rows,
     mean_left_matters,
     numpy_gram_,
@@ -62,26 +44,7 @@ from .kernels import (
     upper_gram_,
 )
 
-__all__ = [
-    "KERNELS",
-    "PRECISIONS",
-    "LabeledMatrix",
-    "ZeroVarianceWarning",
-    "centered_grams",
-    "cka_matrix",
-    "constant_layers",
-    "hsic_biased",
-    "hsic_unbiased",
-    "linear_cka",
-    "rbf_cka",
-]
-
-Layer = torch.Tensor | Gram
-
-# A layer counts as constant when its centred features are this small relative to the raw ones
-# (see the module docstring). Features come from float32 (or narrower) activations, whose relative
-# resolution is ~6e-8, so any variation they can represent is far above this threshold.
-_ZERO_VARIANCE_RTOL = 1e-12
+__all__ = ["LabeledMatrix", "centered_grams", "cka_matrix"]
 
 # cka_matrix packs the centred Grams' upper triangles when L_a L_b exceeds this times the layers to pack.
 _PACK_RATIO = 64
@@ -96,10 +59,6 @@ _BATCHED_GRAMS = False
 # it with the GIL held, of the order of a narrow layer's whole Gram (benchmarks/README.md, bench_gram_kernels.py):
 # more threads than about five would queue for the GIL. Each also holds a buffer of the widest layer.
 _MAX_GRAM_THREADS = 8
-
-
-class ZeroVarianceWarning(UserWarning):
-    """A layer's features are constant over the examples; its CKA is NaN."""
 
 
 @dataclass(frozen=True)
@@ -131,117 +90,6 @@ class LabeledMatrix:
         """``matrix["layer_a", "layer_b"]``: one cell by names."""
         row, col = key
         return float(self.values[self.rows.index(row), self.cols.index(col)])
-
-
-def constant_layers(variance: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The one constant-layer test of every estimator: ``V <= rtol^2 S`` with ``rtol = 1e-12``.
-
-    Args:
-        variance: ``V = ||X_c||_F^2 = tr(H K H)`` per layer (summed over batches for the
-            minibatch estimator).
-        scale: ``S = ||X||_F^2 = tr(K)`` per layer (summed likewise).
-
-    Returns:
-        Boolean tensor, True for constant layers.
-    """
-    return variance <= _ZERO_VARIANCE_RTOL**2 * scale
-
-
-def hsic_biased(gram_x: torch.Tensor | Gram, gram_y: torch.Tensor | Gram) -> torch.Tensor:
-    """Biased HSIC of Gretton et al. (2005): ``tr(K H L H) / (n - 1)^2``.
-
-    Args:
-        gram_x: ``(n, n)`` kernel matrix K (not centred), or a :class:`Gram`.
-        gram_y: ``(n, n)`` kernel matrix L (not centred), or a :class:`Gram`.
-
-    Returns:
-        0-d float64 tensor.
-    """
-    gram_x, gram_y = (
-        gram_linear(gram_x) if isinstance(gram_x, Gram) else gram_x,
-        gram_linear(gram_y) if isinstance(gram_y, Gram) else gram_y,
-    )
-    n = _check_gram_pair(gram_x, gram_y, min_n=2)
-    return (center_gram(gram_x) * center_gram(gram_y)).sum() / (n - 1) ** 2
-
-
-def hsic_unbiased(gram_x: torch.Tensor | Gram, gram_y: torch.Tensor | Gram) -> torch.Tensor:
-    """Unbiased HSIC of Song et al. (2012, eq. 5), computed as ``<U(K), U(L)>_F / (n (n-3))``.
-
-    Args:
-        gram_x: ``(n, n)`` kernel matrix K, or a :class:`Gram`.
-        gram_y: ``(n, n)`` kernel matrix L, or a :class:`Gram`.
-
-    Returns:
-        0-d float64 tensor.
-
-    Raises:
-        ShapeError: fewer than 4 examples.
-    """
-    gram_x, gram_y = (
-        gram_linear(gram_x) if isinstance(gram_x, Gram) else gram_x,
-        gram_linear(gram_y) if isinstance(gram_y, Gram) else gram_y,
-    )
-    n = _check_gram_pair(gram_x, gram_y, min_n=4)
-    return (center_gram_unbiased(gram_x) * center_gram_unbiased(gram_y)).sum() / (n * (n - 3))
-
-
-def linear_cka(x: torch.Tensor | Gram, y: torch.Tensor | Gram, unbiased: bool = False) -> torch.Tensor:
-    """Linear CKA of Kornblith et al. (2019).
-
-    Biased (default)::
-
-        CKA = ||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F * ||Y_c^T Y_c||_F)
-
-    where ``X_c``, ``Y_c`` are the column-centred features; this equals the Gram-space form
-    ``<H K H, H L H>_F / (||H K H||_F ||H L H||_F)`` with ``K = X_c X_c^T``, used when a side is a
-    :class:`Gram` or ``max(p, q) >= n``. With ``unbiased=True`` the HSICs are Song et al.'s unbiased
-    estimator (the "debiased" linear CKA; needs n >= 4), on the Grams of the centred features.
-
-    Args:
-        x: ``(n, p)`` features of the first representation, or its :class:`Gram`.
-        y: ``(n, q)`` features of the second representation (same n examples), or its :class:`Gram`.
-        unbiased: use the unbiased HSIC estimator.
-
-    Returns:
-        0-d float64 tensor; NaN with a :class:`ZeroVarianceWarning` naming ``x``, ``y`` or both
-        when they are constant.
-
-    Example:
-        >>> import torch
-        >>> x = torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
-        >>> round(float(linear_cka(x, 3.0 * x)), 12)
-        1.0
-    """
-    x, y = _prepare_pair(x, y, unbiased)
-    features = not isinstance(x, Gram) and not isinstance(y, Gram)
-    if features and not unbiased and max(x.shape[1], y.shape[1]) < x.shape[0]:
-        return _linear_cka_features(x, y)
-    return _pair_cka(x, y, "linear", unbiased, 1.0)
-
-
-def rbf_cka(
-    x: torch.Tensor | Gram, y: torch.Tensor | Gram, sigma_frac: float = 1.0, unbiased: bool = False
-) -> torch.Tensor:
-    """CKA with RBF kernels whose bandwidth is ``sigma_frac`` times the median distance.
-
-    ``sigma = sigma_frac * sqrt(median ||x_i - x_j||^2)``, the median over the full distance
-    matrix, as in Kornblith et al.'s reference code (see :func:`~cka_probe.math.kernels.gram_rbf`);
-    identical rows are exactly 0 apart, so the result does not depend on the order of the examples.
-    A side given as a :class:`Gram` gets its distances as ``K_ii + K_jj - 2 K_ij``.
-
-    Args:
-        x: ``(n, p)`` features, or a :class:`Gram`.
-        y: ``(n, q)`` features, or a :class:`Gram`.
-        sigma_frac: bandwidth fraction of the median distance.
-        unbiased: use the unbiased HSIC estimator.
-
-    Returns:
-        0-d float64 tensor; NaN with a warning when either side is constant.
-    """
-    check_sigma_frac(sigma_frac)
-    x, y = _prepare_pair(x, y, unbiased)
-    return _pair_cka(x, y, "rbf", unbiased, sigma_frac)
 
 
 def centered_grams(
@@ -718,18 +566,6 @@ def _pair_cka(x: Layer, y: Layer, kernel: str, unbiased: bool, sigma_frac: float
     return stack_x.products(stack_y)[0, 0] / (stack_x.norms[0] * stack_y.norms[0])
 
 
-def _linear_cka_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Biased linear CKA in feature space (Kornblith et al. 2019, eq. 5)."""
-    xc, yc = center_features(x), center_features(y)
-    scale_x, scale_y = x.to(torch.float64).square().sum(), y.to(torch.float64).square().sum()
-    _check_finite(torch.isfinite(torch.stack([scale_x, scale_y])), [0, 1], ["x", "y"], "features")
-    constant = constant_layers(torch.stack([xc.square().sum(), yc.square().sum()]), torch.stack([scale_x, scale_y]))
-    if bool(constant.any()):
-        return _nan_with_warning([name for name, c in zip(("x", "y"), constant.tolist()) if c])
-    cross = torch.linalg.matrix_norm(yc.T @ xc) ** 2
-    return cross / (torch.linalg.matrix_norm(xc.T @ xc) * torch.linalg.matrix_norm(yc.T @ yc))
-
-
 def _warn_undefined(stacks: Sequence[tuple[_Stack, Sequence[str]]]) -> None:
     """One warning naming every constant layer, one naming every other layer without a defined CKA."""
     constant, degenerate = [], []
@@ -738,134 +574,3 @@ def _warn_undefined(stacks: Sequence[tuple[_Stack, Sequence[str]]]) -> None:
         degenerate += [names[i] for i in torch.nonzero(stack.undefined & ~stack.constant).flatten().tolist()]
     _warn_constant(constant)
     _warn_degenerate(degenerate)
-
-
-def _nan_with_warning(names: Sequence[str]) -> torch.Tensor:
-    _warn_constant(names)
-    return torch.tensor(float("nan"), dtype=torch.float64)
-
-
-def _warn_constant(names: Sequence[str]) -> None:
-    if not names:
-        return
-    names = list(dict.fromkeys(map(str, names)))
-    warnings.warn(
-        f"features of layer(s) {', '.join(names)} are constant over the examples; "
-        "their CKA is undefined and set to NaN (check the layer choice or use more varied images)",
-        ZeroVarianceWarning,
-        stacklevel=3,
-    )
-
-
-def _warn_degenerate(names: Sequence[str]) -> None:
-    if not names:
-        return
-    names = list(dict.fromkeys(map(str, names)))
-    warnings.warn(
-        f"the centred kernel of layer(s) {', '.join(names)} vanishes (for the RBF kernel: more than half of "
-        "the example pairs coincide, so the median bandwidth is 0); their CKA is undefined and set to NaN "
-        "(use more varied images or --kernel linear)",
-        ZeroVarianceWarning,
-        stacklevel=3,
-    )
-
-
-def _check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise KernelError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)} (--kernel)")
-
-
-def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """``torch.float64`` / ``torch.float32`` from a dtype or its name."""
-    by_name = {
-        "float64": torch.float64,
-        "float32": torch.float32,
-        torch.float64: torch.float64,
-        torch.float32: torch.float32,
-    }
-    try:
-        return by_name[dtype]
-    except (KeyError, TypeError):
-        raise PrecisionError(f"unknown precision {dtype!r}; choose one of {', '.join(PRECISIONS)}") from None
-
-
-def _check_finite(finite: torch.Tensor, members: Sequence[int], names: Sequence[str], what: str) -> None:
-    if bool(finite.all()):
-        return
-    name = names[members[int(torch.nonzero(~finite)[0])]]
-    raise NonFiniteFeatureError(
-        f"layer {name}: {what} contain NaN or infinity; check the model's numerics "
-        "(e.g. run without fp16 autocast) or exclude the layer"
-    )
-
-
-def _layer_list(feats, argname: str) -> tuple[list[str], list[Layer]]:
-    if isinstance(feats, (torch.Tensor, Gram)):
-        raise ShapeError(
-            f"{argname} must be a sequence or mapping of (n, d) tensors, got one tensor; wrap it in a list"
-        )
-    if isinstance(feats, Mapping):
-        names, tensors = [str(k) for k in feats], list(feats.values())
-    else:
-        tensors = list(feats)
-        names = [f"{argname}[{i}]" for i in range(len(tensors))]
-    if not tensors:
-        raise ShapeError(f"{argname} holds no layers; pass at least one (n, d) tensor")
-    for name, t in zip(names, tensors):
-        _check_features(t, name)
-    return names, tensors
-
-
-def _check_features(t: Layer, name: str) -> None:
-    """Type and rank of one layer (finiteness is checked where the layer is read, in one pass)."""
-    if isinstance(t, Gram):
-        return
-    if not isinstance(t, torch.Tensor) or t.ndim != 2:
-        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ShapeError(f"layer {name}: features must be a 2-D (n, d) tensor, got {shape}; pool or flatten them first")
-
-
-def _check_examples(tensors_a, names_a, tensors_b, names_b, unbiased: bool) -> int:
-    sizes = {t.shape[0] for t in tensors_a} | {t.shape[0] for t in tensors_b}
-    if len(sizes) > 1:
-        by_layer = {
-            **{n: t.shape[0] for n, t in zip(names_a, tensors_a)},
-            **{n: t.shape[0] for n, t in zip(names_b, tensors_b)},
-        }
-        raise ShapeError(
-            f"layers have different numbers of examples {sorted(sizes)} ({_first_mismatch(by_layer)}); "
-            "both sides must see the same n images"
-        )
-    n = sizes.pop()
-    min_n = 4 if unbiased else 2
-    if n < min_n:
-        estimator = "the unbiased estimator" if unbiased else "CKA"
-        raise ShapeError(f"{estimator} needs at least {min_n} examples, got n={n}; use more images")
-    return n
-
-
-def _first_mismatch(by_layer: dict[str, int]) -> str:
-    items = list(by_layer.items())
-    first_name, first_n = items[0]
-    for name, n in items[1:]:
-        if n != first_n:
-            return f"{first_name}: n={first_n}, {name}: n={n}"
-    return ""
-
-
-def _prepare_pair(x: Layer, y: Layer, unbiased: bool) -> tuple[Layer, Layer]:
-    _check_features(x, "x")
-    _check_features(y, "y")
-    _check_examples([x], ["x"], [y], ["y"], unbiased)
-    return x, y.to(x.device)
-
-
-def _check_gram_pair(gram_x: torch.Tensor, gram_y: torch.Tensor, min_n: int) -> int:
-    if gram_x.ndim != 2 or gram_x.shape[0] != gram_x.shape[1] or gram_x.shape != gram_y.shape:
-        raise ShapeError(
-            f"kernel matrices must be square and of one shape, got {tuple(gram_x.shape)} and {tuple(gram_y.shape)}"
-        )
-    n = gram_x.shape[0]
-    if n < min_n:
-        raise ShapeError(f"this HSIC estimator needs at least {min_n} examples, got n={n}; use more images")
-    return n
