@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 
 from cka_probe import cka_matrix
-from cka_probe.analysis import compare, extract_features
 from cka_probe.data import batches, load_probe_set
+from cka_probe.engine import extract_features
+from cka_probe.jobs import compare
 from cka_probe.models import load_model, transform_for
 
 _LIBC = ctypes.CDLL("libc.so.6")

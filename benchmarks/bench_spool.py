@@ -2,7 +2,7 @@
 
 With ``--pool flatten --estimator minibatch``, each model runs over all batches before the next, so every
 batch's Grams must wait until the pair is computed. cka-probe writes them to disk as the pass goes
-(:class:`cka_probe.analysis.spool.GramSpool`) and reads one batch at a time: memory should not grow with n.
+(:class:`cka_probe.engine.spool.GramSpool`) and reads one batch at a time: memory should not grow with n.
 Beside it, the same call with the Grams held in memory (``SPOOL_FROM_BATCHES`` set out of reach, as before
 spooling), which grows as ``L n b`` float64 numbers.
 
@@ -35,8 +35,8 @@ def _child(variant: str, n: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     from bench_compare import measure_once
 
-    import cka_probe.analysis.features as features
-    from cka_probe.analysis import compare
+    import cka_probe.engine.features as features
+    from cka_probe.jobs import compare
 
     if variant == "held":
         features.SPOOL_FROM_BATCHES = 10**9  # every Gram kept in memory

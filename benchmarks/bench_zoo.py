@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from cka_probe.analysis import parse_job_config, run_zoo
-from cka_probe.analysis.estimation import CKASettings, pair_tables
 from cka_probe.data import batches, load_probe_set
+from cka_probe.engine.estimation import CKASettings, pair_tables
+from cka_probe.jobs import parse_job_config, run_zoo
 from cka_probe.models import load_model, transform_for
 
 MODELS = [

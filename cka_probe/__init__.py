@@ -13,8 +13,8 @@ from ._version import __version__
 
 _PUBLIC = {
     "CKAProbeError": "errors",
-    "CKAResult": "analysis",
-    "compare": "analysis",
+    "CKAResult": "jobs",
+    "compare": "jobs",
     "FeatureRecorder": "capture",
     "LayerInfo": "capture",
     "describe_layers": "capture",

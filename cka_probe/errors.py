@@ -105,14 +105,14 @@ class CaptureError(CKAProbeError):
     """A forward that cannot be recorded: a hooked layer run outside the model's own forward, or batches that run different layers."""
 
 
-# Outputs and the feature cache (cka_probe.analysis: cache, zoo outputs; cka_probe._files).
+# Outputs and the feature cache (cka_probe.engine: cache, _io; zoo outputs in cka_probe.jobs; cka_probe._files).
 
 
 class OutputNameError(CKAProbeError):
     """An output name that would leave its output folder, or two outputs that would get the same file name."""
 
 
-# Flattened features and the layer-identification check (cka_probe.capture pool="flatten", cka_probe.analysis.identify).
+# Flattened features and the layer-identification check (cka_probe.capture pool="flatten", cka_probe.jobs.identify).
 
 
 class FlattenWidthError(CaptureError):
@@ -124,7 +124,7 @@ class IdentifyError(CKAProbeError):
 
 
 class SpooledGramsError(CKAProbeError):
-    """Grams waiting on disk (:mod:`cka_probe.analysis.spool`) that cannot be read back: their file was removed or
+    """Grams waiting on disk (:mod:`cka_probe.engine.spool`) that cannot be read back: their file was removed or
     changed during the run."""
 
 

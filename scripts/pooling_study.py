@@ -2,7 +2,7 @@
 
 Trains K small CNNs from different seeds on Fashion-MNIST (the IDX files of Debian's dataset-fashion-mnist,
 read with cka_probe.data.read_fashion_mnist) for each training protocol, saves their checkpoints, then runs
-Kornblith et al.'s layer-identification check (cka_probe.analysis.identify) with mean-pooled and flattened
+Kornblith et al.'s layer-identification check (cka_probe.jobs.identify) with mean-pooled and flattened
 features under several evaluation protocols. Everything runs on the CPU; with the defaults it takes a few
 minutes on a 2-core machine (one thread: on a busy machine two threads train about ten times slower).
 
@@ -38,8 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cka_probe.analysis.identify import identify, ordered_pairs
 from cka_probe.data import DEBIAN_FASHION_MNIST, read_fashion_mnist
+from cka_probe.jobs.identify import identify, ordered_pairs
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # of the Fashion-MNIST training images, pixels in [0, 1]
 
@@ -142,8 +142,8 @@ def margins(matrices: dict[tuple[int, int], np.ndarray], num_networks: int) -> d
     """How far each layer's corresponding layer stands out, against how much it varies between network pairs.
 
     ``margin``: per layer, its CKA with the corresponding layer minus its highest CKA with any other layer, both
-    averaged over the ordered network pairs (:func:`~cka_probe.analysis.identify.ordered_pairs`, as
-    :func:`~cka_probe.analysis.identify.identification_scores` reads them). ``spread``: the standard deviation of the
+    averaged over the ordered network pairs (:func:`~cka_probe.jobs.identify.ordered_pairs`, as
+    :func:`~cka_probe.jobs.identify.identification_scores` reads them). ``spread``: the standard deviation of the
     corresponding-layer CKA over the network pairs. A margin small against the spread makes identification a
     coin toss between neighbouring layers, whatever the similarity index.
     """

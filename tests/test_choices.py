@@ -158,9 +158,9 @@ def test_literal_types_and_tuples_agree():
         ("cka_probe.capture.pooling", "TOKENS", "TOKENS"),
         ("cka_probe.math.checks", "PRECISIONS", "PRECISIONS"),
         ("cka_probe.models._registry", "FAMILIES", "FAMILIES"),
-        ("cka_probe.analysis.zoo", "SUMMARY_SCORES", "SUMMARY_SCORES"),
-        ("cka_probe.analysis.zoo", "INTERVAL_SCORES", "INTERVAL_SCORES"),
-        ("cka_probe.analysis.executors", "EXECUTORS", "EXECUTORS"),
+        ("cka_probe.jobs.zoo", "SUMMARY_SCORES", "SUMMARY_SCORES"),
+        ("cka_probe.jobs.zoo", "INTERVAL_SCORES", "INTERVAL_SCORES"),
+        ("cka_probe.engine.executors", "EXECUTORS", "EXECUTORS"),
         ("cka_probe.models._load", "WEIGHTS", "MODEL_WEIGHTS"),
         ("cka_probe.ofa.taps", "STAGES", "STAGES"),
         ("cka_probe.ofa.branches", "MODEL_KINDS", "MODEL_KINDS"),
@@ -177,7 +177,7 @@ def test_public_names_elsewhere_are_the_choices_objects(module, attribute, name)
 
 
 def test_the_score_tables_cover_the_summary_scores():
-    from cka_probe.analysis import zoo
+    from cka_probe.jobs import zoo
 
     assert set(zoo.SCORE_FUNCTIONS) == set(_choices.INTERVAL_SCORES)
     assert set(zoo.SCORE_RANGES) == set(_choices.SUMMARY_SCORES)

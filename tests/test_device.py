@@ -29,7 +29,7 @@ def test_missing_cuda_device_is_refused():
 
 
 def test_analysis_and_training_share_the_rule():
-    from cka_probe.analysis import features
+    from cka_probe.engine import features
     from cka_probe.ofa import trainer
 
     assert features.resolve_device is resolve_device

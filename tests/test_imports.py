@@ -1,5 +1,5 @@
-"""The package's shape: imports run one way (math -> capture -> models/data -> analysis -> plots/cli, ofa
-beside analysis), no module imports another in a circle, and the light imports stay light."""
+"""The package's shape: imports run one way (math -> capture -> models/data -> engine -> jobs -> cli, plots
+drawn for the jobs, ofa beside them), no module imports another in a circle, and the light imports stay light."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ ALLOWED = {
     "capture": {"math"},
     "models": {"math", "capture"},
     "data": {"math"},
-    "analysis": {"math", "capture", "models", "data", "plots"},  # plots only to draw a result it is asked to
+    "engine": {"math", "capture", "models", "data"},
+    "jobs": {"math", "capture", "models", "data", "engine", "plots"},  # plots only to draw a result it is asked to
     "plots": {"math"},
-    "ofa": {"math", "capture", "models", "data", "plots"},  # plots only to draw a run's CKA to its teacher
-    "cli": {"math", "capture", "models", "data", "analysis", "plots", "ofa"},
+    "ofa": {"math", "capture", "models", "data", "engine", "plots"},  # plots only to draw a run's CKA to its teacher
+    "cli": {"math", "capture", "models", "data", "engine", "jobs", "plots", "ofa"},
 }
 LEAVES = {"errors", "_choices", "_config", "_files", "_version", "_device", "_lazy"}
 
@@ -79,6 +80,23 @@ def test_imports_run_one_way():
             if other in (part, "") or other in LEAVES or other in ALLOWED[part]:
                 continue
             wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
+
+
+# Inside math, each module imports only those before it: the kernels, the checks every estimator shares, the
+# all-pairs engine, the pairwise estimators (the engine on one pair), then the streaming and resampling forms.
+MATH_ORDER = ["kernels", "checks", "engine", "estimators", "streaming", "resampling"]
+
+
+def test_math_modules_import_in_their_order():
+    graph = _graph()
+    assert {m.rpartition(".")[2] for m in graph if m.startswith("cka_probe.math.")} == set(MATH_ORDER)
+    wrong = []
+    for position, name in enumerate(MATH_ORDER):
+        for target in graph[f"cka_probe.math.{name}"]:
+            other = target.rpartition(".")[2]
+            if target.startswith("cka_probe.math.") and MATH_ORDER.index(other) >= position:
+                wrong.append(f"math.{name} imports math.{other}")
     assert not wrong, wrong
 
 

@@ -140,9 +140,9 @@ def compare(
         check_output_name(name, "--name")
     layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
 
-    from ..analysis import compare as run_compare
-    from ..analysis import output_paths, output_stem, side_labels
-    from ..analysis._io import check_outputs, new_output_dir
+    from ..engine._io import check_outputs, new_output_dir
+    from ..jobs import compare as run_compare
+    from ..jobs import output_paths, output_stem, side_labels
 
     stem = name or output_stem(
         *side_labels(model_a, model_b, checkpoint_a, checkpoint_b, checkpoint_key_a, checkpoint_key_b)

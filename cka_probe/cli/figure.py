@@ -26,13 +26,13 @@ def figure(config, sets, out, name, labels, cache_dir, no_cache, overwrite, no_p
     """Draw the grid of CKA heatmaps that CONFIG describes (see configs/figure6.yaml)."""
     from pathlib import Path
 
-    from ..analysis.config import load_job_config
+    from ..jobs.config import load_job_config
 
     overrides = list(sets) + ([f"output.name={name}"] if name else []) + ([f"output.labels={labels}"] if labels else [])
     job = load_job_config(config, "figure", overrides)  # checked whole before the library loads
 
-    from ..analysis import figure_paths, make_figure
-    from ..analysis._io import check_outputs, new_output_dir
+    from ..engine._io import check_outputs, new_output_dir
+    from ..jobs import figure_paths, make_figure
 
     with new_output_dir(Path(out or job.output["dir"])):  # fails before any model runs
         check_outputs(figure_paths(job, out).values(), overwrite)

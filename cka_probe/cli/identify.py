@@ -120,10 +120,10 @@ def identify(
     provenance) and the figure under --out.
     """
     from .._files import check_output_name
-    from ..analysis._io import check_outputs, new_output_dir
-    from ..analysis.identify import identify as run_identify
-    from ..analysis.identify import identify_outputs, load_identify_config
+    from ..engine._io import check_outputs, new_output_dir
     from ..errors import CKAProbeError
+    from ..jobs.identify import identify as run_identify
+    from ..jobs.identify import identify_outputs, load_identify_config
 
     given = {
         "model": model,

@@ -30,7 +30,7 @@ def layers(model, layer_spec, tokens, pool, layouts, img_size, verbose):
     blank image of its own input size. MODEL may be a training checkpoint (cka-probe train's best.pth):
     it is built as its run trained it, at the run's resolution.
     """
-    from ..analysis import describe_model_layers
+    from ..jobs import describe_model_layers
 
     rows = describe_model_layers(
         model,

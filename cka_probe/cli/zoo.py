@@ -57,8 +57,8 @@ def zoo(
     verbose,
 ):
     """Compare every pair of the models CONFIG lists (see configs/zoo/); rerun to resume after a kill."""
-    from ..analysis.config import load_job_config
     from ..errors import ConfigError
+    from ..jobs.config import load_job_config
 
     if address is not None and executor != "ray":
         raise ConfigError(f"--address {address} applies to the Ray executor; add --executor ray or drop --address")
@@ -71,7 +71,7 @@ def zoo(
         overrides.append(f"output.labels={labels}")
     job = load_job_config(config, "zoo", overrides)  # checked whole before the library loads
 
-    from ..analysis import run_zoo
+    from ..jobs import run_zoo
 
     cache = opt.cache_setting(cache_dir, no_cache) if (cache_dir or no_cache) else None
     result = run_zoo(

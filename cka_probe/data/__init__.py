@@ -17,7 +17,7 @@ edited in place changes the second.
 
 Downloaded data sets (Imagenette) go to :func:`default_cache_dir`: ``$CKA_PROBE_CACHE/datasets`` when
 ``CKA_PROBE_CACHE`` is set, else ``$XDG_CACHE_HOME/cka-probe/datasets`` (``~/.cache/cka-probe/datasets``).
-Feature files go to the ``features`` folder beside it (:mod:`cka_probe.analysis.cache`), never among the
+Feature files go to the ``features`` folder beside it (:mod:`cka_probe.engine.cache`), never among the
 data sets.
 
 The embedded images come from Fashion-MNIST, (c) 2017 Zalando SE, under the MIT licence; see

@@ -31,7 +31,7 @@ def plot_identification(
 
     Args:
         table: rows with ``pooling``, ``position`` (1-based), ``layer`` and ``share`` (0 to 1), as made by
-            :func:`cka_probe.analysis.identify.identify`.
+            :func:`cka_probe.jobs.identify.identify`.
         overall: pooling -> ``{"share": ...}``, shown in the legend.
         title: figure title.
         subtitle: second line(s): the data, n, the checkpoints and the settings.

@@ -144,7 +144,7 @@ _POOLING_OPENINGS = {"mean": "mean", "maximum": "max", "none": "flatten"}  # how
 
 def _pool(metadata: Mapping[str, Any]) -> str | None:
     """The pooling key: ``pool`` where recorded, else read from the ``pooling`` description every result keeps
-    (see :func:`cka_probe.analysis.estimation.pooling_description`)."""
+    (see :func:`cka_probe.engine.estimation.pooling_description`)."""
     if isinstance(metadata.get("pool"), str):
         return metadata["pool"]
     description = metadata.get("pooling")

@@ -14,8 +14,8 @@ import yaml
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from cka_probe.analysis.config import SCHEMAS
 from cka_probe.cli.main import main
+from cka_probe.jobs.config import SCHEMAS
 
 MODELS = ["test_resnet", "test_vit"]
 NOT_A_FILE = "/nonexistent/cka-probe/file.pth"
@@ -275,7 +275,7 @@ def test_every_config_key_with_a_malformed_value_is_one_line(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", sorted(SCHEMAS))
 def test_every_model_entry_key_with_a_malformed_value_is_one_line(tmp_path, kind):
-    from cka_probe.analysis.config import ModelEntry
+    from cka_probe.jobs.config import ModelEntry
 
     for key, annotation in _config_keys(ModelEntry):
         for value in _malformed(annotation):
@@ -324,7 +324,7 @@ def test_settings_that_cannot_go_together_are_one_line(tmp_path):
 
 
 def test_a_zoo_left_with_fewer_than_two_models_is_one_line(tmp_path, monkeypatch):
-    import cka_probe.analysis.features as features_module
+    import cka_probe.engine.features as features_module
 
     real = features_module.model_features
 
@@ -342,7 +342,7 @@ def test_a_zoo_left_with_fewer_than_two_models_is_one_line(tmp_path, monkeypatch
 
 
 def test_every_identify_config_key_with_a_malformed_value_is_one_line(tmp_path):
-    from cka_probe.analysis.config import IdentifyJob
+    from cka_probe.jobs.config import IdentifyJob
 
     checked = 0
     for key, annotation in _config_keys(IdentifyJob):

@@ -145,7 +145,7 @@ def test_spooled_grams_that_cannot_be_written_or_read_back_are_one_line(
 ):
     # --pool flatten over several batches keeps each batch's Grams on disk (analysis/spool.py): a disk that fills,
     # or a batch file that another job replaces before it is read, ends the run with exit code 2 and one line.
-    import cka_probe.analysis.spool as spool_module
+    import cka_probe.engine.spool as spool_module
 
     if fault == "full disk":
 

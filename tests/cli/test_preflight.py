@@ -11,8 +11,8 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-import cka_probe.analysis.features as features_module
-import cka_probe.analysis.identify as identify_module
+import cka_probe.engine.features as features_module
+import cka_probe.jobs.identify as identify_module
 from cka_probe.cli.main import main
 
 ZOO = {

@@ -10,8 +10,8 @@ import sys
 import yaml
 from click.testing import CliRunner
 
-from cka_probe.analysis.config import load_job_config
 from cka_probe.cli.main import main
+from cka_probe.jobs.config import load_job_config
 
 
 def _run(args, tmp_path):
@@ -96,8 +96,8 @@ def test_identify_with_an_empty_pool_is_one_line(tmp_path, assert_one_line_error
 def test_identify_in_python_names_its_argument():
     import pytest
 
-    from cka_probe.analysis.identify import identify
     from cka_probe.errors import IdentifyError
+    from cka_probe.jobs.identify import identify
 
     with pytest.raises(IdentifyError, match=r"^pools= names no pooling; give one or more of mean, max, flatten$"):
         identify("test_resnet", ["a.pth", "b.pth"], pools=())

@@ -17,8 +17,8 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from cka_probe.analysis import CKAResult
 from cka_probe.cli.main import main
+from cka_probe.jobs import CKAResult
 from tests.tiny_runs import FASHION_MNIST_MEAN, FASHION_MNIST_STD, STUDENT, train_tiny_run, write_fashion_mnist
 
 FAST = ["-n", "8", "--no-progress", "--device", "cpu"]
@@ -184,7 +184,7 @@ def test_layers_and_identify_take_an_input_size(runs, tmp_path):
 
 
 def test_side_labels_of_modules_built_from_runs_and_of_ema_weights(runs, tmp_path):
-    from cka_probe.analysis import side_labels
+    from cka_probe.jobs import side_labels
     from cka_probe.models import model_from_checkpoint
 
     assert side_labels(runs[0] / "best.pth", "test_resnet")[0] == f"{STUDENT} · seed0/best.pth (epoch 1)"  # a Path

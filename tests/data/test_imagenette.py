@@ -58,7 +58,7 @@ def test_imagenette_not_cached_and_not_downloadable_is_a_clear_error(tmp_path, m
 
 @pytest.mark.parametrize("variable", ["CKA_PROBE_CACHE", "XDG_CACHE_HOME"])
 def test_downloaded_data_sets_and_feature_files_live_in_separate_folders(tmp_path, monkeypatch, variable):
-    from cka_probe.analysis.cache import FeatureCache
+    from cka_probe.engine.cache import FeatureCache
 
     _no_download(monkeypatch)
     monkeypatch.delenv("CKA_PROBE_CACHE")

@@ -188,8 +188,8 @@ def test_the_cli_compares_a_runs_student_with_its_ema(run_checkpoint, tmp_path):
     import pandas as pd
     from click.testing import CliRunner
 
-    from cka_probe.analysis import parse_job_config
     from cka_probe.cli.main import main
+    from cka_probe.jobs import parse_job_config
 
     run = str(run_checkpoint)
     result = CliRunner().invoke(

@@ -153,9 +153,9 @@ def test_pretrained_record_is_timms_resolved_tag_and_the_cached_files_hash(hub):
 
 
 def test_replaced_pretrained_weights_are_a_new_cache_key(hub, tmp_path):
-    from cka_probe.analysis.cache import FeatureCache
-    from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
     from cka_probe.data import load_probe_set
+    from cka_probe.engine.cache import FeatureCache
+    from cka_probe.engine.features import FeatureSettings, ModelRequest, model_features
 
     probe, cache = load_probe_set("embedded", n=8), FeatureCache(tmp_path / "cache")
     torch.manual_seed(11)

@@ -295,7 +295,7 @@ def test_erasing_after_mixup_erases_the_mixed_batch(tmp_path):
 
 
 def test_analysis_config_is_a_valid_figure_job_of_students_against_their_teacher():
-    from cka_probe.analysis.config import load_job_config
+    from cka_probe.jobs.config import load_job_config
 
     job = load_job_config(CONFIGS / "analysis.yaml", "figure")
     labels = [request.display for request in job.models]

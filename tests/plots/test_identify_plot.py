@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cka_probe.analysis.identify import IdentifyResult
+from cka_probe.jobs.identify import IdentifyResult
 
 from ._render import SAVE_DPIS, inside_figure, rendered
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from cka_probe import compare
-from cka_probe.analysis.summary import diagonal_band_mean
 from cka_probe.errors import CKAProbeError
+from cka_probe.jobs.summary import diagonal_band_mean
 from cka_probe.plots import new_figure
 
 from ._render import inside_figure, rendered
@@ -35,7 +35,7 @@ def test_repr_without_metadata_and_with_mixed_weights():
         index=pd.Index(["a1", "a2"], name="resnet18"),
         columns=pd.Index(["b1", "b2"], name="vit_t"),
     )
-    from cka_probe.analysis.result import CKAResult
+    from cka_probe.jobs.result import CKAResult
 
     assert repr(CKAResult(matrix)) == (
         "CKAResult(resnet18 2 layers x vit_t 2 layers, diagonal band 0.900, n=?, unknown weights)"

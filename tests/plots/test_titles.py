@@ -114,7 +114,7 @@ def test_twelve_models_of_two_checkpoints_keep_the_weights_to_one_short_phrase()
 
 
 def test_settings_are_read_from_what_each_result_records():
-    from cka_probe.analysis.estimation import _POOLING, pooling_description
+    from cka_probe.engine.estimation import _POOLING, pooling_description
 
     for pool in _POOLING:  # every recorded pooling description is read back as its pooling
         said = settings_text({"pooling": pooling_description(pool)})

@@ -24,7 +24,7 @@ n images in one batch; ``minibatch`` is Nguyen, Raghu and Kornblith's (ICLR 2021
 recorded batches, ``sum_k HSIC_1(K_k, L_k) / sqrt(sum_k HSIC_1(K_k, K_k) sum_k HSIC_1(L_k, L_k))``.
 Flattened features are recorded as one Gram per layer and batch (``pool="flatten"`` of
 :class:`~cka_probe.capture.FeatureRecorder`) and enter the math as :class:`~cka_probe.math.Gram`; over several
-batches they wait on disk (:class:`~cka_probe.analysis.spool.GramSpool`, ``K L n b`` float64 numbers for K
+batches they wait on disk (:class:`~cka_probe.engine.spool.GramSpool`, ``K L n b`` float64 numbers for K
 networks, L layers, n images in batches of b) and are read one batch at a time, so memory is ``O(K L b^2)``
 whatever the layers' sizes and n; an exact full estimator over several batches would need every cross-batch
 product and is not offered.
@@ -51,14 +51,14 @@ from .._config import read_yaml, validate
 from .._version import __version__
 from ..capture import FeatureRecorder, parse_layouts
 from ..capture.pooling import FLATTEN
+from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir
+from ..engine.estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
+from ..engine.features import FeatureSettings, ModelRequest, gram_spool, resolve_device
+from ..engine.provenance import environment, package_versions
 from ..errors import CKAProbeError, ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
-from ._io import atomic_paths, check_outputs, ensure_writable_dir
 from .comparison import TOKEN_RULES, _tokens
-from .estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
-from .features import FeatureSettings, ModelRequest, gram_spool, resolve_device
 from .preflight import check_model
-from .provenance import environment, package_versions
 from .result import _jsonable, output_paths
 
 __all__ = [
@@ -441,7 +441,7 @@ class IdentifyResult:
     ) -> dict[str, Path]:
         """Write ``stem.csv`` (the table), ``stem.json`` (overall shares, best matches, provenance) and the figure.
 
-        Written as one set, the JSON renamed last (:mod:`cka_probe.analysis._io`); nothing is written when any
+        Written as one set, the JSON renamed last (:mod:`cka_probe.engine._io`); nothing is written when any
         exists and ``overwrite`` is false, unless the set is one a kill cut short (its JSON missing).
         """
         paths = identify_outputs(directory, stem, formats)
@@ -479,7 +479,7 @@ def identify_outputs(
     directory: str | Path, stem: str = "identify", formats: Sequence[str] = ("png",)
 ) -> dict[str, Path]:
     """Where :meth:`IdentifyResult.save` writes: ``csv``, ``json`` and one entry per figure format (the same
-    layout as a comparison's, :func:`~cka_probe.analysis.result.output_paths`)."""
+    layout as a comparison's, :func:`~cka_probe.jobs.result.output_paths`)."""
     return output_paths(directory, stem, formats)
 
 
@@ -512,17 +512,17 @@ def identify(
     Args:
         model: alias or timm name of the architecture (a config entry may name its own).
         checkpoints: paths, glob patterns, or mappings ``{checkpoint, model, label, layers}``; at least two.
-        data: a probe source, as in :func:`~cka_probe.analysis.comparison`.
+        data: a probe source, as in :func:`~cka_probe.jobs.comparison`.
         n: probe images (a class-balanced, seeded subset).
         seed: subset choice.
         batch_size: images per forward pass; ``None`` is all n in one batch (the full estimator).
         layers: ``"activations"``, module names or glob patterns.
         tokens: ``"patch"``, ``"all"`` or ``"cls"`` for token layers with prefix tokens.
         pools: poolings to score: ``"mean"``, ``"max"``, ``"flatten"``.
-        estimator: ``"full"`` or ``"minibatch"`` (:mod:`cka_probe.analysis.estimation`).
+        estimator: ``"full"`` or ``"minibatch"`` (:mod:`cka_probe.engine.estimation`).
         unbiased: the unbiased HSIC for the full estimator.
         precision: ``"float64"`` or ``"float32"`` arithmetic of the Grams (those of flattened layers, formed
-            while recording, too) and of the all-pairs product, as in :func:`~cka_probe.analysis.comparison`.
+            while recording, too) and of the all-pairs product, as in :func:`~cka_probe.jobs.comparison`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         skip_bad: skip unreadable images instead of failing.
         progress: show progress bars.

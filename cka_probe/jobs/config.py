@@ -15,7 +15,7 @@ Both kinds share these sections::
 A figure adds ``title``, ``panels`` (rows of ``[row model, column model]`` label pairs, ``null`` for an
 empty cell) and ``output: {dir, name, formats, labels}``; a zoo adds
 ``output: {dir, per_pair, formats, labels, summary_score}``. ``analysis.estimator`` has the meaning it
-has everywhere (:mod:`cka_probe.analysis.estimation`): ``full`` over all n images, ``minibatch`` over
+has everywhere (:mod:`cka_probe.engine.estimation`): ``full`` over all n images, ``minibatch`` over
 batches of ``data.batch_size``. ``layouts`` maps layer-name patterns to layouts (``{"blocks.*.act": NLC}``).
 Relative paths (data directories, checkpoints, output directories) are taken from the current directory.
 Each model sees the probe images prepared its own way: a ``cka-probe train`` checkpoint as its run's
@@ -49,12 +49,12 @@ from .._choices import (
     Weights,
 )
 from .._config import DeviceName, Section, parse_overrides, read_yaml, set_dotted, validate
+from ..engine.estimation import CKASettings, check_pooling
+from ..engine.provenance import sha256_text
 from ..errors import CKAProbeError, ConfigError
-from .estimation import CKASettings, check_pooling
-from .provenance import sha256_text
 
 if TYPE_CHECKING:  # features load torch and timm: a config is checked without them
-    from .features import FeatureSettings, ModelRequest
+    from ..engine.features import FeatureSettings, ModelRequest
 
 __all__ = ["ConfigError", "JobConfig", "load_job_config", "parse_job_config"]
 
@@ -273,7 +273,7 @@ class IdentifyCheckpoint(Section):
 
 class IdentifyJob(Section):
     """``cka-probe identify CONFIG``: several checkpoints of one architecture (see
-    :func:`cka_probe.analysis.identify.load_identify_config`)."""
+    :func:`cka_probe.jobs.identify.load_identify_config`)."""
 
     model: str | None = None
     checkpoints: list[str | IdentifyCheckpoint] = Field(min_length=1)
@@ -305,7 +305,7 @@ class JobConfig:
     def settings_for(self, label: str) -> FeatureSettings:
         """What to record of one model: its own layers, tokens and layouts where the config gives them."""
         layouts = self.model_layouts.get(label, self.analysis["layouts"])
-        from .features import FeatureSettings
+        from ..engine.features import FeatureSettings
 
         return FeatureSettings(
             layers=self.model_layers.get(label, self.analysis["layers"]),
@@ -362,7 +362,7 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
     checked = job.model_dump()
     models, model_layers, model_tokens, model_layouts = [], {}, {}, {}
     for entry in job.models:
-        from .features import ModelRequest
+        from ..engine.features import ModelRequest
 
         request = ModelRequest.from_argument(
             entry.name,

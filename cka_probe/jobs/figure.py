@@ -10,14 +10,14 @@ from typing import Any
 
 from .._files import check_output_name
 from .._version import __version__
+from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir
+from ..engine.estimation import pair_tables, pooling_description
+from ..engine.executors import features_for_models
+from ..engine.features import ModelFailure, model_provenance, resolve_cache, resolve_device
+from ..engine.provenance import environment, package_versions
 from ..errors import CKAProbeError
-from ._io import atomic_paths, check_outputs, ensure_writable_dir
 from .config import JobConfig
-from .estimation import pair_tables, pooling_description
-from .executors import features_for_models
-from .features import ModelFailure, model_provenance, resolve_cache, resolve_device
 from .preflight import check_models
-from .provenance import environment, package_versions
 from .result import FIGURE_FORMATS, _jsonable
 from .tables import long_table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cka_probe.analysis import make_figure, parse_job_config
+from cka_probe.jobs import make_figure, parse_job_config
 
 RAW = {
     "weights": "random",

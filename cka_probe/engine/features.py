@@ -4,9 +4,9 @@
   :class:`~cka_probe.capture.FeatureRecorder` and returns :class:`ExtractedFeatures` (pooled features,
   or per-batch Grams of flattened ones, and the layer facts);
 * :func:`model_features` does that for a :class:`ModelRequest` on a probe set through the feature
-  cache, so that a model's forward pass runs once per key (:mod:`cka_probe.analysis.cache`);
+  cache, so that a model's forward pass runs once per key (:mod:`cka_probe.engine.cache`);
 * :func:`safe_model_features` turns the failure of one model into a :class:`ModelFailure`, so that
-  jobs over many models go on (:mod:`cka_probe.analysis.executors` runs them here or on Ray).
+  jobs over many models go on (:mod:`cka_probe.engine.executors` runs them here or on Ray).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ SPOOL_FROM_BATCHES = 2
 
 
 def gram_spool(pool: str, batches: int, cache: FeatureCache | None = None) -> GramSpool | None:
-    """Where a pass's Grams of flattened layers wait: a :class:`~cka_probe.analysis.spool.GramSpool` (in the cache's
+    """Where a pass's Grams of flattened layers wait: a :class:`~cka_probe.engine.spool.GramSpool` (in the cache's
     directory when there is a cache) over ``SPOOL_FROM_BATCHES`` batches or more, else None (they stay in memory)."""
     if pool != FLATTEN or batches < SPOOL_FROM_BATCHES:
         return None
@@ -81,7 +81,7 @@ class ExtractedFeatures:
 
     def to(self, device: torch.device | str) -> ExtractedFeatures:
         """Move every recorded tensor (features or Grams) to ``device``, in place; returns ``self``. Spooled Grams
-        (:class:`~cka_probe.analysis.spool.SpooledGrams`) stay on disk and are read onto ``device``."""
+        (:class:`~cka_probe.engine.spool.SpooledGrams`) stay on disk and are read onto ``device``."""
         self.features = {name: recorded_to(value, device) for name, value in self.features.items()}
         return self
 
@@ -129,7 +129,7 @@ def extract_features(
         progress: show a tqdm bar over images.
         autocast_dtype: run the forward under autocast with this dtype (features are pooled in float32).
         spool: with ``pool="flatten"``, write each batch's Grams there as the pass goes and return them as
-            :class:`~cka_probe.analysis.spool.SpooledGrams` (memory ``O(L b^2)`` whatever the number of batches).
+            :class:`~cka_probe.engine.spool.SpooledGrams` (memory ``O(L b^2)`` whatever the number of batches).
 
     Returns:
         :class:`ExtractedFeatures`.

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from cka_probe.analysis import compare
-from cka_probe.analysis.cache import CacheCorruptWarning, FeatureCache
-from cka_probe.analysis.estimation import CKASettings, pair_tables
-from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
-from cka_probe.analysis.spool import GramSpool, SpooledGrams
 from cka_probe.data import load_probe_set
+from cka_probe.engine.cache import CacheCorruptWarning, FeatureCache
+from cka_probe.engine.estimation import CKASettings, pair_tables
+from cka_probe.engine.features import FeatureSettings, ModelRequest, model_features
+from cka_probe.engine.spool import GramSpool, SpooledGrams
 from cka_probe.errors import ShapeError, SpooledGramsError
+from cka_probe.jobs import compare
 from cka_probe.math import Gram, MinibatchCKA
 
 
@@ -212,7 +212,7 @@ def test_the_same_grams_give_the_same_file_bytes(tmp_path):
 
 
 def test_a_spool_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
-    import cka_probe.analysis.spool as spool_module
+    import cka_probe.engine.spool as spool_module
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

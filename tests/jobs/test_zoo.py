@@ -10,14 +10,14 @@ import pytest
 import timm
 import torch
 
-import cka_probe.analysis.features as features_module
+import cka_probe.engine.features as features_module
 from cka_probe._files import check_output_name
-from cka_probe.analysis import ConfigError, parse_job_config, run_zoo
-from cka_probe.analysis.cache import CacheCorruptWarning
-from cka_probe.analysis.result import output_paths
-from cka_probe.analysis.summary import depth_correspondence, diagonal_band_mean
 from cka_probe.data import load_probe_set
+from cka_probe.engine.cache import CacheCorruptWarning
 from cka_probe.errors import OutputNameError, UnknownModelError
+from cka_probe.jobs import ConfigError, parse_job_config, run_zoo
+from cka_probe.jobs.result import output_paths
+from cka_probe.jobs.summary import depth_correspondence, diagonal_band_mean
 
 from ..math import reference
 
@@ -172,7 +172,7 @@ def test_interrupted_pair_stage_is_reused(tmp_path, monkeypatch):
     config = _config(models=MODELS[:2])
     run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     (tmp_path / "out" / "manifest.json").unlink()  # as if killed while writing the outputs
-    import cka_probe.analysis.zoo as zoo_module
+    import cka_probe.jobs.zoo as zoo_module
 
     monkeypatch.setattr(zoo_module, "pair_tables", lambda *a, **k: pytest.fail("pairs recomputed"))
     resumed = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
@@ -211,8 +211,8 @@ def test_depth_correspondence_on_constructed_matrices():
 
 
 def test_statistics_in_the_long_table(tmp_path):
-    from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
     from cka_probe.data import load_probe_set
+    from cka_probe.engine.features import FeatureSettings, ModelRequest, model_features
     from cka_probe.math import bootstrap_ci, permutation_test
 
     config = _config(models=MODELS[:2], analysis={"permutations": 30, "bootstrap": 20, "stats_seed": 3})

@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cka_probe.analysis import parse_job_config, ray_executor, run_zoo
-from cka_probe.analysis.ray_executor import CONNECT_TIMEOUT_S, RayUnavailableError, task_name
+from cka_probe.engine import ray_executor
+from cka_probe.engine.ray_executor import CONNECT_TIMEOUT_S, RayUnavailableError, task_name
+from cka_probe.jobs import parse_job_config, run_zoo
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]"); the Ray executor is untested')
 
@@ -127,10 +128,10 @@ def test_a_killed_worker_is_retried_and_a_model_whose_worker_always_dies_is_reco
 def test_flattened_grams_over_many_batches_come_back_by_reference_on_this_machine(tmp_path):
     # The workers spool each batch's Grams into the cache; with Ray on this machine the driver gets references to
     # those files (read batch by batch, O(L b^2)), not the lists; the zoo's tables equal the local executor's.
-    from cka_probe.analysis.cache import FeatureCache
-    from cka_probe.analysis.features import FeatureSettings, ModelRequest
-    from cka_probe.analysis.spool import SpooledGrams
     from cka_probe.data import load_probe_set
+    from cka_probe.engine.cache import FeatureCache
+    from cka_probe.engine.features import FeatureSettings, ModelRequest
+    from cka_probe.engine.spool import SpooledGrams
 
     spec = {"source": "embedded", "n": 16, "seed": 0, "skip_bad": False}
     probe = load_probe_set(**spec)

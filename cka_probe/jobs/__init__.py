@@ -1,7 +1,7 @@
 """Orchestration: compare two models, draw figures, run zoos, save results with provenance.
 
 Names are imported when first used (PEP 562), so that reading a config or a result does not load
-timm, and ``import cka_probe.analysis.estimation`` stays light.
+timm, and ``import cka_probe.engine.estimation`` stays light.
 """
 
 from __future__ import annotations
@@ -9,12 +9,9 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _PUBLIC = {
-    "FeatureCache": "cache",
     "TOKEN_RULES": "comparison",
     "compare": "comparison",
     "side_labels": "comparison",
-    "CKASettings": "estimation",
-    "pair_tables": "estimation",
     "ConfigError": "config",
     "JobConfig": "config",
     "load_job_config": "config",
@@ -24,9 +21,6 @@ _PUBLIC = {
     "make_figure": "figure",
     "ZooResult": "zoo",
     "run_zoo": "zoo",
-    "ExtractedFeatures": "features",
-    "extract_features": "features",
-    "resolve_device": "features",
     "describe_model_layers": "layers",
     "FIGURE_FORMATS": "result",
     "CKAResult": "result",

@@ -1,4 +1,4 @@
-"""Writing outputs: atomically (temporary file, then rename) and never over an existing file unless asked.
+"""Writing outputs and naming their files: atomically (temporary file, then rename) and never over an existing file unless asked.
 
 The outputs of one result (a CSV, a JSON record and figures) are written as one set
 (:func:`~cka_probe._files.atomic_paths`): every file to a temporary name, then all renamed, the JSON record
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "check_outputs",
     "ensure_writable_dir",
     "new_output_dir",
+    "safe_name",
 ]
 
 
@@ -90,3 +92,12 @@ def new_output_dir(
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only succeeds when empty
         raise
+
+
+def safe_name(name: str) -> str:
+    """``name`` with the characters that are unsafe in file names replaced.
+
+    >>> safe_name("hf-hub:org/model")
+    'hf-hub_org_model'
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cka_probe.analysis.executors as executors_module
-from cka_probe.analysis import ConfigError, compare, make_figure, parse_job_config
-from cka_probe.analysis.executors import features_for_models
-from cka_probe.analysis.result import output_paths
+import cka_probe.engine.executors as executors_module
+from cka_probe.engine.executors import features_for_models
 from cka_probe.errors import CKAProbeError, ShapeError
+from cka_probe.jobs import ConfigError, compare, make_figure, parse_job_config
+from cka_probe.jobs.result import output_paths
 
 BASE = {"weights": "random", "data": {"source": "synthetic", "n": 8}, "models": ["test_resnet", "test_vit"]}
 

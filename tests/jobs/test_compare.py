@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from cka_probe import cka_matrix
-from cka_probe.analysis import CKAResult, compare
 from cka_probe.errors import CKAProbeError, ShapeError
+from cka_probe.jobs import CKAResult, compare
 
 from ..math import reference
 
@@ -136,7 +136,7 @@ def test_save_and_load_round_trip(tmp_path, two_cnns):
 def test_bad_settings_fail_before_any_model_runs(monkeypatch):
     import importlib
 
-    compare_module = importlib.import_module("cka_probe.analysis.comparison")
+    compare_module = importlib.import_module("cka_probe.jobs.comparison")
     models_module = importlib.import_module("cka_probe.models")
 
     def no_model(*args, **kwargs):

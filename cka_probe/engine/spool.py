@@ -10,7 +10,7 @@ goes, and :class:`SpooledGrams` reads them back one batch at a time, so memory s
 whatever ``n`` (the batch being read; the disk holds the rest).
 
 A spool lives in a directory of its own: inside the feature cache's directory when there is one (its files
-then become the cache entry's data files, see :mod:`cka_probe.analysis.cache`), else in a temporary directory
+then become the cache entry's data files, see :mod:`cka_probe.engine.cache`), else in a temporary directory
 removed when the spool is garbage collected. Sent to another process (a Ray worker's result), spooled Grams
 travel by value, as a list of tensors: a temporary directory on one node is not seen from another. The files
 of a cache entry travel by reference when the receiver sees them too (:attr:`GramSpool.shared`: Ray started on
@@ -154,7 +154,7 @@ class GramSpool:
         return SpooledGrams(self, name, torch.device(device))
 
     def features(self, device: torch.device | str = "cpu") -> dict[str, SpooledGrams]:
-        """Every layer's Grams, in forward order: what :class:`~cka_probe.analysis.features.ExtractedFeatures`
+        """Every layer's Grams, in forward order: what :class:`~cka_probe.engine.features.ExtractedFeatures`
         holds for a flattened run."""
         return {name: self.layer(name, device) for name in self.layers}
 

@@ -39,7 +39,7 @@ def check_model(request, layers: Any = "activations"):
     """Resolve one model as a job names it, without a forward pass.
 
     Args:
-        request: a :class:`~cka_probe.analysis.features.ModelRequest`.
+        request: a :class:`~cka_probe.engine.features.ModelRequest`.
         layers: its layer selection (``"activations"``, names or glob patterns).
 
     Returns:
@@ -78,7 +78,7 @@ def check_models(requests: Iterable, layers: Mapping[str, Any], where: str) -> N
     (the config file) and the model's label.
 
     Args:
-        requests: the job's :class:`~cka_probe.analysis.features.ModelRequest` entries.
+        requests: the job's :class:`~cka_probe.engine.features.ModelRequest` entries.
         layers: per model label, its layer selection.
         where: how the message names the job (its config file).
 

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from cka_probe._files import STALE_AFTER_S, atomic_path
-from cka_probe.analysis import compare
-from cka_probe.analysis.cache import CacheCorruptWarning, FeatureCache, feature_key
-from cka_probe.analysis.features import FeatureSettings, ModelRequest, model_features
 from cka_probe.data import load_probe_set
+from cka_probe.engine.cache import CacheCorruptWarning, FeatureCache, feature_key
+from cka_probe.engine.features import FeatureSettings, ModelRequest, model_features
+from cka_probe.jobs import compare
 
 
 def _compare(cache, **kw):
@@ -31,7 +31,7 @@ def test_second_compare_reuses_both_models_features(tmp_path, monkeypatch):
     assert first.metadata["seconds"]["features_from_cache"] == {"a": False, "b": False}
     assert len(list(tmp_path.glob("*.safetensors"))) == 2 and len(list(tmp_path.glob("*.json"))) == 2
 
-    import cka_probe.analysis.features as features_module
+    import cka_probe.engine.features as features_module
 
     def no_forward(*args, **kwargs):
         raise AssertionError("the forward pass ran although the features were cached")

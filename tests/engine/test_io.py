@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from cka_probe.analysis._io import OutputDirError, atomic_path, ensure_writable_dir
-from cka_probe.analysis.summary import diagonal_band_mask, diagonal_band_mean
+from cka_probe.engine._io import OutputDirError, atomic_path, ensure_writable_dir
+from cka_probe.jobs.summary import diagonal_band_mask, diagonal_band_mean
 
 
 def test_atomic_path_leaves_nothing_half_written(tmp_path):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from cka_probe.analysis import parse_job_config, run_zoo
-from cka_probe.analysis.executors import features_for_models
-from cka_probe.analysis.features import ExtractedFeatures, ModelFailure
-from cka_probe.analysis.ray_executor import _gpus_per_task
 from cka_probe.data import load_probe_set
+from cka_probe.engine.executors import features_for_models
+from cka_probe.engine.features import ExtractedFeatures, ModelFailure
+from cka_probe.engine.ray_executor import _gpus_per_task
 from cka_probe.errors import DeviceError
+from cka_probe.jobs import parse_job_config, run_zoo
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]"); the Ray executor is untested')
 

@@ -2,19 +2,19 @@
 
 Stages, each of which survives an interruption:
 
-1. features: one pass per model through the feature cache (:mod:`cka_probe.analysis.cache`); a model
+1. features: one pass per model through the feature cache (:mod:`cka_probe.engine.cache`); a model
    whose features are cached is not run again, a model that fails is recorded and the others go on;
 2. pairs: the CKA of every unordered pair of working models from one vectorized product over all their
-   layers (:func:`~cka_probe.analysis.estimation.pair_tables`), with permutation p-values and bootstrap
+   layers (:func:`~cka_probe.engine.estimation.pair_tables`), with permutation p-values and bootstrap
    intervals when asked; the long table is kept in ``<out>/.zoo-state/`` and reused by a rerun when its
    bytes still have the size and SHA-256 taken from the bytes written (else it is recomputed, with a
-   :class:`~cka_probe.analysis.cache.CacheCorruptWarning`);
+   :class:`~cka_probe.engine.cache.CacheCorruptWarning`);
 3. outputs: written atomically; a per-pair file that exists is not redrawn when the pair table was
    reused; ``manifest.json`` is written last and marks the job complete. A process killed mid-write
    leaves a temporary file that the rerun's write of that output removes (:mod:`cka_probe._files`).
 
 A rerun of a complete job with the same configuration and the same feature keys (the images' content, the
-weights' hashes, the library versions: :mod:`cka_probe.analysis.cache`) finds its manifest and outputs and
+weights' hashes, the library versions: :mod:`cka_probe.engine.cache`) finds its manifest and outputs and
 does nothing; when those keys changed, features, pairs and every output are computed again;
 a rerun of a job with failed models tries those models again (the others come from the cache).
 An output directory holding the results of another configuration is refused unless ``overwrite``.
@@ -25,10 +25,10 @@ Outputs under the output directory:
   depth_b, cka, and p_value / ci_low / ci_high when asked (with ``analysis.bootstrap``, also the pair's
   score intervals below, the same on every row of a pair);
 * ``pairs_summary.parquet`` / ``.csv``: per pair: families, homogeneous flag, layer counts, mean CKA,
-  diagonal-band CKA, depth correspondence (:mod:`cka_probe.analysis.summary`), share of significant cells;
+  diagonal-band CKA, depth correspondence (:mod:`cka_probe.jobs.summary`), share of significant cells;
   with ``analysis.bootstrap``, ``diagonal_band_cka_low`` / ``_high`` and ``depth_correspondence_low`` /
   ``_high``: percentile intervals (``analysis.confidence``) of the score over the bootstrap replicates of the
-  pair's whole matrix (:func:`~cka_probe.analysis.summary.score_interval`), from the same replicates as the
+  pair's whole matrix (:func:`~cka_probe.jobs.summary.score_interval`), from the same replicates as the
   cells' intervals;
 * ``models.csv``: per model: status (ok / failed), error, timm name, family, layers, from cache, seconds;
 * ``zoo_summary.png``: clustered heatmap of a pair score between models (``output.summary_score``);
@@ -56,16 +56,16 @@ from tqdm.auto import tqdm
 from .._choices import INTERVAL_SCORES, SUMMARY_SCORES
 from .._files import sha256_bytes
 from .._version import __version__
+from ..engine._io import atomic_path, ensure_writable_dir, new_output_dir, safe_name
+from ..engine.cache import CacheCorruptWarning, feature_key, key_digest
+from ..engine.estimation import CKASettings, math_input, pair_tables, pooling_description
+from ..engine.executors import features_for_models
+from ..engine.features import ModelFailure, model_provenance, resolve_cache, resolve_device
+from ..engine.provenance import environment, package_versions, sha256_text
 from ..errors import CKAProbeError, OutputNameError
-from ._io import atomic_path, ensure_writable_dir, new_output_dir
-from .cache import CacheCorruptWarning, feature_key, key_digest
 from .config import ConfigError, JobConfig
-from .estimation import CKASettings, math_input, pair_tables, pooling_description
-from .executors import features_for_models
-from .features import ModelFailure, model_provenance, resolve_cache, resolve_device
 from .preflight import check_models
-from .provenance import environment, package_versions, sha256_text
-from .result import _jsonable, output_stem, safe_name
+from .result import _jsonable, output_stem
 from .summary import depth_correspondence, diagonal_band_mean, score_interval
 from .tables import long_table
 

@@ -10,9 +10,9 @@ import timm.models
 import torch
 from torch import nn
 
-from cka_probe.analysis.identify import identification_scores, identify, load_identify_config, resolve_networks
 from cka_probe.data import batches, load_probe_set
 from cka_probe.errors import ConfigError, IdentifyError, OutputExistsError
+from cka_probe.jobs.identify import identification_scores, identify, load_identify_config, resolve_networks
 from cka_probe.models import load_model, transform_for
 
 from ..tiny_models import register_tiny
@@ -156,7 +156,7 @@ def test_float32_precision_reaches_the_flattened_grams_and_stays_within_1e6(chec
 
 
 def test_the_hooks_form_float32_grams_when_asked(checkpoints, monkeypatch, one_thread):
-    from cka_probe.analysis import identify as identify_module
+    from cka_probe.jobs import identify as identify_module
 
     seen = []
     original = identify_module.FeatureRecorder

@@ -17,8 +17,7 @@ from torch import nn
 
 from .._choices import POOLS, TOKENS
 from .._version import __version__
-from ..errors import CKAProbeError, ConfigError, ShapeError
-from .estimation import (
+from ..engine.estimation import (
     CKASettings,
     check_pooling,
     minibatch_bounds,
@@ -26,7 +25,7 @@ from .estimation import (
     pair_tables,
     pooling_description,
 )
-from .features import (
+from ..engine.features import (
     ExtractedFeatures,
     FeatureSettings,
     ModelRequest,
@@ -35,7 +34,8 @@ from .features import (
     resolve_cache,
     resolve_device,
 )
-from .provenance import environment, package_versions
+from ..engine.provenance import environment, package_versions
+from ..errors import CKAProbeError, ConfigError, ShapeError
 from .result import CKAResult
 from .summary import DEFAULT_BAND
 
@@ -121,16 +121,16 @@ def compare(
         sigma_frac: RBF bandwidth fraction of the median distance.
         estimator: ``"full"`` (the default: CKA over all n images at once, whatever the batch size) or
             ``"minibatch"`` (Nguyen et al. 2021, over batches of ``batch_size``); see
-            :mod:`cka_probe.analysis.estimation`.
+            :mod:`cka_probe.engine.estimation`.
         precision: ``"float64"`` (the default) or ``"float32"`` arithmetic of the all-pairs product.
         device: ``"auto"`` (CUDA when there is a GPU), ``"cpu"`` or ``"cuda"``; the CKA runs there too.
         skip_bad: skip unreadable images (counted in the metadata) instead of failing.
         cache: feature cache for named models on a probe source: ``True`` (the default directory, see
-            :mod:`cka_probe.analysis.cache`), a directory, or ``False`` to compute without it.
+            :mod:`cka_probe.engine.cache`), a directory, or ``False`` to compute without it.
         progress: show progress bars.
 
     Returns:
-        A :class:`~cka_probe.analysis.result.CKAResult`.
+        A :class:`~cka_probe.jobs.result.CKAResult`.
     """
     started = time.perf_counter()
     inputs = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cka_probe.analysis.summary import depth_correspondence, diagonal_band_mask, diagonal_band_mean, score_interval
+from cka_probe.jobs.summary import depth_correspondence, diagonal_band_mask, diagonal_band_mean, score_interval
 
 
 def test_band_of_a_3_by_5_matrix_by_hand():

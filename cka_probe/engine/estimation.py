@@ -220,7 +220,7 @@ def pair_tables(
 
     Args:
         features: per model label, its ``{layer: (n, d) tensor}`` in forward order; a flattened layer is
-            a list of per-batch ``(b, b)`` Grams (:class:`~cka_probe.analysis.features.ExtractedFeatures`).
+            a list of per-batch ``(b, b)`` Grams (:class:`~cka_probe.engine.features.ExtractedFeatures`).
         pairs: ``(row model, column model)`` labels; ``(a, a)`` compares a model with itself.
         settings: how to compute.
 
@@ -289,7 +289,7 @@ def recorded_to(
     value: torch.Tensor | list[torch.Tensor] | SpooledGrams, device: torch.device | str
 ) -> torch.Tensor | list[torch.Tensor] | SpooledGrams:
     """One layer's recorded value on ``device``: pooled features, a flattened layer's Grams per batch, or spooled
-    Grams (:class:`~cka_probe.analysis.spool.SpooledGrams`, which stay on disk and are read onto ``device``)."""
+    Grams (:class:`~cka_probe.engine.spool.SpooledGrams`, which stay on disk and are read onto ``device``)."""
     if isinstance(value, (torch.Tensor, SpooledGrams)):
         return value.to(device)
     return [g.to(device) for g in value]

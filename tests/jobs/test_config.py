@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cka_probe.analysis import ConfigError, load_job_config, parse_job_config
+from cka_probe.jobs import ConfigError, load_job_config, parse_job_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -20,10 +20,10 @@ An entry is two files in the cache directory:
   the layer order in its metadata (flattened layers: one float64 Gram per layer and batch);
 * ``<model>-<key>.json``: the key record, the layer order and facts, the data file's size and SHA-256.
 
-Flattened layers over several batches, recorded through a :class:`~cka_probe.analysis.spool.GramSpool`, keep
+Flattened layers over several batches, recorded through a :class:`~cka_probe.engine.spool.GramSpool`, keep
 one data file per batch instead, ``<model>-<key>.gram<k>.safetensors`` (every layer's Gram of batch ``k``),
 each with its size and SHA-256 in the sidecar; they are read back one batch at a time
-(:class:`~cka_probe.analysis.spool.SpooledGrams`), so a cached run holds ``O(L b^2)`` numbers, not ``O(L n b)``.
+(:class:`~cka_probe.engine.spool.SpooledGrams`), so a cached run holds ``O(L b^2)`` numbers, not ``O(L n b)``.
 
 The sidecar is written last, atomically, so an entry without one is incomplete. An entry is never used,
 and the features are recomputed with a :class:`CacheCorruptWarning`, when its data file's size or hash
@@ -57,9 +57,8 @@ from .._files import cache_root, sha256_file, sha256_file_checked
 from .._version import __version__
 from ..capture import LayerInfo
 from ..errors import ArgumentError
-from ._io import atomic_path, ensure_writable_dir
+from ._io import atomic_path, ensure_writable_dir, safe_name
 from .provenance import sha256_text
-from .result import safe_name
 from .spool import GramSpool, SpooledGrams
 
 __all__ = ["CacheCorruptWarning", "FeatureCache", "default_cache_dir", "feature_key", "key_digest"]
@@ -88,9 +87,9 @@ def feature_key(model: dict[str, Any], data: dict[str, Any], settings: dict[str,
     """The record a cache entry is keyed by (see the module docstring).
 
     Args:
-        model: :meth:`~cka_probe.analysis.features.ModelRequest.key_record` of the model.
+        model: :meth:`~cka_probe.engine.features.ModelRequest.key_record` of the model.
         data: the probe set's :meth:`~cka_probe.data.ProbeSet.provenance`.
-        settings: :meth:`~cka_probe.analysis.features.FeatureSettings.record`.
+        settings: :meth:`~cka_probe.engine.features.FeatureSettings.record`.
     """
     import timm
 
@@ -184,7 +183,7 @@ class FeatureCache:
         ]
 
     def load(self, key: dict[str, Any]) -> dict[str, Any] | None:
-        """The cached entry for ``key`` as the fields of an :class:`~cka_probe.analysis.features.ExtractedFeatures`
+        """The cached entry for ``key`` as the fields of an :class:`~cka_probe.engine.features.ExtractedFeatures`
         (``features``, ``layers``, ``n``, ``seconds``, ``extra``), or ``None`` when absent or failing its checks
         (with a warning)."""
         data_path, meta_path = self.paths(key)
@@ -268,7 +267,7 @@ class FeatureCache:
     def save(self, key: dict[str, Any], extracted: Any) -> Path:
         """Store ``extracted`` under ``key``; returns the data file's path (of spooled Grams: the sidecar's).
 
-        Spooled Grams (:class:`~cka_probe.analysis.spool.SpooledGrams`, all of one spool in the same cache
+        Spooled Grams (:class:`~cka_probe.engine.spool.SpooledGrams`, all of one spool in the same cache
         directory) are not copied: their batch files are renamed into the entry, and read from there after."""
         self.check_writable()
         data_path, meta_path = self.paths(key)

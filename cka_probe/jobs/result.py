@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,22 +12,13 @@ import pandas as pd
 
 from .._choices import FORMATS
 from .._files import check_output_name
+from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir, safe_name
 from ..errors import CKAProbeError
-from ._io import atomic_paths, check_outputs, ensure_writable_dir
 from .summary import DEFAULT_BAND, diagonal_band_mean
 
-__all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "safe_name", "FIGURE_FORMATS"]
+__all__ = ["CKAResult", "check_formats", "output_paths", "output_stem", "FIGURE_FORMATS"]
 
 FIGURE_FORMATS = FORMATS
-
-
-def safe_name(name: str) -> str:
-    """``name`` with the characters that are unsafe in file names replaced.
-
-    >>> safe_name("hf-hub:org/model")
-    'hf-hub_org_model'
-    """
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
 def output_stem(name_a: str, name_b: str) -> str:
@@ -80,7 +70,7 @@ class CKAResult:
         return str(self.matrix.columns.name or "B")
 
     def diagonal_band_mean(self, width: float = DEFAULT_BAND) -> float:
-        """Mean CKA of layer pairs at about the same relative depth (see :mod:`cka_probe.analysis.summary`)."""
+        """Mean CKA of layer pairs at about the same relative depth (see :mod:`cka_probe.jobs.summary`)."""
         return diagonal_band_mean(self.matrix, width)
 
     def figure_title(self):
@@ -141,7 +131,7 @@ class CKAResult:
         labels: str = "auto",
     ) -> dict[str, Path]:
         """Write ``A_vs_B.csv``, ``A_vs_B.json`` and the heatmap in each format, atomically and as one set (the JSON
-        renamed last: :mod:`cka_probe.analysis._io`).
+        renamed last: :mod:`cka_probe.engine._io`).
 
         Nothing is written when any target exists and ``overwrite`` is false, unless the set is one a kill cut
         short (its JSON missing). ``labels`` sets the heatmap's axis labels: ``"names"``, ``"index"`` or
