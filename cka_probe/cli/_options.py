@@ -182,15 +182,22 @@ def split_formats(value: str) -> list[str]:
     return formats
 
 
-def split_pools(value: str, option: str = "--pool") -> tuple[str, ...]:
-    """``mean,flatten`` as a tuple of poolings (each once), checked here as :func:`split_formats` checks formats."""
-    pools = tuple(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
-    if not pools:
-        raise CKAProbeError(f"{option} {value!r} names no pooling; give one or more of {', '.join(POOLS)}")
-    unknown = [pool for pool in pools if pool not in POOLS]
-    if unknown:
-        raise CKAProbeError(f"{option}: unknown pooling {unknown[0]}; choose from {', '.join(POOLS)}")
-    return pools
+class PoolList(click.Choice):
+    """Poolings as one comma-separated value (``mean,flatten``), each one of ``POOLS``: a tuple, each pooling once."""
+
+    def __init__(self) -> None:
+        super().__init__(POOLS, case_sensitive=False)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[" + "|".join(self.choices) + "],..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",") if part.strip()]
+        if not parts:
+            self.fail(f"{value!r} names no pooling; give one or more of {', '.join(self.choices)}", param, ctx)
+        return tuple(dict.fromkeys(super(PoolList, self).convert(part, param, ctx) for part in parts))
 
 
 def parse_layouts(values, option: str) -> dict[str, str]:

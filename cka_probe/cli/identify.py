@@ -5,27 +5,27 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from .._choices import ESTIMATORS, FORMATS, POOLS
+from .._choices import ESTIMATORS, FORMATS
 from . import _options as opt
 from ._options import report_errors
 
-# Options that a --config file also sets; given on the command line, they win over the file.
+# The config key (--set KEY=VALUE, or the --config file) that each option sets.
 _CONFIG_KEYS = {
     "model": "model",
-    "data": "data",
-    "num_images": "n",
-    "seed": "seed",
-    "batch_size": "batch_size",
-    "layer_spec": "layers",
-    "tokens": "tokens",
-    "pools": "pools",
-    "estimator": "estimator",
-    "unbiased": "unbiased",
-    "precision": "precision",
-    "device": "device",
-    "skip_bad": "skip_bad",
-    "layouts": "layouts",
-    "checkpoint_key": "checkpoint_select",
+    "data": "data.source",
+    "num_images": "data.n",
+    "seed": "data.seed",
+    "batch_size": "data.batch_size",
+    "skip_bad": "data.skip_bad",
+    "layer_spec": "analysis.layers",
+    "tokens": "analysis.tokens",
+    "layouts": "analysis.layouts",
+    "checkpoint_key": "analysis.checkpoint_key",
+    "pools": "analysis.pools",
+    "estimator": "analysis.estimator",
+    "unbiased": "analysis.unbiased",
+    "precision": "analysis.precision",
+    "device": "analysis.device",
 }
 
 
@@ -44,6 +44,7 @@ _CONFIG_KEYS = {
     default=None,
     help="YAML file with model, checkpoints, data and analysis sections (options given here win).",
 )
+@opt.CONFIG_SETS
 @opt.DATA
 @opt.NUM_IMAGES
 @opt.BATCH_SIZE
@@ -57,9 +58,10 @@ _CONFIG_KEYS = {
 @click.option(
     "--pool",
     "pools",
+    type=opt.PoolList(),
     default="mean,flatten",
     show_default=True,
-    help=f"Poolings to score, comma-separated: {', '.join(POOLS)} (flatten: the whole activation).",
+    help="Poolings to score, comma-separated (flatten: the whole activation).",
 )
 @click.option(
     "--estimator",
@@ -91,6 +93,7 @@ def identify(
     checkpoints,
     model,
     config_file,
+    sets,
     data,
     num_images,
     batch_size,
@@ -119,41 +122,49 @@ def identify(
     matches that pick the corresponding layer: STEM.csv (per layer), STEM.json (overall, best matches,
     provenance) and the figure under --out.
     """
+    from .._config import parse_overrides
     from .._files import check_output_name
     from ..engine._io import check_outputs, new_output_dir
     from ..errors import CKAProbeError
     from ..jobs.identify import identify as run_identify
-    from ..jobs.identify import identify_outputs, load_identify_config
+    from ..jobs.identify import identify_outputs, load_identify_config, parse_identify_config
 
-    given = {
+    values = {
         "model": model,
         "data": data,
-        "n": num_images,
+        "num_images": num_images,
         "seed": seed,
         "batch_size": batch_size,
-        "layers": opt.split_layers(layer_spec),
+        "skip_bad": skip_bad,
+        "layer_spec": opt.split_layers(layer_spec),
         "tokens": tokens,
         "layouts": opt.parse_layouts(layouts, "--layouts"),
-        "checkpoint_select": checkpoint_key,
-        "pools": opt.split_pools(pools),
+        "checkpoint_key": checkpoint_key,
+        "pools": list(pools),
         "estimator": estimator,
         "unbiased": unbiased,
         "precision": precision,
         "device": device,
-        "skip_bad": skip_bad,
     }
+    # The file (or, without one, the options' defaults), then --set, then the options given here.
+    context = click.get_current_context()
+    given = {p for p in _CONFIG_KEYS if context.get_parameter_source(p) == ParameterSource.COMMANDLINE}
+    overrides = {} if config_file else {_CONFIG_KEYS[p]: values[p] for p in _CONFIG_KEYS if p not in given}
+    overrides.update(parse_overrides(sets))
+    overrides.update({_CONFIG_KEYS[p]: values[p] for p in _CONFIG_KEYS if p in given})
     if config_file:
-        settings = load_identify_config(config_file)
-        context = click.get_current_context()
-        for param, key in _CONFIG_KEYS.items():
-            if context.get_parameter_source(param) == ParameterSource.COMMANDLINE:
-                settings[key] = given[key]
         if checkpoints:
             raise CKAProbeError(
                 "checkpoints are given both on the command line and in --config; give them in one place"
             )
+        settings = load_identify_config(config_file, overrides)
     else:
-        settings = {**given, "checkpoints": list(checkpoints)}  # no --model: each checkpoint's recorded one
+        if not checkpoints:
+            raise CKAProbeError(
+                "identify needs at least two checkpoints of one architecture, got none; pass their paths or a glob, "
+                "or --config FILE"
+            )
+        settings = parse_identify_config({"checkpoints": list(checkpoints)}, overrides, "--set")
 
     fmt = opt.split_formats(formats)
     check_output_name(stem, "--name")

@@ -32,6 +32,7 @@ product and is not offered.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import glob
 import json
@@ -47,7 +48,7 @@ import pandas as pd
 import torch
 
 from .._choices import CHECKPOINT_SELECT, POOLS
-from .._config import read_yaml, validate
+from .._config import parse_overrides, read_yaml, set_dotted, validate
 from .._version import __version__
 from ..capture import FeatureRecorder, parse_layouts
 from ..capture.pooling import FLATTEN
@@ -169,7 +170,7 @@ def _recorded_model(path: str) -> str | None:
     return select_state_dict(read_checkpoint(path), path).model_name
 
 
-def load_identify_config(path: str | Path) -> dict[str, Any]:
+def load_identify_config(path: str | Path, overrides: Any = None) -> dict[str, Any]:
     """Read an ``identify`` YAML file (``yaml.safe_load``) into keyword arguments of :func:`identify`.
 
     The file::
@@ -181,21 +182,32 @@ def load_identify_config(path: str | Path) -> dict[str, Any]:
         analysis: {layers: activations, tokens: patch, pools: [mean, flatten], estimator: full,
                    unbiased: false, precision: float64, device: auto}
 
-    Relative paths are taken from the current directory.
+    Relative paths are taken from the current directory. ``overrides`` (``--set KEY=VALUE`` strings or a
+    ``{dotted key: value}`` mapping) change the file's values before it is checked, as in figure and zoo.
 
     Raises:
         ConfigError: unreadable YAML, an unknown key, or a value of the wrong kind.
     """
+    return parse_identify_config(read_yaml(path, "identify config"), overrides, str(path))
+
+
+def parse_identify_config(raw: Any, overrides: Any = None, source: str = "identify config") -> dict[str, Any]:
+    """An ``identify`` configuration mapping (see :func:`load_identify_config`), with ``overrides`` set, checked
+    and turned into keyword arguments of :func:`identify`."""
     from .config import IdentifyJob
 
-    job = validate(IdentifyJob, read_yaml(path, "identify config") or {}, str(path), overrides=False)  # no --set
+    raw = copy.deepcopy(raw) if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: an identify config must be a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in parse_overrides(overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    job = validate(IdentifyJob, raw, source)
     data, analysis = job.data.model_dump(), job.analysis.model_dump()
     checkpoints = [
         entry if isinstance(entry, str) else entry.model_dump(exclude_none=True) for entry in job.checkpoints
     ]
-    raw = {"model": job.model}
     return {
-        "model": raw.get("model"),
+        "model": job.model,
         "checkpoints": checkpoints,
         "data": data["source"],
         "n": data["n"],

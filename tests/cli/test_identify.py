@@ -133,8 +133,46 @@ def test_layer_lists_that_differ(nets, tmp_path, assert_one_line_error):
 def test_missing_model_and_unknown_pooling(nets, tmp_path, assert_one_line_error):
     assert_one_line_error(_run(*nets, "--out", str(tmp_path)), "--model")
     assert_one_line_error(
-        _run(*nets, "--model", SMALL, "--pool", "median", "--out", str(tmp_path)), "unknown pooling median"
+        _run(*nets, "--model", SMALL, "--pool", "median", "--out", str(tmp_path)),
+        "Invalid value for '--pool': 'median' is not one of 'mean', 'max', 'flatten'",
     )
+
+
+def test_pool_is_a_fixed_choice_in_the_help():
+    result = CliRunner().invoke(main, ["identify", "--help"])
+    assert result.exit_code == 0
+    assert "--pool [mean|max|flatten],..." in result.output
+
+
+def test_set_overrides_the_config_file_and_options_win_over_set(nets, tmp_path, one_thread):
+    config = tmp_path / "identify.yaml"
+    config.write_text(f"model: {SMALL}\ncheckpoints: {nets}\ndata: {{source: synthetic, n: 8}}\n")
+    args = ["identify", "--config", str(config), "--no-progress", "--set", "analysis.pools=[mean]"]
+    result = CliRunner().invoke(main, [*args, "--set", "data.n=10", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "identify.json").read_text())
+    assert record["n"] == 10 and record["pooling"] == ["mean"]
+    result = CliRunner().invoke(main, [*args, "--set", "data.n=10", "-n", "9", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p" / "identify.json").read_text())["n"] == 9
+
+
+def test_set_without_a_config_file_changes_the_options_defaults(nets, tmp_path, one_thread):
+    result = CliRunner().invoke(
+        main,
+        ["identify", *nets, "--model", SMALL, "--data", "synthetic", "--no-progress"]
+        + ["--set", "data.n=8", "--set", "analysis.pools=[flatten]", "--out", str(tmp_path / "o")],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "identify.json").read_text())
+    assert record["n"] == 8 and record["pooling"] == ["flatten"]
+
+
+def test_set_of_an_unknown_key_and_no_checkpoints(nets, tmp_path, assert_one_line_error):
+    result = _run(*nets, "--model", SMALL, "--set", "analysis.kernel=rbf", "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "--set: unknown key 'analysis.kernel'")
+    assert_one_line_error(_run("--model", SMALL, "--out", str(tmp_path / "o")), "got none", "--config FILE")
+    assert not (tmp_path / "o").exists()
 
 
 def test_float32_with_the_minibatch_estimator(nets, tmp_path, assert_one_line_error):

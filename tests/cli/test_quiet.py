@@ -86,10 +86,12 @@ def test_identify_with_an_empty_pool_is_one_line(tmp_path, assert_one_line_error
     nets = [tmp_path / "seed0.pth", tmp_path / "seed1.pth"]
     out = tmp_path / "out"
     result = _run(["identify", *nets, "--model", "test_resnet", "--pool", "", "--out", out], tmp_path)
-    assert_one_line_error(result, "--pool '' names no pooling; give one or more of mean, max, flatten")
+    assert_one_line_error(
+        result, "Invalid value for '--pool': '' names no pooling; give one or more of mean, max, flatten"
+    )
     assert "none" not in result.output
     result = _run(["identify", *nets, "--model", "test_resnet", "--pool", "mean,median", "--out", out], tmp_path)
-    assert_one_line_error(result, "--pool: unknown pooling median; choose from mean, max, flatten")
+    assert_one_line_error(result, "Invalid value for '--pool': 'median' is not one of 'mean', 'max', 'flatten'")
     assert not out.exists()
 
 
