@@ -153,11 +153,11 @@ def identify(
     overrides.update(parse_overrides(sets))
     overrides.update({_CONFIG_KEYS[p]: values[p] for p in _CONFIG_KEYS if p in given})
     if config_file:
+        settings = load_identify_config(config_file, overrides)
         if checkpoints:
             raise CKAProbeError(
                 "checkpoints are given both on the command line and in --config; give them in one place"
             )
-        settings = load_identify_config(config_file, overrides)
     else:
         if not checkpoints:
             raise CKAProbeError(
