@@ -116,7 +116,7 @@ def main() -> None:
     print(f"  sum of bare forward passes        : {bare_total:8.2f} s")
     print(
         f"  zoo, cold (empty cache)           : {cold_seconds:8.2f} s   {cold_seconds / bare_total:5.2f} x the bare passes"
-        f"   ({cold.manifest['layers']} layers, {cold.manifest['pairs']} pairs)"
+        f"   ({sum(map(len, cold.manifest['layers'].values()))} layers, {cold.manifest['pairs']} pairs)"
     )
     print(
         f"  pairwise tool, {n_models * (n_models - 1)} ordered pairs     : {pairwise:8.2f} s   "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import inspect
 import os
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 
 from .._choices import POOLS, TOKENS
-from .._version import __version__
 from ..engine.estimation import (
     CKASettings,
     check_pooling,
@@ -34,18 +32,12 @@ from ..engine.features import (
     resolve_cache,
     resolve_device,
 )
-from ..engine.provenance import environment, package_versions
+from ..engine.provenance import TOKEN_RULES, output_header
 from ..errors import CKAProbeError, ConfigError, ShapeError
 from .result import CKAResult
 from .summary import DEFAULT_BAND
 
 __all__ = ["compare", "side_labels", "TOKEN_RULES"]
-
-TOKEN_RULES = {
-    "patch": "mean over patch tokens, prefix (class/distillation/register) tokens excluded",
-    "all": "mean over all tokens, prefix tokens included",
-    "cls": "class token only",
-}
 
 
 def compare(
@@ -202,37 +194,33 @@ def compare(
     matrix.index.name, matrix.columns.name = label_a, label_b
     result = CKAResult(matrix=matrix, metadata={})
     result.metadata = {
-        "cka_probe": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "models": {"a": model_a, "b": model_b},
+        **output_header(
+            models={"a": model_a, "b": model_b},
+            data=inputs.provenance(),
+            n=inputs.n,
+            seed=seed,
+            batch_size=batch_size or inputs.n,
+            layers={"a": extracted_a.layer_provenance(), "b": extracted_b.layer_provenance()},
+            pools=[pool],
+            pooling=pooling_description(pool),
+            tokens={key: side.settings.tokens for key, side in sides.items()},
+            settings=settings.record(),
+            dtype=number_formats([pool], settings.precision),
+            device=str(device),
+            seconds={
+                "features_a": round(extracted_a.seconds, 3),
+                "features_b": round(extracted_b.seconds, 3),
+                "features_from_cache": {
+                    "a": bool(extracted_a.extra.get("cached")),
+                    "b": bool(extracted_b.extra.get("cached")),
+                },
+                "total": round(time.perf_counter() - started, 3),
+            },
+        ),
         "weights": {"a": model_a["weights"], "b": model_b["weights"]},
-        "data": inputs.provenance(),
-        "n": inputs.n,
-        "batch_size": batch_size or inputs.n,
-        "seed": seed,
         "weights_seed": {"a": sides["a"].seed, "b": sides["b"].seed},
         "layer_selection": {"a": _spec_text(layers_a), "b": _spec_text(layers_b)},
         "layouts": {key: dict(side.settings.layouts) for key, side in sides.items()},
-        "layers": {"a": extracted_a.layer_provenance(), "b": extracted_b.layer_provenance()},
-        "pooling": pooling_description(pool),
-        "tokens": {
-            key: {"rule": side.settings.tokens, "description": TOKEN_RULES[side.settings.tokens]}
-            for key, side in sides.items()
-        },
-        **settings.record(),
-        "dtype": number_formats([pool], settings.precision),
-        "device": str(device),
-        "versions": package_versions(),
-        "environment": environment(),
-        "seconds": {
-            "features_a": round(extracted_a.seconds, 3),
-            "features_b": round(extracted_b.seconds, 3),
-            "features_from_cache": {
-                "a": bool(extracted_a.extra.get("cached")),
-                "b": bool(extracted_b.extra.get("cached")),
-            },
-            "total": round(time.perf_counter() - started, 3),
-        },
     }
     result.metadata["summary"] = {
         "diagonal_band_mean": result.diagonal_band_mean(),

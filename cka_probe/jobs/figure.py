@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from .._files import check_output_name
-from .._version import __version__
 from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir
-from ..engine.estimation import pair_tables, pooling_description
+from ..engine.estimation import number_formats, pair_tables, pooling_description
 from ..engine.executors import features_for_models
 from ..engine.features import ModelFailure, model_provenance, resolve_cache, resolve_device
-from ..engine.provenance import environment, package_versions
+from ..engine.provenance import output_header
 from ..errors import CKAProbeError
 from .config import JobConfig
 from .preflight import check_models
@@ -137,25 +135,27 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
     pairs = [cell for row in config.panels for cell in row if cell]
     settings = config.cka_settings()
     tables = pair_tables({label: ext.features for label, ext in features.items()}, pairs, settings)
+    pool = analysis["pool"]
     metadata = {
-        "cka_probe": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **output_header(
+            models={label: model_provenance(ext) for label, ext in features.items()},
+            data=probe.provenance(),
+            n=probe.n,
+            seed=data["seed"],
+            batch_size=data["batch_size"] or probe.n,
+            layers={label: ext.layer_provenance() for label, ext in features.items()},
+            pools=[pool],
+            pooling=pooling_description(pool),
+            tokens={label: config.settings_for(label).tokens for label in features},
+            settings=settings.record(),
+            dtype=number_formats([pool], settings.precision),
+            device=str(device),
+            seconds={"total": round(time.perf_counter() - started, 3)},
+        ),
         "config": config.raw,
         "config_file": config.source,
         "config_sha256": config.digest(),
-        "models": {label: model_provenance(ext) for label, ext in features.items()},
         "features_from_cache": {label: bool(ext.extra.get("cached")) for label, ext in features.items()},
-        "layers": {label: list(ext.features) for label, ext in features.items()},
-        "data": probe.provenance(),
-        "n": probe.n,
         "panels": [[list(cell) if cell else None for cell in row] for row in config.panels],
-        "batch_size": data["batch_size"] or probe.n,
-        **settings.record(),
-        "tokens": analysis["tokens"],
-        "pooling": pooling_description(analysis["pool"]),
-        "device": str(device),
-        "versions": package_versions(),
-        "environment": environment(),
-        "seconds": round(time.perf_counter() - started, 3),
     }
     return FigureResult(config, tables, metadata)

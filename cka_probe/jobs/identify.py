@@ -33,7 +33,6 @@ product and is not offered.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import glob
 import json
 import time
@@ -49,16 +48,22 @@ import torch
 
 from .._choices import CHECKPOINT_SELECT, POOLS
 from .._config import parse_overrides, read_yaml, set_dotted, validate
-from .._version import __version__
 from ..capture import FeatureRecorder, parse_layouts
 from ..capture.pooling import FLATTEN
 from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir
-from ..engine.estimation import CKASettings, check_pooling, minibatch_bounds, number_formats, pair_tables
+from ..engine.estimation import (
+    CKASettings,
+    check_pooling,
+    minibatch_bounds,
+    number_formats,
+    pair_tables,
+    pooling_description,
+)
 from ..engine.features import FeatureSettings, ModelRequest, gram_spool, resolve_device
-from ..engine.provenance import environment, package_versions
+from ..engine.provenance import output_header
 from ..errors import CKAProbeError, ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
-from .comparison import TOKEN_RULES, _tokens
+from .comparison import _tokens
 from .preflight import check_model
 from .result import _jsonable, output_paths
 
@@ -632,29 +637,33 @@ def identify(
             "comparisons": comparisons * len(labels),
             "share": float(counts.sum()) / (comparisons * len(labels)),
         }
+    labels_of = [r.network.label for r in recorded]
     metadata = {
-        "cka_probe": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **output_header(
+            models={r.network.label: r.provenance for r in recorded},
+            data=probe.provenance(),
+            n=probe.n,
+            seed=seed,
+            batch_size=size,
+            layers={r.network.label: r.layer_facts for r in recorded},
+            pools=pools,
+            pooling="; ".join(pooling_description(pool) for pool in pools),
+            tokens=dict.fromkeys(labels_of, tokens),
+            settings=settings.record(),
+            dtype=number_formats(pools, settings.precision),
+            device=str(device),
+            seconds={
+                "networks": {r.network.label: round(r.seconds, 3) for r in recorded},
+                "total": round(time.perf_counter() - started, 3),
+            },
+        ),
         "check": "layer identification (Kornblith et al. 2019, section 6.1): is the most similar layer of every "
         f"other network the corresponding one (maximum of linear CKA by more than {TIE_TOLERANCE:g})",
         "model": networks[0].model,
         "networks": [{"label": r.network.label, **r.provenance, "seconds": round(r.seconds, 3)} for r in recorded],
-        "data": probe.provenance(),
-        "n": probe.n,
-        "seed": seed,
-        "batch_size": size,
         "layer_selection": _spec_text(networks[0].layers),
-        "layers": recorded[0].layer_facts,
-        "pooling": list(pools),
-        "tokens": {"rule": tokens, "description": TOKEN_RULES[tokens]},
         "layouts": dict(layouts),
         "checkpoint_select": checkpoint_select,
-        **settings.record(),
-        "dtype": number_formats(pools, settings.precision),
-        "device": str(device),
-        "versions": package_versions(),
-        "environment": environment(),
-        "seconds": round(time.perf_counter() - started, 3),
     }
     return IdentifyResult(pd.DataFrame(rows), overall, matrices, metadata)
 

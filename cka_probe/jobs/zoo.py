@@ -39,7 +39,6 @@ Outputs under the output directory:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import io
 import itertools
 import json
@@ -55,13 +54,12 @@ from tqdm.auto import tqdm
 
 from .._choices import INTERVAL_SCORES, SUMMARY_SCORES
 from .._files import sha256_bytes
-from .._version import __version__
 from ..engine._io import atomic_path, ensure_writable_dir, new_output_dir, safe_name
 from ..engine.cache import CacheCorruptWarning, feature_key, key_digest
-from ..engine.estimation import CKASettings, math_input, pair_tables, pooling_description
+from ..engine.estimation import CKASettings, math_input, number_formats, pair_tables, pooling_description
 from ..engine.executors import features_for_models
 from ..engine.features import ModelFailure, model_provenance, resolve_cache, resolve_device
-from ..engine.provenance import environment, package_versions, sha256_text
+from ..engine.provenance import output_header, sha256_text
 from ..errors import CKAProbeError, OutputNameError
 from .config import ConfigError, JobConfig
 from .preflight import check_models
@@ -198,38 +196,40 @@ def _run_zoo(
     files = _write_outputs(
         out, config, long, summary, models, score, working, keep_pair_files=pairs_reused, heading=heading
     )
+    settings = config.cka_settings()
     manifest = {
-        "cka_probe": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **output_header(
+            models={label: model_provenance(ext) for label, ext in working.items()},
+            data=probe.provenance(),
+            n=probe.n,
+            seed=data["seed"],
+            batch_size=data["batch_size"] or probe.n,
+            layers={label: ext.layer_provenance() for label, ext in working.items()},
+            pools=[analysis["pool"]],
+            pooling=pooling_description(analysis["pool"]),
+            tokens={label: config.settings_for(label).tokens for label in working},
+            settings=settings.record(),
+            dtype=number_formats([analysis["pool"]], settings.precision),
+            device=str(device),
+            seconds={
+                "features": round(feature_seconds, 3),
+                "pairs": round(pair_seconds, 3),
+                "total": round(time.perf_counter() - started, 3),
+            },
+        ),
         "complete": True,
         "config": config.raw,
         "config_file": config.source,
         "config_sha256": digest,
         "executor": executor,
-        "data": probe.provenance(),
         "feature_keys": feature_keys,
-        "n": probe.n,
-        "models": {label: model_provenance(ext) for label, ext in working.items()},
         "failures": failures,
         "pairs": len(pairs),
-        "layers": int(sum(len(ext.features) for ext in working.values())),
-        "batch_size": data["batch_size"] or probe.n,
-        **config.cka_settings().record(),
-        "tokens": analysis["tokens"],
-        "pooling": pooling_description(analysis["pool"]),
         "statistics": {
             "permutations": analysis["permutations"],
             "bootstrap": analysis["bootstrap"],
             "confidence": analysis["confidence"],
             "seed": analysis["stats_seed"],
-        },
-        "device": str(device),
-        "versions": package_versions(),
-        "environment": environment(),
-        "seconds": {
-            "features": round(feature_seconds, 3),
-            "pairs": round(pair_seconds, 3),
-            "total": round(time.perf_counter() - started, 3),
         },
         "outputs": sorted(str(p.relative_to(out)) for p in files.values()),
     }

@@ -123,6 +123,32 @@ class TeacherCKA:
             result[name] = {question: float(matrix.values[i, i]) for i, question in enumerate(matrix.rows)}
         return result
 
+    def provenance(
+        self, models: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any], seconds: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """The provenance header of these measurements (:func:`~cka_probe.engine.provenance.output_header`):
+        ``models`` holds a record per model name and ``"teacher"``; every model's layers are the five questions."""
+        from ..engine.estimation import CKASettings, number_formats, pooling_description
+        from ..engine.provenance import output_header
+
+        settings = CKASettings(kernel="linear", unbiased=False, estimator="full", precision="float64")
+        labels = [*self.taps, "teacher"]
+        return output_header(
+            models=models,
+            data=data,
+            n=self.n,
+            seed=PROBE_SEED,
+            batch_size=self.batch_size,
+            layers={label: [{"name": name} for name in self.names] for label in labels},
+            pools=["mean"],
+            pooling=pooling_description("mean"),
+            tokens=dict.fromkeys(labels, "patch"),
+            settings=settings.record(),
+            dtype=number_formats(["mean"], settings.precision),
+            device=str(self.images.device),
+            seconds=seconds,
+        )
+
     def _features(self, taps: StageTaps) -> dict[str, torch.Tensor]:
         """Mean-pooled ``(n, C)`` float32 features of every question, in :attr:`names` order."""
         pooled: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}

@@ -84,6 +84,7 @@ BEST_EMA_NAME = "best_ema.pth"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.csv"
 CKA_FIGURE_NAME = "cka_to_teacher.png"
+CKA_PROVENANCE_NAME = "cka_provenance.json"
 
 # The fixes a one-line error names when hub weights cannot be had, in the train command's terms.
 _STUDENT_WEIGHTS_FIX = (
@@ -539,6 +540,8 @@ class Trainer:
                 measured = time.perf_counter()
                 record["cka_to_teacher"] = {"n": self.monitor.n, **self.monitor.measure()}
                 record["cka_seconds"] = round(time.perf_counter() - measured, 3)
+                if not (self.output_dir / CKA_PROVENANCE_NAME).exists():
+                    self._write_cka_provenance(record["cka_seconds"])
             self.epoch += 1
             if self.scheduler is not None:
                 self.scheduler.step(self.epoch)
@@ -614,6 +617,22 @@ class Trainer:
         )
         if self.echo is not None:
             self.echo(epoch_line(record, self.config.epochs))
+
+    def _write_cka_provenance(self, seconds: float) -> None:
+        """``cka_provenance.json``: the provenance header of the run's CKA to the teacher (the one header of every
+        output, :func:`~cka_probe.engine.provenance.output_header`), written with the first measurement."""
+        from .monitor import PROBE_SEED
+
+        config = self.config
+        teacher_weights = config.teacher_checkpoint or ("pretrained" if config.teacher_pretrained else "random")
+        models = {
+            "student": {"name": config.student, "weights": "training"},
+            **({"ema": {"name": config.student, "weights": "training (EMA)"}} if "ema" in self.monitor.taps else {}),
+            "teacher": {"name": config.teacher, "weights": teacher_weights},
+        }
+        data = {"source": config.dataset, "split": "validation", "n": self.monitor.n, "seed": PROBE_SEED}
+        header = self.monitor.provenance(models, data, seconds={"total": seconds})
+        (self.output_dir / CKA_PROVENANCE_NAME).write_text(json.dumps(header, indent=2) + "\n")
 
     def _barrier(self) -> None:
         if self.dist.distributed:

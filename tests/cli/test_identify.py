@@ -151,7 +151,7 @@ def test_set_overrides_the_config_file_and_options_win_over_set(nets, tmp_path, 
     result = CliRunner().invoke(main, [*args, "--set", "data.n=10", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "o" / "identify.json").read_text())
-    assert record["n"] == 10 and record["pooling"] == ["mean"]
+    assert record["n"] == 10 and record["pools"] == ["mean"]
     result = CliRunner().invoke(main, [*args, "--set", "data.n=10", "-n", "9", "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "p" / "identify.json").read_text())["n"] == 9
@@ -165,7 +165,7 @@ def test_set_without_a_config_file_changes_the_options_defaults(nets, tmp_path, 
     )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "o" / "identify.json").read_text())
-    assert record["n"] == 8 and record["pooling"] == ["flatten"]
+    assert record["n"] == 8 and record["pools"] == ["flatten"]
 
 
 def test_set_of_an_unknown_key_and_no_checkpoints(nets, tmp_path, assert_one_line_error):

@@ -242,7 +242,7 @@ def test_summary_line_and_saved_provenance(checkpoints, tmp_path, one_thread):
     assert [net["checkpoint_sha256"] for net in record["networks"]] == [
         load_model(TINY, checkpoint=c).checkpoint_sha256 for c in checkpoints
     ]
-    assert record["pooling"] == ["mean", "flatten"] and paths["png"].stat().st_size > 0
+    assert record["pools"] == ["mean", "flatten"] and paths["png"].stat().st_size > 0
     assert len(paths["csv"].read_text().splitlines()) == 1 + 2 * 3
     with pytest.raises(OutputExistsError, match="--overwrite"):
         result.save(tmp_path / "out", formats=("png",))
