@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "ModelFailure",
     "ModelRequest",
     "extract_features",
+    "extract_poolings",
     "gram_spool",
     "model_features",
     "model_provenance",
@@ -134,39 +136,72 @@ def extract_features(
     Returns:
         :class:`ExtractedFeatures`.
     """
+    options = {"layers": layers, "tokens": tokens, "layouts": layouts, "precision": precision}
+    passes = extract_poolings(
+        model, batches, [pool], **options, device=device, total=total, desc=desc, progress=progress,
+        autocast_dtype=autocast_dtype, spool=spool,
+    )  # fmt: skip
+    return passes[pool]
+
+
+def extract_poolings(
+    model: torch.nn.Module,
+    batches: Iterable[torch.Tensor],
+    pools: Sequence[str],
+    *,
+    layers: Any = "activations",
+    tokens: str = "patch",
+    layouts: Mapping[str, str] | None = None,
+    precision: str = "float64",
+    device: torch.device | str = "cpu",
+    total: int | None = None,
+    desc: str | None = None,
+    progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+    spool: GramSpool | None = None,
+) -> dict[str, ExtractedFeatures]:
+    """:func:`extract_features` for several poolings in one pass: one recorder per pooling on the same forwards.
+
+    Returns:
+        pooling -> :class:`ExtractedFeatures`, in the order of ``pools`` (each with the pass's seconds).
+    """
     device = torch.device(device)
     start = time.perf_counter()
-    recorder = FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts, precision=precision)
-    spooling = spool is not None and recorder.pool == FLATTEN
+    recorders = {
+        pool: FeatureRecorder(model, layers=layers, pool=pool, tokens=tokens, layouts=layouts, precision=precision)
+        for pool in dict.fromkeys(pools)
+    }
+    spooling = spool is not None and FLATTEN in recorders
     seen = 0
-    with (
-        recorder,
-        torch.inference_mode(),
-        tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar,
-    ):
-        for batch in batches:
-            batch = batch.to(device, non_blocking=True)
-            if autocast_dtype is not None:
-                with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+    with contextlib.ExitStack() as hooks:
+        for recorder in recorders.values():
+            hooks.enter_context(recorder)
+        with (
+            torch.inference_mode(),
+            tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar,
+        ):
+            for batch in batches:
+                batch = batch.to(device, non_blocking=True)
+                if autocast_dtype is not None:
+                    with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+                        model(batch)
+                else:
                     model(batch)
-            else:
-                model(batch)
-            if spooling:
-                spool.append(recorder.take_grams())
-            seen += len(batch)
-            bar.update(len(batch))
+                if spooling:
+                    spool.append(recorders[FLATTEN].take_grams())
+                seen += len(batch)
+                bar.update(len(batch))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    if spooling:
-        features = spool.features(device)
-    else:
-        features = recorder.grams if recorder.pool == FLATTEN else recorder.features
-    return ExtractedFeatures(
-        features=features,
-        layers=recorder.describe(),
-        n=seen,
-        seconds=time.perf_counter() - start,
-    )
+    seconds = time.perf_counter() - start
+    passes = {}
+    for pool, recorder in recorders.items():
+        if pool == FLATTEN:
+            features = spool.features(device) if spooling else recorder.grams
+        else:
+            features = recorder.features
+        passes[pool] = ExtractedFeatures(features=features, layers=recorder.describe(), n=seen, seconds=seconds)
+    return passes
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import torch
 
 from .._choices import CHECKPOINT_SELECT, POOLS
 from .._config import parse_overrides, read_yaml, set_dotted, validate
-from ..capture import FeatureRecorder, parse_layouts
+from ..capture import parse_layouts
 from ..capture.pooling import FLATTEN
 from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir
 from ..engine.estimation import (
@@ -59,7 +59,7 @@ from ..engine.estimation import (
     pair_tables,
     pooling_description,
 )
-from ..engine.features import FeatureSettings, ModelRequest, gram_spool, resolve_device
+from ..engine.features import ModelRequest, extract_poolings, gram_spool, resolve_device
 from ..engine.provenance import output_header
 from ..errors import CKAProbeError, ConfigError, IdentifyError
 from ..math import ZeroVarianceWarning
@@ -243,7 +243,6 @@ class _Recorded:
     provenance: dict[str, Any]
     layers: tuple[str, ...]
     layer_facts: list[dict[str, Any]]
-    batch_sizes: tuple[int, ...]
     per_pool: dict[str, dict[str, list[torch.Tensor]]]
     widths: dict[str, dict[str, int]]
     seconds: float
@@ -277,9 +276,7 @@ def _record_network(
     checkpoint_select: str,
     img_size: int | None = None,
 ) -> _Recorded:
-    """One forward pass over the probe images, every pooling recorded at once (one recorder per pooling)."""
-    from tqdm.auto import tqdm
-
+    """One forward pass over the probe images, every pooling recorded at once (:func:`extract_poolings`)."""
     from ..data import batches
     from ..models import CheckpointKeysWarning, load_model, transform_for
 
@@ -297,51 +294,32 @@ def _record_network(
     for warning in caught:
         if not issubclass(warning.category, CheckpointKeysWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    overrides = tuple(layouts.items())
-    settings = {pool: FeatureSettings(network.layers, tokens, pool, overrides, batch_size, precision) for pool in pools}
-    recorders = {pool: FeatureRecorder(loaded.model, **s.recorder_options()) for pool, s in settings.items()}
     bounds = minibatch_bounds(probe.n, batch_size)
     # Grams of many batches wait on disk, read back batch by batch (see .spool): O(L b^2) per network
-    spool = gram_spool(FLATTEN, len(bounds)) if FLATTEN in recorders else None
-    try:
-        for recorder in recorders.values():
-            recorder.attach()
-        with (
-            torch.inference_mode(),
-            tqdm(total=probe.n, desc=network.label, unit="img", disable=not progress, leave=False) as bar,
-        ):
-            for images, _ in batches(probe, transform_for(loaded), bounds=bounds):
-                loaded.model(images.to(device))
-                if spool is not None:
-                    spool.append(recorders[FLATTEN].take_grams())
-                bar.update(len(images))
-    finally:
-        for recorder in recorders.values():
-            recorder.remove()
-    first = next(iter(recorders.values()))
-    # what pair_tables takes: pooled (n, C) features, or one Gram per batch of a flattened layer
-    per_pool = {pool: recorder.grams if pool == FLATTEN else recorder.features for pool, recorder in recorders.items()}
-    if spool is not None:
-        per_pool[FLATTEN] = spool.features(device)
-    facts = [
-        {
-            "name": i.name,
-            "module": i.module_name,
-            "type": i.module_type,
-            "layout": i.layout,
-            "prefix_tokens": i.prefix_tokens,
-            "raw_shape": list(i.raw_shape[1:]),
-        }
-        for i in first.describe()
-    ]
+    spool = gram_spool(FLATTEN, len(bounds)) if FLATTEN in pools else None
+    passes = extract_poolings(
+        loaded.model,
+        (images for images, _ in batches(probe, transform_for(loaded), bounds=bounds)),
+        pools,
+        layers=network.layers,
+        tokens=tokens,
+        layouts=dict(layouts) or None,
+        precision=precision,
+        device=device,
+        total=probe.n,
+        desc=network.label,
+        progress=progress,
+        spool=spool,
+    )
+    first = next(iter(passes.values()))
     return _Recorded(
         network,
         loaded.provenance(),
-        first.layers,
-        facts,
-        first.batch_sizes,
-        per_pool,
-        {pool: rec.widths for pool, rec in recorders.items()},
+        tuple(info.name for info in first.layers),
+        first.layer_provenance(),
+        # what pair_tables takes: pooled (n, C) features, or one Gram per batch of a flattened layer
+        {pool: extracted.features for pool, extracted in passes.items()},
+        {pool: {info.name: info.pooled_dim for info in extracted.layers} for pool, extracted in passes.items()},
         time.perf_counter() - start,
     )
 

@@ -156,18 +156,55 @@ def test_float32_precision_reaches_the_flattened_grams_and_stays_within_1e6(chec
 
 
 def test_the_hooks_form_float32_grams_when_asked(checkpoints, monkeypatch, one_thread):
-    from cka_probe.jobs import identify as identify_module
+    from cka_probe.engine import features as features_module
 
     seen = []
-    original = identify_module.FeatureRecorder
+    original = features_module.FeatureRecorder
 
     def recording(*args, **kwargs):
         seen.append((kwargs["pool"], kwargs.get("precision")))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(identify_module, "FeatureRecorder", recording)
+    monkeypatch.setattr(features_module, "FeatureRecorder", recording)
     identify(TINY, checkpoints[:2], "synthetic", n=8, precision="float32", progress=False)
     assert ("flatten", "float32") in seen
+
+
+def test_identify_records_every_pooling_in_one_pass_of_the_shared_path(checkpoints, monkeypatch, one_thread):
+    from cka_probe.engine import features as features_module
+    from cka_probe.jobs import identify as identify_module
+
+    passes = []
+    original = features_module.extract_poolings
+
+    def counting(model, batches, pools, **kwargs):
+        passes.append(tuple(pools))
+        return original(model, batches, pools, **kwargs)
+
+    monkeypatch.setattr(features_module, "extract_poolings", counting)
+    monkeypatch.setattr(identify_module, "extract_poolings", counting)
+    result = identify(TINY, checkpoints, "synthetic", n=8, progress=False)
+    assert passes == [("mean", "flatten")] * len(checkpoints)  # one forward pass per network, both poolings
+    facts = result.metadata["layers"]["seed0.pth"]
+    assert [fact["name"] for fact in facts] == list(result.table["layer"].unique())
+    assert {"layout_rule", "pooled_dim"} <= set(facts[0])  # compare's layer_provenance, not a copy of it
+
+
+def test_several_poolings_in_one_pass_equal_separate_passes(one_thread):
+    from cka_probe.engine.features import extract_features, extract_poolings
+
+    torch.manual_seed(0)
+    model = timm.create_model(TINY).eval()
+    images = [torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    together = extract_poolings(model, images, ["mean", "max", "flatten"], progress=False)
+    for pool in ("mean", "max", "flatten"):
+        alone = extract_features(model, images, pool=pool, progress=False)
+        assert together[pool].n == alone.n == 8
+        assert list(together[pool].features) == list(alone.features)
+        for name, value in alone.features.items():
+            mine = together[pool].features[name]
+            pairs = zip(mine, value) if isinstance(value, list) else [(mine, value)]
+            assert all(torch.equal(a, b) for a, b in pairs), (pool, name)
 
 
 def test_identification_scores_count_ties_and_nan_as_misses():
