@@ -214,8 +214,12 @@ def plot_cka_heatmap(
     if hatch_mask is not None:
         r, c = np.nonzero(np.asarray(hatch_mask, dtype=bool) & ~hidden)
         ax.scatter(c + 0.5, r + 0.5, s=4, c="white", marker=".", linewidths=0)
-    ax.set_xlabel(xlabel if xlabel is not None else f"layers of {matrix.columns.name or 'B'}")
-    ax.set_ylabel(ylabel if ylabel is not None else f"layers of {matrix.index.name or 'A'}")
+    # A long model label (a run's checkpoint: name, folder, epoch) wraps to the side of the heatmap it names.
+    for axis, label, length in (
+        (ax.xaxis, xlabel if xlabel is not None else f"layers of {matrix.columns.name or 'B'}", width),
+        (ax.yaxis, ylabel if ylabel is not None else f"layers of {matrix.index.name or 'A'}", height),
+    ):
+        axis.set_label_text(wrap_to_width(label, length, axis.label.get_fontsize()))
     text = "\n".join(part for part in (title, subtitle) if part)
     if text:
         room = width  # a grid's panel keeps its title over itself

@@ -182,3 +182,19 @@ def test_grid_of_numbers_says_where_the_names_are():
         .endswith("layers numbered from 1 in forward order; names in grid_layers.csv")
     )
     assert all(t.get_text().isdigit() for ax in fig.axes[:2] for t in ax.get_xticklabels())
+
+
+def test_long_model_labels_wrap_along_their_axes_inside_the_figure():
+    # a run's checkpoint is named by model, folder and epoch: longer than the heatmap's side
+    row_name = "vit_small_patch16_224 · runs/figure6/vit_s-s0/best.pth (epoch 3)"
+    col_name = "vit_small_patch16_224 · runs/figure6/vit_s-s1/best.pth (epoch 3)"
+    matrix = _matrix(6, 6, [f"blocks.{i}.mlp.act" for i in range(6)], [f"blocks.{i}.mlp.act" for i in range(6)])
+    matrix.index.name, matrix.columns.name = row_name, col_name
+    for dpi in SAVE_DPIS:
+        fig = new_figure(width=5.2, height=4.2)
+        ax = plot_cka_heatmap(matrix, fig.subplots(), title="A vs B")
+        fig.set_layout_engine("constrained")
+        renderer = rendered(fig, dpi)
+        assert inside_figure(fig, ax.yaxis.label, renderer) and inside_figure(fig, ax.xaxis.label, renderer)
+        for label, name in ((ax.yaxis.label, row_name), (ax.xaxis.label, col_name)):
+            assert label.get_text().replace("\n", " ").replace("  ", " ") == f"layers of {name}"
