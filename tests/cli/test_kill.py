@@ -60,7 +60,7 @@ COMPARE = ["compare", "test_resnet", "test_vit", "--weights", "random", "-n", "8
     ("command", "outputs"),
     [
         ("compare", ["test_resnet_vs_test_vit.png", "test_resnet_vs_test_vit.csv", "test_resnet_vs_test_vit.json"]),
-        ("figure", ["grid.png", "grid_panels.csv", "grid.json"]),
+        ("figure", ["grid.png", "grid_panels.csv", "grid_layers.csv", "grid.json"]),
     ],
 )
 def test_a_rerun_completes_outputs_that_a_kill_left_incomplete(tmp_path, command, outputs):
