@@ -149,7 +149,8 @@ def test_only_rank_0_wrote_and_every_file_is_there(runs):
     run_dir = runs["tmp"] / "ddp_full"
     names = sorted(p.name for p in run_dir.iterdir())
     assert names == [
-        "best.pth", "best_ema.pth", "cka_to_teacher.png", "config.json", "last.pth", "metrics.jsonl", "summary.csv"
+        "best.pth", "best_ema.pth", "cka_provenance.json", "cka_to_teacher.png", "config.json", "last.pth",
+        "metrics.jsonl", "summary.csv",
     ]  # fmt: skip
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(set(record["cka_to_teacher"]) == {"n", "student", "ema"} for record in log)  # measured by rank 0
