@@ -41,7 +41,7 @@ ARCHS = {  # key: (recipe, label)
     "mixer_b16": ("configs/train/fmnist_mixer_b16.yaml", "Mixer-B/16"),
 }
 SEEDS = (0, 1)
-FULL = {"overrides": [], "n": 128, "bootstrap": 1000, "test_images": None}
+FULL = {"overrides": [], "n": 128, "bootstrap": 1000, "test_images": 10_000}  # the whole test split
 SMOKE = {
     "overrides": ["epochs=1", "train_samples=256", "val_samples=128", "limit_train_batches=2", "limit_val_batches=1"],
     "n": 32,
@@ -113,7 +113,9 @@ def evaluate(out: Path, test_images: int | None) -> dict[str, float]:
     accuracy = {}
     for arch in ARCHS:
         for seed in SEEDS:
-            result = validate_checkpoint(run_dir(out, arch, seed) / "best.pth", samples=test_images, workers=0)
+            result = validate_checkpoint(
+                run_dir(out, arch, seed) / "best.pth", samples=test_images, workers=0
+            )  # else the run's own val_samples
             accuracy[f"{arch}-s{seed}"] = float(result["top1"])
     return accuracy
 
