@@ -331,6 +331,30 @@ class JobConfig:
     def labels(self) -> list[str]:
         return [m.display for m in self.models]
 
+    def output_header(self, features: dict, probe, device, seconds: dict[str, float]) -> dict[str, Any]:
+        """The provenance header (:func:`~cka_probe.engine.provenance.output_header`) of a figure or zoo run of
+        this job over ``features`` (label -> :class:`~cka_probe.engine.features.ExtractedFeatures`)."""
+        from ..engine.estimation import number_formats, pooling_description
+        from ..engine.features import model_provenance
+        from ..engine.provenance import output_header
+
+        settings, pool = self.cka_settings(), self.analysis["pool"]
+        return output_header(
+            models={label: model_provenance(ext) for label, ext in features.items()},
+            data=probe.provenance(),
+            n=probe.n,
+            seed=self.data["seed"],
+            batch_size=self.data["batch_size"] or probe.n,
+            layers={label: ext.layer_provenance() for label, ext in features.items()},
+            pools=[pool],
+            pooling=pooling_description(pool),
+            tokens={label: self.settings_for(label).tokens for label in features},
+            settings=settings.record(),
+            dtype=number_formats([pool], settings.precision),
+            device=str(device),
+            seconds=seconds,
+        )
+
     def digest(self) -> str:
         """Hash of everything that decides the results (not the output place, formats or labels)."""
         record = {k: v for k, v in self.raw.items() if k not in ("output", "title", "cache")}

@@ -9,10 +9,9 @@ from typing import Any
 
 from .._files import check_output_name
 from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir
-from ..engine.estimation import number_formats, pair_tables, pooling_description
+from ..engine.estimation import pair_tables
 from ..engine.executors import features_for_models
-from ..engine.features import ModelFailure, model_provenance, resolve_cache, resolve_device
-from ..engine.provenance import output_header
+from ..engine.features import ModelFailure, resolve_cache, resolve_device
 from ..errors import CKAProbeError
 from .config import JobConfig
 from .preflight import check_models
@@ -135,23 +134,8 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
     pairs = [cell for row in config.panels for cell in row if cell]
     settings = config.cka_settings()
     tables = pair_tables({label: ext.features for label, ext in features.items()}, pairs, settings)
-    pool = analysis["pool"]
     metadata = {
-        **output_header(
-            models={label: model_provenance(ext) for label, ext in features.items()},
-            data=probe.provenance(),
-            n=probe.n,
-            seed=data["seed"],
-            batch_size=data["batch_size"] or probe.n,
-            layers={label: ext.layer_provenance() for label, ext in features.items()},
-            pools=[pool],
-            pooling=pooling_description(pool),
-            tokens={label: config.settings_for(label).tokens for label in features},
-            settings=settings.record(),
-            dtype=number_formats([pool], settings.precision),
-            device=str(device),
-            seconds={"total": round(time.perf_counter() - started, 3)},
-        ),
+        **config.output_header(features, probe, device, {"total": round(time.perf_counter() - started, 3)}),
         "config": config.raw,
         "config_file": config.source,
         "config_sha256": config.digest(),

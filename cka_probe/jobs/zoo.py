@@ -56,10 +56,10 @@ from .._choices import INTERVAL_SCORES, SUMMARY_SCORES
 from .._files import sha256_bytes
 from ..engine._io import atomic_path, ensure_writable_dir, new_output_dir, safe_name
 from ..engine.cache import CacheCorruptWarning, feature_key, key_digest
-from ..engine.estimation import CKASettings, math_input, number_formats, pair_tables, pooling_description
+from ..engine.estimation import CKASettings, math_input, pair_tables, pooling_description
 from ..engine.executors import features_for_models
 from ..engine.features import ModelFailure, model_provenance, resolve_cache, resolve_device
-from ..engine.provenance import output_header, sha256_text
+from ..engine.provenance import sha256_text
 from ..errors import CKAProbeError, OutputNameError
 from .config import ConfigError, JobConfig
 from .preflight import check_models
@@ -196,22 +196,12 @@ def _run_zoo(
     files = _write_outputs(
         out, config, long, summary, models, score, working, keep_pair_files=pairs_reused, heading=heading
     )
-    settings = config.cka_settings()
     manifest = {
-        **output_header(
-            models={label: model_provenance(ext) for label, ext in working.items()},
-            data=probe.provenance(),
-            n=probe.n,
-            seed=data["seed"],
-            batch_size=data["batch_size"] or probe.n,
-            layers={label: ext.layer_provenance() for label, ext in working.items()},
-            pools=[analysis["pool"]],
-            pooling=pooling_description(analysis["pool"]),
-            tokens={label: config.settings_for(label).tokens for label in working},
-            settings=settings.record(),
-            dtype=number_formats([analysis["pool"]], settings.precision),
-            device=str(device),
-            seconds={
+        **config.output_header(
+            working,
+            probe,
+            device,
+            {
                 "features": round(feature_seconds, 3),
                 "pairs": round(pair_seconds, 3),
                 "total": round(time.perf_counter() - started, 3),
