@@ -372,18 +372,23 @@ def cka_training_table(trajectories: Mapping[str, Mapping[str, Any]], pair: str)
 def draw_heatmaps(evaluation: dict[str, Any], path: Path) -> None:
     import pandas as pd
 
-    from cka_probe.plots import new_figure, plot_cka_heatmap
+    from cka_probe.plots import names_fit_heatmap, new_figure, plot_cka_heatmap
 
     figure = new_figure(width=4.4 * len(METHODS), height=4.0 * len(PAIRS))
     axes = figure.subplots(len(PAIRS), len(METHODS), squeeze=False)
+    frames = {}
+    for pair in PAIRS:
+        for method in METHODS:
+            cell = evaluation["cka"][f"{pair}/{method}_seed{SEEDS[0]}"]
+            frames[pair, method] = pd.DataFrame(cell["values"], index=cell["rows"], columns=cell["cols"])
+    # --labels auto once for the figure: names on every panel where they fit on all, else numbers on all
+    fits = all(names_fit_heatmap(frames[p, m], axes[r][c]) for r, p in enumerate(PAIRS) for c, m in enumerate(METHODS))
     for row, pair in enumerate(PAIRS):
         student, teacher = (MODELS[PAIRS[pair][role]][2] for role in ("student", "teacher"))
         for col, method in enumerate(METHODS):
-            cell = evaluation["cka"][f"{pair}/{method}_seed{SEEDS[0]}"]
-            frame = pd.DataFrame(cell["values"], index=cell["rows"], columns=cell["cols"])
-            plot_cka_heatmap(frame, ax=axes[row][col], title=f"{method}, seed {SEEDS[0]}",
+            plot_cka_heatmap(frames[pair, method], ax=axes[row][col], title=f"{method}, seed {SEEDS[0]}",
                              xlabel=f"layers of the {teacher} teacher", ylabel=f"layers of the {student} student",
-                             colorbar=col == len(METHODS) - 1)  # fmt: skip
+                             labels="names" if fits else "index", colorbar=col == len(METHODS) - 1)  # fmt: skip
     figure.suptitle(f"Linear CKA after training, student (rows) against teacher (columns): activation layers, "
                     f"mean-pooled, {evaluation['probe_images']} class-balanced Fashion-MNIST test images")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)

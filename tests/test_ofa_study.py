@@ -115,3 +115,28 @@ def test_one_seed_is_refused_before_any_work(study, capsys, tmp_path):
     assert exit_info.value.code == 2
     assert "give at least two different --seeds" in capsys.readouterr().err
     assert not (tmp_path / "study").exists()
+
+
+def test_heatmaps_decide_names_or_numbers_once_for_the_figure(study, tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    short = [f"l{i}" for i in range(4)]
+    long = [f"blocks.{i}.a.rather.long.layer.name.that.does.not.fit" for i in range(40)]
+    evaluation = {"cka": {}, "probe_images": 8}
+    for p, pair in enumerate(study.PAIRS):
+        for method in study.METHODS:
+            rows = long if p == 0 and method == "kd" else short  # one panel's names cannot fit
+            evaluation["cka"][f"{pair}/{method}_seed{study.SEEDS[0]}"] = {
+                "rows": rows, "cols": short, "values": [[0.5] * len(short) for _ in rows]
+            }  # fmt: skip
+    figures = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    study.draw_heatmaps(evaluation, tmp_path / "h.png")
+    heatmaps = [ax for ax in figures[0].axes if ax.get_title()]
+    assert len(heatmaps) == len(study.PAIRS) * len(study.METHODS)
+    for ax in heatmaps:  # numbers on every panel, since one panel's names do not fit
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert labels and all(label.isdigit() for label in labels), labels
