@@ -245,6 +245,22 @@ class ModelRequest:
     def display(self) -> str:
         return self.label or self.name
 
+    def load(self, device: torch.device | str, weights: str | None = None):
+        """The requested model, built by :func:`cka_probe.models.load_model` on ``device`` (``weights``: the
+        request's own unless given, e.g. ``"random"`` to check a name and a checkpoint without the hub)."""
+        from ..models import load_model
+
+        return load_model(
+            self.name,
+            weights=self.weights if weights is None else weights,
+            checkpoint=self.checkpoint,
+            seed=self.seed,
+            device=device,
+            checkpoint_select=self.checkpoint_select,
+            num_classes=self.num_classes,
+            img_size=self.img_size,
+        )
+
     def key_record(self) -> dict[str, Any]:
         """What identifies this model's weights without building it (or downloading anything).
 
@@ -339,23 +355,14 @@ def model_features(
     ``extra["model"]`` holds the model's provenance, ``extra["cached"]`` whether the pass was skipped.
     """
     from ..data import batches
-    from ..models import load_model, transform_for
+    from ..models import transform_for
 
     key = feature_key(request.key_record(), probe.provenance(), settings.record()) if cache is not None else None
     if key is not None:
         hit = cache.load(key)
         if hit is not None:
             return ExtractedFeatures(**hit).to(device)
-    loaded = load_model(
-        request.name,
-        weights=request.weights,
-        checkpoint=request.checkpoint,
-        seed=request.seed,
-        device=device,
-        checkpoint_select=request.checkpoint_select,
-        num_classes=request.num_classes,
-        img_size=request.img_size,
-    )
+    loaded = request.load(device)
     bounds = minibatch_bounds(probe.n, settings.batch_size)
     spool = gram_spool(settings.pool, len(bounds), cache)
     extracted = extract_features(

@@ -20,21 +20,6 @@ from ..errors import CKAProbeError
 __all__ = ["check_model", "check_models"]
 
 
-def _build(request, weights: str, device: str):
-    from ..models import load_model
-
-    return load_model(
-        request.name,
-        weights=weights,
-        checkpoint=request.checkpoint,
-        seed=request.seed,
-        device=device,
-        num_classes=request.num_classes,
-        checkpoint_select=request.checkpoint_select,
-        img_size=request.img_size,
-    )
-
-
 def check_model(request, layers: Any = "activations"):
     """Resolve one model as a job names it, without a forward pass.
 
@@ -63,11 +48,11 @@ def check_model(request, layers: Any = "activations"):
         warnings.simplefilter("ignore")  # copies onto meta tensors, and missing keys warned when the model loads
         try:
             with torch.device("meta"):
-                loaded = _build(request, weights, "meta")
+                loaded = request.load("meta", weights)
         except CKAProbeError:
             raise
         except (RuntimeError, NotImplementedError):  # a model whose constructor needs real tensors
-            loaded = _build(request, weights, "cpu")
+            loaded = request.load("cpu", weights)
     if not (isinstance(layers, str) and layers == DEFAULT_LAYERS):
         select_layers(loaded.model, layers)
     return loaded
