@@ -103,7 +103,9 @@ class TrainConfig(Section):
     steps), lr, min_lr, opt (timm name: ``sgd`` is SGD with Nesterov momentum, ``momentum`` plain
     momentum, ``adamw``), weight_decay, sched (``step``: times decay_rate every decay_epochs, dropping at
     epochs 30, 60, 90 for 30; ``multistep``: timm's, which drops one epoch before each of
-    decay_milestones; ``cosine``), warmup_epochs from warmup_lr, ema_decay (``None``: no EMA).
+    decay_milestones; ``cosine``), warmup_epochs from warmup_lr, sched_on_updates (step the schedule after
+    every optimiser update, timm ``train.py``'s ``--sched-on-updates``, so that warmup and decay follow the
+    steps; ``false``: once per epoch, as the official OFA-KD runs), ema_decay (``None``: no EMA).
     weight_decay_exempt_embeddings: ``false`` (default) decays every weight of two or more dimensions,
     position embeddings, class token and Swin's relative-position bias tables included, as the official
     OFA-KD code does (its optimiser sees the distiller, which has no ``no_weight_decay()``); ``true``
@@ -171,6 +173,7 @@ class TrainConfig(Section):
     decay_rate: Number = Field(0.1, gt=0)
     warmup_epochs: int = Field(20, ge=0)
     warmup_lr: Number = Field(1e-5, ge=0)
+    sched_on_updates: bool = False
     ema_decay: Number | None = Field(None, gt=0, lt=1)
     clip_grad: Number | None = Field(None, gt=0)
     weight_decay_exempt_embeddings: bool = False

@@ -228,7 +228,7 @@ class Trainer:
         from timm.utils import ModelEmaV3
 
         self.optimizer = build_optimizer(self.task.trainable, config)
-        self.scheduler = build_scheduler(self.optimizer, config)
+        self.scheduler = build_scheduler(self.optimizer, config, self._steps_per_epoch())
         self.ema = ModelEmaV3(self.task.student, decay=config.ema_decay) if config.ema_decay else None
         self.eraser = self._create_eraser()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
@@ -332,6 +332,14 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
+    def _steps_per_epoch(self) -> int:
+        """Optimiser updates in one epoch: this process's whole micro-batches (its sampler and loader drop the
+        remainders) over the accumulation steps, at most ``limit_train_batches``."""
+        micro_batches = len(self.train_set) // self.dist.world_size // self.local_batch
+        steps = micro_batches // self.config.grad_accum_steps
+        limit = self.config.limit_train_batches
+        return steps if limit is None else min(steps, limit)
+
     def _val_loader(self) -> DataLoader:
         """Every ``world_size``-th validation image from this rank on: the shards cover the set exactly once."""
         indices = list(range(self.dist.rank, len(self.val_set), self.dist.world_size))
@@ -354,9 +362,7 @@ class Trainer:
         accum = config.grad_accum_steps
         self.task.train()
         loader = self._train_loader()
-        steps_in_epoch = len(loader) // accum
-        if config.limit_train_batches is not None:
-            steps_in_epoch = min(steps_in_epoch, config.limit_train_batches)
+        steps_in_epoch = self._steps_per_epoch()
         totals: dict[str, torch.Tensor] = {}
         micro_batches = steps = 0
         bar = tqdm(
@@ -396,6 +402,8 @@ class Trainer:
             steps += 1
             if self.ema is not None:
                 self.ema.update(self.task.student, step=self.step)
+            if self.scheduler is not None and config.sched_on_updates:
+                self.scheduler.step_update(self.step)
             bar.update(1)
             if self.progress and steps % 10 == 0:
                 bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
@@ -498,6 +506,8 @@ class Trainer:
             # would run past its end (at min_lr, 0 in some recipes) instead of along the longer schedule.
             self.scheduler.step(self.epoch)
         self.step = int(state["step"])
+        if self.scheduler is not None and self.config.sched_on_updates:
+            self.scheduler.step_update(self.step)
         self.best = {key: dict(value) for key, value in state.get("best", {}).items()}
 
     # ------------------------------------------------------------------ the run
@@ -677,8 +687,9 @@ def build_optimizer(trainable: nn.Module, config: TrainConfig) -> torch.optim.Op
         raise ConfigError(f"optimizer {config.opt!r}: {' '.join(str(exc).split())}") from None
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    """timm's per-epoch learning-rate scheduler of the recipe (``None`` for ``sched: none``)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, updates_per_epoch: int = 0):
+    """timm's learning-rate scheduler of the recipe (``None`` for ``sched: none``): stepped per epoch, or per
+    optimiser update with ``sched_on_updates`` (then ``updates_per_epoch`` converts its epochs to updates)."""
     from timm.scheduler import create_scheduler_v2
 
     scheduler, _ = create_scheduler_v2(
@@ -691,6 +702,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
         min_lr=config.min_lr,
         warmup_lr=config.warmup_lr,
         warmup_epochs=config.warmup_epochs,
+        step_on_epochs=not config.sched_on_updates,
+        updates_per_epoch=updates_per_epoch,
     )
     if scheduler is None and config.sched != "none":
         raise ConfigError(f"unknown sched {config.sched!r}; use {one_of(SCHEDULES)}")

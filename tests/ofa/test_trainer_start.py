@@ -75,6 +75,48 @@ def test_resume_with_more_epochs_follows_the_longer_schedule(tmp_path, make_data
         assert record["lr"] == pytest.approx(expected[record["epoch"]], rel=1e-12)
 
 
+def test_sched_on_updates_follows_warmup_and_cosine_step_by_step(tmp_path, make_datasets):
+    """timm train.py's --sched-on-updates: linear warmup over warmup_epochs' updates, then the cosine of the
+    whole run (timm's default, warmup_prefix off: the cosine's clock starts at update 0, as the per-epoch
+    schedules do), the learning rate of every update written from the formula (3 updates an epoch here)."""
+    import math
+
+    lr, min_lr, warmup_lr, per_epoch, epochs = 0.1, 0.001, 0.01, 3, 3
+    config = _config(
+        tmp_path, epochs=epochs, lr=lr, min_lr=min_lr, warmup_lr=warmup_lr, warmup_epochs=1, sched_on_updates=True,
+        limit_train_batches=per_epoch,
+    )  # fmt: skip
+    trainer = Trainer(config, datasets=make_datasets())
+    seen = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.fit()
+    total, warmup = epochs * per_epoch, per_epoch
+    expected = [
+        warmup_lr + t * (lr - warmup_lr) / warmup
+        if t < warmup
+        else min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t / total))
+        for t in range(total)
+    ]
+    assert seen == pytest.approx(expected, rel=1e-9)
+
+
+def test_sched_on_updates_resumes_at_the_step_it_stopped(tmp_path, make_datasets):
+    values = {"epochs": 3, "lr": 0.1, "min_lr": 0.001, "sched_on_updates": True, "limit_train_batches": 2}
+    whole = Trainer(_config(tmp_path / "a", **values), datasets=make_datasets()).fit()
+    Trainer(_config(tmp_path / "b", **values), datasets=make_datasets()).fit(stop_after=1)
+    resumed = Trainer(_config(tmp_path / "b", **values), datasets=make_datasets()).fit(resume="last")
+    expected = {record["epoch"]: record["lr"] for record in whole.history}
+    assert [record["epoch"] for record in resumed.history] == [2, 3]
+    for record in resumed.history:
+        assert record["lr"] == pytest.approx(expected[record["epoch"]], rel=1e-12)
+
+
 # --------------------------------------------------------------------------- initial checkpoint
 
 
