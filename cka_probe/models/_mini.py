@@ -20,8 +20,8 @@ Example:
     >>> timm.create_model("mixer_mini_patch7", num_classes=10).stem.num_patches
     16
     >>> from cka_probe.models import family_of
-    >>> family_of("mixer_mini_patch4")
-    'mlp'
+    >>> family_of("mixer_mini_patch4"), family_of("mixer_mini_patch7")
+    ('mlp', 'mlp')
 """
 
 from __future__ import annotations
@@ -79,3 +79,4 @@ def mixer_mini_patch7(pretrained: bool = False, **kwargs) -> MlpMixer:
 
 
 register_alias("mixer_mini", "mixer_mini_patch4", "mlp")
+register_alias("mixer_mini_patch7", "mixer_mini_patch7", "mlp")  # its family (the module is not timm's)
