@@ -72,6 +72,12 @@ def pool_activation(
             'pool_activation pools over positions; for pool="flatten" use flattened_gram or flatten_activation'
         )
     _check_choice("pool", pool, POOLS)
+    _check_layout_and_tokens(layout, tokens)
+    return _pool(activation, layout, prefix_tokens, tokens, pool)
+
+
+def _pool(activation: torch.Tensor, layout: str, prefix_tokens: int, tokens: str, pool: str) -> torch.Tensor:
+    """:func:`pool_activation` on settings checked once by the caller (the recorder, per hook call)."""
     activation = _select_tokens(activation, layout, prefix_tokens, tokens)
     spatial_dims = LAYOUTS[layout][1]
     if layout == TOKEN_LAYOUT and prefix_tokens > 0 and tokens == "cls":
@@ -104,6 +110,7 @@ def flatten_activation(
         >>> flatten_activation(x, "NHWC").tolist()  # channel 0's positions, then channel 1's
         [[0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0]]
     """
+    _check_layout_and_tokens(layout, tokens)
     activation = _select_tokens(activation, layout, prefix_tokens, tokens)
     if activation.ndim == 2:
         return activation
@@ -157,6 +164,14 @@ def flattened_gram(
         ([[5.0, -5.0], [-5.0, 5.0]], 2)
     """
     _check_choice("precision", precision, PRECISIONS)
+    _check_layout_and_tokens(layout, tokens)
+    return _gram(activation, layout, prefix_tokens, tokens, precision)
+
+
+def _gram(
+    activation: torch.Tensor, layout: str, prefix_tokens: int, tokens: str, precision: str
+) -> tuple[torch.Tensor, int]:
+    """:func:`flattened_gram` on settings checked once by the caller (the recorder, per hook call)."""
     rows = _rows_in_memory_order(_select_tokens(activation, layout, prefix_tokens, tokens))
     n, width = rows.shape
     single = precision == "float32"
@@ -196,8 +211,6 @@ def flattened_gram(
 
 def _select_tokens(activation: torch.Tensor, layout: str, prefix_tokens: int, tokens: str) -> torch.Tensor:
     """Check the rank against the layout and apply the token rule; detached, positions kept."""
-    check_layout_name(layout)
-    _check_choice("tokens", tokens, TOKENS)
     spatial_dims = LAYOUTS[layout][1]
     if activation.ndim != len(spatial_dims) + 2:
         raise ShapeError(
@@ -228,6 +241,11 @@ def _rows_in_memory_order(activation: torch.Tensor) -> torch.Tensor:
         return activation.reshape(activation.shape[0], -1)
     order = sorted(range(1, activation.ndim), key=lambda d: -activation.stride(d))
     return activation.permute(0, *order).reshape(activation.shape[0], -1)
+
+
+def _check_layout_and_tokens(layout: str, tokens: str) -> None:
+    check_layout_name(layout)
+    _check_choice("tokens", tokens, TOKENS)
 
 
 def _check_choice(argname: str, value: str, choices: tuple[str, ...]) -> None:

@@ -50,7 +50,7 @@ from torch import nn
 from .._choices import POOLS, PRECISIONS, TOKENS
 from ..errors import ArgumentError, CaptureError, FlattenWidthError, LayerSelectionError, ShapeError
 from .layouts import TOKEN_LAYOUT, LayerLayout, ancestors_of, class_token_counts, parse_layouts, resolve_layout
-from .pooling import FLATTEN, flattened_gram, pool_activation
+from .pooling import FLATTEN, _gram, _pool  # the settings were checked once, in __init__
 from .selection import DEFAULT_LAYERS, LayerSpec, no_match_message, select_layers
 
 __all__ = ["FeatureRecorder", "LayerInfo", "describe_layers"]
@@ -398,9 +398,9 @@ class FeatureRecorder:
                 self._pending_skipped[label] = reason
                 return
         if self.pool == FLATTEN:
-            recorded, width = flattened_gram(output, layout.layout, layout.prefix_tokens, self.tokens, self.precision)
+            recorded, width = _gram(output, layout.layout, layout.prefix_tokens, self.tokens, self.precision)
         else:
-            recorded = pool_activation(output, layout.layout, layout.prefix_tokens, self.tokens, self.pool)
+            recorded = _pool(output, layout.layout, layout.prefix_tokens, self.tokens, self.pool)
             width = int(recorded.shape[1])
         self._pending.append((label, recorded, width, shape, layout))
 

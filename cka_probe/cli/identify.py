@@ -164,7 +164,11 @@ def identify(
                 "identify needs at least two checkpoints of one architecture, got none; pass their paths or a glob, "
                 "or --config FILE"
             )
-        settings = parse_identify_config({"checkpoints": list(checkpoints)}, overrides, "--set")
+        from ..engine.estimation import FLAGS
+        from ..jobs.identify import IDENTIFY_KEYS
+
+        names = IDENTIFY_KEYS if sets else FLAGS  # the options alone: their messages name the options
+        settings = parse_identify_config({"checkpoints": list(checkpoints)}, overrides, "--set", names)
 
     fmt = opt.split_formats(formats)
     check_output_name(stem, "--name")

@@ -28,6 +28,9 @@ from .spool import SpooledGrams
 
 __all__ = [
     "CKASettings",
+    "FLAGS",
+    "JOB_KEYS",
+    "SettingNames",
     "check_pooling",
     "math_input",
     "pair_tables",
@@ -50,6 +53,55 @@ _POOLING = {
 def pooling_description(pool: str) -> str:
     """How features were reduced before CKA, as recorded in every output's provenance."""
     return _POOLING[pool]
+
+
+@dataclass(frozen=True)
+class SettingNames:
+    """How the caller spells each setting, so that a check's message names the fix in the caller's terms: the
+    command-line options (:data:`FLAGS`) or a job file's keys (:data:`JOB_KEYS`).
+
+    Example:
+        >>> FLAGS.set("estimator", "full"), JOB_KEYS.set("estimator", "full"), JOB_KEYS.set("n")
+        ('--estimator full', 'analysis.estimator: full', 'data.n')
+    """
+
+    names: Mapping[str, str]
+
+    def set(self, key: str, value: Any = None) -> str:
+        """The setting ``key`` (set to ``value``, when given) as the caller writes it."""
+        name = self.names[key]
+        if value is None:
+            return name
+        return f"{name} {value}" if name.startswith("-") else f"{name}: {value}"
+
+
+FLAGS = SettingNames(
+    {
+        "kernel": "--kernel",
+        "estimator": "--estimator",
+        "precision": "--precision",
+        "unbiased": "--unbiased",
+        "sigma_frac": "the RBF bandwidth fraction",
+        "batch_size": "--batch-size",
+        "n": "-n",
+        "pool": "--pool",
+    }
+)
+"""The command-line options of compare and identify (and the keywords of their Python calls)."""
+
+JOB_KEYS = SettingNames(
+    {
+        "kernel": "analysis.kernel",
+        "estimator": "analysis.estimator",
+        "precision": "analysis.precision",
+        "unbiased": "analysis.unbiased",
+        "sigma_frac": "analysis.sigma_frac",
+        "batch_size": "data.batch_size",
+        "n": "data.n",
+        "pool": "analysis.pool",
+    }
+)
+"""The keys of figure, zoo and identify job files (``analysis.pools`` is identify's ``analysis.pool``)."""
 
 
 @dataclass(frozen=True)
@@ -76,28 +128,41 @@ class CKASettings:
     batch_size: int | None = None
     precision: str = "float64"
 
-    def check(self, n: int | None = None) -> CKASettings:
-        """Refuse settings that cannot give a number, before any model runs; returns ``self``."""
+    def check(self, n: int | None = None, names: SettingNames = FLAGS) -> CKASettings:
+        """Refuse settings that cannot give a number, before any model runs; returns ``self``.
+
+        The one check of these settings on every path (compare, identify, figure and zoo files); ``names``
+        spells the fix in the caller's terms. Inner layers trust settings that passed it.
+        """
+        say = names.set
         if self.kernel not in KERNELS:
-            raise ConfigError(f"unknown kernel {self.kernel!r}; choose --kernel {' or '.join(KERNELS)}")
+            raise ConfigError(f"unknown kernel {self.kernel!r}; choose {say('kernel')} {' or '.join(KERNELS)}")
         if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"unknown estimator {self.estimator!r}; choose --estimator {' or '.join(ESTIMATORS)}")
+            raise ConfigError(
+                f"unknown estimator {self.estimator!r}; choose {say('estimator')} {' or '.join(ESTIMATORS)}"
+            )
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose --precision {' or '.join(PRECISIONS)}")
+            raise ConfigError(
+                f"unknown precision {self.precision!r}; choose {say('precision')} {' or '.join(PRECISIONS)}"
+            )
         if self.precision != "float64" and self.estimator != "full":
-            raise ConfigError("--precision float32 applies to the full estimator; use --estimator full or float64")
+            raise ConfigError(
+                f"{say('precision', self.precision)} applies to the full estimator; use {say('estimator', 'full')} "
+                f"or {say('precision', 'float64')}"
+            )
         if not self.sigma_frac > 0:
-            raise ConfigError(f"the RBF bandwidth fraction must be positive, got {self.sigma_frac}")
+            raise ConfigError(f"{say('sigma_frac')} must be positive, got {self.sigma_frac}")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be a positive number of images, got {self.batch_size}")
+            raise ConfigError(f"{say('batch_size')} must be a positive number of images, got {self.batch_size}")
         if n is not None:
             if n < 2:
-                raise ShapeError(f"n={n} images cannot give a CKA; use -n 2 or more (128 as in the paper)")
+                raise ShapeError(f"n={n} images cannot give a CKA; use {say('n', 2)} or more (128 as in the paper)")
             if self.uses_unbiased and n < MIN_BATCH:
-                raise ShapeError(f"the unbiased estimator needs n >= 4 images, got n={n}; raise -n or drop --unbiased")
+                fix = f"drop {say('unbiased')}" if self.estimator == "full" else f"use {say('estimator', 'full')}"
+                raise ShapeError(f"the unbiased estimator needs n >= 4 images, got n={n}; raise {say('n')} or {fix}")
         if self.estimator == "minibatch" and self.batch_size is not None and self.batch_size < MIN_BATCH:
             raise ShapeError(
-                f"the minibatch estimator needs batches of 4 or more images, got --batch-size {self.batch_size}"
+                f"the minibatch estimator needs batches of 4 or more images, got {say('batch_size', self.batch_size)}"
             )
         return self
 
@@ -151,8 +216,9 @@ def number_formats(pools: Sequence[str], precision: str) -> str:
     return ", ".join(parts)
 
 
-def check_pooling(pool: str, settings: CKASettings, n: int | None) -> None:
-    """Refuse a pooling that the estimator cannot use, before any model runs.
+def check_pooling(pool: str, settings: CKASettings, n: int | None, names: SettingNames = FLAGS) -> None:
+    """Refuse a pooling that the estimator cannot use, before any model runs (``names``: as in
+    :meth:`CKASettings.check`).
 
     Flattened features are kept as one Gram per forward batch, never as features, so the full
     estimator needs all n images in one batch (the Gram of all n); over several batches only the
@@ -162,9 +228,11 @@ def check_pooling(pool: str, settings: CKASettings, n: int | None) -> None:
     if pool != "flatten" or settings.estimator != "full":
         return
     if settings.batch_size is not None and n is not None and settings.batch_size < n:
+        say = names.set
         raise ConfigError(
-            f"--pool flatten with --estimator full needs all n={n} images in one forward batch, got --batch-size "
-            f"{settings.batch_size}; drop --batch-size (memory grows with n^2 only), or use --estimator minibatch"
+            f"{say('pool', 'flatten')} with {say('estimator', 'full')} needs all n={n} images in one forward batch, "
+            f"got {say('batch_size', settings.batch_size)}; drop {say('batch_size')} (memory grows with n^2 only), "
+            f"or use {say('estimator', 'minibatch')}"
         )
 
 
@@ -241,8 +309,7 @@ def pair_tables(
         for layer, value in features[label].items():
             device = device or (value.device if isinstance(value, (torch.Tensor, SpooledGrams)) else value[0].device)
             combined[f"{label}{LAYER_SEPARATOR}{layer}"] = recorded_to(value, device)
-    n = sum(_batch_sizes(next(iter(combined.values()))))
-    settings.check(n)
+    n = sum(_batch_sizes(next(iter(combined.values()))))  # settings were checked where they entered
     if settings.estimator == "full":
         everything = cka_matrix(
             {name: math_input(value, name) for name, value in combined.items()},

@@ -49,7 +49,7 @@ from .._choices import (
     Weights,
 )
 from .._config import DeviceName, Section, parse_overrides, read_yaml, set_dotted, validate
-from ..engine.estimation import CKASettings, check_pooling
+from ..engine.estimation import JOB_KEYS, CKASettings, check_pooling
 from ..engine.provenance import sha256_text
 from ..errors import CKAProbeError, ConfigError
 
@@ -191,36 +191,13 @@ class _Job(Section):
                 raise ValueError(f"models[{i}]: label {label!r} is used twice; give each model a unique label")
             seen.add(label)
         analysis, data = self.analysis, self.data
-        settings = CKASettings(
-            kernel=analysis.kernel,
-            unbiased=analysis.unbiased,
-            sigma_frac=analysis.sigma_frac,
-            estimator=analysis.estimator,
-            batch_size=data.batch_size,
-            precision=analysis.precision,
-        )
-        if analysis.precision != "float64" and analysis.estimator != "full":
-            raise ValueError("analysis.precision: float32 applies to the full estimator; set analysis.estimator: full")
-        if (settings.uses_unbiased or analysis.permutations or analysis.bootstrap) and data.n < 4:
-            raise ValueError(f"data.n: the unbiased estimator and the statistics need n >= 4, got {data.n}")
+        if (analysis.permutations or analysis.bootstrap) and data.n < 4:
+            raise ValueError(f"data.n: the permutation test and the bootstrap need n >= 4, got {data.n}")
         if (analysis.permutations or analysis.bootstrap) and analysis.estimator != "full":
             raise ValueError(
                 "analysis.permutations and analysis.bootstrap resample the full estimator; set analysis.estimator: full"
             )
-        try:
-            check_pooling(analysis.pool, settings, data.n)
-        except CKAProbeError as exc:
-            raise ValueError(
-                str(exc)
-                .replace("--pool flatten", "analysis.pool: flatten")
-                .replace("--estimator", "analysis.estimator")
-                .replace("--batch-size", "data.batch_size")
-            ) from None
-        if analysis.estimator == "minibatch" and data.batch_size is not None and data.batch_size < 4:
-            raise ValueError(
-                f"data.batch_size: the minibatch estimator needs batches of 4 or more, got {data.batch_size}"
-            )
-        return self
+        return self  # the CKA settings themselves: CKASettings.check, after the schema (parse_job_config)
 
 
 class FigureJob(_Job):
@@ -383,6 +360,19 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
     for dotted, value in parse_overrides(overrides or {}).items():
         set_dotted(raw, dotted, value)
     job = validate(SCHEMAS[kind], raw, where)
+    cka = CKASettings(
+        kernel=job.analysis.kernel,
+        unbiased=job.analysis.unbiased,
+        sigma_frac=job.analysis.sigma_frac,
+        estimator=job.analysis.estimator,
+        batch_size=job.data.batch_size,
+        precision=job.analysis.precision,
+    )
+    try:  # the check compare runs, its message in this file's keys
+        cka.check(job.data.n, JOB_KEYS)
+        check_pooling(job.analysis.pool, cka, job.data.n, JOB_KEYS)
+    except CKAProbeError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
     checked = job.model_dump()
     models, model_layers, model_tokens, model_layouts = [], {}, {}, {}
     for entry in job.models:

@@ -52,7 +52,10 @@ from ..capture import parse_layouts
 from ..capture.pooling import FLATTEN
 from ..engine._io import atomic_paths, check_outputs, ensure_writable_dir
 from ..engine.estimation import (
+    FLAGS,
+    JOB_KEYS,
     CKASettings,
+    SettingNames,
     check_pooling,
     minibatch_bounds,
     number_formats,
@@ -79,6 +82,9 @@ __all__ = [
 ]
 
 DEFAULT_POOLS = ("mean", FLATTEN)
+
+IDENTIFY_KEYS = SettingNames({**JOB_KEYS.names, "pool": "analysis.pools"})
+"""An identify file's keys, for the messages of the checks it shares with compare."""
 
 
 @dataclass(frozen=True)
@@ -196,9 +202,12 @@ def load_identify_config(path: str | Path, overrides: Any = None) -> dict[str, A
     return parse_identify_config(read_yaml(path, "identify config"), overrides, str(path))
 
 
-def parse_identify_config(raw: Any, overrides: Any = None, source: str = "identify config") -> dict[str, Any]:
+def parse_identify_config(
+    raw: Any, overrides: Any = None, source: str = "identify config", names: SettingNames = IDENTIFY_KEYS
+) -> dict[str, Any]:
     """An ``identify`` configuration mapping (see :func:`load_identify_config`), with ``overrides`` set, checked
-    and turned into keyword arguments of :func:`identify`."""
+    and turned into keyword arguments of :func:`identify`. ``names`` spells the settings in the messages of the
+    CKA checks: the file's keys, or :data:`~cka_probe.engine.estimation.FLAGS` where options alone set them."""
     from .config import IdentifyJob
 
     raw = copy.deepcopy(raw) if raw is not None else {}
@@ -207,28 +216,40 @@ def parse_identify_config(raw: Any, overrides: Any = None, source: str = "identi
     for dotted, value in parse_overrides(overrides or {}).items():
         set_dotted(raw, dotted, value)
     job = validate(IdentifyJob, raw, source)
-    data, analysis = job.data.model_dump(), job.analysis.model_dump()
+    data, analysis = job.data, job.analysis
+    settings = CKASettings(
+        unbiased=analysis.unbiased,
+        estimator=analysis.estimator,
+        batch_size=data.batch_size,
+        precision=analysis.precision,
+    )
+    try:  # the check identify() runs, its message in the caller's terms
+        settings.check(data.n, names)
+        for pool in analysis.pools:
+            check_pooling(pool, settings, data.n, names)
+    except CKAProbeError as exc:
+        raise type(exc)(str(exc) if names is FLAGS else f"{source}: {exc}") from None
     checkpoints = [
         entry if isinstance(entry, str) else entry.model_dump(exclude_none=True) for entry in job.checkpoints
     ]
     return {
         "model": job.model,
         "checkpoints": checkpoints,
-        "data": data["source"],
-        "n": data["n"],
-        "seed": data["seed"],
-        "batch_size": data["batch_size"],
-        "skip_bad": data["skip_bad"],
-        "layers": analysis["layers"],
-        "tokens": analysis["tokens"],
-        "pools": tuple(analysis["pools"]),
-        "estimator": analysis["estimator"],
-        "unbiased": analysis["unbiased"],
-        "precision": analysis["precision"],
-        "device": analysis["device"],
-        "layouts": analysis["layouts"],
-        "checkpoint_select": analysis["checkpoint_key"],
-        "img_size": analysis["img_size"],
+        "data": data.source,
+        "n": data.n,
+        "seed": data.seed,
+        "batch_size": data.batch_size,
+        "skip_bad": data.skip_bad,
+        "layers": analysis.layers,
+        "tokens": analysis.tokens,
+        "pools": tuple(analysis.pools),
+        "estimator": analysis.estimator,
+        "unbiased": analysis.unbiased,
+        "precision": analysis.precision,
+        "device": analysis.device,
+        "layouts": analysis.layouts,
+        "checkpoint_select": analysis.checkpoint_key,
+        "img_size": analysis.img_size,
     }
 
 

@@ -71,7 +71,7 @@ def test_unknown_figure_formats():
     ({**BASE, "analysis": {"tokens": "first"}}, "analysis.tokens: .*\\(got 'first'\\)"),
     ({**BASE, "analysis": {"permutations": -1}}, "analysis.permutations: input should be greater than or equal to 0 \\(got -1\\)"),
     ({**BASE, "analysis": {"confidence": 1.5}}, r"analysis.confidence: input should be less than 1 \(got 1.5\)"),
-    ({**BASE, "data": {"n": 3}, "analysis": {"unbiased": True}}, "need n >= 4, got 3"),
+    ({**BASE, "data": {"n": 3}, "analysis": {"permutations": 10}}, "need n >= 4, got 3"),
     ({**BASE, "data": {"seed": 1.7}}, r"data.seed: input should be a valid integer \(got 1.7\)"),
     ({**BASE, "data": {"batch_size": 0}}, r"data.batch_size: input should be greater than or equal to 1"),
     ({**BASE, "analysis": {"estimator": "minibatch", "permutations": 5}}, "set analysis.estimator: full"),
@@ -80,6 +80,24 @@ def test_unknown_figure_formats():
 def test_zoo_config_values(raw, message):
     with pytest.raises(ConfigError, match=message):
         parse_job_config(raw, "zoo")
+
+
+@pytest.mark.parametrize("data, analysis, error, message", [
+    ({"n": 3}, {"unbiased": True}, ShapeError, "the unbiased estimator needs n >= 4 images, got n=3; raise data.n or drop analysis.unbiased$"),
+    ({"n": 8, "batch_size": 3}, {"estimator": "minibatch"}, ShapeError, "the minibatch estimator needs batches of 4 or more images, got data.batch_size: 3$"),
+    ({}, {"estimator": "minibatch", "precision": "float32"}, ConfigError, "analysis.precision: float32 applies to the full estimator; use analysis.estimator: full or analysis.precision: float64$"),
+    ({"n": 8, "batch_size": 4}, {"pool": "flatten"}, ConfigError, "analysis.pool: flatten with analysis.estimator: full needs all n=8 images in one forward batch, got data.batch_size: 4; drop data.batch_size"),
+])  # fmt: skip
+def test_job_files_get_compares_check_in_their_own_keys(data, analysis, error, message):
+    """One check of the CKA settings (CKASettings.check, check_pooling) on every path: a job file's mistake
+    has the error type compare's has, and its message names the file's keys."""
+    raw = {**BASE, "data": {**BASE.get("data", {}), **data}, "analysis": analysis}
+    with pytest.raises(error, match="^zoo config: " + message):
+        parse_job_config(raw, "zoo")
+    cli_kwargs = {**data, **{k: v for k, v in analysis.items()}}
+    cli_kwargs.setdefault("n", 128)
+    with pytest.raises(error):
+        _compare(**cli_kwargs)
 
 
 @pytest.mark.parametrize("panels, message", [

@@ -12,7 +12,13 @@ from torch import nn
 
 from cka_probe.data import batches, load_probe_set
 from cka_probe.errors import ConfigError, IdentifyError, OutputExistsError
-from cka_probe.jobs.identify import identification_scores, identify, load_identify_config, resolve_networks
+from cka_probe.jobs.identify import (
+    identification_scores,
+    identify,
+    load_identify_config,
+    parse_identify_config,
+    resolve_networks,
+)
 from cka_probe.models import load_model, transform_for
 
 from ..tiny_models import register_tiny
@@ -316,6 +322,10 @@ def test_layer_lists_that_differ(checkpoints):
 def test_flatten_full_estimator_needs_one_batch(checkpoints):
     with pytest.raises(ConfigError, match="--pool flatten with --estimator full needs all n=16 images"):
         identify(TINY, checkpoints, "synthetic", n=16, batch_size=8, estimator="full", progress=False)
+    # the same check in a file's keys, before any model runs
+    raw = {"checkpoints": checkpoints, "data": {"source": "synthetic", "n": 16, "batch_size": 8}}
+    with pytest.raises(ConfigError, match="^f.yaml: analysis.pools: flatten with analysis.estimator: full needs all"):
+        parse_identify_config(raw, source="f.yaml")
 
 
 def test_config_file(tmp_path, checkpoints):
