@@ -14,6 +14,7 @@ from ._version import __version__
 _PUBLIC = {
     "CKAProbeError": "errors",
     "CKAResult": "jobs",
+    "Side": "jobs",
     "compare": "jobs",
     "FeatureRecorder": "capture",
     "LayerInfo": "capture",

@@ -141,39 +141,28 @@ def compare(
     layouts = {"a": opt.parse_layouts(layouts_a, "--layouts-a"), "b": opt.parse_layouts(layouts_b, "--layouts-b")}
 
     from ..engine._io import check_outputs, new_output_dir
+    from ..jobs import Side, output_paths, output_stem, side_labels
     from ..jobs import compare as run_compare
-    from ..jobs import output_paths, output_stem, side_labels
 
-    stem = name or output_stem(
-        *side_labels(model_a, model_b, checkpoint_a, checkpoint_b, checkpoint_key_a, checkpoint_key_b)
-    )
+    side_a, side_b = (
+        Side(model, checkpoint, key, side_seed, classes, size, opt.split_layers(layers), side_tokens, layouts[side])
+        for side, model, checkpoint, key, side_seed, classes, size, layers, side_tokens in (
+            ("a", model_a, checkpoint_a, checkpoint_key_a, seed_a, num_classes_a, img_size_a, layers_a, tokens_a),
+            ("b", model_b, checkpoint_b, checkpoint_key_b, seed_b, num_classes_b, img_size_b, layers_b, tokens_b),
+        )
+    )  # fmt: skip
+    stem = name or output_stem(*side_labels(side_a, side_b))
     with new_output_dir(out) as directory:  # fails before any model runs; removed again if nothing is written
         check_outputs(output_paths(directory, stem, fmt).values(), overwrite)
         result = run_compare(
-            model_a,
-            model_b,
+            side_a,
+            side_b,
             data,
             n=num_images,
             batch_size=batch_size,
             seed=seed,
-            seed_a=seed_a,
-            seed_b=seed_b,
             weights=weights,
-            checkpoint_a=checkpoint_a,
-            checkpoint_b=checkpoint_b,
-            checkpoint_key_a=checkpoint_key_a,
-            checkpoint_key_b=checkpoint_key_b,
-            num_classes_a=num_classes_a,
-            num_classes_b=num_classes_b,
-            img_size_a=img_size_a,
-            img_size_b=img_size_b,
-            layers_a=opt.split_layers(layers_a),
-            layers_b=opt.split_layers(layers_b),
             tokens=tokens,
-            tokens_a=tokens_a,
-            tokens_b=tokens_b,
-            layouts_a=layouts["a"],
-            layouts_b=layouts["b"],
             pool=pool,
             kernel=kernel,
             unbiased=unbiased,

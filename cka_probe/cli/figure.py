@@ -34,7 +34,7 @@ def figure(config, sets, out, name, labels, cache_dir, no_cache, overwrite, no_p
     from ..engine._io import check_outputs, new_output_dir
     from ..jobs import figure_paths, make_figure
 
-    with new_output_dir(Path(out or job.output["dir"])):  # fails before any model runs
+    with new_output_dir(Path(out or job.output.dir)):  # fails before any model runs
         check_outputs(figure_paths(job, out).values(), overwrite)
         cache = opt.cache_setting(cache_dir, no_cache) if (cache_dir or no_cache) else None
         result = make_figure(job, progress=not no_progress, cache=cache)

@@ -10,6 +10,7 @@ from .._lazy import lazy_exports
 
 _PUBLIC = {
     "TOKEN_RULES": "comparison",
+    "Side": "comparison",
     "compare": "comparison",
     "side_labels": "comparison",
     "ConfigError": "config",

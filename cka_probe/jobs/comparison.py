@@ -33,16 +33,57 @@ from ..engine.features import (
     resolve_device,
 )
 from ..engine.provenance import TOKEN_RULES, output_header
-from ..errors import CKAProbeError, ConfigError, ShapeError
+from ..errors import ArgumentError, CKAProbeError, ConfigError, ShapeError
 from .result import CKAResult
 from .summary import DEFAULT_BAND
 
-__all__ = ["compare", "side_labels", "TOKEN_RULES"]
+__all__ = ["Side", "compare", "side_labels", "TOKEN_RULES"]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of :func:`compare`: a model and what to record of it, the ``*_a`` or ``*_b`` keywords of one side
+    in one value (``compare(Side("resnet18", checkpoint="run/best.pth"), "vit_s")``).
+
+    Attributes:
+        model: a model name (alias, timm name, or a training checkpoint that records its model) or a module.
+        checkpoint: local weights for it.
+        checkpoint_key: ``"auto"``, ``"student"`` or ``"ema"``: which weights of a training checkpoint.
+        seed: its random-weights seed (``None``: compare's ``seed``).
+        num_classes: its classifier size (``None``: the checkpoint's, else ImageNet's).
+        img_size: its input resolution over its own preprocessing.
+        layers: ``"activations"``, glob patterns or module names.
+        tokens: its token rule (``None``: compare's ``tokens``).
+        layouts: ``{layer pattern: layout}`` overrides.
+    """
+
+    model: Any
+    checkpoint: str | None = None
+    checkpoint_key: str = "auto"
+    seed: int | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    layers: Any = "activations"
+    tokens: str | None = None
+    layouts: Mapping[str, str] | None = None
+
+
+_PLAIN_SIDE = Side(None)
+
+
+def _side(value: Any, key: str, **keywords: Any) -> Side:
+    """``value`` as a :class:`Side`: a Side as it is (its keywords left at their defaults), else built from them."""
+    if not isinstance(value, Side):
+        return Side(value, **keywords)
+    for name, given in keywords.items():
+        if given != getattr(_PLAIN_SIDE, name):
+            raise ArgumentError(f"model {key} is a Side: set {name} in it rather than {name}_{key}=")
+    return value
 
 
 def compare(
-    a: str | nn.Module,
-    b: str | nn.Module,
+    a: str | nn.Module | Side,
+    b: str | nn.Module | Side,
     data: Any = "embedded",
     *,
     n: int | None = None,
@@ -83,7 +124,9 @@ def compare(
     every activation layer and averaged over their spatial dimensions, linear CKA.
 
     Args:
-        a, b: model names (aliases such as ``mobilenetv2``, ``vit_s``, or any timm name) or modules.
+        a, b: model names (aliases such as ``mobilenetv2``, ``vit_s``, or any timm name), modules, or
+            :class:`Side` values that carry one side's settings (then leave that side's ``*_a`` / ``*_b``
+            keywords out).
         data: a probe source (``"embedded"``, a directory, ``"fashion-mnist[:DIR]"``, ``"imagenette"``,
             ``"synthetic"``), a tensor of prepared images ``(N, 3, H, W)`` fed to both models as is, or an
             iterable of such tensors (or of ``(images, labels)`` pairs, e.g. a DataLoader).
@@ -137,31 +180,45 @@ def compare(
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling {pool!r}; choose --pool {', '.join(POOLS)}")
     check_pooling(pool, settings, n)
+    spec = {
+        key: _side(
+            value,
+            key,
+            checkpoint=checkpoint,
+            checkpoint_key=checkpoint_key,
+            seed=side_seed,
+            num_classes=classes,
+            img_size=size,
+            layers=layers,
+            tokens=side_tokens,
+            layouts=layouts,
+        )
+        for key, value, checkpoint, checkpoint_key, side_seed, classes, size, layers, side_tokens, layouts in (
+            ("a", a, checkpoint_a, checkpoint_key_a, seed_a, num_classes_a, img_size_a, layers_a, tokens_a, layouts_a),
+            ("b", b, checkpoint_b, checkpoint_key_b, seed_b, num_classes_b, img_size_b, layers_b, tokens_b, layouts_b),
+        )
+    }  # fmt: skip
     sides = {
-        "a": _Side(
-            *_named(a, checkpoint_a),
-            seed if seed_a is None else seed_a,
-            checkpoint_key_a,
-            num_classes_a,
-            img_size_a,
-            FeatureSettings(layers_a, _tokens(tokens_a or tokens), pool, _layouts(layouts_a), batch_size, precision),
-        ),
-        "b": _Side(
-            *_named(b, checkpoint_b),
-            seed if seed_b is None else seed_b,
-            checkpoint_key_b,
-            num_classes_b,
-            img_size_b,
-            FeatureSettings(layers_b, _tokens(tokens_b or tokens), pool, _layouts(layouts_b), batch_size, precision),
-        ),
+        key: _Side(
+            *_named(side.model, side.checkpoint),
+            seed if side.seed is None else side.seed,
+            side.checkpoint_key,
+            side.num_classes,
+            side.img_size,
+            FeatureSettings(
+                side.layers, _tokens(side.tokens or tokens), pool, _layouts(side.layouts), batch_size, precision
+            ),
+        )
+        for key, side in spec.items()
     }
     device = resolve_device(device)
-    label_a, label_b = side_labels(a, b, checkpoint_a, checkpoint_b, checkpoint_key_a, checkpoint_key_b)
+    label_a, label_b = side_labels(spec["a"], spec["b"])
 
     inputs = inputs or _Inputs(data, n=n, seed=seed, skip_bad=skip_bad, batch_size=batch_size)
-    same_model = isinstance(a, str) and sides["a"] == sides["b"]
+    named = isinstance(sides["a"].model, str) and isinstance(sides["b"].model, str)
+    same_model = named and sides["a"] == sides["b"]
     extracted = {}
-    if inputs.probe is not None and isinstance(a, str) and isinstance(b, str):
+    if inputs.probe is not None and named:
         store = resolve_cache(cache)
         for key, side in sides.items():
             if key == "b" and same_model:
@@ -219,7 +276,7 @@ def compare(
         ),
         "weights": {"a": model_a["weights"], "b": model_b["weights"]},
         "weights_seed": {"a": sides["a"].seed, "b": sides["b"].seed},
-        "layer_selection": {"a": _spec_text(layers_a), "b": _spec_text(layers_b)},
+        "layer_selection": {key: _spec_text(side.layers) for key, side in spec.items()},
         "layouts": {key: dict(side.settings.layouts) for key, side in sides.items()},
     }
     result.metadata["summary"] = {
@@ -291,13 +348,19 @@ def side_labels(
     (``"resnet18 · seed0/best.pth (epoch 7)"``), so two runs of one architecture read apart. Two files whose
     folder and name agree show more of their paths.
 
+    ``a`` and ``b`` may be :class:`Side` values, which carry their checkpoints and keys.
+
     >>> side_labels("resnet18", "vit_s")
     ('resnet18', 'vit_s')
     """
     from ..models import checkpoint_label
 
+    given = [
+        (side.model, side.checkpoint, side.checkpoint_key) if isinstance(side, Side) else (side, checkpoint, select)
+        for side, checkpoint, select in ((a, checkpoint_a, checkpoint_key_a), (b, checkpoint_b, checkpoint_key_b))
+    ]
     sides = []
-    for model, checkpoint, select in ((a, checkpoint_a, checkpoint_key_a), (b, checkpoint_b, checkpoint_key_b)):
+    for model, checkpoint, select in given:
         name, path = _named(os.fspath(model) if isinstance(model, os.PathLike) else model, checkpoint)
         if not isinstance(name, str):
             attached = getattr(name, "cka_probe_checkpoint", None)  # a module built by model_from_checkpoint

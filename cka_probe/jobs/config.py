@@ -263,46 +263,39 @@ SCHEMAS = {"figure": FigureJob, "zoo": ZooJob}
 
 @dataclass
 class JobConfig:
-    """A checked job configuration, defaults filled in."""
+    """A checked job configuration, defaults filled in: the schema's sections as typed values (read as
+    ``config.analysis.pool``), each model's request and entry, and the CKA settings, checked once."""
 
     kind: str
-    data: dict[str, Any]
-    analysis: dict[str, Any]
+    data: DataSection
+    analysis: AnalysisSection
     models: list[ModelRequest]
-    model_layers: dict[str, Any]
-    output: dict[str, Any]
+    output: FigureOutput | ZooOutput
+    cka: CKASettings
+    entries: dict[str, ModelEntry] = field(default_factory=dict)
     cache: Any = None
     title: str | None = None
     panels: list[list[tuple[str, str] | None]] = field(default_factory=list)
     source: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
-    model_tokens: dict[str, str] = field(default_factory=dict)
-    model_layouts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def settings_for(self, label: str) -> FeatureSettings:
-        """What to record of one model: its own layers, tokens and layouts where the config gives them."""
-        layouts = self.model_layouts.get(label, self.analysis["layouts"])
+        """What to record of one model: its own layers, tokens and layouts where its entry gives them."""
         from ..engine.features import FeatureSettings
 
-        return FeatureSettings(
-            layers=self.model_layers.get(label, self.analysis["layers"]),
-            tokens=self.model_tokens.get(label, self.analysis["tokens"]),
-            pool=self.analysis["pool"],
-            layouts=tuple(layouts.items()),
-            batch_size=self.data["batch_size"],
-            precision=self.analysis["precision"],
-        )
+        entry, analysis = self.entries.get(label), self.analysis
 
-    def cka_settings(self) -> CKASettings:
-        """How the job computes CKA from features (the same meaning as ``compare``'s options)."""
-        a = self.analysis
-        return CKASettings(
-            kernel=a["kernel"],
-            unbiased=a["unbiased"],
-            sigma_frac=a["sigma_frac"],
-            estimator=a["estimator"],
-            batch_size=self.data["batch_size"],
-            precision=a["precision"],
+        def own(key: str) -> Any:
+            value = getattr(entry, key) if entry is not None else None
+            return getattr(analysis, key) if value is None else value
+
+        return FeatureSettings(
+            layers=own("layers"),
+            tokens=own("tokens"),
+            pool=analysis.pool,
+            layouts=tuple(own("layouts").items()),
+            batch_size=self.data.batch_size,
+            precision=analysis.precision,
         )
 
     def labels(self) -> list[str]:
@@ -315,13 +308,13 @@ class JobConfig:
         from ..engine.features import model_provenance
         from ..engine.provenance import output_header
 
-        settings, pool = self.cka_settings(), self.analysis["pool"]
+        settings, pool = self.cka, self.analysis.pool
         return output_header(
             models={label: model_provenance(ext) for label, ext in features.items()},
             data=probe.provenance(),
             n=probe.n,
-            seed=self.data["seed"],
-            batch_size=self.data["batch_size"] or probe.n,
+            seed=self.data.seed,
+            batch_size=self.data.batch_size or probe.n,
             layers={label: ext.layer_provenance() for label, ext in features.items()},
             pools=[pool],
             pooling=pooling_description(pool),
@@ -373,8 +366,7 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
         check_pooling(job.analysis.pool, cka, job.data.n, JOB_KEYS)
     except CKAProbeError as exc:
         raise type(exc)(f"{where}: {exc}") from None
-    checked = job.model_dump()
-    models, model_layers, model_tokens, model_layouts = [], {}, {}, {}
+    models, entries = [], {}
     for entry in job.models:
         from ..engine.features import ModelRequest
 
@@ -390,24 +382,18 @@ def parse_job_config(raw: Any, kind: str, overrides: Any = None, source: str | N
             img_size=entry.img_size,
         )
         models.append(request)
-        if entry.layers is not None:
-            model_layers[request.display] = entry.layers
-        if entry.tokens is not None:
-            model_tokens[request.display] = entry.tokens
-        if entry.layouts is not None:
-            model_layouts[request.display] = entry.layouts
+        entries[request.display] = entry
     panels = [[tuple(cell) if cell else None for cell in row] for row in getattr(job, "panels", [])]
     return JobConfig(
         kind=kind,
-        data=checked["data"],
-        analysis=checked["analysis"],
+        data=job.data,
+        analysis=job.analysis,
         models=models,
-        model_layers=model_layers,
-        output=checked["output"],
+        output=job.output,
+        cka=cka,
+        entries=entries,
         cache=job.cache,
         title=getattr(job, "title", None),
         panels=panels,
         raw=raw,
-        model_tokens=model_tokens,
-        model_layouts=model_layouts,
     )

@@ -65,12 +65,12 @@ class FigureResult:
             rows.append(cells)
         heading = figure_title(self.metadata, title=self.config.title)
         return plot_panel_grid(
-            rows, title=heading.title, subtitle=heading.subtitle, labels=self.config.output["labels"], key=key
+            rows, title=heading.title, subtitle=heading.subtitle, labels=self.config.output.labels, key=key
         )
 
     def save(self, directory: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
         paths = figure_paths(self.config, directory)
-        formats = list(self.config.output["formats"])
+        formats = list(self.config.output.formats)
         ensure_writable_dir(paths["json"].parent)
         check_outputs(paths.values(), overwrite)
         files = {**{fmt: paths[fmt] for fmt in formats}, "csv": paths["csv"], "layers": paths["layers"]}
@@ -114,8 +114,8 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
         config.source or "figure config",
     )
     data, analysis = config.data, config.analysis
-    device = resolve_device(analysis["device"])
-    probe = load_probe_set(data["source"], n=data["n"], seed=data["seed"], skip_bad=data["skip_bad"])
+    device = resolve_device(analysis.device)
+    probe = load_probe_set(data.source, n=data.n, seed=data.seed, skip_bad=data.skip_bad)
     needed = {label for row in config.panels for cell in row if cell for label in cell}
     requests = [m for m in config.models if m.display in needed]
     store = resolve_cache(cache if cache is not None else (config.cache if config.cache is not None else True))
@@ -132,7 +132,7 @@ def make_figure(config: JobConfig, *, progress: bool = True, cache: Any = None) 
         label, failure = next(iter(failed.items()))
         raise CKAProbeError(f"model {label} failed: {failure.error}")
     pairs = [cell for row in config.panels for cell in row if cell]
-    settings = config.cka_settings()
+    settings = config.cka
     tables = pair_tables({label: ext.features for label, ext in features.items()}, pairs, settings)
     metadata = {
         **config.output_header(features, probe, device, {"total": round(time.perf_counter() - started, 3)}),

@@ -61,7 +61,7 @@ from ..engine.executors import features_for_models
 from ..engine.features import ModelFailure, model_provenance, resolve_cache, resolve_device
 from ..engine.provenance import sha256_text
 from ..errors import CKAProbeError, OutputNameError
-from .config import ConfigError, JobConfig
+from .config import AnalysisSection, ConfigError, JobConfig
 from .preflight import check_models
 from .result import _jsonable, output_stem
 from .summary import depth_correspondence, diagonal_band_mean, score_interval
@@ -107,14 +107,14 @@ def run_zoo(
             f"{config.source or 'zoo config'}: models lists {len(config.models)} model, and a zoo compares pairs; "
             "list at least two (or use cka-probe layers / compare for one network)"
         )
-    if config.output.get("per_pair"):
+    if config.output.per_pair:
         _check_pair_file_names([m.display for m in config.models])
     check_models(
         config.models,
         {m.display: config.settings_for(m.display).layers for m in config.models},
         config.source or "zoo config",
     )
-    with new_output_dir(Path(output_dir or config.output["dir"])) as out:
+    with new_output_dir(Path(output_dir or config.output.dir)) as out:
         try:
             return _run_zoo(
                 config,
@@ -135,29 +135,29 @@ def _run_zoo(
     config: JobConfig, out: Path, *, executor: str, ray_address: str | None, cache: Any, overwrite: bool, progress: bool
 ) -> ZooResult:
     started = time.perf_counter()
-    score = config.output["summary_score"]  # one of SUMMARY_SCORES: the config schema checked it
+    score = config.output.summary_score  # one of SUMMARY_SCORES: the config schema checked it
     digest = config.digest()
 
     from ..data import load_probe_set
 
     data, analysis = config.data, config.analysis
-    probe = load_probe_set(data["source"], n=data["n"], seed=data["seed"], skip_bad=data["skip_bad"])
+    probe = load_probe_set(data.source, n=data.n, seed=data.seed, skip_bad=data.skip_bad)
     done = _finished_job(out, digest, overwrite, _feature_keys(config, probe))
     if done is not None:
         return done
     state = ensure_writable_dir(out / STATE_DIR)
     store = resolve_cache(cache if cache is not None else (config.cache if config.cache is not None else True))
-    device = resolve_device(analysis["device"])
+    device = resolve_device(analysis.device)
     features = features_for_models(
         config.models,
         probe,
         {m.display: config.settings_for(m.display) for m in config.models},
-        device=analysis["device"],  # as configured: each Ray worker resolves auto on its own machine
+        device=analysis.device,  # as configured: each Ray worker resolves auto on its own machine
         cache=store,
         progress=progress,
         executor=executor,
         ray_address=ray_address,
-        probe_spec={"source": data["source"], "n": data["n"], "seed": data["seed"], "skip_bad": data["skip_bad"]},
+        probe_spec={"source": data.source, "n": data.n, "seed": data.seed, "skip_bad": data.skip_bad},
     )
     working = {label: ext for label, ext in features.items() if not isinstance(ext, ModelFailure)}
     failures = [ext.record() for ext in features.values() if isinstance(ext, ModelFailure)]
@@ -172,9 +172,7 @@ def _run_zoo(
     pair_started = time.perf_counter()
     pairs = list(itertools.combinations(list(working), 2))
     feature_keys = _feature_keys(config, probe)  # again: pretrained weights downloaded just now have a file hash
-    long, pairs_reused = _pair_stage(
-        state, digest, working, pairs, analysis, config.cka_settings(), progress, feature_keys
-    )
+    long, pairs_reused = _pair_stage(state, digest, working, pairs, analysis, config.cka, progress, feature_keys)
     pair_seconds = time.perf_counter() - pair_started
 
     families = {
@@ -189,9 +187,9 @@ def _run_zoo(
         "models": {label: model_provenance(ext) for label, ext in working.items()},
         "data": probe.provenance(),
         "n": probe.n,
-        **config.cka_settings().record(),
-        "tokens": analysis["tokens"],
-        "pooling": pooling_description(analysis["pool"]),
+        **config.cka.record(),
+        "tokens": analysis.tokens,
+        "pooling": pooling_description(analysis.pool),
     }
     files = _write_outputs(
         out, config, long, summary, models, score, working, keep_pair_files=pairs_reused, heading=heading
@@ -216,10 +214,10 @@ def _run_zoo(
         "failures": failures,
         "pairs": len(pairs),
         "statistics": {
-            "permutations": analysis["permutations"],
-            "bootstrap": analysis["bootstrap"],
-            "confidence": analysis["confidence"],
-            "seed": analysis["stats_seed"],
+            "permutations": analysis.permutations,
+            "bootstrap": analysis.bootstrap,
+            "confidence": analysis.confidence,
+            "seed": analysis.stats_seed,
         },
         "outputs": sorted(str(p.relative_to(out)) for p in files.values()),
     }
@@ -311,7 +309,7 @@ def _pair_stage(
     digest: str,
     working: dict,
     pairs: list,
-    analysis: dict,
+    analysis: AnalysisSection,
     settings: CKASettings,
     progress: bool,
     feature_keys: dict[str, str | None],
@@ -389,43 +387,41 @@ def _checked_pair_table(table_path: Path, meta: dict[str, Any]) -> tuple[bytes, 
     return data, None
 
 
-def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: dict) -> None:
-    if not (analysis["permutations"] or analysis["bootstrap"]):
+def _add_statistics(frame: pd.DataFrame, ext_a, ext_b, analysis: AnalysisSection) -> None:
+    if not (analysis.permutations or analysis.bootstrap):
         return
-    kwargs = {"kernel": analysis["kernel"], "unbiased": analysis["unbiased"], "sigma_frac": analysis["sigma_frac"]}
+    kwargs = {"kernel": analysis.kernel, "unbiased": analysis.unbiased, "sigma_frac": analysis.sigma_frac}
     feats_a = {name: math_input(value, name) for name, value in ext_a.features.items()}
     feats_b = {name: math_input(value, name) for name, value in ext_b.features.items()}
-    if analysis["permutations"]:
+    if analysis.permutations:
         from ..math import permutation_test
 
         p_values = permutation_test(
-            feats_a, feats_b, num_permutations=analysis["permutations"], seed=analysis["stats_seed"], **kwargs
+            feats_a, feats_b, num_permutations=analysis.permutations, seed=analysis.stats_seed, **kwargs
         )
         frame["p_value"] = p_values.values.cpu().numpy().ravel()
-    if analysis["bootstrap"]:
+    if analysis.bootstrap:
         from ..math import bootstrap_replicates, percentile_interval
 
         # One set of replicates gives the cells' intervals and the pair scores' (each replicate matrix scored whole).
         replicates = bootstrap_replicates(
-            feats_a, feats_b, num_resamples=analysis["bootstrap"], seed=analysis["stats_seed"], **kwargs
+            feats_a, feats_b, num_resamples=analysis.bootstrap, seed=analysis.stats_seed, **kwargs
         )
-        low, high = percentile_interval(replicates, analysis["confidence"])
+        low, high = percentile_interval(replicates, analysis.confidence)
         frame["ci_low"] = low.cpu().numpy().ravel()
         frame["ci_high"] = high.cpu().numpy().ravel()
         matrices = replicates.cpu().numpy()
         for score in INTERVAL_SCORES:
             frame[f"{score}_low"], frame[f"{score}_high"] = score_interval(
-                matrices, SCORE_FUNCTIONS[score], analysis["confidence"]
+                matrices, SCORE_FUNCTIONS[score], analysis.confidence
             )
 
 
-def _empty_long(analysis: dict) -> pd.DataFrame:
+def _empty_long(analysis: AnalysisSection) -> pd.DataFrame:
     columns = ["model_a", "model_b", "layer_a", "layer_b", "index_a", "index_b", "depth_a", "depth_b", "cka"]
-    columns += ["p_value"] if analysis["permutations"] else []
-    columns += ["ci_low", "ci_high"] if analysis["bootstrap"] else []
-    columns += (
-        [f"{score}_{end}" for score in INTERVAL_SCORES for end in ("low", "high")] if analysis["bootstrap"] else []
-    )
+    columns += ["p_value"] if analysis.permutations else []
+    columns += ["ci_low", "ci_high"] if analysis.bootstrap else []
+    columns += [f"{score}_{end}" for score in INTERVAL_SCORES for end in ("low", "high")] if analysis.bootstrap else []
     return pd.DataFrame({c: pd.Series(dtype=object if c.startswith(("model", "layer")) else float) for c in columns})
 
 
@@ -547,7 +543,7 @@ def _write_outputs(
             subtitle=figure_title(heading).subtitle,
         )
         write("zoo_summary.png", lambda p: figure.savefig(p, format="png", dpi=150, bbox_inches="tight"))
-    if config.output.get("per_pair"):
+    if config.output.per_pair:
         ensure_writable_dir(out / "pairs")
         for (a, b), frame in long.groupby(["model_a", "model_b"], sort=False):
             stem = output_stem(a, b)
@@ -558,7 +554,7 @@ def _write_outputs(
                 write(f"pairs/{stem}.csv", lambda p, m=matrix: m.to_csv(p, float_format="%.10g"))
             else:
                 files[f"pairs/{stem}.csv"] = out / "pairs" / f"{stem}.csv"
-            for fmt in config.output["formats"]:
+            for fmt in config.output.formats:
                 target = f"pairs/{stem}.{fmt}"
                 if keep_pair_files and (out / target).exists():
                     files[target] = out / target
@@ -577,7 +573,7 @@ def _write_outputs(
                     title=f"{a} vs {b}",
                     hatch_mask=not_significant,
                     subtitle=figure_title(pair_heading).subtitle,
-                    labels=config.output["labels"],
+                    labels=config.output.labels,
                     key=f"{stem}.csv",  # written beside it: its rows and columns are the layers in forward order
                 )
                 write(target, lambda p, f=fig, fm=fmt: f.savefig(p, format=fm, dpi=150))

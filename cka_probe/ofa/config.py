@@ -247,6 +247,11 @@ class TrainConfig(Section):
             from ..models._official_data import official_eval_config
 
             official_eval_config(self.student)  # a student the official code never had: one line naming the fix
+        if self.warmup_epochs and self.warmup_lr == 0 and not self.sched_on_updates and self.sched != "none":
+            raise ValueError(
+                "warmup_lr 0 with a per-epoch schedule trains the first epoch at learning rate 0; set "
+                "--set warmup_lr=VALUE above 0, --set sched_on_updates=true or --set warmup_epochs=0"
+            )
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise ValueError(
                 f"mixup and cutmix need an even batch_size, got {self.batch_size}; fix it with --set batch_size=VALUE"

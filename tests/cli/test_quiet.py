@@ -55,7 +55,7 @@ def test_set_names_a_list_item_by_its_index(tmp_path):
     )
     assert [m.name for m in config.models] == ["test_convnext", "test_vit"]
     assert [m.display for m in config.models] == ["test_convnext", "V"]
-    assert config.data["n"] == 6
+    assert config.data.n == 6
 
 
 def test_set_replaces_a_whole_list_item(tmp_path):

@@ -223,3 +223,23 @@ def test_an_n_larger_than_the_tensor_names_the_python_argument():
 def test_a_source_without_n_takes_the_probe_sets_default():
     result = compare("test_resnet", "test_vit", "embedded", weights="random", progress=False, device="cpu", cache=False)
     assert result.metadata["n"] == 128
+
+
+def test_side_values_give_what_the_keywords_give():
+    """compare(Side(...), Side(...)) is the keyword call with each side's settings in one value; a Side's
+    settings given as keywords as well are refused (one place per setting)."""
+    from cka_probe.errors import ArgumentError
+    from cka_probe.jobs import Side
+
+    common = {"data": "synthetic", "n": 8, "weights": "random", "progress": False, "device": "cpu", "cache": False}
+    by_keywords = compare(
+        "test_resnet", "test_vit", seed_a=3, seed_b=4, layers_b="blocks.*.mlp.act", tokens_b="all", **common
+    )  # fmt: skip
+    by_sides = compare(
+        Side("test_resnet", seed=3), Side("test_vit", seed=4, layers="blocks.*.mlp.act", tokens="all"), **common
+    )
+    assert by_sides.matrix.equals(by_keywords.matrix)
+    for key in ("weights_seed", "layer_selection", "tokens", "models"):
+        assert by_sides.metadata[key] == by_keywords.metadata[key], key
+    with pytest.raises(ArgumentError, match=r"^model b is a Side: set seed in it rather than seed_b=$"):
+        compare("test_resnet", Side("test_vit"), seed_b=2, **common)

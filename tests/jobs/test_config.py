@@ -43,7 +43,7 @@ def test_bad_values_and_panels():
 
 def test_overrides_and_defaults():
     config = parse_job_config(_zoo(), "zoo", {"data.n": 16, "analysis.permutations": 10, "weights": "pretrained"})
-    assert config.data["n"] == 16 and config.analysis["permutations"] == 10 and config.data["seed"] == 0
+    assert config.data.n == 16 and config.analysis.permutations == 10 and config.data.seed == 0
     assert config.models[0].weights == "pretrained"
     assert parse_job_config(_zoo(), "zoo").digest() != config.digest()
     renamed = parse_job_config({**_zoo(), "output": {"dir": "elsewhere"}}, "zoo")

@@ -57,7 +57,7 @@ def test_unknown_figure_formats():
     figure = parse_job_config(
         {**BASE, "panels": [[["test_resnet", "test_vit"]]], "output": {"formats": "png,svg"}}, "figure"
     )
-    assert figure.output["formats"] == ["png", "svg"]  # a string is a comma-separated list, never letters
+    assert figure.output.formats == ["png", "svg"]  # a string is a comma-separated list, never letters
 
 
 @pytest.mark.parametrize("raw, message", [

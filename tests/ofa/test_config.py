@@ -142,12 +142,21 @@ def test_bad_values_are_one_line_errors(override, message):
             ["method=ofa", "teacher=test_vit", "ofa_loss_weight=[1, 2, 3]"],
             r"ofa_loss_weight has 3 values; give one, or 4 \(one per stage of ofa_stages\)",
         ),
+        (
+            ["warmup_epochs=5", "warmup_lr=0"],
+            "warmup_lr 0 with a per-epoch schedule trains the first epoch at learning rate 0; set --set warmup_lr",
+        ),
     ],
 )
 def test_keys_that_must_agree(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
     load_config(None, [*overrides[:-1]])  # each alone is fine
+
+
+def test_warmup_from_zero_is_fine_per_update():
+    """Per update, the first step at learning rate 0 is one step, not an epoch."""
+    assert load_config(None, ["warmup_epochs=5", "warmup_lr=0", "sched_on_updates=true"]).warmup_lr == 0
 
 
 def test_numbers_in_exponent_form_and_ints_are_floats(tmp_path):
