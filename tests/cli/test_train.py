@@ -274,3 +274,31 @@ def test_pretrained_student_offline_is_one_line(tmp_path, data_dir, recipe, asse
     )  # fmt: skip
     assert_one_line_error(result, "offline mode", "--set student_pretrained=false", "--set initial_checkpoint=PATH")
     assert not (tmp_path / "run" / "last.pth").exists()
+
+
+def test_validate_an_official_run_with_the_transform_it_evaluated_with(tmp_path, data_dir):
+    """An official OFA-KD train.py checkpoint (its args name a --distiller) is evaluated as the run was: timm
+    0.6.5's data config of its student (ResNet-18: crop 0.875, bilinear; timm 1.0 says 0.95, bicubic), and
+    the run's own --crop-pct / --interpolation over it, as timm 0.6.5's resolve_data_config ranks them."""
+    import argparse
+
+    import timm
+
+    from cka_probe.ofa.validate import validate_checkpoint
+
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18", num_classes=10).state_dict()
+    plain = {"model": "resnet18", "distiller": "ofa", "dataset": "", "img_size": None}
+    for options, crop, interpolation in (
+        ({"crop_pct": None, "interpolation": ""}, 0.875, "bilinear"),
+        ({"crop_pct": 1.0, "interpolation": ""}, 1.0, "bilinear"),
+    ):
+        path = tmp_path / "model_best.pth.tar"
+        torch.save(
+            {"epoch": 3, "arch": "resnet18", "state_dict": state, "args": argparse.Namespace(**plain, **options)}, path
+        )
+        result = validate_checkpoint(
+            path, data_dir=str(data_dir), dataset="fashion_mnist", img_size=16, samples=8, workers=0, device="cpu"
+        )
+        assert (result["data_config"]["crop_pct"], result["data_config"]["interpolation"]) == (crop, interpolation)
+    assert timm.create_model("resnet18").pretrained_cfg["crop_pct"] == 0.95  # what the official table replaces
