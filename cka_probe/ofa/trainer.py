@@ -245,8 +245,14 @@ class Trainer:
             raise ConfigError(
                 f"method {config.method!r} needs a trained teacher: --set teacher_checkpoint=PATH (or --set teacher_pretrained=true)"
             )
+        kwargs = config.teacher_kwargs
+        if config.teacher_checkpoint and not kwargs:  # a run's teacher is rebuilt as that run trained it
+            selected = select_state_dict(
+                read_checkpoint(config.teacher_checkpoint), config.teacher_checkpoint, config.teacher_checkpoint_key
+            )
+            kwargs = dict(selected.run.model_kwargs) if selected.run is not None else {}
         teacher = _create_model(
-            config.teacher, self.num_classes, config.teacher_kwargs, config.teacher_pretrained, _TEACHER_WEIGHTS_FIX
+            config.teacher, self.num_classes, kwargs, config.teacher_pretrained, _TEACHER_WEIGHTS_FIX
         )
         if config.teacher_checkpoint:
             load_weights(

@@ -117,6 +117,20 @@ def test_sched_on_updates_resumes_at_the_step_it_stopped(tmp_path, make_datasets
         assert record["lr"] == pytest.approx(expected[record["epoch"]], rel=1e-12)
 
 
+def test_a_teacher_run_with_student_kwargs_is_rebuilt_as_that_run_trained_it(tmp_path, make_datasets):
+    """teacher_checkpoint names a cka-probe run whose student had student_kwargs: without teacher_kwargs, the
+    teacher is built with the run's (as every reader of a run builds it), and its weights load whole."""
+    teacher_run = _config(tmp_path / "t", student="test_vit", student_kwargs={"depth": 4}, epochs=1)
+    Trainer(teacher_run, datasets=make_datasets()).fit()
+    path = tmp_path / "t" / "run" / "last.pth"
+    kd = Trainer(
+        _config(tmp_path / "s", method="kd", teacher="test_vit", teacher_checkpoint=str(path)), datasets=make_datasets()
+    )
+    assert len(kd.task.teacher.blocks) == 4  # test_vit has 6
+    saved = torch.load(path, weights_only=True)["student"]
+    assert all(torch.equal(kd.task.teacher.state_dict()[k], v) for k, v in saved.items())
+
+
 # --------------------------------------------------------------------------- initial checkpoint
 
 
