@@ -245,23 +245,24 @@ class Trainer:
             raise ConfigError(
                 f"method {config.method!r} needs a trained teacher: --set teacher_checkpoint=PATH (or --set teacher_pretrained=true)"
             )
-        kwargs = config.teacher_kwargs
-        if config.teacher_checkpoint and not kwargs:  # a run's teacher is rebuilt as that run trained it
-            selected = select_state_dict(
-                read_checkpoint(config.teacher_checkpoint), config.teacher_checkpoint, config.teacher_checkpoint_key
-            )
-            kwargs = dict(selected.run.model_kwargs) if selected.run is not None else {}
+        kwargs, selected, path = config.teacher_kwargs, None, config.teacher_checkpoint
+        if path:
+            try:
+                selected = select_state_dict(read_checkpoint(path), path, config.teacher_checkpoint_key)
+            except CheckpointError as exc:
+                if config.teacher_checkpoint_key != "ema":
+                    raise
+                raise CheckpointError(
+                    f"teacher_checkpoint {path} holds no EMA weights; use --set teacher_checkpoint_key=auto for its "
+                    "weights, or the checkpoint of a run trained with ema_decay set"
+                ) from exc
+            if not kwargs and selected.run is not None:  # a run's teacher is rebuilt as that run trained it
+                kwargs = dict(selected.run.model_kwargs)
         teacher = _create_model(
             config.teacher, self.num_classes, kwargs, config.teacher_pretrained, _TEACHER_WEIGHTS_FIX
         )
-        if config.teacher_checkpoint:
-            load_weights(
-                teacher,
-                config.teacher_checkpoint,
-                model_label=config.teacher,
-                select=config.teacher_checkpoint_key,
-                strict=True,
-            )
+        if selected is not None:
+            load_weights(teacher, path, model_label=config.teacher, strict=True, selected=selected)
         return teacher
 
     def _create_monitor(self):
