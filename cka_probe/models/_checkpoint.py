@@ -41,7 +41,7 @@ from torch import nn
 from .._choices import CHECKPOINT_SELECT, CHECKPOINT_SUFFIXES
 from .._files import sha256_file
 from ..errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
-from ._run import RunRecord, run_record
+from ._run import RunRecord, official_run_record, run_record
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -242,7 +242,7 @@ def select_state_dict(checkpoint: Mapping[str, Any], path: str | os.PathLike, se
     if select not in CHECKPOINT_SELECT:
         raise CheckpointError(f"unknown checkpoint selection {select!r}; use one of {', '.join(CHECKPOINT_SELECT)}")
     model_name = _recorded_model_name(checkpoint)
-    run = run_record(checkpoint, path) if _is_training_checkpoint(checkpoint) else None
+    run = run_record(checkpoint, path) if _is_training_checkpoint(checkpoint) else official_run_record(checkpoint)
     if select == "auto":
         if _is_training_checkpoint(checkpoint):
             keys: tuple[str, ...] = ("student",)

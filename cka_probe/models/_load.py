@@ -64,7 +64,9 @@ class LoadedModel:
         missing_keys: Model entries the checkpoint did not provide.
         unexpected_keys: Checkpoint entries the model ignored.
         data_config_source: Where ``data_config`` came from: ``"run"`` (the run's own evaluation transform,
-            as its checkpoint records it) or ``"model"`` (the model's timm pretrained config), with
+            as its checkpoint records it), ``"official run"`` (the transform an official OFA-KD ``train.py``
+            run evaluated with, from the arguments its checkpoint keeps) or ``"model"`` (the model's timm
+            pretrained config), with
             ``"user img_size over "`` in front where the caller set the input size.
         epoch: Epochs a ``cka-probe train`` checkpoint had trained, else ``None``.
         model_kwargs: Keyword arguments the model was built with besides ``num_classes`` (a run's
@@ -302,7 +304,7 @@ def _data_config(model: nn.Module, run: RunRecord | None, img_size: int | None) 
     """The model's data config and where it came from: the run's evaluation transform, else timm's pretrained
     config of the model; ``img_size`` replaces the input size of either."""
     if run is not None and run.data_config is not None:
-        config, source = dict(run.data_config), "run"
+        config, source = dict(run.data_config), run.source
     else:
         config, source = dict(timm.data.resolve_model_data_config(model)), "model"
     if img_size is not None:

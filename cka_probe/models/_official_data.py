@@ -10,10 +10,13 @@ timm. ``eval_preprocessing: official`` (:func:`cka_probe.models.eval_data_config
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 from ..errors import ConfigError
 from ._registry import resolve_name
 
-__all__ = ["OFFICIAL_EVAL_CONFIGS", "official_eval_config"]
+__all__ = ["OFFICIAL_EVAL_CONFIGS", "official_eval_config", "official_run_settings"]
 
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -68,3 +71,42 @@ def official_eval_config(student: str) -> tuple[float, str, tuple[tuple[float, .
             "(timm's current config) or eval_preprocessing=recipe"
         )
     return OFFICIAL_EVAL_CONFIGS[name]
+
+
+def official_run_settings(args: Any, student: str) -> dict[str, Any] | None:
+    """How an official OFA-KD ``train.py`` run evaluated, from the ``args`` its checkpoint keeps: the keyword
+    arguments of :func:`~cka_probe.models.eval_data_config` (its data set; timm 0.6.5's data config of its
+    student, with the run's own ``--img-size``, ``--crop-pct`` and ``--interpolation`` over it, as timm 0.6.5's
+    ``resolve_data_config`` ranks them). ``None`` for any other file (timm's own ``train.py`` has no
+    ``--distiller``) and for a student the official code does not build.
+
+    Example:
+        >>> from argparse import Namespace
+        >>> args = Namespace(model="resnet18", distiller="ofa", dataset="", img_size=None, crop_pct=None,
+        ...                  interpolation="")
+        >>> settings = official_run_settings(args, "resnet18")
+        >>> settings["dataset"], settings["eval_preprocessing"], settings["img_size"]
+        ('imagenet', 'official', 224)
+        >>> official_run_settings(Namespace(**{**vars(args), "interpolation": "bicubic"}), "resnet18")["interpolation"]
+        'bicubic'
+    """
+    if not isinstance(args, argparse.Namespace) or not hasattr(args, "distiller"):
+        return None
+    name = resolve_name(student).timm_name.split(".")[0]
+    if name not in OFFICIAL_EVAL_CONFIGS:
+        return None
+    fraction, interpolation, _ = OFFICIAL_EVAL_CONFIGS[name]
+    settings = {
+        "dataset": "cifar100" if getattr(args, "dataset", "") == "cifar100" else "imagenet",
+        "img_size": int(getattr(args, "img_size", None) or 224),  # every official student's input is 224
+        "crop_pct": None,
+        "interpolation": interpolation,
+        "eval_preprocessing": "official",
+        "student": name,
+    }
+    crop_pct, chosen = getattr(args, "crop_pct", None), getattr(args, "interpolation", "")
+    if crop_pct or chosen:  # the run's own options win over the pretrained config
+        settings.update(
+            eval_preprocessing="recipe", crop_pct=float(crop_pct or fraction), interpolation=chosen or interpolation
+        )
+    return settings

@@ -99,11 +99,30 @@ class RunRecord:
         model_kwargs: ``student_kwargs`` of the run, passed to ``timm.create_model`` (empty without a config).
         data_config: the run's evaluation data config (:func:`eval_data_config`), or ``None`` without a config.
         epoch: the epochs trained when the checkpoint was written, or ``None``.
+        source: what wrote it, as provenance records the data config's origin (``run``: a ``cka-probe train``
+            run; ``official run``: the official OFA-KD ``train.py``).
     """
 
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     data_config: dict[str, Any] | None = None
     epoch: int | None = None
+    source: str = "run"
+
+
+def official_run_record(checkpoint: Mapping[str, Any]) -> RunRecord | None:
+    """The :class:`RunRecord` of an official OFA-KD ``train.py`` checkpoint (timm's ``CheckpointSaver`` with the
+    run's ``args``): the evaluation transform its run used
+    (:func:`~cka_probe.models._official_data.official_run_settings`); ``None`` for any other file."""
+    from ._official_data import official_run_settings
+
+    args = checkpoint.get("args")
+    student = getattr(args, "model", None)
+    settings = official_run_settings(args, student) if isinstance(student, str) else None
+    if settings is None:
+        return None
+    epoch = checkpoint.get("epoch")
+    epoch = int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    return RunRecord(data_config=eval_data_config(**settings), epoch=epoch, source="official run")
 
 
 def run_record(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> RunRecord:

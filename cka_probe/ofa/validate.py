@@ -5,8 +5,8 @@ The data and its preprocessing: a run's checkpoint carries its recipe, so its st
 ``student_kwargs`` and its own evaluation transform is used, read as every reader of a run reads it
 (:func:`cka_probe.models.load_model`: the data config the run recorded; ``data_dir``, ``dataset`` and
 ``img_size`` may be overridden). An official OFA-KD ``train.py`` checkpoint is evaluated as its run was
-(:func:`official_run_eval`: its data set, timm 0.6.5's data config of its student, its own ``--img-size``,
-``--crop-pct`` and ``--interpolation``). Any other checkpoint is evaluated with the model's own
+(:func:`~cka_probe.models._official_data.official_run_settings`: its data set, timm 0.6.5's data config of
+its student, its own ``--img-size``, ``--crop-pct`` and ``--interpolation``), as every reader of it does. Any other checkpoint is evaluated with the model's own
 timm pretrained config (resolution, crop fraction, crop mode, interpolation) and the data set's mean/std.
 """
 
@@ -28,46 +28,7 @@ from .data import build_dataset
 from .distributed import default_workers
 from .trainer import evaluate_model
 
-__all__ = ["official_run_eval", "validate_checkpoint"]
-
-
-def official_run_eval(args: Any, student: str) -> dict[str, Any]:
-    """The evaluation settings an official OFA-KD ``train.py`` run used, from the ``args`` its checkpoint keeps
-    (``{}`` for any other file): its data set, and its transform as timm 0.6.5's ``resolve_data_config``
-    resolved it, the run's ``--img-size``, ``--crop-pct`` and ``--interpolation`` over the student's timm
-    0.6.5 pretrained config (:func:`~cka_probe.models.eval_data_config` with ``eval_preprocessing="official"``).
-
-    Example:
-        >>> from argparse import Namespace
-        >>> official_run_eval(Namespace(distiller="ofa", dataset="", img_size=None, crop_pct=None,
-        ...                             interpolation=""), "resnet18")
-        {'dataset': 'imagenet', 'eval_preprocessing': 'official'}
-        >>> official_run_eval(Namespace(distiller="ofa", dataset="cifar100", img_size=224, crop_pct=None,
-        ...                             interpolation="bicubic"), "resnet18")["interpolation"]
-        'bicubic'
-    """
-    import argparse
-
-    from ..models._official_data import OFFICIAL_EVAL_CONFIGS, official_eval_config
-    from ..models._registry import resolve_name
-
-    if not isinstance(args, argparse.Namespace) or not hasattr(args, "distiller"):
-        return {}  # not the official OFA-KD train.py (timm's own train.py has no --distiller)
-    if resolve_name(student).timm_name.split(".")[0] not in OFFICIAL_EVAL_CONFIGS:
-        return {}  # a student the official code does not build: the student's current timm config
-    values: dict[str, Any] = {"dataset": "cifar100" if getattr(args, "dataset", "") == "cifar100" else "imagenet"}
-    values["eval_preprocessing"] = "official"
-    if getattr(args, "img_size", None):
-        values["img_size"] = int(args.img_size)
-    crop_pct, interpolation = getattr(args, "crop_pct", None), getattr(args, "interpolation", "")
-    if crop_pct or interpolation:  # the run's own options win over the pretrained config, as in timm 0.6.5
-        fraction, official_interpolation, _ = official_eval_config(student)
-        values.update(
-            eval_preprocessing="recipe",
-            crop_pct=float(crop_pct or fraction),
-            interpolation=interpolation or official_interpolation,
-        )
-    return values
+__all__ = ["validate_checkpoint"]
 
 
 def validate_checkpoint(
@@ -118,14 +79,17 @@ def validate_checkpoint(
         values = {"student": name, "eval_preprocessing": "student", "num_classes": int(network.num_classes)}
         values["img_size"] = int(network.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
         values["dataset"] = "imagenet"
-        values.update(official_run_eval(raw.get("args"), name))
+        if selected.run is not None:  # an official OFA-KD train.py run: its data set, as its args say
+            from ..models._official_data import official_run_settings
+
+            values.update(official_run_settings(raw.get("args"), name) or {})
     for key, value in (("data_dir", data_dir), ("dataset", dataset), ("img_size", img_size), ("val_samples", samples)):
         if value is not None:
             values[key] = value
     values.update({"method": "scratch", "teacher": None, "teacher_checkpoint": None, "batch_size": batch_size})
     values.update({"output_dir": str(Path(path).parent), "device": device})
     config = TrainConfig.from_dict(values, source=f"checkpoint {path}")
-    if is_run:  # the run's own transform, as compare and the other readers of a run take it
+    if selected.run is not None:  # the run's own transform, as compare and the other readers of a run take it
         data_config = load_model(network, img_size=img_size).data_config
     else:
         data_config = eval_data_config(**{key: getattr(config, key) for key in EVAL_KEYS})

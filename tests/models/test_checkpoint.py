@@ -344,3 +344,22 @@ def test_a_recorded_alias_matches_the_model_it_stands_for(tmp_path):
         assert loaded.model.num_classes == 10 and _equal_to(loaded.model, state)
     with pytest.raises(CheckpointMismatchError, match="was trained as deit_t, not deit_small_patch16_224"):
         load_model("deit_s", checkpoint=path)
+
+
+def test_an_official_run_is_read_with_the_transform_it_evaluated_with(tmp_path):
+    """Every reader of an official OFA-KD train.py checkpoint (compare, figure, zoo, identify, validate) takes the
+    preprocessing its run evaluated with: ResNet-18 as timm 0.6.5 resolved it (crop 0.875, bilinear; the
+    installed timm says 0.95, bicubic); a file of timm's own train.py (no --distiller) keeps the model's."""
+    from cka_probe.models import load_model
+
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18", num_classes=10).state_dict()
+    official, plain = tmp_path / "official.pth.tar", tmp_path / "timm.pth.tar"
+    torch.save({"epoch": 4, "arch": "resnet18", "state_dict": state, "args": _official_args("resnet18")}, official)
+    timm_args = argparse.Namespace(**{k: v for k, v in vars(_official_args("resnet18")).items() if k != "distiller"})
+    torch.save({"epoch": 4, "arch": "resnet18", "state_dict": state, "args": timm_args}, plain)
+    loaded = load_model("resnet18", weights="random", checkpoint=official)
+    assert loaded.data_config_source == "official run" and loaded.epoch == 4
+    assert (loaded.data_config["crop_pct"], loaded.data_config["interpolation"]) == (0.875, "bilinear")
+    other = load_model("resnet18", weights="random", checkpoint=plain)
+    assert other.data_config_source == "model" and other.data_config["crop_pct"] == 0.95
