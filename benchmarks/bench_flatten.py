@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from cka_probe._choices import PRECISIONS
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_compare import measure_once, run_child  # noqa: E402  (one peak-memory method for every benchmark)
@@ -164,7 +166,7 @@ def main() -> None:
     parser.add_argument("--minibatch", default="256,512,1024", help="n of the minibatch runs ('' for none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--precision", choices=["float64", "float32"], default="float64", help="of cka-probe's Grams and CKA product"
+        "--precision", choices=PRECISIONS, default="float64", help="of cka-probe's Grams and CKA product"
     )
     parser.add_argument("--skip", default="", help="comma-separated variants to leave out (e.g. torch-cka)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; best time and largest peak kept")

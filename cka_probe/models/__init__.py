@@ -29,7 +29,7 @@ from ._checkpoint import (
     select_state_dict,
 )
 from ._load import (
-    WEIGHTS,
+    MODEL_WEIGHTS,
     LoadedModel,
     load_model,
     model_from_checkpoint,
@@ -59,7 +59,7 @@ __all__ = [
     "MODULE_FAMILIES",
     "SAFE_GLOBALS",
     "SWIN_VARIANTS",
-    "WEIGHTS",
+    "MODEL_WEIGHTS",
     "CheckpointKeysWarning",
     "LoadedCheckpoint",
     "LoadedModel",

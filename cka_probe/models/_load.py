@@ -28,7 +28,7 @@ from ._run import RunRecord
 
 __all__ = [
     "CHECKPOINT_ATTRIBUTE",
-    "WEIGHTS",
+    "MODEL_WEIGHTS",
     "LoadedModel",
     "load_model",
     "model_from_checkpoint",
@@ -37,9 +37,6 @@ __all__ = [
 
 #: Attribute :func:`model_from_checkpoint` sets on the module it builds: the :class:`LoadedCheckpoint` it read.
 CHECKPOINT_ATTRIBUTE = "cka_probe_checkpoint"
-
-WEIGHTS = MODEL_WEIGHTS
-"""The ``weights`` choices of :func:`load_model` (:data:`cka_probe._choices.MODEL_WEIGHTS`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,9 +183,9 @@ def load_model(
     if checkpoint is None and isinstance(name_or_module, (str, os.PathLike)) and _is_checkpoint_file(name_or_module):
         checkpoint = name_or_module
         name_or_module = None
-    if weights not in WEIGHTS:
+    if weights not in MODEL_WEIGHTS:
         raise ArgumentError(
-            f"unknown weights {weights!r}; use one of {', '.join(WEIGHTS)} (--weights on the command line)"
+            f"unknown weights {weights!r}; use one of {', '.join(MODEL_WEIGHTS)} (--weights on the command line)"
         )
     if weights == "checkpoint" and checkpoint is None:
         raise ArgumentError(
