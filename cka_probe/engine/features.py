@@ -273,8 +273,8 @@ class ModelRequest:
         spec = resolve_name(self.name)
         if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
             raise CheckpointError(
-                f"checkpoint {self.checkpoint} of model {self.display} does not exist; fix its path (checkpoint: "
-                "of that model in the job config, or --checkpoint-a / --checkpoint-b of compare)"
+                f"checkpoint {self.checkpoint} does not exist; fix its path (the model's checkpoint: in the job "
+                "config, or --checkpoint-a / --checkpoint-b of compare)"
             )
         checkpoint_sha = sha256_file_checked(self.checkpoint) if self.checkpoint else None
         weights = "checkpoint" if self.checkpoint else self.weights

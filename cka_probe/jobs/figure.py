@@ -15,7 +15,7 @@ from ..engine.features import ModelFailure, resolve_cache, resolve_device
 from ..errors import CKAProbeError
 from .config import JobConfig
 from .preflight import check_models
-from .result import FIGURE_FORMATS, _jsonable
+from .result import _jsonable
 from .tables import long_table
 
 __all__ = ["FigureResult", "figure_paths", "make_figure"]
@@ -26,12 +26,9 @@ def figure_paths(config: JobConfig, directory: str | Path | None = None) -> dict
     layers numbered from 1 in forward order, the numbers the panels show when names do not fit) and the provenance
     JSON."""
     out = config.output
-    directory = Path(directory or out["dir"])
-    name = check_output_name(out["name"] or (Path(config.source).stem if config.source else "figure"), "output.name")
-    for fmt in out["formats"]:
-        if fmt not in FIGURE_FORMATS:
-            raise CKAProbeError(f"output.formats: unknown format {fmt!r}; choose from {', '.join(FIGURE_FORMATS)}")
-    paths = {fmt: directory / f"{name}.{fmt}" for fmt in out["formats"]}
+    directory = Path(directory or out.dir)
+    name = check_output_name(out.name or (Path(config.source).stem if config.source else "figure"), "output.name")
+    paths = {fmt: directory / f"{name}.{fmt}" for fmt in out.formats}  # formats: checked by the schema
     paths["csv"] = directory / f"{name}_panels.csv"
     paths["layers"] = directory / f"{name}_layers.csv"
     paths["json"] = directory / f"{name}.json"

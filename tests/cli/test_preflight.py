@@ -95,7 +95,7 @@ def test_figure_with_a_missing_checkpoint_and_an_unknown_model(tmp_path, forward
     models = [{"name": "test_resnet", "label": "R", "checkpoint": str(tmp_path / "nope.pth")}, {"name": "test_vit"}]
     config = _write(tmp_path, "fig.yaml", {**FIGURE, "models": models, "panels": [[["R", "test_vit"]]]})
     result = _run("figure", config, "--out", str(tmp_path / "out"), "--no-progress")
-    assert_one_line_error(result, "fig.yaml: model R:", "nope.pth of model R does not exist")
+    assert_one_line_error(result, "fig.yaml: model R: checkpoint", "nope.pth does not exist")
     models = [{"name": "test_resnet", "label": "R"}, {"name": "test_vitt", "label": "V"}]
     config = _write(tmp_path, "fig2.yaml", {**FIGURE, "models": models})
     result = _run("figure", config, "--out", str(tmp_path / "out"), "--no-progress")

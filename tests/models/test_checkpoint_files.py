@@ -80,6 +80,6 @@ def test_a_missing_checkpoint_in_a_job_config_names_its_key(tmp_path):
         env={"CKA_PROBE_CACHE": str(tmp_path / "cache")},
     )
     _assert_one_line_error(
-        result, f"checkpoint {missing} of model test_vit does not exist", "checkpoint: of that model"
+        result, f"model test_vit: checkpoint {missing} does not exist", "the model's checkpoint: in the job config"
     )
     assert "Errno" not in result.output
