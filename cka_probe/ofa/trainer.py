@@ -154,6 +154,10 @@ class Trainer:
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
         self.metrics_path = self.output_dir / METRICS_NAME
         self.summary_path = self.output_dir / SUMMARY_NAME
+        for key in ("initial_checkpoint", "teacher_checkpoint"):  # before anything is built, in the recipe's terms
+            path = getattr(config, key)
+            if path and not Path(path).expanduser().is_file():
+                raise CheckpointError(f"{key} {path} does not exist; fix it with --set {key}=PATH")
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self.progress = progress and self.dist.is_main
         if config.sync_bn and self.dist.distributed and self.device.type != "cuda":

@@ -238,6 +238,14 @@ def test_teacher_checkpoint_key_ema_is_the_ema_teacher(tmp_path, make_datasets):
         assert all(torch.equal(state[k], expected[k]) for k in expected), key
 
 
+@pytest.mark.parametrize("key", ["initial_checkpoint", "teacher_checkpoint"])
+def test_a_missing_start_or_teacher_file_names_its_recipe_key(tmp_path, make_datasets, key):
+    extra = {"method": "kd", "teacher": "test_resnet"} if key == "teacher_checkpoint" else {}
+    config = _config(tmp_path, **extra, **{key: str(tmp_path / "gone.pth")})
+    with pytest.raises(CheckpointError, match=rf"^{key} \S+gone\.pth does not exist; fix it with --set {key}=PATH$"):
+        Trainer(config, datasets=make_datasets())
+
+
 def test_ema_teacher_from_a_file_without_ema_is_one_line(tmp_path, make_datasets):
     torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), tmp_path / "t.pth")
     config = _config(
