@@ -104,6 +104,8 @@ BASE = {
 # for 3 epochs with the crop, reached 77.9 %, below the test_resnet students from scratch).
 VIT_S_TRAINING = ("opt", "lr", "min_lr", "weight_decay", "sched", "warmup_epochs", "sched_on_updates", "epochs",
                   "batch_size", "crop_scale")  # fmt: skip
+TEACHER_KEYS = ("student", "student_kwargs", "train_samples", "epochs", "batch_size", "lr")  # provenance, with
+# every key a teacher's recipe sets apart from BASE
 TEACHER_RECIPES = {
     "resnet18": {"train_samples": 24000, "epochs": 4},
     "vit_teacher": {"train_samples": None, **{key: getattr(VIT_S_RECIPE, key) for key in VIT_S_TRAINING}},
@@ -517,8 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     provenance = {
         "data": "Fashion-MNIST (dataset-fashion-mnist IDX files)",
         "train_samples": scale["train_samples"], "epochs": scale["epochs"],
-        "teachers": {pair: {key: teachers[pair]["config"][key] for key in ("train_samples", "epochs", "batch_size",
-                                                                          "lr")} for pair in PAIRS},
+        "teachers": {pair: {key: value for key, value in teachers[pair]["config"].items()
+                            if key != "output_dir" and (key in TEACHER_KEYS or BASE.get(key) != value)}
+                      for pair in PAIRS},
         "seeds": list(SEEDS), "recipe": BASE, "models": {key: list(value[:2]) for key, value in MODELS.items()},
         "versions": {"cka_probe": cka_probe.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "python": platform.python_version()},
