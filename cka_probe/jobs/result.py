@@ -151,7 +151,8 @@ class CKAResult:
                 from ..plots import new_figure
 
                 fig = new_figure()
-                self.plot(ax=fig.subplots(), labels=labels, key=paths["csv"].name)
+                # the table beside the figure, named so: a stem of two checkpoints' labels is long
+                self.plot(ax=fig.subplots(), labels=labels, key="the CSV of the same name")
                 for fmt in figure_formats:
                     fig.savefig(tmp[fmt], format=fmt, dpi=dpi)
             self.matrix.to_csv(tmp["csv"], float_format="%.10g")
