@@ -16,7 +16,7 @@ Runs are reused: a finished run is skipped, an interrupted one resumes from ``la
 
 Usage::
 
-    python scripts/figure6_trained.py            # the whole thing (about 25 min on 2 CPU cores)
+    python scripts/figure6_trained.py            # the whole thing (27.6 min measured on 2 idle CPU cores)
     python scripts/figure6_trained.py --smoke    # every step on a few batches (CI; under 2 min)
 """
 
