@@ -47,7 +47,7 @@ class Side:
 
     Attributes:
         model: a model name (alias, timm name, or a training checkpoint that records its model) or a module.
-        checkpoint: local weights for it.
+        checkpoint: local weights for it (they override ``weights``).
         checkpoint_key: ``"auto"``, ``"student"`` or ``"ema"``: which weights of a training checkpoint.
         seed: its random-weights seed (``None``: compare's ``seed``).
         num_classes: its classifier size (``None``: the checkpoint's, else ImageNet's).
@@ -55,6 +55,8 @@ class Side:
         layers: ``"activations"``, glob patterns or module names.
         tokens: its token rule (``None``: compare's ``tokens``).
         layouts: ``{layer pattern: layout}`` overrides.
+        weights: ``"pretrained"`` or ``"random"`` for this side (``None``: compare's ``weights``), e.g. pretrained
+            weights against the same network at initialisation.
     """
 
     model: Any
@@ -66,6 +68,7 @@ class Side:
     layers: Any = "activations"
     tokens: str | None = None
     layouts: Mapping[str, str] | None = None
+    weights: str | None = None
 
 
 _PLAIN_SIDE = Side(None)
@@ -208,6 +211,7 @@ def compare(
             FeatureSettings(
                 side.layers, _tokens(side.tokens or tokens), pool, _layouts(side.layouts), batch_size, precision
             ),
+            side.weights or weights,
         )
         for key, side in spec.items()
     }
@@ -225,7 +229,7 @@ def compare(
                 break
             request = ModelRequest(
                 side.model,
-                weights,
+                side.weights,
                 side.checkpoint,
                 side.seed,
                 checkpoint_select=side.checkpoint_key,
@@ -239,7 +243,7 @@ def compare(
         for key, side in sides.items():
             if key == "b" and same_model:
                 break
-            extracted[key] = _extract_direct(side, inputs, weights=weights, device=device, progress=progress)
+            extracted[key] = _extract_direct(side, inputs, device=device, progress=progress)
     extracted_a = extracted["a"]
     extracted_b = extracted.get("b", extracted_a)
     model_a = {**extracted_a.extra["model"], "label": label_a}
@@ -322,6 +326,7 @@ class _Side:
     num_classes: int | None
     img_size: int | None
     settings: FeatureSettings
+    weights: str
 
 
 def _named(model: Any, checkpoint: str | None) -> tuple[Any, str | None]:
@@ -390,13 +395,13 @@ def _checkpoint_facts(path: str, select: str) -> tuple[int | None, bool]:
     return epoch, selected.key in EMA_KEYS
 
 
-def _extract_direct(side: _Side, inputs: _Inputs, *, weights, device, progress):
+def _extract_direct(side: _Side, inputs: _Inputs, *, device, progress):
     """Features of a module (or a named model on caller-given tensors), without the cache."""
     from ..models import load_model, transform_for
 
     loaded = load_model(
         side.model,
-        weights=weights,
+        weights=side.weights,
         checkpoint=side.checkpoint,
         seed=side.seed,
         device=device,

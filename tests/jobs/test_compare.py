@@ -243,3 +243,22 @@ def test_side_values_give_what_the_keywords_give():
         assert by_sides.metadata[key] == by_keywords.metadata[key], key
     with pytest.raises(ArgumentError, match=r"^model b is a Side: set seed in it rather than seed_b=$"):
         compare("test_resnet", Side("test_vit"), seed_b=2, **common)
+
+
+def test_a_side_can_take_its_own_weights():
+    """Side(weights=...) gives one side other weights than compare's (a network against itself at initialisation
+    here: two seeds of random weights against one); the metadata records each side's."""
+    from cka_probe.errors import CKAProbeError
+    from cka_probe.jobs import Side
+
+    common = {"data": "synthetic", "n": 8, "progress": False, "device": "cpu", "cache": False}
+    mixed = compare(
+        Side("test_resnet", weights="random", seed=1),
+        Side("test_resnet", weights="random"),
+        weights="pretrained",
+        **common,
+    )
+    assert mixed.metadata["weights"] == {"a": "random", "b": "random"}
+    assert mixed.metadata["weights_seed"] == {"a": 1, "b": 0}
+    with pytest.raises(CKAProbeError, match="unknown weights 'imagenet'"):
+        compare(Side("test_resnet", weights="imagenet"), "test_resnet", weights="random", **common)
