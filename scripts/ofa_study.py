@@ -24,8 +24,7 @@ Runs are resumable: a finished run is skipped, an interrupted one resumes from i
 
 Usage::
 
-    python scripts/ofa_study.py                  # the full study, 3 seeds (measured with --seeds 0 1 on a shared
-                                                 # machine: 64 min wall, 2,910 CPU-s, 24 min on 2 free cores)
+    python scripts/ofa_study.py                  # the full study, 3 seeds (19.8 min measured on 2 idle cores)
     python scripts/ofa_study.py --smoke          # 1 epoch of a few batches per run; projects the full run's time
 """
 
