@@ -161,7 +161,7 @@ def test_literal_types_and_tuples_agree():
         ("cka_probe.jobs.zoo", "SUMMARY_SCORES", "SUMMARY_SCORES"),
         ("cka_probe.jobs.zoo", "INTERVAL_SCORES", "INTERVAL_SCORES"),
         ("cka_probe.engine.executors", "EXECUTORS", "EXECUTORS"),
-        ("cka_probe.models._load", "WEIGHTS", "MODEL_WEIGHTS"),
+        ("cka_probe.models._load", "MODEL_WEIGHTS", "MODEL_WEIGHTS"),
         ("cka_probe.ofa.taps", "STAGES", "STAGES"),
         ("cka_probe.ofa.branches", "MODEL_KINDS", "MODEL_KINDS"),
         ("cka_probe.data._sources", "SOURCES", "PROBE_SOURCES"),

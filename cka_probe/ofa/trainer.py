@@ -154,10 +154,6 @@ class Trainer:
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
         self.metrics_path = self.output_dir / METRICS_NAME
         self.summary_path = self.output_dir / SUMMARY_NAME
-        for key in ("initial_checkpoint", "teacher_checkpoint"):  # before anything is built, in the recipe's terms
-            path = getattr(config, key)
-            if path and not Path(path).expanduser().is_file():
-                raise CheckpointError(f"{key} {path} does not exist; fix it with --set {key}=PATH")
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self.progress = progress and self.dist.is_main
         if config.sync_bn and self.dist.distributed and self.device.type != "cuda":
@@ -165,6 +161,10 @@ class Trainer:
                 "sync_bn needs CUDA devices (SyncBatchNorm); on CPUs use --set sync_bn=false (dist_bn: reduce averages BatchNorm "
                 "statistics instead)"
             )
+        for key in ("initial_checkpoint", "teacher_checkpoint"):  # before any model is built, in the recipe's terms
+            path = getattr(config, key)
+            if path and not Path(path).expanduser().is_file():
+                raise CheckpointError(f"{key} {path} does not exist; fix it with --set {key}=PATH")
         self.local_batch = local_batch_size(config.batch_size, self.dist.world_size, config.grad_accum_steps)
         if (config.mixup > 0 or config.cutmix > 0) and self.local_batch % 2:
             raise ConfigError(

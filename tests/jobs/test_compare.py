@@ -175,13 +175,13 @@ def test_modules_given_directly_take_the_gram_precision_to_their_hooks(two_cnns,
     from cka_probe.capture import pooling
 
     seen = []
-    original = pooling.flattened_gram
+    original = pooling._gram  # flattened_gram's kernel, which the recorder's hooks call
 
     def recording(*args, **kwargs):
         seen.append(args[4] if len(args) > 4 else kwargs.get("precision", "float64"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("cka_probe.capture.recorder.flattened_gram", recording)
+    monkeypatch.setattr("cka_probe.capture.recorder._gram", recording)
     a, b, images = two_cnns
     result = compare(a, b, images, n=12, pool="flatten", precision="float32", progress=False, device="cpu")
     assert seen and set(seen) == {"float32"} and result.metadata["precision"] == "float32"
