@@ -266,7 +266,14 @@ class Trainer:
             config.teacher, self.num_classes, kwargs, config.teacher_pretrained, _TEACHER_WEIGHTS_FIX
         )
         if selected is not None:
-            load_weights(teacher, path, model_label=config.teacher, strict=True, selected=selected)
+            try:
+                load_weights(teacher, path, model_label=config.teacher, strict=True, selected=selected)
+            except CheckpointMismatchError as exc:  # the fix in the recipe's terms, not compare's
+                reason = str(exc).rsplit("; ", 1)[0]
+                raise CheckpointMismatchError(
+                    f"teacher_checkpoint: {reason}; set --set teacher=NAME (and teacher_kwargs) to the model it was "
+                    "saved from"
+                ) from None
         return teacher
 
     def _create_monitor(self):

@@ -238,6 +238,16 @@ def test_teacher_checkpoint_key_ema_is_the_ema_teacher(tmp_path, make_datasets):
         assert all(torch.equal(state[k], expected[k]) for k in expected), key
 
 
+def test_a_teacher_file_of_another_model_names_the_recipe_keys(tmp_path, make_datasets):
+    torch.save(timm.create_model("test_vit", num_classes=10).state_dict(), tmp_path / "vit.pth")
+    config = _config(tmp_path, method="kd", teacher="test_resnet", teacher_checkpoint=str(tmp_path / "vit.pth"))
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"^teacher_checkpoint: checkpoint \S+vit\.pth .*test_resnet.*; set --set teacher=NAME \(and teacher_kwargs\) to the model it was saved from$",
+    ):
+        Trainer(config, datasets=make_datasets())
+
+
 @pytest.mark.parametrize("key", ["initial_checkpoint", "teacher_checkpoint"])
 def test_a_missing_start_or_teacher_file_names_its_recipe_key(tmp_path, make_datasets, key):
     extra = {"method": "kd", "teacher": "test_resnet"} if key == "teacher_checkpoint" else {}
