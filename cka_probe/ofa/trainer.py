@@ -463,7 +463,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue: tensors and plain types only (loadable with ``weights_only=True``)."""
+        """Everything needed to continue: tensors and plain types only (loadable with ``weights_only=True``). The
+        schedule is not stored: a resume rebuilds it from the recipe and steps it to the saved epoch and step."""
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.student_timm_name,
@@ -476,7 +477,6 @@ class Trainer:
             "branches": self.task.trainable.branches.state_dict(),
             "adapters": self.task.trainable.adapters.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict(),
             "best": {key: dict(value) for key, value in self.best.items()},
