@@ -27,3 +27,19 @@ def torch_threads(request):
     torch.set_num_threads(request.param)
     yield request.param
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def forward_passes(monkeypatch):
+    """The models whose features were computed (the figure and zoo jobs' one place that runs a model)."""
+    calls = []
+    from cka_probe.engine import features as features_module
+
+    real = features_module.extract_features
+
+    def counting(model, *args, **kwargs):
+        calls.append(kwargs.get("desc"))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(features_module, "extract_features", counting)
+    return calls

@@ -227,17 +227,8 @@ def compare(
         for key, side in sides.items():
             if key == "b" and same_model:
                 break
-            request = ModelRequest(
-                side.model,
-                side.weights,
-                side.checkpoint,
-                side.seed,
-                checkpoint_select=side.checkpoint_key,
-                num_classes=side.num_classes,
-                img_size=side.img_size,
-            )
             extracted[key] = model_features(
-                request, inputs.probe, side.settings, device=device, cache=store, progress=progress
+                side.request(), inputs.probe, side.settings, device=device, cache=store, progress=progress
             )
     else:
         for key, side in sides.items():
@@ -328,6 +319,18 @@ class _Side:
     settings: FeatureSettings
     weights: str
 
+    def request(self) -> ModelRequest:
+        """The model of this side as the engine builds models (:meth:`ModelRequest.load`)."""
+        return ModelRequest(
+            self.model,
+            self.weights,
+            self.checkpoint,
+            self.seed,
+            checkpoint_select=self.checkpoint_key,
+            num_classes=self.num_classes,
+            img_size=self.img_size,
+        )
+
 
 def _named(model: Any, checkpoint: str | None) -> tuple[Any, str | None]:
     """A model argument that is a training checkpoint becomes the model it records and that file."""
@@ -397,18 +400,9 @@ def _checkpoint_facts(path: str, select: str) -> tuple[int | None, bool]:
 
 def _extract_direct(side: _Side, inputs: _Inputs, *, device, progress):
     """Features of a module (or a named model on caller-given tensors), without the cache."""
-    from ..models import load_model, transform_for
+    from ..models import transform_for
 
-    loaded = load_model(
-        side.model,
-        weights=side.weights,
-        checkpoint=side.checkpoint,
-        seed=side.seed,
-        device=device,
-        checkpoint_select=side.checkpoint_key,
-        num_classes=side.num_classes,
-        img_size=side.img_size,
-    )
+    loaded = side.request().load(device)
     extracted = extract_features(
         loaded.model,
         inputs.batches(transform_for(loaded)),

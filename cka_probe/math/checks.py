@@ -57,28 +57,28 @@ def _nan_with_warning(names: Sequence[str]) -> torch.Tensor:
 
 
 def _warn_constant(names: Sequence[str]) -> None:
-    if not names:
-        return
-    names = list(dict.fromkeys(map(str, names)))
-    warnings.warn(
-        f"features of layer(s) {', '.join(names)} are constant over the examples; "
-        "their CKA is undefined and set to NaN (check the layer choice or use more varied images)",
-        ZeroVarianceWarning,
-        stacklevel=3,
+    _warn_undefined(
+        names,
+        "features of layer(s) {} are constant over the examples; their CKA is undefined and set to NaN "
+        "(check the layer choice or use more varied images)",
     )
 
 
 def _warn_degenerate(names: Sequence[str]) -> None:
-    if not names:
-        return
-    names = list(dict.fromkeys(map(str, names)))
-    warnings.warn(
-        f"the centred kernel of layer(s) {', '.join(names)} vanishes (for the RBF kernel: more than half of "
-        "the example pairs coincide, so the median bandwidth is 0); their CKA is undefined and set to NaN "
-        "(use more varied images or --kernel linear)",
-        ZeroVarianceWarning,
-        stacklevel=3,
+    _warn_undefined(
+        names,
+        "the centred kernel of layer(s) {} vanishes (for the RBF kernel: more than half of the example pairs "
+        "coincide, so the median bandwidth is 0); their CKA is undefined and set to NaN (use more varied images "
+        "or --kernel linear)",
     )
+
+
+def _warn_undefined(names: Sequence[str], message: str) -> None:
+    """One :class:`ZeroVarianceWarning` naming each layer once (none for no layer); ``stacklevel`` points at the
+    caller of the public function that found them."""
+    if names:
+        listed = ", ".join(dict.fromkeys(map(str, names)))
+        warnings.warn(message.format(listed), ZeroVarianceWarning, stacklevel=4)
 
 
 def _check_kernel(kernel: str) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import timm
 import torch
 import yaml
 from click.testing import CliRunner
 
-import cka_probe.engine.features as features_module
 import cka_probe.jobs.identify as identify_module
 from cka_probe.cli.main import main
 
@@ -27,20 +25,6 @@ FIGURE = {
     "panels": [[["R", "V"]]],
     "output": {"formats": ["png"]},
 }
-
-
-@pytest.fixture
-def forward_passes(monkeypatch):
-    """The models whose features were computed (the figure and zoo jobs' one place that runs a model)."""
-    calls = []
-    real = features_module.extract_features
-
-    def counting(model, *args, **kwargs):
-        calls.append(kwargs.get("desc"))
-        return real(model, *args, **kwargs)
-
-    monkeypatch.setattr(features_module, "extract_features", counting)
-    return calls
 
 
 def _write(tmp_path, name, content):

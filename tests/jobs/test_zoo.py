@@ -35,18 +35,6 @@ def _config(models=MODELS, **extra):
     return parse_job_config(raw, "zoo")
 
 
-def _count_forward_passes(monkeypatch):
-    calls = []
-    real = features_module.extract_features
-
-    def counting(model, *args, **kwargs):
-        calls.append(kwargs.get("desc"))
-        return real(model, *args, **kwargs)
-
-    monkeypatch.setattr(features_module, "extract_features", counting)
-    return calls
-
-
 def _reference_features(name: str, n: int = 12) -> dict[str, np.ndarray]:
     """Float64 pooled activations of a seeded random timm model on the embedded probe set, with plain hooks.
 
@@ -75,8 +63,8 @@ def _reference_features(name: str, n: int = 12) -> dict[str, np.ndarray]:
     return pooled
 
 
-def test_one_forward_pass_per_model_and_pairs_equal_an_independent_computation(tmp_path, monkeypatch):
-    calls = _count_forward_passes(monkeypatch)
+def test_one_forward_pass_per_model_and_pairs_equal_an_independent_computation(tmp_path, monkeypatch, forward_passes):
+    calls = forward_passes
     result = run_zoo(_config(), output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     assert sorted(calls) == sorted(["test_resnet", "test_vit", "test_convnext", "test_efficientnet"])
     assert len(result.summary) == 6  # 4 models: every unordered pair once
@@ -124,8 +112,8 @@ def test_a_failing_model_is_recorded_and_the_others_go_on(tmp_path, monkeypatch)
     assert result.manifest["failures"][0]["label"] == "test_convnext"
 
 
-def test_an_unknown_model_stops_the_zoo_before_any_model_runs(tmp_path, monkeypatch):
-    calls = _count_forward_passes(monkeypatch)
+def test_an_unknown_model_stops_the_zoo_before_any_model_runs(tmp_path, monkeypatch, forward_passes):
+    calls = forward_passes
     with pytest.raises(UnknownModelError, match=r"model no_such_model_zz: unknown model 'no_such_model_zz'"):
         run_zoo(
             _config(models=["test_resnet", "test_vit", "no_such_model_zz"]),
@@ -136,7 +124,7 @@ def test_an_unknown_model_stops_the_zoo_before_any_model_runs(tmp_path, monkeypa
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-def test_killed_job_resumes_without_recomputing_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_killed_job_resumes_without_recomputing_and_matches_an_uninterrupted_run(tmp_path, monkeypatch, forward_passes):
     config = _config()
     reference = run_zoo(config, output_dir=tmp_path / "reference", cache=tmp_path / "ref-cache", progress=False)
 
@@ -155,7 +143,8 @@ def test_killed_job_resumes_without_recomputing_and_matches_an_uninterrupted_run
     assert not (tmp_path / "out" / "manifest.json").exists()
     monkeypatch.setattr(features_module, "model_features", real)
 
-    calls = _count_forward_passes(monkeypatch)
+    forward_passes.clear()  # count the resumed run alone
+    calls = forward_passes
     resumed = run_zoo(config, output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
     assert sorted(calls) == ["test_convnext", "test_efficientnet"]  # the two finished models were not rerun
     pd.testing.assert_frame_equal(resumed.long, reference.long)
@@ -252,8 +241,8 @@ def test_statistics_in_the_long_table(tmp_path):
 # --------------------------------------------------------------------------- output names
 
 
-def test_labels_that_give_one_file_name_are_refused_before_any_model_runs(tmp_path, monkeypatch):
-    calls = _count_forward_passes(monkeypatch)
+def test_labels_that_give_one_file_name_are_refused_before_any_model_runs(tmp_path, monkeypatch, forward_passes):
+    calls = forward_passes
     models = [{"name": "test_resnet", "label": "net/a"}, {"name": "test_vit", "label": "net_a"}, "test_convnext"]
     with pytest.raises(OutputNameError) as info:
         run_zoo(_config(models=models), output_dir=tmp_path / "out", cache=tmp_path / "cache", progress=False)
