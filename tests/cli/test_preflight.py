@@ -103,3 +103,20 @@ def test_identify_checks_every_checkpoint_before_the_first_network_runs(tmp_path
         "network seed0.pth: layer pattern 'layer9.*' matches no module",
     )
     assert recorded == [] and not out.exists()
+
+
+def test_cka_settings_of_a_job_file_are_one_line_in_its_keys(tmp_path, forward_passes, assert_one_line_error):
+    """figure and zoo files run compare's check of the CKA settings, and the message names the file's keys."""
+    config = _write(tmp_path, "zoo.yaml", ZOO)
+    out = tmp_path / "out"
+    result = _run(
+        "zoo", config, "--set", "analysis.estimator=minibatch", "--set", "analysis.precision=float32",
+        "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert_one_line_error(
+        result, "analysis.precision: float32 applies to the full estimator", "use analysis.estimator: full"
+    )
+    figure = _write(tmp_path, "fig.yaml", FIGURE)
+    result = _run("figure", figure, "--set", "data.batch_size=4", "--set", "analysis.pool=flatten", "--out", str(out))
+    assert_one_line_error(result, "analysis.pool: flatten with analysis.estimator: full needs all n=8 images")
+    assert forward_passes == [] and not out.exists()

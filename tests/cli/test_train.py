@@ -302,3 +302,32 @@ def test_validate_an_official_run_with_the_transform_it_evaluated_with(tmp_path,
         )
         assert (result["data_config"]["crop_pct"], result["data_config"]["interpolation"]) == (crop, interpolation)
     assert timm.create_model("resnet18").pretrained_cfg["crop_pct"] == 0.95  # what the official table replaces
+
+
+@pytest.mark.parametrize(
+    "sets, fragments",
+    [
+        (["warmup_epochs=1", "warmup_lr=0"], ["warmup_lr 0 with a per-epoch schedule", "--set warmup_lr=VALUE"]),
+        (["teacher_checkpoint=gone.pth", "method=kd", "teacher=test_resnet"], ["teacher_checkpoint gone.pth does not exist", "--set teacher_checkpoint=PATH"]),
+        (["initial_checkpoint=gone.pth"], ["initial_checkpoint gone.pth does not exist", "--set initial_checkpoint=PATH"]),
+    ],
+)  # fmt: skip
+def test_start_and_schedule_mistakes_are_one_line_exit_2(tmp_path, recipe, sets, fragments, assert_one_line_error):
+    extra = [arg for value in sets for arg in ("--set", value)]
+    result = run("train", "--config", str(recipe), *TINY, *extra, "--set", f"output_dir={tmp_path / 'out'}")
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_teacher_file_of_another_model_is_one_line_exit_2(tmp_path, recipe, assert_one_line_error):
+    import timm
+
+    torch.save(timm.create_model("test_vit", num_classes=10).state_dict(), tmp_path / "vit.pth")
+    sets = [
+        "method=kd",
+        "teacher=test_resnet",
+        f"teacher_checkpoint={tmp_path / 'vit.pth'}",
+        f"output_dir={tmp_path / 'out'}",
+    ]
+    result = run("train", "--config", str(recipe), *TINY, *[arg for value in sets for arg in ("--set", value)])
+    assert_one_line_error(result, "teacher_checkpoint: checkpoint", "set --set teacher=NAME (and teacher_kwargs)")
