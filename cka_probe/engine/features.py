@@ -51,7 +51,10 @@ __all__ = [
 #: How a model's images are prepared, in its cache key: a ``cka-probe train`` checkpoint's own evaluation
 #: transform, any other model's timm pretrained config. (Entries cached before runs kept their own transform
 #: were made at the pretrained config's size; naming the rule keeps them from being read back.)
-PREPROCESSING_RULE = "run checkpoint: the run's evaluation transform; else: the model's pretrained config"
+PREPROCESSING_RULE = (
+    "run checkpoint (cka-probe train, or official OFA-KD train.py): the run's evaluation transform; "
+    "else: the model's pretrained config"
+)  # part of every feature cache key: a change of the rule must not read back entries made under the old one
 
 # With --pool flatten, a model's Grams go to a GramSpool (see .spool) when it runs this many forward batches or
 # more; with fewer they stay in memory. (benchmarks/bench_spool.py sets it out of reach for its in-memory rows.)
